@@ -1,0 +1,1 @@
+"""recscope.attribution (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""recscope.experiments (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""recscope.offline (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""recscope.ope (see ARCHITECTURE.md)."""

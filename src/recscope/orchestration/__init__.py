@@ -1,0 +1,1 @@
+"""recscope.orchestration (see ARCHITECTURE.md)."""

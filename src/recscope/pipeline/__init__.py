@@ -1,0 +1,1 @@
+"""recscope.pipeline (see ARCHITECTURE.md)."""

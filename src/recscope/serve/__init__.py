@@ -1,0 +1,1 @@
+"""recscope.serve (see ARCHITECTURE.md)."""

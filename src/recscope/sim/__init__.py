@@ -1,0 +1,1 @@
+"""recscope.sim (see ARCHITECTURE.md)."""
