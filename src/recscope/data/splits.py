@@ -137,8 +137,8 @@ def user_split(data: Interactions, test_fraction: float = 0.2, validation_fracti
     rng = np.random.default_rng(seed)
     active = np.unique(data.user_index)
     perm = rng.permutation(active)
-    n_test = int(round(len(active) * test_fraction))
-    n_val = int(round(len(active) * validation_fraction))
+    n_test = round(len(active) * test_fraction)
+    n_val = round(len(active) * validation_fraction)
     user_label = np.zeros(data.n_users, dtype=np.int8)
     user_label[perm[:n_test]] = 2
     user_label[perm[n_test:n_test + n_val]] = 1

@@ -60,7 +60,7 @@ def parse_timestamps(col: pa.ChunkedArray | pa.Array, *, file: str | None = None
     if pa.types.is_date(t):
         return pc.assume_timezone(pc.cast(col, pa.timestamp("us")), "UTC")
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        values = col.to_pandas() if isinstance(col, pa.ChunkedArray) else col.to_pandas()
+        values = col.to_pandas()
         import pandas as pd
 
         parsed = pd.to_datetime(values, errors="coerce", utc=True, format="ISO8601")
