@@ -33,7 +33,7 @@ class Split:
 
 
 def _parts(data: Interactions, label: np.ndarray) -> Split:
-    """label: 0 train, 1 validation, 2 test."""
+    """label: 0 train, 1 validation, 2 test; any other label drops the row."""
     return Split(data.select(label == 0), data.select(label == 1), data.select(label == 2))
 
 
@@ -45,9 +45,13 @@ def _pair_keys(data: Interactions) -> tuple[np.ndarray, np.ndarray]:
 
 
 def temporal_split(data: Interactions, test_start: datetime | str,
-                   validation_start: datetime | str | None = None) -> Split:
+                   validation_start: datetime | str | None = None, *,
+                   drop_repeats: bool = False) -> Split:
     """Global cut: rows before ``validation_start`` train, then validation, then test
-    from ``test_start`` on. No test row precedes the cut."""
+    from ``test_start`` on. No test row precedes the cut.
+
+    A pair may recur after the cut (a re-watch, a re-purchase); ``drop_repeats=True``
+    removes such later rows from validation and test, so no pair is in two parts."""
     ts = data.timestamps
     t_test = _to_micros(test_start, "test_start")
     label = np.where(ts >= t_test, 2, 0)
@@ -56,13 +60,15 @@ def temporal_split(data: Interactions, test_start: datetime | str,
         if t_val > t_test:
             raise ValueError("validation_start must not be after test_start")
         label = np.where((ts >= t_val) & (ts < t_test), 1, label)
-    return _parts(data, label)
+    return _parts(data, _drop_repeats(data, label) if drop_repeats else label)
 
 
 def temporal_split_fraction(data: Interactions, test_fraction: float = 0.2,
-                            validation_fraction: float = 0.0) -> Split:
+                            validation_fraction: float = 0.0, *,
+                            drop_repeats: bool = False) -> Split:
     """Global temporal cut placed at the quantiles that leave the given fractions of rows
-    after it. Rows sharing the cut timestamp go to the later part (no test row precedes it)."""
+    after it. Rows sharing the cut timestamp go to the later part (no test row precedes it).
+    ``drop_repeats`` as in :func:`temporal_split`."""
     _check_fractions(test_fraction, validation_fraction)
     ts = np.sort(data.timestamps)
     n = len(ts)
@@ -73,7 +79,16 @@ def temporal_split_fraction(data: Interactions, test_fraction: float = 0.2,
     if validation_fraction:
         t_val = ts[min(n - 1, int(np.floor(n * (1 - test_fraction - validation_fraction))))]
         label = np.where((data.timestamps >= t_val) & (label == 0), 1, label)
-    return _parts(data, label)
+    return _parts(data, _drop_repeats(data, label) if drop_repeats else label)
+
+
+def _drop_repeats(data: Interactions, label: np.ndarray) -> np.ndarray:
+    """Label -1 (dropped) for validation/test rows whose pair is in an earlier part."""
+    pair, _ = _pair_keys(data)
+    n_pairs = int(pair.max()) + 1 if len(pair) else 0
+    first_part = np.full(n_pairs, 3, dtype=np.int8)
+    np.minimum.at(first_part, pair, label.astype(np.int8))
+    return np.where(label > first_part[pair], -1, label)
 
 
 def leave_last_n(data: Interactions, n: int = 1, validation_n: int = 0) -> Split:

@@ -45,7 +45,8 @@ def parse_timestamps(col: pa.ChunkedArray | pa.Array, *, file: str | None = None
     if pa.types.is_timestamp(t):
         if t.tz is None:
             col = pc.assume_timezone(col, "UTC")
-        return pc.cast(col, TIMESTAMP_TYPE)
+        # nanosecond inputs (pandas) are truncated to the canonical microseconds
+        return pc.cast(col, TIMESTAMP_TYPE, safe=t.unit != "ns")
     if pa.types.is_integer(t):
         scale = {"s": 1_000_000, "ms": 1_000, "us": 1}[unit]
         return pc.cast(pc.multiply_checked(pc.cast(col, pa.int64()), scale), TIMESTAMP_TYPE)
@@ -70,8 +71,9 @@ def parse_timestamps(col: pa.ChunkedArray | pa.Array, *, file: str | None = None
             raise DataValidationError(
                 f"unparsable timestamp {values.iloc[row]!r} (expected ISO-8601 or epoch seconds)",
                 file=file, column=column, row=row)
-        return pa.array(parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]"),
-                        type=TIMESTAMP_TYPE)
+        # via naive UTC numpy values: Series.values on tz-aware data is deprecated in pandas
+        naive = parsed.dt.tz_convert(None).to_numpy().astype("datetime64[us]")
+        return pa.array(naive, pa.timestamp("us"), from_pandas=True).cast(TIMESTAMP_TYPE)
     raise DataValidationError(f"wrong type {t} (expected a timestamp, epoch number or ISO-8601 text)",
                               file=file, column=column)
 

@@ -1,1 +1,38 @@
-"""recscope.sim (see ARCHITECTURE.md)."""
+"""recscope.sim: the built-in world (and, later, the simulated platform).
+
+:class:`World` generates a visual-discovery platform with known true preferences and a
+historical log from a known logging policy; see ``docs/world.md``.
+"""
+
+from recscope.sim.config import (
+    SURFACES,
+    LoggingPolicyConfig,
+    PreferenceConfig,
+    SessionConfig,
+    SurfaceConfig,
+    SurfacesConfig,
+    WorldConfig,
+    load_world_config,
+    parse_world_config,
+)
+from recscope.sim.policy import LoggingPolicy, Slates
+from recscope.sim.truth import EngagementProbabilities, WorldTruth, build_truth
+from recscope.sim.world import World
+
+__all__ = [
+    "SURFACES",
+    "EngagementProbabilities",
+    "LoggingPolicy",
+    "LoggingPolicyConfig",
+    "PreferenceConfig",
+    "SessionConfig",
+    "Slates",
+    "SurfaceConfig",
+    "SurfacesConfig",
+    "World",
+    "WorldConfig",
+    "WorldTruth",
+    "build_truth",
+    "load_world_config",
+    "parse_world_config",
+]

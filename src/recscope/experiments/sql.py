@@ -1,0 +1,382 @@
+"""SQL generation with SQLGlot: per-unit aggregation and sufficient statistics.
+
+The query has three steps, all run by the engine:
+
+1. ``a``: one row per assigned unit (variant, first exposure, covariates, segments); units
+   seen in more than one variant are dropped here and reported by :meth:`Plan.conflicts_sql`.
+2. ``e<k>``: per-unit aggregates of each events table (windows relative to exposure,
+   filters), then ``u``: the per-unit variables, with zeros for units without events.
+3. per variant (and segment): count, means, variances and covariances of the variables.
+
+Every identifier comes from the data's own schema (checked first, then quoted by
+SQLGlot), every value is a SQLGlot literal: no user text is pasted into SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from recscope.errors import ConfigError
+from recscope.experiments.metrics import AnalysisConfig, Metric
+from recscope.experiments.stats import Term
+
+DAY = 86400.0
+_NUMERIC = ("TINYINT", "SMALLINT", "INT", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL",
+            "REAL", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "INTEGER", "LONG",
+            "SHORT", "BYTE")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A source table as the engine sees it: a SQL table expression and its schema."""
+
+    name: str
+    expr: exp.Expression
+    columns: Mapping[str, str]
+
+
+@dataclass
+class MetricPlan:
+    """Where a metric's variables live in the stats row, and its terms."""
+
+    metric: Metric
+    index: int
+    variables: list[str] = field(default_factory=list)
+    term: Term = (0, None)
+    covariates: list[Term] = field(default_factory=list)
+    table: int | None = None
+
+
+def q(name: str) -> exp.Identifier:
+    """A quoted identifier."""
+    return exp.to_identifier(name, quoted=True)
+
+
+def col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(q(name), table=q(table) if table else None)
+
+
+def lit(value: object) -> exp.Expression:
+    if isinstance(value, bool):
+        return exp.Boolean(this=value)
+    if isinstance(value, int | float):
+        return exp.Literal.number(value)
+    return exp.Literal.string(str(value))
+
+
+def _double(e: exp.Expression) -> exp.Expression:
+    return exp.Cast(this=e, to=exp.DataType.build("DOUBLE"))
+
+
+def _aliased(table: exp.Expression, alias: str) -> exp.Table:
+    """``table AS alias`` for a table name or a table function."""
+    t = table.copy() if isinstance(table, exp.Table) else exp.Table(this=table.copy())
+    t.set("alias", exp.TableAlias(this=q(alias)))
+    return t
+
+
+def _is_numeric(type_name: str) -> bool:
+    t = type_name.upper()
+    return any(t.startswith(n) for n in _NUMERIC)
+
+
+class Plan:
+    """Checks a config against the tables' schemas and builds the queries."""
+
+    def __init__(self, config: AnalysisConfig, assignments: Table, events: Sequence[Table],
+                 dialect: str = "duckdb") -> None:
+        self.config = config
+        self.assignments = assignments
+        self.events = list(events)
+        self.dialect = dialect
+        c = config
+        self._need(assignments, c.unit, "unit")
+        self._need(assignments, c.variant, "variant")
+        self.exposure = c.exposure or next(
+            (n for n in ("first_exposure_ts", "exposure_ts") if n in assignments.columns), None)
+        if c.exposure:
+            self._need(assignments, c.exposure, "exposure")
+        for s in c.segments:
+            self._need(assignments, s, "segments")
+        for t in self.events:
+            self._need(t, c.unit, "unit")
+        self.metrics = [self._plan_metric(i, m) for i, m in enumerate(c.metrics)]
+
+    # -- checks ---------------------------------------------------------------------------
+
+    def _need(self, table: Table, column: str, key: str) -> None:
+        if column not in table.columns:
+            raise ConfigError(
+                f"column {column!r} not found in table {table.name} "
+                f"(columns: {', '.join(table.columns)})", key=key, file=self.config.source)
+
+    def _timestamp(self, table: Table, metric: Metric) -> str:
+        key = f"metrics.{metric.name}.window"
+        ts = self.config.timestamp or next(
+            (n for n in ("ts", "timestamp") if n in table.columns), None)
+        if ts is None or ts not in table.columns:
+            raise ConfigError(f"a window needs a timestamp column in table {table.name} "
+                              "(set timestamp = ...)", key=key, file=self.config.source)
+        if self.exposure is None:
+            raise ConfigError("a window needs the first-exposure column in the assignments "
+                              "(set exposure = ...)", key=key, file=self.config.source)
+        return ts
+
+    def _plan_metric(self, index: int, m: Metric) -> MetricPlan:
+        mp = MetricPlan(m, index)
+        cols = m.value_columns
+        key = f"metrics.{m.name}"
+        if m.events is not None:
+            match = [i for i, t in enumerate(self.events) if t.name == m.events]
+            if not match:
+                raise ConfigError(f"no events table named {m.events!r} (have: "
+                                  f"{', '.join(t.name for t in self.events)})",
+                                  key=f"{key}.events", file=self.config.source)
+            mp.table = match[0]
+            for c in cols:
+                self._need(self.events[mp.table], c, f"{key}.column")
+        else:
+            mp.table = next((i for i, t in enumerate(self.events)
+                             if all(c in t.columns for c in cols)), None)
+            if mp.table is None and not all(c in self.assignments.columns for c in cols):
+                missing = next(c for c in cols if not any(c in t.columns for t in self.events)
+                               and c not in self.assignments.columns)
+                where = ", ".join([t.name for t in self.events] + [self.assignments.name])
+                raise ConfigError(f"column {missing!r} not found in any table ({where})",
+                                  key=f"{key}.{self._col_key(m, missing)}",
+                                  file=self.config.source)
+            if mp.table is None and (m.window or m.filter or m.cuped_days):
+                raise ConfigError("window, filter and cuped_days need the metric's columns "
+                                  "in an events table", key=key, file=self.config.source)
+        if mp.table is not None:
+            t = self.events[mp.table]
+            for fc in m.filter:
+                self._need(t, fc, f"{key}.filter")
+            if m.window or m.cuped_days:
+                self._timestamp(t, m)
+        for c in m.covariates:
+            self._need(self.assignments, c, f"{key}.covariates")
+        # variables: value(s), then covariates
+        pre = f"m{index}_"
+        mp.variables.append(pre + "y")
+        if m.kind == "ratio":
+            mp.variables.append(pre + "d")
+            mp.term = (0, 1)
+        if m.cuped_days:
+            mp.variables.append(pre + "py")
+            if m.kind == "ratio":
+                mp.variables.append(pre + "pd")
+                mp.covariates.append((len(mp.variables) - 2, len(mp.variables) - 1))
+            else:
+                mp.covariates.append((len(mp.variables) - 1, None))
+        for k in range(len(m.covariates)):
+            mp.variables.append(f"{pre}c{k}")
+            mp.covariates.append((len(mp.variables) - 1, None))
+        return mp
+
+    @staticmethod
+    def _col_key(m: Metric, column: str) -> str:
+        if m.kind != "ratio":
+            return "column"
+        return "numerator" if column == m.numerator else "denominator"
+
+    # -- query pieces ---------------------------------------------------------------------
+
+    def _epoch(self, e: exp.Expression, type_name: str) -> exp.Expression:
+        return _double(e) if _is_numeric(type_name) else exp.TimeToUnix(this=e)
+
+    def _window_cond(self, t: Table, m: Metric, window: tuple[float, float] | None
+                     ) -> exp.Expression | None:
+        conds: list[exp.Expression] = []
+        if window is not None:
+            ts = self._timestamp(t, m)
+            diff = exp.Sub(this=self._epoch(col(ts, "e"), t.columns[ts]),
+                           expression=self._epoch(col("x_ts", "a"),
+                                                  self.assignments.columns[self.exposure or ""]))
+            lo, hi = window
+            conds.append(exp.GTE(this=diff.copy(), expression=lit(lo * DAY)))
+            if hi != float("inf"):
+                conds.append(exp.LT(this=diff, expression=lit(hi * DAY)))
+        for fc, vals in m.filter.items():
+            c = col(fc, "e")
+            conds.append(exp.EQ(this=c, expression=lit(vals[0])) if len(vals) == 1
+                         else exp.In(this=c, expressions=[lit(v) for v in vals]))
+        if not conds:
+            return None
+        out = conds[0]
+        for cnd in conds[1:]:
+            out = exp.And(this=out, expression=cnd)
+        return out
+
+    def _unit_agg(self, m: Metric, column: str, cond: exp.Expression | None
+                  ) -> exp.Expression:
+        """Per-unit aggregate of one column under a condition (NULL when no row matches)."""
+        value: exp.Expression = col(column, "e")
+        if m.kind == "proportion":
+            pos = exp.GT(this=_double(value), expression=lit(0))
+            full = pos if cond is None else exp.And(this=cond.copy(), expression=pos)
+            return exp.Max(this=exp.Case(ifs=[exp.If(this=full, true=lit(1.0))],
+                                         default=lit(0.0)))
+        if m.kind == "count_distinct":
+            inner = value if cond is None else exp.Case(
+                ifs=[exp.If(this=cond.copy(), true=value)])
+            return exp.Count(this=exp.Distinct(expressions=[inner]))
+        v = _double(value)
+        inner = v if cond is None else exp.Case(ifs=[exp.If(this=cond.copy(), true=v)])
+        return exp.Sum(this=inner)
+
+    def _window(self, m: Metric) -> tuple[float, float] | None:
+        if m.window is not None:
+            return m.window
+        t = self.events[self._mp(m).table or 0]
+        ts = self.config.timestamp or next((n for n in ("ts", "timestamp") if n in t.columns),
+                                           None)
+        # by default, only events at or after first exposure count
+        if self.exposure is not None and ts is not None and ts in t.columns:
+            return (0.0, float("inf"))
+        return None
+
+    def _mp(self, m: Metric) -> MetricPlan:
+        return next(p for p in self.metrics if p.metric is m)
+
+    def _assign_cte(self) -> exp.Select:
+        c = self.config
+        sel = exp.select(exp.alias_(col(c.unit, "s"), "u"),
+                         exp.alias_(exp.Min(this=col(c.variant, "s")), "v"))
+        if self.exposure:
+            sel = sel.select(exp.alias_(exp.Min(this=col(self.exposure, "s")), "x_ts"))
+        for i, s in enumerate(c.segments):
+            sel = sel.select(exp.alias_(exp.Min(this=col(s, "s")), f"s{i}"))
+        for mp in self.metrics:
+            for k, cv in enumerate(mp.metric.covariates):
+                sel = sel.select(exp.alias_(exp.Min(this=_double(col(cv, "s"))),
+                                            f"m{mp.index}_c{k}"))
+            if mp.table is None:  # values from the assignments table itself
+                for j, vc in enumerate(mp.metric.value_columns):
+                    name = mp.variables[j]
+                    sel = sel.select(exp.alias_(exp.Min(this=_double(col(vc, "s"))), name))
+        return (sel.from_(_aliased(self.assignments.expr, "s"))
+                .where(exp.Not(this=exp.Is(this=col(c.variant, "s"), expression=exp.Null())))
+                .group_by(col(c.unit, "s"))
+                .having(exp.EQ(this=exp.Count(this=exp.Distinct(
+                    expressions=[col(c.variant, "s")])), expression=lit(1))))
+
+    def _events_cte(self, k: int) -> exp.Select | None:
+        t = self.events[k]
+        mine = [mp for mp in self.metrics if mp.table == k]
+        if not mine:
+            return None
+        unit = self.config.unit
+        sel = exp.select(exp.alias_(col(unit, "e"), "u"))
+        needs_join = False
+        for mp in mine:
+            m = mp.metric
+            win = self._window(m)
+            needs_join |= win is not None or bool(m.cuped_days)
+            cond = self._window_cond(t, m, win)
+            for j, vc in enumerate(m.value_columns):
+                sel = sel.select(exp.alias_(self._unit_agg(m, vc, cond), mp.variables[j]))
+            if m.cuped_days:
+                pcond = self._window_cond(t, m, (-m.cuped_days, 0.0))
+                for j, vc in enumerate(m.value_columns):
+                    sel = sel.select(exp.alias_(self._unit_agg(m, vc, pcond),
+                                                mp.variables[len(m.value_columns) + j]))
+        sel = sel.from_(_aliased(t.expr, "e"))
+        if needs_join:
+            sel = sel.join(exp.to_table("a"), on=exp.EQ(this=col(unit, "e"),
+                                                         expression=col("u", "a")))
+        return sel.group_by(col(unit, "e"))
+
+    def _with_ctes(self, final: exp.Select) -> exp.Select:
+        final = final.with_("a", as_=self._assign_cte())
+        unit = exp.select(col("v", "a"),
+                          *[exp.alias_(col(f"s{i}", "a"), f"s{i}")
+                            for i in range(len(self.config.segments))])
+        joined: list[int] = []
+        for k in range(len(self.events)):
+            cte = self._events_cte(k)
+            if cte is not None:
+                final = final.with_(f"e{k}", as_=cte)
+                joined.append(k)
+        for mp in self.metrics:
+            for j, name in enumerate(mp.variables):
+                from_assign = name.split("_", 1)[1].startswith("c") or mp.table is None
+                if from_assign:
+                    unit = unit.select(exp.alias_(col(name, "a"), name))
+                else:
+                    v = exp.Coalesce(this=col(name, f"e{mp.table}"), expressions=[lit(0.0)])
+                    unit = unit.select(exp.alias_(_double(v), name))
+                del j
+        unit = unit.from_("a")
+        for k in joined:
+            unit = unit.join(exp.to_table(f"e{k}"), on=exp.EQ(
+                this=col("u", "a"), expression=col("u", f"e{k}")), join_type="left")
+        return final.with_("u", as_=unit)
+
+    # -- queries --------------------------------------------------------------------------
+
+    def stats_sql(self, segment: int | None = None, metrics: Sequence[int] | None = None
+                  ) -> str:
+        """Count, means and covariances of each metric's variables per variant (and
+        per value of segment ``segment``)."""
+        keys = [col("v", "u")] + ([col(f"s{segment}", "u")] if segment is not None else [])
+        sel = exp.select(*[exp.alias_(k, k.name) for k in keys],
+                         exp.alias_(exp.Count(this=exp.Star()), "n"))
+        for mp in self.metrics:
+            if metrics is not None and mp.index not in metrics:
+                continue
+            if mp.metric.kind == "quantile":
+                continue
+            vs = mp.variables
+            for a, va in enumerate(vs):
+                sel = sel.select(exp.alias_(exp.Avg(this=col(va, "u")), f"m{mp.index}_mean{a}"))
+            for a, va in enumerate(vs):
+                for b in range(a, len(vs)):
+                    agg = (exp.func("VAR_SAMP", col(va, "u")) if a == b
+                           else exp.func("COVAR_SAMP", col(va, "u"), col(vs[b], "u")))
+                    sel = sel.select(exp.alias_(agg, f"m{mp.index}_cov{a}_{b}"))
+        sel = sel.from_("u").group_by(*[k.copy() for k in keys])
+        return self._with_ctes(sel).sql(self.dialect)
+
+    def quantile_sql(self, probs: Mapping[tuple[int, str], Sequence[float]]) -> str:
+        """Sample quantiles of quantile metrics, one aggregate per (metric, variant)."""
+        sel = exp.select()
+        for n_item, ((mi, variant), ps) in enumerate(sorted(probs.items())):
+            name = self.metrics[mi].variables[0]
+            if self.dialect == "spark":
+                agg: exp.Expression = exp.Anonymous(this="PERCENTILE", expressions=[
+                    col(name, "u"), exp.Array(expressions=[lit(p) for p in ps])])
+            else:
+                agg = exp.Anonymous(this="QUANTILE_CONT", expressions=[
+                    col(name, "u"), exp.Array(expressions=[lit(p) for p in ps])])
+            flt = exp.Filter(this=agg, expression=exp.Where(
+                this=exp.EQ(this=col("v", "u"), expression=lit(variant))))
+            sel = sel.select(exp.alias_(flt, f"q{n_item}"))
+        return self._with_ctes(sel.from_("u")).sql(self.dialect)
+
+    def conflicts_sql(self) -> str:
+        """Units assigned to more than one variant, and rows without a variant."""
+        c = self.config
+        per_unit = (exp.select(exp.alias_(col(c.unit, "s"), "u"),
+                               exp.alias_(exp.Count(this=exp.Distinct(
+                                   expressions=[col(c.variant, "s")])), "nv"),
+                               exp.alias_(exp.Min(this=exp.Cast(this=col(c.unit, "s"),
+                                                                to=exp.DataType.build("TEXT"))),
+                                          "uid"))
+                    .from_(_aliased(self.assignments.expr, "s"))
+                    .group_by(col(c.unit, "s")))
+        many = exp.GT(this=col("nv"), expression=lit(1))
+        sel = exp.select(
+            exp.alias_(exp.Count(this=exp.Star()), "n_units"),
+            exp.alias_(exp.Sum(this=exp.Case(ifs=[exp.If(this=many, true=lit(1))],
+                                             default=lit(0))), "n_conflicts"),
+            exp.alias_(exp.Sum(this=exp.Case(ifs=[exp.If(this=exp.EQ(
+                this=col("nv"), expression=lit(0)), true=lit(1))], default=lit(0))),
+                "n_missing"),
+            exp.alias_(exp.Min(this=exp.Case(ifs=[exp.If(this=many.copy(), true=col("uid"))])),
+                       "example"),
+        ).from_(exp.alias_(per_unit.subquery(), "p", table=True))
+        return sel.sql(self.dialect)

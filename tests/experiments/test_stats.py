@@ -1,0 +1,147 @@
+"""Statistics from sufficient statistics agree with statsmodels and with the formulas."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from statsmodels.stats.power import NormalIndPower
+from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
+
+from recscope.experiments import stats
+
+
+def _samples(seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.lognormal(0.0, 1.0, 700), rng.lognormal(0.1, 1.1, 900)
+
+
+def test_welch_t_matches_statsmodels() -> None:
+    c, t = _samples()
+    res = stats.compare(stats.estimate(stats.Moments.from_data(c), (0, None)),
+                        stats.estimate(stats.Moments.from_data(t), (0, None)))
+    cm = CompareMeans(DescrStatsW(t), DescrStatsW(c))
+    tstat, p, df = cm.ttest_ind(usevar="unequal")
+    lo, hi = cm.tconfint_diff(usevar="unequal")
+    assert res.statistic == pytest.approx(tstat, abs=1e-9)
+    assert res.p_value == pytest.approx(p, abs=1e-9)
+    assert res.df == pytest.approx(df, rel=1e-9)
+    assert (res.ci_low, res.ci_high) == pytest.approx((lo, hi), abs=1e-9)
+    assert res.effect == pytest.approx(t.mean() - c.mean(), abs=1e-12)
+
+
+def test_z_test_matches_statsmodels() -> None:
+    c, t = _samples(4)
+    res = stats.compare(stats.estimate(stats.Moments.from_data(c), (0, None)),
+                        stats.estimate(stats.Moments.from_data(t), (0, None)),
+                        distribution="z")
+    cm = CompareMeans(DescrStatsW(t), DescrStatsW(c))
+    z, p = cm.ztest_ind(usevar="unequal")
+    lo, hi = cm.zconfint_diff(usevar="unequal")
+    assert (res.statistic, res.p_value) == pytest.approx((z, p), abs=1e-9)
+    assert (res.ci_low, res.ci_high) == pytest.approx((lo, hi), abs=1e-9)
+
+
+def test_delta_method_ratio_equals_linearised_per_unit_variance() -> None:
+    rng = np.random.default_rng(5)
+    d = rng.poisson(5, 3000) + 1.0
+    y = rng.binomial(d.astype(int), 0.2).astype(float)
+    est = stats.estimate(stats.Moments.from_data(np.column_stack([y, d])), (0, 1))
+    r = y.sum() / d.sum()
+    lin = (y - r * d) / d.mean()
+    assert est.value == pytest.approx(r, rel=1e-12)
+    assert est.var == pytest.approx(lin.var(ddof=1), rel=1e-9)
+
+
+def test_cuped_theta_is_the_pooled_ols_slope_for_several_covariates() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(4000, 2))
+    y = 1 + x @ np.array([0.8, -0.3]) + rng.normal(size=4000)
+    m = stats.Moments.from_data(np.column_stack([y, x]))
+    theta, centre = stats.cuped_theta(m, (0, None), [(1, None), (2, None)])
+    ols = sm.OLS(y, sm.add_constant(x)).fit()
+    assert theta == pytest.approx(ols.params[1:], abs=1e-9)
+    assert centre == pytest.approx(x.mean(axis=0), abs=1e-12)
+
+
+def test_cuped_on_a_ratio_metric_reduces_variance_and_is_unbiased() -> None:
+    """Ratio metric with the pre-period ratio as covariate: same mean, lower variance."""
+    rng = np.random.default_rng(7)
+    n = 20_000
+    rate = rng.beta(2, 8, n)
+    d_pre, d = rng.poisson(10, n) + 1, rng.poisson(10, n) + 1
+    y_pre, y = rng.binomial(d_pre, rate), rng.binomial(d, rate)
+    cols = np.column_stack([y, d, y_pre, d_pre]).astype(float)
+    half = rng.random(n) < 0.5
+    mc, mt = stats.Moments.from_data(cols[half]), stats.Moments.from_data(cols[~half])
+    theta, centre = stats.cuped_theta(stats.pool([mc, mt]), (0, 1), [(2, 3)])
+    raw = stats.estimate(mc, (0, 1))
+    adj = stats.estimate(mc, (0, 1), [(2, 3)], theta, centre)
+    assert adj.var < 0.9 * raw.var
+    assert abs(adj.value - raw.value) < 3 * np.sqrt(raw.var / raw.n)
+
+
+def test_pool_equals_moments_of_the_union() -> None:
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(300, 3)), rng.normal(1, 2, size=(500, 3))
+    p = stats.pool([stats.Moments.from_data(a), stats.Moments.from_data(b)])
+    u = stats.Moments.from_data(np.vstack([a, b]))
+    assert p.n == u.n
+    assert p.mean == pytest.approx(u.mean, abs=1e-12)
+    assert p.cov == pytest.approx(u.cov, abs=1e-12)
+
+
+def test_relative_effect_delta_method_interval() -> None:
+    c, t = _samples(9)
+    res = stats.compare(stats.estimate(stats.Moments.from_data(c), (0, None)),
+                        stats.estimate(stats.Moments.from_data(t), (0, None)),
+                        distribution="z")
+    mc, mt = c.mean(), t.mean()
+    se = np.sqrt(t.var(ddof=1) / len(t) / mc**2 + mt**2 * c.var(ddof=1) / len(c) / mc**4)
+    assert res.rel_effect == pytest.approx(mt / mc - 1)
+    assert res.rel_ci_high - res.rel_effect == pytest.approx(1.959963984540054 * se, rel=1e-9)
+
+
+def test_mde_and_sample_size_match_statsmodels_power() -> None:
+    sigma2, n1, ratio = 4.0, 5000, 1.5
+    m = stats.mde(sigma2, n1, sigma2, n1 * ratio, alpha=0.05, power_target=0.8)
+    es = NormalIndPower().solve_power(nobs1=n1, ratio=ratio, alpha=0.05, power=0.8)
+    assert m / np.sqrt(sigma2) == pytest.approx(es, rel=1e-6)
+    n = stats.sample_size(sigma2, 0.1, ratio=ratio)
+    sm_n = NormalIndPower().solve_power(effect_size=0.1 / 2.0, ratio=ratio, alpha=0.05,
+                                        power=0.8)
+    assert n == int(np.ceil(sm_n - 1e-6))
+    assert stats.power(0.1, np.sqrt(sigma2 / n + sigma2 / (n * ratio))) >= 0.8
+
+
+def test_srm_detects_a_small_imbalance_only_when_real() -> None:
+    assert stats.srm_test([50_800, 49_200], [1, 1]) < 1e-3
+    assert stats.srm_test([50_050, 49_950], [1, 1]) > 0.5
+    assert stats.srm_test([66_700, 33_300], [2, 1]) > 0.01
+
+
+def test_holm_and_bh_are_statsmodels_corrections() -> None:
+    p = [0.01, 0.02, 0.03, 0.5, np.nan]
+    holm = stats.adjust_pvalues(p, "holm")
+    assert holm[:4] == pytest.approx([0.04, 0.06, 0.06, 0.5])
+    assert np.isnan(holm[4])
+    assert stats.adjust_pvalues(p, "bh")[:4] == pytest.approx([0.04, 0.04, 0.04, 0.5])
+
+
+def test_quantile_interval_covers_the_true_quantile() -> None:
+    rng = np.random.default_rng(10)
+    q, n, truth = 0.9, 2000, -np.log(0.1)  # exponential(1) 90th percentile
+    hits = 0
+    for _ in range(400):
+        x = rng.exponential(size=n)
+        ps = stats.quantile_probabilities(q, n)
+        est = stats.quantile_estimate(n, *np.quantile(x, ps), z=1.959963984540054)
+        half = 1.959963984540054 * np.sqrt(est.var / n)
+        hits += abs(est.value - truth) <= half
+    assert 0.92 <= hits / 400 <= 0.98
+
+
+def test_msprt_interval_contains_zero_iff_likelihood_ratio_below_threshold() -> None:
+    effect = np.linspace(-0.2, 0.2, 41)
+    half, lr = stats.msprt(effect, 0.004, 0.01, 0.05)
+    assert np.array_equal(np.abs(effect) > half, lr > 20)

@@ -1,0 +1,140 @@
+"""The shared training loop: early stopping, best weights, checkpoints and resume,
+learning curves in tracking, callbacks, device choice, config errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recscope.data import random_holdout
+from recscope.errors import ConfigError
+from recscope.models.neural import LightGCN, TrainingHistory, pick_device
+from tests.models_neural.conftest import grouped_log
+
+FAST = {"dim": 16, "layers": 2, "batch_size": 128, "lr": 0.02, "progress": False}
+
+
+def _weights(model: LightGCN) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy().copy() for k, v in model._net().state_dict().items()}
+
+
+def test_early_stopping_keeps_the_best_epoch() -> None:
+    data = grouped_log()
+    model = LightGCN(FAST, epochs=40, patience=2, eval_every=1).fit(data)
+    h = model.history
+    assert h is not None and h.best_epoch is not None
+    vals = h.column("val")
+    assert np.nanmax(vals) == pytest.approx(h.best_value)
+    assert vals[h.best_epoch - 1] == pytest.approx(h.best_value)
+    if h.stopped_early:  # stopped exactly `patience` evaluations after the best one
+        assert len(h.rows) == h.best_epoch + 2
+    # the weights in the model are the best epoch's: re-scoring gives the best value
+    from recscope.models.neural.training import validation_score
+
+    split = random_holdout(data, 0.1, seed=0)
+    from recscope.data import Relevance
+
+    truth = Relevance.from_pairs(split.test.user_index, split.test.item_index,
+                                 data.n_users, data.n_items)
+    model._set_graph(split.train.to_csr())
+    model._invalidate()
+    again = validation_score(model, truth, np.unique(split.test.user_index),
+                             split.train.to_csr(), "ndcg@10")
+    assert again == pytest.approx(h.best_value, abs=1e-9)
+
+
+def test_no_validation_trains_all_epochs() -> None:
+    model = LightGCN(FAST, epochs=3, validation_fraction=0.0).fit(grouped_log())
+    assert model.history is not None
+    assert len(model.history.rows) == 3 and model.history.best_epoch is None
+    assert all("val" not in r for r in model.history.rows)
+
+
+def test_refit_retrains_on_all_data_for_the_best_epoch_count() -> None:
+    model = LightGCN(FAST, epochs=6, patience=1, refit=True).fit(grouped_log())
+    h = model.history
+    assert h is not None and h.refit_epochs == h.best_epoch
+    assert sum(1 for r in h.rows if r.get("refit")) == h.best_epoch
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None:
+    data = grouped_log()
+    full = LightGCN(FAST, epochs=4, patience=10).fit(data)
+    ckpt = tmp_path / "ckpt"
+    LightGCN(FAST, epochs=2, patience=10, checkpoint_dir=str(ckpt)).fit(data)
+    assert (ckpt / "last.npz").exists() and (ckpt / "best.npz").exists()
+    with np.load(ckpt / "last.npz", allow_pickle=False) as z:  # plain arrays only
+        assert any(k.startswith("opt.") for k in z.files)
+    resumed = LightGCN(FAST, epochs=4, patience=10, checkpoint_dir=str(ckpt),
+                       resume=True).fit(data)
+    assert resumed.history is not None and full.history is not None
+    assert [r["epoch"] for r in resumed.history.rows] == [1.0, 2.0, 3.0, 4.0]
+    np.testing.assert_allclose(resumed.history.column("loss"), full.history.column("loss"),
+                               rtol=1e-6)
+    for k, v in _weights(full).items():
+        np.testing.assert_allclose(_weights(resumed)[k], v, rtol=1e-6, atol=1e-7)
+
+
+def test_learning_curve_is_logged_to_tracking_per_epoch() -> None:
+    from mlflow.tracking import MlflowClient
+
+    from recscope.tracking import track
+
+    with track("test.neural") as run:
+        LightGCN(FAST, epochs=3, patience=10).fit(grouped_log(), logger=run)
+    client = MlflowClient(tracking_uri=run.uri)
+    loss = client.get_metric_history(run.run_id, "train.loss")
+    val = client.get_metric_history(run.run_id, "val.ndcg_10")
+    assert sorted(m.step for m in loss) == [1, 2, 3]
+    assert sorted(m.step for m in val) == [1, 2, 3]
+    assert all(np.isfinite(m.value) for m in loss)
+
+
+def test_callback_can_stop_a_run() -> None:
+    seen: list[int] = []
+
+    def stop_after_two(epoch: int, metrics: dict[str, float]) -> bool:
+        seen.append(epoch)
+        assert "loss" in metrics
+        return epoch >= 2
+
+    model = LightGCN(FAST, epochs=10).fit(grouped_log(), on_epoch=stop_after_two)
+    assert seen == [1, 2]
+    assert model.history is not None and model.history.stopped_early
+
+
+def test_history_is_a_result(tmp_path: Path) -> None:
+    model = LightGCN(FAST, epochs=2).fit(grouped_log())
+    h = model.history
+    assert h is not None
+    h.save(tmp_path / "curve.json")
+    back = TrainingHistory.load(tmp_path / "curve.json")
+    assert back.rows == h.rows and back.best_epoch == h.best_epoch
+    html = h.to_html()
+    assert "learning curve" in html and "plotly" in html.lower()
+    assert h.throughput() > 0 and h.seconds_per_epoch() > 0
+
+
+def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert pick_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto").type == "cuda"
+    assert pick_device("cpu").type == "cpu"
+
+
+@pytest.mark.parametrize(("params", "key"), [
+    ({"eval_metric": "ndcg"}, "eval_metric"),
+    ({"eval_metric": "bogus@10"}, "eval_metric"),
+    ({"lr": -1.0}, "lr"),
+    ({"device": "tpu"}, "device"),
+    ({"validation_fraction": 1.5}, "validation_fraction"),
+])
+def test_bad_config_names_the_key(params: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        LightGCN(params)
+    assert err.value.key == key

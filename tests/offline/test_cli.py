@@ -1,0 +1,171 @@
+"""``recscope evaluate``: the CLI contract on ML-100K and on malformed inputs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import data_path
+from tests.offline.ml100k import write_ml100k_case
+
+
+def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch,
+            capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    from recscope.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["recscope", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    out = capsys.readouterr()
+    return int(exc.value.code or 0), out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def ml100k(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_ml100k_case(tmp_path_factory.mktemp("ml100k"), data_path("ml-100k"))
+
+
+METRICS = ["ndcg@10", "recall@20", "precision@10", "hit_rate@10", "mrr", "map@100", "auc"]
+
+
+def test_ml100k_popularity_vs_random(ml100k: dict[str, Path], tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out_json, out_html = tmp_path / "eval.json", tmp_path / "eval.html"
+    args = ["evaluate", "--rankings", str(ml100k["popularity"]), "--truth", str(ml100k["truth"]),
+            "--compare", str(ml100k["random"]), "--json", str(out_json), "--html",
+            str(out_html), "--bootstrap", "500"]
+    for m in METRICS:
+        args += ["--metric", m]
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    doc = json.loads(out_json.read_text())
+    assert doc["n_users"] > 200
+    for m in METRICS:
+        entry = doc[m]
+        assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"], m
+        assert entry["ci_high"] - entry["ci_low"] > 0, m
+        assert m in out  # printed in the Rich table
+        # popularity beats random on a temporal split, clearly, after Holm adjustment
+        rnd = doc["compare"]["random"][m]
+        assert rnd["mean"] < entry["mean"], m
+        assert entry["p_value"] <= entry["p_value_adjusted"] < 1e-6, m
+        assert rnd["p_value_adjusted"] == entry["p_value_adjusted"]
+        assert rnd["diff_ci_high"] < 0
+    # random ranking's AUC is near 0.5, popularity's well above it
+    assert abs(doc["compare"]["random"]["auc"]["mean"] - 0.5) < 0.03
+    assert doc["auc"]["mean"] > 0.6
+    html = out_html.read_text()
+    assert "Paired tests" in html and "ndcg@10" in html
+    # the run is logged to tracking with the metrics
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("recscope").experiment_id],
+                              "tags.`recscope.command` = 'evaluate'")
+    logged = [r for r in runs if abs(r.data.metrics.get("ndcg_10", -1) - doc["ndcg@10"]["mean"])
+              < 1e-12]
+    assert logged and logged[0].info.status == "FINISHED"
+
+
+def _write(path: Path, cols: dict[str, list[object]]) -> Path:
+    table = pa.table(cols)
+    if path.suffix == ".csv":
+        pacsv.write_csv(table, path)
+    else:
+        pq.write_table(table, path)
+    return path
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> dict[str, Path]:
+    truth = _write(tmp_path / "truth.csv", {"user_id": ["a", "a", "b", "c"],
+                                            "item_id": ["x", "y", "x", "z"],
+                                            "cohort": ["new", "new", "old", "old"]})
+    ranks = _write(tmp_path / "ranks.csv", {"user_id": ["a", "a", "b", "b", "c", "d"],
+                                            "item_id": ["y", "z", "z", "x", "z", "x"],
+                                            "rank": [1, 2, 1, 2, 1, 1]})
+    return {"truth": truth, "ranks": ranks, "dir": tmp_path}
+
+
+def test_small_csv_rank_input_slices_and_reported_policy(
+        small: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = small["dir"] / "o.json"
+    code, text, err = run_cli(["evaluate", "--rankings", str(small["ranks"]), "--truth",
+                               str(small["truth"]), "--metric", "recall@1", "--metric", "mrr",
+                               "--slice", "cohort", "--json", str(out)], monkeypatch, capsys)
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    # a: y at rank 1 (1 of 2 relevant); b: x at rank 2; c: z at rank 1; d has no truth
+    assert doc["recall@1"]["mean"] == pytest.approx((0.5 + 0 + 1) / 3)
+    assert doc["mrr"]["mean"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert doc["n_users"] == 3
+    assert doc["notes"]["ranks.users_not_in_truth"] == 1
+    assert "not in the truth" in text
+    assert doc["slices"]["cohort"]["new"]["n_users"] == 1
+    assert doc["slices"]["cohort"]["old"]["mrr"]["mean"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize(("ranks", "message"), [
+    ({"user_id": ["a"], "item_id": ["x"]}, "score' or a 'rank"),
+    ({"user_id": ["a", "a"], "item_id": ["x", "x"], "score": [1.0, 0.5]}, "appears twice"),
+    ({"user_id": ["a", "a"], "item_id": ["x", "y"], "score": [1.0, float("nan")]}, "NaN"),
+    ({"user_id": ["a", "a"], "item_id": ["x", "y"], "rank": [1, 1]}, "rank repeated"),
+    ({"item_id": ["x"], "score": [1.0]}, "missing required column"),
+])
+def test_malformed_rankings_give_one_line_error(
+        small: dict[str, Path], ranks: dict[str, list[object]], message: str,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _write(small["dir"] / "bad.parquet", ranks)
+    out = small["dir"] / "never.json"
+    code, _, err = run_cli(["evaluate", "--rankings", str(bad), "--truth", str(small["truth"]),
+                            "--json", str(out)], monkeypatch, capsys)
+    assert code == 2
+    assert message in err and "bad.parquet" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_missing_user_policy_error(small: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    ranks = _write(small["dir"] / "only_a.csv", {"user_id": ["a"], "item_id": ["x"],
+                                                 "score": [1.0]})
+    code, _, err = run_cli(["evaluate", "--rankings", str(ranks), "--truth", str(small["truth"]),
+                            "--missing", "error"], monkeypatch, capsys)
+    assert code == 2 and "no ranked list" in err
+    code, out, err = run_cli(["evaluate", "--rankings", str(ranks), "--truth",
+                              str(small["truth"]), "--metric", "hit_rate@1"], monkeypatch, capsys)
+    assert code == 0 and "score 0" in out
+
+
+def test_score_and_rank_inputs_agree(tmp_path: Path) -> None:
+    from recscope.offline import evaluate
+    from recscope.offline.inputs import load_inputs
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(30), 8)
+    items = np.concatenate([rng.permutation(40)[:8] for _ in range(30)])
+    score = rng.random(len(users))
+    rank = np.empty(len(users), dtype=np.int64)
+    for u in range(30):
+        sl = slice(8 * u, 8 * u + 8)
+        rank[sl] = np.argsort(np.argsort(-score[sl])) + 1
+    _write(tmp_path / "s.parquet", {"user_id": users, "item_id": items, "score": score})
+    _write(tmp_path / "r.parquet", {"user_id": users, "item_id": items, "rank": rank})
+    pairs = {(int(u), int(i)) for u, i in zip(rng.integers(0, 30, 90), rng.integers(0, 40, 90),
+                                               strict=True)}
+    tu, ti = zip(*sorted(pairs), strict=True)
+    _write(tmp_path / "t.parquet", {"user_id": list(tu), "item_id": list(ti)})
+    data = load_inputs(tmp_path / "t.parquet", {"s": tmp_path / "s.parquet",
+                                                "r": tmp_path / "r.parquet"})
+    a = evaluate(data.rankings["s"], data.truth, ["ndcg@5", "map"], bootstrap=0)
+    b = evaluate(data.rankings["r"], data.truth, ["ndcg@5", "map"], bootstrap=0)
+    assert a.mean("ndcg@5") == b.mean("ndcg@5") and a.mean("map") == b.mean("map")
