@@ -5,7 +5,7 @@ the peer is the usual pandas code (``read_csv`` of ``u.data`` with ``to_datetime
 ``u.user``, without validation; group-by splits). Each case runs in a fresh process so that peak memory is its own:
 ``py_peak`` is tracemalloc's peak (Python and numpy allocations), ``arrow_peak`` the
 Arrow memory pool's peak (Arrow buffers are invisible to tracemalloc), both from one
-traced run. Times are the best of ``--repeat`` untraced runs after a warm-up.
+traced run. Times are the best and the median of ``--repeat`` untraced runs after a warm-up.
 
     .venv/bin/python benchmarks/data_loading.py [--data ../shared/data/ml-100k] [--repeat 5]
 """
@@ -105,7 +105,8 @@ def _measure(args: tuple[str, str, str, int]) -> dict[str, float]:
     op()
     _, py_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return {"seconds": min(times), "py_peak_mb": py_peak / 2**20,
+    return {"seconds": min(times), "median": float(sorted(times)[len(times) // 2]),
+            "py_peak_mb": py_peak / 2**20,
             "arrow_peak_mb": pool.max_memory() / 2**20}
 
 
@@ -124,13 +125,14 @@ def main() -> None:
         rows.append((name, res))
     print(f"machine: {platform.machine()}, {mp.cpu_count()} cores, Python "
           f"{platform.python_version()}; time: best of {opts.repeat} runs\n")
-    print("| step | recscope s | pandas s | ratio | recscope peak MB (py + Arrow) | "
-          "pandas peak MB (py + Arrow) |")
+    print("| step | recscope s, best (median) | pandas s, best (median) | ratio of bests | "
+          "recscope peak MB (py + Arrow) | pandas peak MB (py + Arrow) |")
     print("|---|---|---|---|---|---|")
     for name, res in rows:
         r, p = res["recscope"], res["pandas"]
         label = "load ML-100K" if name == "load" else f"split: {name}"
-        print(f"| {label} | {r['seconds']:.4f} | {p['seconds']:.4f} | "
+        print(f"| {label} | {r['seconds']:.4f} ({r['median']:.4f}) | "
+              f"{p['seconds']:.4f} ({p['median']:.4f}) | "
               f"{r['seconds'] / p['seconds']:.2f}x | {r['py_peak_mb']:.1f} + "
               f"{r['arrow_peak_mb']:.1f} | {p['py_peak_mb']:.1f} + {p['arrow_peak_mb']:.1f} |")
 

@@ -34,21 +34,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from recscope.attribution import CellStats, attribute_metric  # noqa: E402
-from recscope.experiments.analysis import analyze  # noqa: E402
-from recscope.sim.config import WorldConfig  # noqa: E402
-from recscope.sim.environment import Environment  # noqa: E402
-from recscope.sim.experiment import (  # noqa: E402
+from recscope.attribution import CellStats, attribute_metric
+from recscope.experiments.analysis import analyze
+from recscope.sim.config import WorldConfig
+from recscope.sim.environment import Environment
+from recscope.sim.experiment import (
     ExperimentSpec,
     WorldSpec,
     build_world,
     run_experiment,
     unit_totals,
 )
-from recscope.sim.policies import StackPolicy  # noqa: E402
-from recscope.sim.truth import build_truth  # noqa: E402
+from recscope.sim.policies import StackPolicy
+from recscope.sim.truth import build_truth
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -78,6 +78,25 @@ def throughput(scale: float = 1.0, days: int = 7) -> dict[str, Any]:
 
 AB_TREATMENT = {"ranker": "affinity_quality"}
 
+METRICS = OUT / "validate_metrics.toml"
+METRICS_TEXT = """unit = "unit_id"
+variant = "variant"
+control = "control"
+[metrics.ctr]
+kind = "ratio"
+numerator = "clicks"
+denominator = "impressions"
+[metrics.clicks]
+kind = "mean"
+column = "clicks"
+[metrics.saves]
+kind = "mean"
+column = "saves"
+[metrics.sessions]
+kind = "mean"
+column = "sessions"
+"""
+
 
 def _spec(seed: int, layers: list[dict[str, Any]], *, supply: bool = False,
           days: int = 5, policy: dict[str, Any] | None = None) -> ExperimentSpec:
@@ -85,8 +104,9 @@ def _spec(seed: int, layers: list[dict[str, Any]], *, supply: bool = False,
         "name": "validate", "seed": seed, "days": days, "warmup_days": 3,
         "world": {"scale": 0.1},
         "simulation": {"creator_supply": {"enabled": supply}},
-        "policy": policy or {"retriever": "embedding", "ranker": "affinity"},
-        "experiment": layers,
+        "policy": {"pool": 50, **(policy or {"retriever": "embedding",
+                                                 "ranker": "affinity"})},
+        "experiment": layers, "metrics": str(METRICS),
     })
 
 
@@ -145,6 +165,7 @@ def factorial_rep(world: Any, seed: int) -> dict[str, dict[str, Any]]:
 
 
 def validate(reps: int) -> dict[str, Any]:
+    METRICS.write_text(METRICS_TEXT)
     world = build_world(WorldSpec(scale=0.1))
     t0 = time.perf_counter()
     results: dict[str, Any] = {"reps": reps, "world": {"users": world.n_users,
@@ -216,14 +237,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "simulator.json"
-    record = json.loads(path.read_text()) if path.exists() else {}
+    new: dict[str, Any] = {}
     if args.what in ("throughput", "all"):
-        record["throughput"] = throughput(float(args.scale) if args.what == "throughput"
-                                          else 1.0)
+        new["throughput"] = throughput(float(args.scale) if args.what == "throughput"
+                                       else 1.0)
     if args.what in ("validate", "all"):
-        record["validate"] = validate(args.reps)
+        new["validate"] = validate(args.reps)
     if args.what in ("demo", "all"):
-        record["demo"] = demo("default" if args.scale in ("1.0", "default") else args.scale)
+        new["demo"] = demo("default" if args.scale in ("1.0", "default") else args.scale)
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record.update(new)
     record["machine"] = f"{os.cpu_count()} cores ({sys.platform})"
     path.write_text(json.dumps(record, indent=2) + "\n")
 

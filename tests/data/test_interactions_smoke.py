@@ -1,5 +1,4 @@
 from recscope.data import Interactions, leave_last_n
-
 from tests.conftest import make_log
 
 

@@ -74,6 +74,16 @@ def test_movielens_file_path_and_auto_detection(ml100k: Interactions) -> None:
     assert from_file.fingerprint() == ml100k.fingerprint()
 
 
+def test_movielens_100k_own_split_files_share_vocabularies(ml100k: Interactions) -> None:
+    base = load(data_path("ml-100k", "u1.base"))
+    test = load(data_path("ml-100k", "u1.test"))
+    assert (len(base), len(test)) == (80_000, 20_000)
+    assert base.users == test.users == ml100k.users and base.items == test.items
+    pairs = set(zip(base.user_index.tolist(), base.item_index.tolist(), strict=True))
+    assert not pairs & set(zip(test.user_index.tolist(), test.item_index.tolist(),
+                               strict=True))
+
+
 def test_movielens_csv_family(tmp_path: Path) -> None:
     (tmp_path / "ratings.csv").write_text(
         "userId,movieId,rating,timestamp\n1,1,4.0,964982703\n1,3,4.5,964981247\n"
@@ -135,6 +145,15 @@ def test_obd_bts_from_root_and_policy_propensities() -> None:
     assert detect_format(data_path("obd", "bts", "men", "men.csv")) == "obd"
     slim = load_obd(data_path("obd", "bts", "men"), affinities=False)
     assert not any(c.startswith("affinity_") for c in slim.table.column_names)
+
+
+def test_obd_unknown_policy_or_campaign() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_obd(data_path("obd"), policy="greedy")
+    assert err.value.key == "policy" and "bts" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load(data_path("obd"), campaign="kids")
+    assert err.value.key == "campaign"
 
 
 def test_obd_rejects_zero_based_positions(tmp_path: Path) -> None:
@@ -273,6 +292,12 @@ def test_saved_directory_and_parquet_are_recognised(tmp_path: Path) -> None:
     data.save(tmp_path / "saved")
     assert detect_format(tmp_path / "saved") == "recscope"
     assert load(tmp_path / "saved").fingerprint() == data.fingerprint()
+    doubled = Interactions.from_table(pa.concat_tables([make_log(), make_log()]))
+    doubled.save(tmp_path / "doubled")
+    assert len(load(tmp_path / "doubled", duplicates="drop")) == 600
+    with pytest.raises(DataValidationError) as err:
+        load(tmp_path / "doubled", duplicates="error")
+    assert err.value.row == 600
     pq.write_table(make_log(), tmp_path / "log.parquet")
     assert detect_format(tmp_path / "log.parquet") == "parquet"
     assert len(load(tmp_path / "log.parquet")) == 600

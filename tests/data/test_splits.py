@@ -20,7 +20,7 @@ from recscope.data import (
 )
 from tests.conftest import data_path, make_log
 
-SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
+SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 
 
 @st.composite

@@ -214,21 +214,23 @@ def test_cli_contract_with_the_smallest_metrics_file(tmp_path: Path) -> None:
     assert (tmp_path / "out.html").exists()
 
 
-def test_cli_error_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+def test_cli_error_is_one_line_and_exit_code_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from recscope.cli import main
 
     pd.DataFrame({"user_id": [1, 2], "variant": ["control", "t"]}).to_csv(
         tmp_path / "a.csv", index=False)
     (tmp_path / "m.toml").write_text('[metrics.x]\nkind = "mean"\ncolumn = "nope"\n')
-    proc = subprocess.run(
-        [sys.executable, "-c", "from recscope.cli import main; main()", "experiment",
-         "analyze", "--assignments", str(tmp_path / "a.csv"), "--events",
-         str(tmp_path / "a.csv"), "--metrics", str(tmp_path / "m.toml"), "--out-dir",
-         str(tmp_path)], capture_output=True, text=True, check=False)
-    assert proc.returncode == 2
-    assert "column 'nope' not found" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    monkeypatch.setattr("sys.argv", [
+        "recscope", "experiment", "analyze", "--assignments", str(tmp_path / "a.csv"),
+        "--events", str(tmp_path / "a.csv"), "--metrics", str(tmp_path / "m.toml"),
+        "--out-dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "column 'nope' not found" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.data

@@ -183,6 +183,7 @@ def test_calibrated_moves_topic_mix_towards_history(train: Interactions,
     topics = _topics(train)
     p = model.target(lists.users)
 
+    @np.errstate(all="ignore")
     def kl(items: np.ndarray) -> float:
         q = np.array([np.bincount(topics[r[r >= 0]], minlength=4) / max(1, (r >= 0).sum())
                       for r in items])

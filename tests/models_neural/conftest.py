@@ -13,10 +13,11 @@ DAY_US = 86_400 * 1_000_000
 
 
 def grouped_log(n_users: int = 80, n_items: int = 48, n_groups: int = 4, per_user: int = 12,
-                n_cold: int = 0, seed: int = 0) -> Interactions:
+                n_cold: int = 0, noise: float = 0.0, seed: int = 0) -> Interactions:
     """Users and items in ``n_groups`` groups; each user interacts with ``per_user`` items
-    of their own group. The last ``n_cold`` items of every group appear only in the item
-    table, whose ``text`` names the group's words."""
+    of their own group (a ``noise`` share of them from any group). The last ``n_cold``
+    items of every group appear only in the item table, whose ``text`` names the group's
+    words."""
     rng = np.random.default_rng(seed)
     item_group = np.arange(n_items) % n_groups
     warm = np.arange(n_items) < n_items - n_cold * n_groups
@@ -25,6 +26,9 @@ def grouped_log(n_users: int = 80, n_items: int = 48, n_groups: int = 4, per_use
         g = u % n_groups
         pool = np.flatnonzero((item_group == g) & warm)
         items = rng.choice(pool, size=min(per_user, len(pool)), replace=False)
+        noisy = rng.random(len(items)) < noise
+        items[noisy] = rng.choice(np.flatnonzero(warm), size=int(noisy.sum()))
+        items = np.unique(items)
         rows_u += [u] * len(items)
         rows_i += items.tolist()
         rows_t += (1_700_000_000_000_000 + np.sort(rng.integers(0, 30 * DAY_US,

@@ -9,12 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from recscope.data import random_holdout
+from recscope.data import Interactions, random_holdout
 from recscope.errors import ConfigError
 from recscope.models.neural import LightGCN, TrainingHistory, pick_device
 from tests.models_neural.conftest import grouped_log
 
-FAST = {"dim": 16, "layers": 2, "batch_size": 128, "lr": 0.02, "progress": False}
+FAST = {"dim": 16, "layers": 2, "batch_size": 128, "lr": 0.02, "eval_every": 1,
+        "progress": False}
+
+
+def noisy() -> Interactions:
+    return grouped_log(n_items=120, per_user=10, noise=0.4)
 
 
 def _weights(model: LightGCN) -> dict[str, np.ndarray]:
@@ -22,8 +27,8 @@ def _weights(model: LightGCN) -> dict[str, np.ndarray]:
 
 
 def test_early_stopping_keeps_the_best_epoch() -> None:
-    data = grouped_log()
-    model = LightGCN(FAST, epochs=40, patience=2, eval_every=1).fit(data)
+    data = noisy()
+    model = LightGCN(FAST, epochs=40, patience=2).fit(data)
     h = model.history
     assert h is not None and h.best_epoch is not None
     vals = h.column("val")
@@ -61,7 +66,7 @@ def test_refit_retrains_on_all_data_for_the_best_epoch_count() -> None:
 
 
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None:
-    data = grouped_log()
+    data = noisy()
     full = LightGCN(FAST, epochs=4, patience=10).fit(data)
     ckpt = tmp_path / "ckpt"
     LightGCN(FAST, epochs=2, patience=10, checkpoint_dir=str(ckpt)).fit(data)

@@ -72,3 +72,23 @@ def test_from_log_rebuilds_a_context_free_policy() -> None:
     np.testing.assert_allclose(freq.probs[0, :, 0], (p_early + p_late) / 2, atol=0.03)
     with pytest.raises(ConfigError):
         from_log(src, target, method="magic")  # type: ignore[arg-type]
+
+
+def test_saved_model_becomes_a_ranking_policy(tmp_path) -> None:  # noqa: ANN001
+    """A saved popularity model ranks every logged user's items by popularity."""
+    from recscope.data.interactions import Interactions
+    from recscope.models.popularity import Popularity
+    from recscope.ope.feedback import LoggedFeedback
+    from recscope.ope.policies import from_component
+    from tests.conftest import make_log
+
+    data = Interactions.from_table(make_log(n_users=20, n_items=12, n_rows=400, extra=True))
+    Popularity().fit(data).save(tmp_path / "pop")
+    fb = LoggedFeedback.from_interactions(data)
+    pol = from_component(tmp_path / "pop", fb, kind="epsilon-greedy", epsilon=0.3)
+    dist = pol.action_dist(fb.len_list)
+    counts = np.bincount(data.item_index, minlength=data.n_items)
+    # users have seen items, but ``score`` ranks candidates without exclusion
+    top = int(np.argmax(counts))
+    assert dist.probs[0, top, 0] == pytest.approx(0.7 + 0.3 / data.n_items)
+    np.testing.assert_allclose(dist.probs.sum(axis=1), 1.0)

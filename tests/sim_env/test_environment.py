@@ -151,3 +151,23 @@ def test_satisfaction_drives_retention_and_novelty_fades(truth: WorldTruth) -> N
     lift_late = ctr(same, days - 3, days) / ctr(base, days - 3, days)
     assert lift_early > 1.05
     assert lift_late < lift_early - 0.03
+
+
+def test_recscope_component_serves_as_policy(truth: WorldTruth) -> None:
+    """Anything with recommend(users, k) is a policy; fitted components also plug into a
+    stack as retriever or ranker."""
+    from recscope.models.base import get_component
+    from recscope.sim import World, WorldConfig
+    from recscope.sim.policies import ComponentRanker, ComponentRetriever
+
+    world = World.generate(WorldConfig(n_users=300, n_items=200, n_creators=30,
+                                       n_impressions=20_000))
+    train = world.interactions.filter(events=["click", "save"])
+    pop = get_component("popularity")({}).fit(train)
+    env = Environment(world, seed=0)
+    res = env.run([pop], days=2)
+    assert res.n_impressions > 0
+    stack = StackPolicy(world.truth, ComponentRetriever(pop, world.truth.n_users),
+                        ComponentRanker(pop), pool=30)
+    res2 = env.run([stack], days=2)
+    assert res2.n_impressions > 0 and res2.columns["clicks"].sum() > 0

@@ -68,7 +68,7 @@ def ab_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 
 def test_ab_logs_are_read_by_experiment_analyze(ab_run: tuple[Path, dict]) -> None:
-    out, t = ab_run
+    out, _t = ab_run
     a = pq.read_table(out / "assignments.parquet")
     e = pq.read_table(out / "events.parquet")
     assert a.column_names == ["unit_id", "variant", "first_exposure_ts"]
@@ -101,7 +101,7 @@ def test_ab_logs_are_read_by_experiment_analyze(ab_run: tuple[Path, dict]) -> No
 def test_truth_matches_a_direct_replay(ab_run: tuple[Path, dict]) -> None:
     """Without interference the experiment's treated units behave exactly as in the
     all-treatment replay: their per-unit clicks reproduce the truth's cell mean."""
-    out, t = ab_run
+    _out, t = ab_run
     gt = t["truth"]
     a = t["assignments"]
     e = t["events"]
@@ -151,7 +151,7 @@ def _subset_mean(t: dict, cell: str) -> float:
 
 def test_factorial_cells_truth_and_attribution(tmp_path: Path) -> None:
     spec = load_experiment(_write(tmp_path, FACTORIAL))
-    res, t = run_experiment(spec, tmp_path / "out")
+    _res, t = run_experiment(spec, tmp_path / "out")
     a = t["assignments"]
     assert set(a.column_names) == {"unit_id", "variant", "first_exposure_ts", "retriever",
                                    "ranker"}
@@ -188,7 +188,7 @@ def test_factorial_cells_truth_and_attribution(tmp_path: Path) -> None:
 
 
 def test_config_errors_name_key_and_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="exp.toml.*unknown key"):
+    with pytest.raises(ConfigError, match=r"exp\.toml.*unknown key"):
         load_experiment(_write(tmp_path, AB + "\nbogus = 1\n"))
     bad = AB.replace("[experiment.variants.control]\n", "[experiment.variants.base]\n")
     with pytest.raises(ConfigError, match="control"):
@@ -212,3 +212,16 @@ def test_cli_simulate(tmp_path: Path) -> None:
     assert (out / "events.parquet").exists() and not (out / "truth.json").exists()
     s = json.loads((out / "summary.json").read_text())
     assert s["days"] == 2 and s["n_units"] > 0
+
+
+def test_pipeline_variant(tmp_path: Path) -> None:
+    """A variant may be a recscope pipeline TOML (fitted on the world's log)."""
+    (tmp_path / "pop.toml").write_text(
+        'name = "pop"\n[[retrievers]]\ncomponent = "popularity"\nquota = 50\n')
+    text = AB.replace('ranker = "affinity_quality"', 'pipeline = "pop.toml"').replace(
+        "long_run_days = 6", "long_run_days = 0").replace("days = 4", "days = 2")
+    spec = load_experiment(_write(tmp_path, text))
+    assert spec.experiment[0].variants["treatment"]["pipeline"] == str(tmp_path / "pop.toml")
+    res, t = run_experiment(spec)
+    assert res.to_dict()["impressions"] > 0
+    assert set(t["truth"].short_run["ctr"]) == {"control", "treatment"}

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import typer
 from rich.table import Table
@@ -205,7 +206,9 @@ def split(
 
     data, resolved = _load(path, format, mapping, event, value, duplicates, option,
                            timestamp_unit)
-    params: dict[str, Any] = {"method": method.value, "seed": seed}
+    params: dict[str, Any] = {"method": method.value}
+    if method in (Method.random, Method.user):
+        params["seed"] = seed
     if method is Method.leave_last:
         params.update(n=n, validation_n=validation_n)
     elif method is Method.temporal and test_start is not None:
@@ -241,7 +244,10 @@ def split(
             info["files"] = names
             write_json(tmp / "split.json", info)
             bar.update(write, advance=1)
-    with track("data split", config={**params, "source": info["source"]},
+    loading = {"duplicates": duplicates.value, "map": _pairs(mapping, "--map"),
+               "event": event, "value": value, "options": _pairs(option, "--option"),
+               "timestamp_unit": timestamp_unit}
+    with track("data split", config={**params, "source": info["source"], "load": loading},
                inputs={"data": info["fingerprint"]}, out_dir=out) as run:
         run.log_metrics({f"{name}.{k}": float(v) for name, d in info["parts"].items()
                          for k, v in d.items()})
@@ -255,19 +261,26 @@ def _named(parts: Split) -> list[tuple[str, Interactions]]:
 
 
 def _time_range(part: Interactions) -> list[str | None]:
-    s = part.summary()["time_range"]
-    return list(s)  # type: ignore[call-overload]
+    """[first, last] timestamp of a part in ISO-8601 UTC ([None, None] when empty)."""
+    if not len(part):
+        return [None, None]
+    col = part.table.column("timestamp")
+    return [pc.min(col).as_py().isoformat(), pc.max(col).as_py().isoformat()]
 
 
 def leakage(parts: Split) -> dict[str, int]:
-    """(user, item) pairs found in two parts, and users shared between parts."""
-    def pairs(p: Interactions) -> set[int]:
-        return set((p.user_index.astype(np.int64) * p.n_items + p.item_index).tolist())
+    """(user, item) pairs found in two parts, and users shared by train and test."""
+    def pairs(p: Interactions) -> np.ndarray:
+        return np.unique(p.user_index.astype(np.int64) * p.n_items + p.item_index)
+
+    def shared(a: np.ndarray, b: np.ndarray) -> int:
+        return int(np.intersect1d(a, b, assume_unique=True).size)
 
     tr, va, te = (pairs(p) for _, p in _named(parts))
-    users = [set(np.unique(p.user_index).tolist()) for _, p in _named(parts)]
-    return {"pairs_train_test": len(tr & te), "pairs_train_validation": len(tr & va),
-            "pairs_validation_test": len(va & te), "users_train_test": len(users[0] & users[2])}
+    return {"pairs_train_test": shared(tr, te), "pairs_train_validation": shared(tr, va),
+            "pairs_validation_test": shared(va, te),
+            "users_train_test": shared(np.unique(parts.train.user_index),
+                                       np.unique(parts.test.user_index))}
 
 
 def _split(data: Interactions, method: Method, test_fraction: float,

@@ -61,6 +61,9 @@ def ope(
     from recscope.ope.reward import RewardModel
     from recscope.tracking import track
 
+    if not (policy == "uniform" or policy.startswith("log:") or Path(policy).is_dir()):
+        raise ConfigError(f"--policy must be a model directory, 'uniform' or log:PATH; "
+                          f"{policy!r} is none of these", key="policy")
     names = list(estimator or DEFAULT_ESTIMATORS)
     ests = [make_estimator(n) for n in names]
     rm = RewardModel(kind=reward_model, n_folds=n_folds, seed=seed)  # type: ignore[arg-type]
@@ -82,12 +85,9 @@ def ope(
             source = LoggedFeedback.from_interactions(load(src_path))
             dist = pol.from_log(source, fb, method=log_method)  # type: ignore[arg-type]
             on_policy = source.on_policy_value()
-        elif Path(policy).is_dir():
+        else:
             dist = pol.from_component(policy, fb, kind=policy_kind,  # type: ignore[arg-type]
                                       temperature=temperature, epsilon=epsilon, seed=seed)
-        else:
-            raise ConfigError(f"--policy must be a model directory, 'uniform' or log:PATH; "
-                              f"{policy!r} is none of these", key="policy")
         bar.update(task, advance=1, description="fitting reward model")
         q_hat = rm.fit_predict(fb) if any(e.needs_model for e in ests) else None
         bar.update(task, advance=1, description="estimating")

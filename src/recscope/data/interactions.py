@@ -277,7 +277,9 @@ class Interactions:
             "n_items": int(active_i.size),
             "n_users_vocabulary": self.n_users,
             "n_items_vocabulary": self.n_items,
-            "density": float(n / max(1, active_u.size * active_i.size)),
+            # distinct (user, item) pairs over active users x items (repeats count once)
+            "density": float(np.unique(ui.astype(np.int64) * self.n_items + ii).size
+                             / max(1, active_u.size * active_i.size)),
             "time_range": [_iso(ts.min()), _iso(ts.max())] if n else [None, None],
             "events": {e["values"]: int(e["counts"]) for e in events},
             "interactions_per_user": _quantiles(active_u),

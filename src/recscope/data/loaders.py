@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,9 @@ FORMATS: tuple[str, ...] = (
 )
 Format = Literal["auto", "movielens", "obd", "coat", "amazon", "mind", "lastfm", "csv",
                  "parquet", "recscope"]
+
+#: ML-100K's own split files (u1.base .. u5.test, ua/ub), same layout as u.data.
+_ML100K_SPLIT_FILE = re.compile(r"u[1-5ab]\.(base|test)")
 
 #: Timestamp given to rows of data sets that record no time (Coat, Last.fm).
 NO_TIME = 0
@@ -196,8 +200,10 @@ _ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "
 
 
 def load_movielens(path: str | Path, *, duplicates: DuplicatePolicy = "keep") -> Interactions:
-    """MovieLens: the 100K folder (``u.data``, ``u.item``, ``u.user``) or the CSV family
-    (``ratings.csv``, ``movies.csv`` of ml-latest-small / 20M / 25M / 32M).
+    """MovieLens: the 100K folder (``u.data``, ``u.item``, ``u.user``) or one of its
+    files (``u.data``, ``u1.base`` .. ``ub.test``: side tables from the same folder, so
+    the splits share the full vocabularies), or the CSV family (``ratings.csv``,
+    ``movies.csv`` of ml-latest-small / 20M / 25M / 32M).
 
     Rows are ``rating`` events with the rating as ``value`` and epoch-second times.
     Items: ``text`` = title, ``topic`` = first listed genre, ``genres`` = all genres.
@@ -219,9 +225,10 @@ def load_movielens(path: str | Path, *, duplicates: DuplicatePolicy = "keep") ->
     })
     items = _ml100k_items(folder / "u.item") if (folder / "u.item").exists() else None
     users = _ml100k_users(folder / "u.user") if (folder / "u.user").exists() else None
+    name = "movielens-100k" if data_file.name == "u.data" else \
+        f"movielens-100k-{data_file.name}"
     return Interactions.from_table(table, file=str(data_file), duplicates=duplicates,
-                                   item_features=items, user_features=users,
-                                   name="movielens-100k")
+                                   item_features=items, user_features=users, name=name)
 
 
 def _ml100k_items(path: Path) -> pa.Table:
@@ -257,11 +264,10 @@ def _primary_genre(genres: list[str]) -> str | None:
 
 
 def _ml100k_users(path: Path) -> pa.Table:
-    t = _read_text_table(path, ["user_id", "age", "gender", "occupation", "zip_code"],
-                         delimiter="|", column_types={"user_id": pa.int64(),
-                                                      "age": pa.int32(),
-                                                      "zip_code": pa.string()})
-    return t
+    return _read_text_table(path, ["user_id", "age", "gender", "occupation", "zip_code"],
+                            delimiter="|", column_types={"user_id": pa.int64(),
+                                                         "age": pa.int32(),
+                                                         "zip_code": pa.string()})
 
 
 def _load_movielens_csv(folder: Path, duplicates: DuplicatePolicy) -> Interactions:
@@ -315,6 +321,11 @@ def load_obd(path: str | Path, *, policy: str = "random", campaign: str = "all",
     """
     p = Path(path)
     if p.is_dir() and not (p / "item_context.csv").exists():
+        for key, val, known in (("policy", policy, _OBD_POLICIES),
+                                ("campaign", campaign, _OBD_CAMPAIGNS)):
+            if val not in known:
+                raise ConfigError(f"unknown OBD {key} {val!r}; expected one of {list(known)}",
+                                  key=key)
         p = p / policy / campaign if (p / policy).is_dir() else p / campaign
     if p.is_dir():
         csvs = sorted(f for f in p.glob("*.csv") if f.name != "item_context.csv")
@@ -368,7 +379,7 @@ def load_obd(path: str | Path, *, policy: str = "random", campaign: str = "all",
                                    name=f"obd-{policy_name}-{log_file.stem}")
 
 
-def _obd_users(raw: pa.Table, ufeat: list[str], file: Path) -> tuple[pa.Array, pa.Table | None]:
+def _obd_users(raw: pa.Table, ufeat: list[str], file: Path) -> tuple[pa.Array, pa.Table]:
     """Context id = first 8 hex digits of each hashed user feature, joined by '-'."""
     if not ufeat:
         raise DataValidationError("no user_feature_<k> columns", file=str(file),
@@ -410,8 +421,13 @@ def load_amazon(path: str | Path, *, duplicates: DuplicatePolicy = "keep") -> In
                                       f"{[f.name for f in files]}", file=str(p))
         p = files[0]
     _require(p, "Amazon reviews file")
-    try:
-        raw = pajson.read_json(p)
+    known = pa.schema([("reviewerID", pa.string()), ("asin", pa.string()),
+                       ("reviewerName", pa.string()), ("reviewText", pa.string()),
+                       ("summary", pa.string()), ("overall", pa.float64()),
+                       ("unixReviewTime", pa.int64())])
+    try:  # fixed types for the fields used: type inference per block breaks on late nulls
+        raw = pajson.read_json(p, parse_options=pajson.ParseOptions(
+            explicit_schema=known, unexpected_field_behavior="infer"))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise DataValidationError(f"not JSON lines: {exc}", file=str(p)) from exc
     _need_columns(raw, ["reviewerID", "asin", "overall", "unixReviewTime"], p)
@@ -448,7 +464,7 @@ def load_amazon(path: str | Path, *, duplicates: DuplicatePolicy = "keep") -> In
             [("name", "first")]).rename_columns(["user_id", "name"]).sort_by("user_id")
     return Interactions.from_table(table, file=str(p), duplicates=duplicates,
                                    item_features=items, user_features=users,
-                                   name=f"amazon-{p.stem}")
+                                   name=f"amazon-{p.name.split('.')[0]}")
 
 
 # ---------------------------------------------------------------------- MIND
@@ -627,7 +643,7 @@ def detect_format(path: str | Path) -> str:
             return "amazon"
     else:
         name, suffix = p.name.lower(), p.suffix.lower()
-        if name == "u.data" or name == "ratings.csv":
+        if name in ("u.data", "ratings.csv") or _ML100K_SPLIT_FILE.fullmatch(name):
             return "movielens"
         if name in ("train.ascii", "test.ascii"):
             return "coat"
@@ -645,7 +661,7 @@ def detect_format(path: str | Path) -> str:
                 return "obd"
             return "csv"
     raise DataValidationError(
-        "cannot tell the data format; pass format= one of "
+        "cannot tell the data format; name it (format= or --format) as one of "
         f"{[f for f in FORMATS if f != 'auto']}", file=str(p))
 
 
@@ -676,6 +692,9 @@ def load(path: str | Path, format: str = "auto", *,
     if plain:
         _no_options(options, fmt, ("delimiter", "name"))
         p = Path(path)
+        if p.is_dir():
+            raise DataValidationError(f"format {fmt!r} reads one file, not a folder",
+                                      file=str(p))
         if fmt == "parquet" and p.suffix.lower() not in (".parquet", ".pq"):
             raise DataValidationError("format 'parquet' needs a .parquet file", file=str(p))
         return read_interactions(p, columns=columns, event=event, value=value,

@@ -31,7 +31,8 @@ ID_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "session_id")
 #: Well-known event names. Other names are allowed; these have documented meaning.
 EVENTS: dict[str, str] = {
     "rating": "explicit rating; value is the rating",
-    "impression": "item shown to the user; value is 1",
+    "impression": "item shown to the user; value is 1, or in logged bandit feedback "
+                  "(OBD, MIND loaders) the click outcome 0/1 of that impression",
     "click": "user opened the item (a closeup)",
     "save": "user saved the item to a board",
     "hide": "user hid the item (negative feedback)",

@@ -167,12 +167,18 @@ def analyze(assignments: Source, events: Source | Sequence[Source], config: Anal
             show_sql(sql)
         return eng.execute(sql)
 
-    chk = run(plan.conflicts_sql())[0]
-    data_checks = {"units": int(chk["n_units"] or 0),
-                   "units_in_several_variants": int(chk["n_conflicts"] or 0),
-                   "units_without_variant": int(chk["n_missing"] or 0),
-                   "example_unit": chk["example"]}
-    rows = run(plan.stats_sql())
+    all_rows = run(plan.stats_sql())
+    n_seg = len(config.segments)
+    overall = [r for r in all_rows if all(r[f"g{i}"] == 1 for i in range(n_seg))]
+    rows = [r for r in overall if r["v"] is not None]
+    excluded = next((r for r in overall if r["v"] is None), None)
+    data_checks = {
+        "units": int(sum(r["n"] for r in overall)),
+        "units_in_several_variants": int(excluded["n_conflicts"]) if excluded else 0,
+        "units_without_variant": int(excluded["n_missing"]) if excluded else 0,
+        "example_unit": excluded["example"] if excluded else None,
+    }
+    all_rows = [r for r in all_rows if r["v"] is not None]
     by_variant = {str(r["v"]): r for r in rows}
     raw_variant = {str(r["v"]): r["v"] for r in rows}
     control = str(config.control)
@@ -208,9 +214,8 @@ def analyze(assignments: Source, events: Source | Sequence[Source], config: Anal
     results.sort(key=lambda r: (order_key[r["metric"]], order.index(r["variant"])))
     segment_results: list[dict[str, Any]] = []
     for si, seg in enumerate(config.segments):
-        seg_rows = run(plan.stats_sql(segment=si))
         groups: dict[str, dict[str, dict[str, Any]]] = {}
-        for r in seg_rows:
+        for r in (r for r in all_rows if r[f"g{si}"] == 0):
             groups.setdefault(str(r[f"s{si}"]), {})[str(r["v"])] = r
         for value, byv in sorted(groups.items()):
             if control not in byv:

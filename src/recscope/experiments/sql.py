@@ -3,7 +3,8 @@
 The query has three steps, all run by the engine:
 
 1. ``a``: one row per assigned unit (variant, first exposure, covariates, segments); units
-   seen in more than one variant are dropped here and reported by :meth:`Plan.conflicts_sql`.
+   seen in more than one variant get a NULL variant, so they form their own group in the
+   final pass, which counts them (``n_conflicts``) instead of any variant.
 2. ``e<k>``: per-unit aggregates of each events table (windows relative to exposure,
    filters), then ``u``: the per-unit variables, with zeros for units without events.
 3. per variant (and segment): count, means, variances and covariances of the variables.
@@ -244,8 +245,15 @@ class Plan:
 
     def _assign_cte(self) -> exp.Select:
         c = self.config
-        sel = exp.select(exp.alias_(col(c.unit, "s"), "u"),
-                         exp.alias_(exp.Min(this=col(c.variant, "s")), "v"))
+        lo, hi = exp.Min(this=col(c.variant, "s")), exp.Max(this=col(c.variant, "s"))
+        same = exp.EQ(this=lo.copy(), expression=hi.copy())
+        sel = exp.select(
+            exp.alias_(col(c.unit, "s"), "u"),
+            exp.alias_(exp.Case(ifs=[exp.If(this=same.copy(), true=lo.copy())]), "v"),
+            exp.alias_(exp.Case(ifs=[exp.If(this=exp.Is(this=lo.copy(), expression=exp.Null()),
+                                            true=lit(0)),
+                                     exp.If(this=same.copy(), true=lit(1))], default=lit(2)),
+                       "nv"))
         if self.exposure:
             sel = sel.select(exp.alias_(exp.Min(this=col(self.exposure, "s")), "x_ts"))
         for i, s in enumerate(c.segments):
@@ -258,15 +266,12 @@ class Plan:
                 for j, vc in enumerate(mp.metric.value_columns):
                     name = mp.variables[j]
                     sel = sel.select(exp.alias_(exp.Min(this=_double(col(vc, "s"))), name))
-        return (sel.from_(_aliased(self.assignments.expr, "s"))
-                .where(exp.Not(this=exp.Is(this=col(c.variant, "s"), expression=exp.Null())))
-                .group_by(col(c.unit, "s"))
-                .having(exp.EQ(this=exp.Count(this=exp.Distinct(
-                    expressions=[col(c.variant, "s")])), expression=lit(1))))
+        return sel.from_(_aliased(self.assignments.expr, "s")).group_by(col(c.unit, "s"))
 
-    def _events_cte(self, k: int) -> exp.Select | None:
+    def _events_cte(self, k: int, only: set[int] | None = None) -> exp.Select | None:
         t = self.events[k]
-        mine = [mp for mp in self.metrics if mp.table == k]
+        mine = [mp for mp in self.metrics if mp.table == k
+                and (only is None or mp.index in only)]
         if not mine:
             return None
         unit = self.config.unit
@@ -290,18 +295,21 @@ class Plan:
                                                          expression=col("u", "a")))
         return sel.group_by(col(unit, "e"))
 
-    def _with_ctes(self, final: exp.Select) -> exp.Select:
+    def _with_ctes(self, final: exp.Select, only: set[int] | None = None) -> exp.Select:
+        """Add the ``a``, ``e<k>`` and ``u`` CTEs (for the metrics in ``only``, or all)."""
         final = final.with_("a", as_=self._assign_cte())
-        unit = exp.select(col("v", "a"),
+        unit = exp.select(col("v", "a"), col("nv", "a"), col("u", "a"),
                           *[exp.alias_(col(f"s{i}", "a"), f"s{i}")
                             for i in range(len(self.config.segments))])
         joined: list[int] = []
         for k in range(len(self.events)):
-            cte = self._events_cte(k)
+            cte = self._events_cte(k, only)
             if cte is not None:
                 final = final.with_(f"e{k}", as_=cte)
                 joined.append(k)
         for mp in self.metrics:
+            if only is not None and mp.index not in only:
+                continue
             for j, name in enumerate(mp.variables):
                 from_assign = name.split("_", 1)[1].startswith("c") or mp.table is None
                 if from_assign:
@@ -318,16 +326,36 @@ class Plan:
 
     # -- queries --------------------------------------------------------------------------
 
-    def stats_sql(self, segment: int | None = None, metrics: Sequence[int] | None = None
-                  ) -> str:
-        """Count, means and covariances of each metric's variables per variant (and
-        per value of segment ``segment``)."""
-        keys = [col("v", "u")] + ([col(f"s{segment}", "u")] if segment is not None else [])
-        sel = exp.select(*[exp.alias_(k, k.name) for k in keys],
-                         exp.alias_(exp.Count(this=exp.Star()), "n"))
+    def stats_sql(self, segments: bool = True) -> str:
+        """Count, means and covariances of each metric's variables per variant and, in the
+        same pass (grouping sets), per variant and value of each segment column. The row
+        with a NULL variant holds the excluded units (in several variants, or none).
+
+        Column ``g<i>`` is 0 on the rows of segment ``i`` (SQL ``GROUPING``), 1 elsewhere.
+        """
+        n_seg = len(self.config.segments) if segments else 0
+        v = col("v", "u")
+        sel = exp.select(exp.alias_(v, "v"))
+        for i in range(n_seg):
+            sel = sel.select(exp.alias_(col(f"s{i}", "u"), f"s{i}"),
+                             exp.alias_(exp.Anonymous(this="GROUPING", expressions=[
+                                 col(f"s{i}", "u")]), f"g{i}"))
+        nv = col("nv", "u")
+        sel = sel.select(
+            exp.alias_(exp.Count(this=exp.Star()), "n"),
+            exp.alias_(exp.Sum(this=exp.Case(ifs=[exp.If(this=exp.EQ(this=nv.copy(),
+                                                                     expression=lit(2)),
+                                                         true=lit(1))], default=lit(0))),
+                       "n_conflicts"),
+            exp.alias_(exp.Sum(this=exp.Case(ifs=[exp.If(this=exp.EQ(this=nv.copy(),
+                                                                     expression=lit(0)),
+                                                         true=lit(1))], default=lit(0))),
+                       "n_missing"),
+            exp.alias_(exp.Min(this=exp.Case(ifs=[exp.If(
+                this=exp.EQ(this=nv.copy(), expression=lit(2)),
+                true=exp.Cast(this=col("u", "u"), to=exp.DataType.build("TEXT")))])),
+                "example"))
         for mp in self.metrics:
-            if metrics is not None and mp.index not in metrics:
-                continue
             if mp.metric.kind == "quantile":
                 continue
             vs = mp.variables
@@ -338,7 +366,13 @@ class Plan:
                     agg = (exp.func("VAR_SAMP", col(va, "u")) if a == b
                            else exp.func("COVAR_SAMP", col(va, "u"), col(vs[b], "u")))
                     sel = sel.select(exp.alias_(agg, f"m{mp.index}_cov{a}_{b}"))
-        sel = sel.from_("u").group_by(*[k.copy() for k in keys])
+        sel = sel.from_("u")
+        if n_seg:
+            sets: list[exp.Expression] = [exp.Paren(this=v.copy())] + [
+                exp.Tuple(expressions=[v.copy(), col(f"s{i}", "u")]) for i in range(n_seg)]
+            sel.set("group", exp.Group(expressions=[exp.GroupingSets(expressions=sets)]))
+        else:
+            sel = sel.group_by(v.copy())
         return self._with_ctes(sel).sql(self.dialect)
 
     def quantile_sql(self, probs: Mapping[tuple[int, str], Sequence[float]]) -> str:
@@ -355,28 +389,4 @@ class Plan:
             flt = exp.Filter(this=agg, expression=exp.Where(
                 this=exp.EQ(this=col("v", "u"), expression=lit(variant))))
             sel = sel.select(exp.alias_(flt, f"q{n_item}"))
-        return self._with_ctes(sel.from_("u")).sql(self.dialect)
-
-    def conflicts_sql(self) -> str:
-        """Units assigned to more than one variant, and rows without a variant."""
-        c = self.config
-        per_unit = (exp.select(exp.alias_(col(c.unit, "s"), "u"),
-                               exp.alias_(exp.Count(this=exp.Distinct(
-                                   expressions=[col(c.variant, "s")])), "nv"),
-                               exp.alias_(exp.Min(this=exp.Cast(this=col(c.unit, "s"),
-                                                                to=exp.DataType.build("TEXT"))),
-                                          "uid"))
-                    .from_(_aliased(self.assignments.expr, "s"))
-                    .group_by(col(c.unit, "s")))
-        many = exp.GT(this=col("nv"), expression=lit(1))
-        sel = exp.select(
-            exp.alias_(exp.Count(this=exp.Star()), "n_units"),
-            exp.alias_(exp.Sum(this=exp.Case(ifs=[exp.If(this=many, true=lit(1))],
-                                             default=lit(0))), "n_conflicts"),
-            exp.alias_(exp.Sum(this=exp.Case(ifs=[exp.If(this=exp.EQ(
-                this=col("nv"), expression=lit(0)), true=lit(1))], default=lit(0))),
-                "n_missing"),
-            exp.alias_(exp.Min(this=exp.Case(ifs=[exp.If(this=many.copy(), true=col("uid"))])),
-                       "example"),
-        ).from_(exp.alias_(per_unit.subquery(), "p", table=True))
-        return sel.sql(self.dialect)
+        return self._with_ctes(sel.from_("u"), {mi for mi, _ in probs}).sql(self.dialect)

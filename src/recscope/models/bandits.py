@@ -20,7 +20,7 @@ x(u, i) = [1, normalised upstream score, normalised log popularity, e_u ⊙ e_i]
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -36,7 +36,7 @@ from recscope.models.rerank import Reranker, normalise
 class BanditConfig(ComponentConfig):
     """Exploration ``slots`` (0-based positions), context ``dim``, prior ridge ``l2``."""
 
-    slots: list[int] = [2, 5]
+    slots: list[int] = Field(default_factory=lambda: [2, 5])
     dim: int = Field(default=16, ge=1)
     l2: float = Field(default=1.0, gt=0)
 
@@ -117,7 +117,7 @@ class SlotBandit(Reranker):
         uv = np.zeros((len(users), self.item_vec.shape[1]), dtype=np.float32)
         uv[known] = self.user_vec[users[known]]
         inter = uv[:, None, :] * self.item_vec[safe]
-        ones = np.ones(items.shape + (1,))
+        ones = np.ones((*items.shape, 1))
         r = np.where(np.isfinite(rel), rel, 0.0)[:, :, None]
         return np.concatenate([ones, r, self.log_pop[safe][:, :, None], inter], axis=2)
 
@@ -263,7 +263,7 @@ class LinearThompson(SlotBandit):
                 ) -> tuple[np.ndarray, np.ndarray]:
         theta, a_inv = self.posterior()
         chol = np.linalg.cholesky(a_inv + 1e-12 * np.eye(len(a_inv)))
-        n, m, d = ctx.shape
+        _n, _m, d = ctx.shape
         s = self.config.propensity_samples
         z = rng.standard_normal((s, d))
         thetas = theta[None, :] + self.config.v * z @ chol.T  # [s, d]

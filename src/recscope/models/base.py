@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recscope.data.interactions import Interactions
 from recscope.data.rankings import RankedLists
@@ -48,7 +48,7 @@ BUILTIN_MODULES: tuple[str, ...] = (
 OPTIONAL_MODULES: tuple[str, ...] = ("recscope.models.neural",)
 
 
-def register(name: str):  # noqa: ANN201 - decorator
+def register(name: str):
     """Class decorator adding a stage to the registry under ``name`` (used by configs)."""
 
     def deco(cls: type[Stage]) -> type[Stage]:
@@ -116,7 +116,7 @@ class ComponentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     component: str
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = Field(default_factory=dict)
 
     def build(self, *, file: str | None = None, key: str = "") -> Any:
         """Instantiate (validating ``params``; errors name ``key.params.<param>``)."""
@@ -132,6 +132,8 @@ class Stage(ABC):
     #: "retriever", "ranker", "reranker" or "bandit" (used by pipelines and docs).
     kind: ClassVar[str] = "retriever"
     Config: ClassVar[type[ComponentConfig]] = ComponentConfig
+    #: Small, fast parameters for the shared conformance suite (tests/models).
+    test_params: ClassVar[dict[str, Any] | None] = None
 
     def __init__(self, config: ComponentConfig | dict[str, Any] | None = None,
                  **overrides: Any) -> None:
@@ -160,19 +162,19 @@ class Stage(ABC):
         """Fitted arrays to save (beyond the base class's own)."""
         return {}
 
-    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:
+    def _set_state(self, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 - optional hook
         """Restore what :meth:`_state` returned."""
 
-    def _save_extra(self, directory: Path) -> None:
+    def _save_extra(self, directory: Path) -> None:  # noqa: B027 - optional hook
         """Write anything that is not an array (children, model text) into ``directory``."""
 
-    def _load_extra(self, directory: Path) -> None:
+    def _load_extra(self, directory: Path) -> None:  # noqa: B027 - optional hook
         """Read what :meth:`_save_extra` wrote."""
 
     def _base_state(self) -> dict[str, np.ndarray]:
         return {}
 
-    def _set_base_state(self, arrays: dict[str, np.ndarray]) -> None:
+    def _set_base_state(self, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 - optional hook
         """Restore the base class's arrays."""
 
     # ------------------------------------------------------------------ identity
@@ -303,7 +305,7 @@ class Component(Stage):
         """Scores of valid candidate items [n, m]; override when cheaper than all items."""
         return np.take_along_axis(self._scores(users), items, axis=1)
 
-    def recommend(self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | None | str = "train",
+    def recommend(self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | str | None = "train",
                   batch_size: int = 2048) -> RankedLists:
         """Top-``k`` over the catalogue; ``exclude="train"`` removes items seen in training,
         a CSR matrix removes its non-zeros, ``None`` removes nothing."""

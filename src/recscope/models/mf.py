@@ -91,7 +91,6 @@ class ALS(_FactorModel):
     def _fit(self, train: Interactions) -> None:
         import implicit.gpu
         from implicit.als import AlternatingLeastSquares
-
         from threadpoolctl import threadpool_limits
 
         cfg = self.config

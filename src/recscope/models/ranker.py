@@ -20,7 +20,7 @@ on the whole training split to serve.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,8 +30,8 @@ from recscope.data.interactions import Interactions
 from recscope.data.rankings import RankedLists
 from recscope.data.splits import random_holdout
 from recscope.errors import ConfigError
-from recscope.models.itemmeta import item_codes
 from recscope.models.base import Component, ComponentConfig, register, top_k
+from recscope.models.itemmeta import item_codes
 from recscope.models.union import (
     Candidates,
     UnionConfig,
@@ -50,8 +50,9 @@ BASE_FEATURES = ("n_retrieved", "item_log_pop", "user_log_activity", "user_topic
 class LambdaMARTConfig(ComponentConfig):
     """Candidate ``members`` (as in ``union``), the inner split and LightGBM's knobs."""
 
-    members: list[UnionMember] = UnionConfig().members
-    label_fraction: float = Field(default=0.2, gt=0, lt=1)
+    members: list[UnionMember] = Field(default_factory=lambda: UnionConfig().members)
+    objective: Literal["lambdarank", "rank_xendcg", "binary"] = "lambdarank"
+    label_fraction: float = Field(default=0.25, gt=0, lt=1)
     max_train_users: int | None = Field(default=None, ge=1)
     n_estimators: int = Field(default=300, ge=1)
     learning_rate: float = Field(default=0.05, gt=0)
@@ -59,6 +60,7 @@ class LambdaMARTConfig(ComponentConfig):
     min_data_in_leaf: int = Field(default=50, ge=1)
     feature_fraction: float = Field(default=0.9, gt=0, le=1)
     lambdarank_truncation_level: int = Field(default=20, ge=1)
+    init_weight: float = Field(default=0.0, ge=0)
     num_threads: int = Field(default=0, ge=0)
 
 
@@ -185,7 +187,7 @@ class LambdaMARTRanker(Component):
         xg = x.reshape(len(users), -1, x.shape[1])[rows].reshape(-1, x.shape[1])[mask]
         yg = y[rows].ravel()[mask]
         groups = valid[rows].sum(axis=1)
-        params = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [10],
+        params = {"objective": cfg.objective, "metric": "None",
                   "learning_rate": cfg.learning_rate, "num_leaves": cfg.num_leaves,
                   "min_data_in_leaf": cfg.min_data_in_leaf,
                   "feature_fraction": cfg.feature_fraction, "bagging_seed": cfg.seed,
@@ -194,7 +196,7 @@ class LambdaMARTRanker(Component):
                   "deterministic": True, "force_row_wise": True, "verbosity": -1,
                   "num_threads": cfg.num_threads}
         ds = lgb.Dataset(xg, yg, group=groups, feature_name=self.feature_names,
-                         free_raw_data=True)
+                         init_score=self._init_score(xg), free_raw_data=True)
         self.booster = lgb.train(params, ds, num_boost_round=cfg.n_estimators)
         self.train_report = {"groups": float(len(rows)), "rows": float(len(yg)),
                              "positives": float(yg.sum()),
@@ -204,12 +206,20 @@ class LambdaMARTRanker(Component):
         self.stats = _Stats(train, topics)
 
     # ------------------------------------------------------------------ scoring
+    def _init_score(self, x: np.ndarray) -> np.ndarray:
+        """Boosting starts from ``init_weight`` × the first member's scaled score, so the
+        trees learn corrections to the strongest retriever instead of re-deriving its
+        fine-grained order from coarse splits."""
+        if not self.config.init_weight:
+            return np.zeros(len(x))
+        return self.config.init_weight * np.nan_to_num(x[:, 0].astype(np.float64), nan=0.0)
+
     def rank_candidates(self, cand: Candidates) -> np.ndarray:
         """Ranker scores of union candidates [n, m] (−inf for pads)."""
         assert self.booster is not None and self.stats is not None
         x = self.stats.features(cand)
-        s = self.booster.predict(x, num_threads=self.config.num_threads or 0).reshape(
-            cand.items.shape)
+        s = self.booster.predict(x, num_threads=self.config.num_threads or 0)
+        s = (s + self._init_score(x)).reshape(cand.items.shape)
         return np.where(cand.items >= 0, s, -np.inf).astype(np.float32)
 
     def _candidates_for(self, users: np.ndarray, items: np.ndarray) -> Candidates:
@@ -217,8 +227,8 @@ class LambdaMARTRanker(Component):
         member's top-``quota`` list (0 when outside it)."""
         assert self.retriever is not None
         n_members = len(self.retriever.members)
-        scores = np.empty(items.shape + (n_members,), dtype=np.float32)
-        ranks = np.zeros(items.shape + (n_members,), dtype=np.int32)
+        scores = np.empty((*items.shape, n_members), dtype=np.float32)
+        ranks = np.zeros((*items.shape, n_members), dtype=np.int32)
         ranges = np.zeros((len(users), n_members, 2), dtype=np.float32)
         quotas = [m.quota for m in self.config.members]
         for r, member in enumerate(self.retriever.members):

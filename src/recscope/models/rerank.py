@@ -209,7 +209,7 @@ class Calibrated(Reranker):
         p = self.target(users)
         g = p.shape[1]
         t = self.topics[np.maximum(items, 0)]
-        onehot = np.zeros(items.shape + (g,))
+        onehot = np.zeros((*items.shape, g))
         has = (t >= 0) & (items >= 0)
         onehot[has, t[has]] = 1.0
         counts = np.zeros((len(items), g))
@@ -248,7 +248,7 @@ class MinExposureConfig(ComponentConfig):
     (0-based) being 1 / log2(p + 2)."""
 
     column: str = "popularity_tail"
-    values: list[str] = []
+    values: list[str] = Field(default_factory=list)
     head_fraction: float = Field(default=0.2, gt=0, lt=1)
     min_share: float = Field(default=0.2, ge=0, le=1)
 
@@ -340,9 +340,9 @@ class RulesConfig(ComponentConfig):
     ``boost_topics`` adds to the normalised score (0..1); ``max_per_creator`` caps how many
     items of one ``creator_id`` a list may hold."""
 
-    exclude_items: list[str | int] = []
-    exclude_topics: list[str] = []
-    boost_topics: dict[str, float] = {}
+    exclude_items: list[str | int] = Field(default_factory=list)
+    exclude_topics: list[str] = Field(default_factory=list)
+    boost_topics: dict[str, float] = Field(default_factory=dict)
     max_per_creator: int | None = Field(default=None, ge=1)
 
 

@@ -41,8 +41,9 @@ class UnionMember(ComponentSpec):
 class UnionConfig(ComponentConfig):
     """``members`` in priority order; ``rrf_k`` is the fusion constant."""
 
-    members: list[UnionMember] = [UnionMember(component="popularity", quota=50),
-                                  UnionMember(component="itemknn", quota=50)]
+    members: list[UnionMember] = Field(default_factory=lambda: [
+        UnionMember(component="popularity", quota=50),
+        UnionMember(component="itemknn", quota=50)])
     rrf_k: float = Field(default=60.0, gt=0)
 
     @field_validator("members")

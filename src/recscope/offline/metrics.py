@@ -82,21 +82,6 @@ def parse_metrics(metrics: list[str] | tuple[str, ...] | str) -> list[MetricSpec
     return out
 
 
-@numba.njit(cache=True, inline="always")
-def _find(sorted_arr: np.ndarray, lo: int, hi: int, x: int) -> int:
-    """Position of ``x`` in ``sorted_arr[lo:hi]`` (absolute index) or -1."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        v = sorted_arr[mid]
-        if v < x:
-            lo = mid + 1
-        elif v > x:
-            hi = mid
-        else:
-            return mid
-    return -1
-
-
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _metrics_kernel(users: np.ndarray, items: np.ndarray, rel_indptr: np.ndarray,
                     rel_indices: np.ndarray, rel_grades: np.ndarray, graded: bool,

@@ -36,14 +36,14 @@ def _splitmix(state: np.uint64) -> tuple[np.uint64, np.uint64]:
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _bootstrap_means(values: np.ndarray, n_boot: int, seed: np.uint64) -> np.ndarray:
     """``out[b, m]``: mean of column m over a with-replacement resample of the rows."""
-    n, m = values.shape
+    n, m = values.shape  # n < 2**32: the index is a 32x32-bit multiply-shift
     out = np.empty((n_boot, m), dtype=np.float64)
     for b in numba.prange(n_boot):
         state = seed ^ (np.uint64(b + 1) * np.uint64(0xD1B54A32D192ED03))
         acc = np.zeros(m, dtype=np.float64)
         for _ in range(n):
             state, r = _splitmix(state)
-            i = np.int64(r % np.uint64(n))
+            i = np.int64(((r >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
             for c in range(m):
                 acc[c] += values[i, c]
         for c in range(m):
@@ -173,6 +173,7 @@ def paired_tests(a: np.ndarray, b: np.ndarray, metrics: list[str], *, test: str 
     if a.shape != b.shape:
         raise ConfigError(f"paired values must align: {a.shape} vs {b.shape}", key="compare")
     base = _seed64(seed)
+    p_rand = _randomisation_columns(b - a, n_perm, np.uint64(int(base) ^ 0x5DEECE66D))
     out: list[PairedTest] = []
     for c, name in enumerate(metrics):
         ok = ~(np.isnan(a[:, c]) | np.isnan(b[:, c]))
@@ -191,7 +192,7 @@ def paired_tests(a: np.ndarray, b: np.ndarray, metrics: list[str], *, test: str 
         else:
             p_t = 1.0 if d.mean() == 0 else 0.0
         p_w = float(sps.wilcoxon(d, zero_method="wilcox").pvalue) if np.any(d != 0) else 1.0
-        p_r = randomisation_test(d, n_perm=n_perm, seed=int(base) + 7919 * (c + 1))
+        p_r = float(p_rand[c])
         chosen = {"t": p_t, "wilcoxon": p_w, "randomisation": p_r}[test]
         ma = float(xa.mean())
         out.append(PairedTest(
@@ -200,17 +201,25 @@ def paired_tests(a: np.ndarray, b: np.ndarray, metrics: list[str], *, test: str 
     return out
 
 
+def _randomisation_columns(diffs: np.ndarray, n_perm: int, seed: np.uint64) -> np.ndarray:
+    """Sign-flip p-value of each column (NaN rows count as zero differences, which a sign
+    flip leaves unchanged, so each column is tested on its own valid rows)."""
+    d = np.ascontiguousarray(np.where(np.isnan(diffs), 0.0, diffs))
+    if d.shape[0] == 0:
+        return np.ones(d.shape[1])
+    observed = np.abs(d.mean(axis=0))
+    null = np.abs(_signflip_means(d, int(n_perm), seed))
+    extreme = (null >= observed[None, :] - 1e-12 * np.maximum(1.0, observed[None, :])).sum(0)
+    p = (extreme + 1) / (n_perm + 1)
+    return np.where(np.any(d != 0, axis=0), p, 1.0)
+
+
 def randomisation_test(diffs: np.ndarray, *, n_perm: int = 10000,
                        seed: int | np.random.Generator | None = 0) -> float:
     """Two-sided sign-flip randomisation p-value of mean(diffs) = 0, with the +1
     correction (Phipson & Smyth 2010) so it is never 0."""
-    d = np.ascontiguousarray(np.asarray(diffs, dtype=np.float64).reshape(-1, 1))
-    if len(d) == 0 or not np.any(d != 0):
-        return 1.0
-    observed = abs(float(d.mean()))
-    null = _signflip_means(d, int(n_perm), _seed64(seed))[:, 0]
-    extreme = int(np.sum(np.abs(null) >= observed - 1e-12 * max(1.0, observed)))
-    return (extreme + 1) / (n_perm + 1)
+    d = np.asarray(diffs, dtype=np.float64).reshape(-1, 1)
+    return float(_randomisation_columns(d, n_perm, _seed64(seed))[0])
 
 
 def adjust(p_values: np.ndarray, method: str = "holm") -> np.ndarray:

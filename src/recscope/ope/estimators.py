@@ -177,12 +177,12 @@ def bootstrap_sums(cols: np.ndarray, combine: Combine, n_bootstrap: int,
         cols = agg
     n = cols.shape[0]
     sums = np.empty((n_bootstrap, cols.shape[1]))
-    per = max(1, 8_000_000 // max(n, 1))  # resamples drawn together (bounded memory)
+    per = max(1, 4_000_000 // max(n, 1))  # resamples drawn together (bounded memory)
     for b0 in range(0, n_bootstrap, per):
         nb = min(per, n_bootstrap - b0)
-        flat = rng.integers(0, n, (nb, n), dtype=np.int64) + (np.arange(nb) * n)[:, None]
+        flat = rng.integers(0, n, (nb, n)) + (np.arange(nb) * n)[:, None]
         counts = np.bincount(flat.ravel(), minlength=nb * n).reshape(nb, n)
-        sums[b0:b0 + nb] = counts.astype(np.float64) @ cols
+        sums[b0:b0 + nb] = counts.astype(np.float64) @ cols  # resampled column sums
     with np.errstate(divide="ignore", invalid="ignore"):
         return combine(sums)
 

@@ -28,13 +28,16 @@ class RewardModel:
     ``kind``: ``logistic`` (scikit-learn, binary rewards), ``lightgbm`` (classifier for
     binary rewards, regressor otherwise) or ``ridge`` (any reward). ``item_features``:
     ``auto`` (side-table features when present, else one-hot), ``onehot`` or ``both``.
+    ``c`` is the inverse regularisation strength of logistic/ridge; ``auto`` (default)
+    picks it per fitted model by an inner 3-fold cross-validation of the log loss (squared
+    error for ridge) on that model's training rounds only.
     """
 
     kind: Kind = "logistic"
     n_folds: int = 3
     per_position: bool = True
     item_features: Literal["auto", "onehot", "both"] = "auto"
-    c: float = 1.0
+    c: float | Literal["auto"] = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -98,7 +101,7 @@ class RewardModel:
                     x = np.hstack([np.repeat(ctx[chunk], a, axis=0), np.tile(items, (len(chunk), 1)),
                                    np.repeat(pos_cols[chunk], a, axis=0)])
                     q[chunk] = self._predict(model, x, binary).reshape(len(chunk), a)
-                if binary or self.kind == "ridge" and np.isin(fb.reward, (0.0, 1.0)).all():
+                if binary or (self.kind == "ridge" and np.isin(fb.reward, (0.0, 1.0)).all()):
                     p = np.clip(q[test, fb.action[test]], 1e-12, 1 - 1e-12)
                     r = fb.reward[test]
                     loss -= float(np.sum(r * np.log(p) + (1 - r) * np.log(1 - p)))
@@ -109,14 +112,23 @@ class RewardModel:
     def _fit(self, x: np.ndarray, y: np.ndarray, binary: bool) -> Any:
         if binary and np.unique(y).size < 2:
             return ("constant", float(y.mean()) if y.size else 0.0)
+        grid = np.logspace(-3, 2, 11)
         if self.kind == "logistic":
-            from sklearn.linear_model import LogisticRegression
+            from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+            from sklearn.model_selection import StratifiedKFold
 
-            return LogisticRegression(C=self.c, max_iter=1000).fit(x, y)
+            if self.c == "auto" and min(int(y.sum()), int((1 - y).sum())) >= 3:
+                cv = StratifiedKFold(3, shuffle=True, random_state=self.seed)
+                return LogisticRegressionCV(Cs=grid, cv=cv, scoring="neg_log_loss",
+                                            max_iter=1000).fit(x, y)
+            c = 1.0 if self.c == "auto" else float(self.c)
+            return LogisticRegression(C=c, max_iter=1000).fit(x, y)
         if self.kind == "ridge":
-            from sklearn.linear_model import Ridge
+            from sklearn.linear_model import Ridge, RidgeCV
 
-            return Ridge(alpha=1.0 / self.c).fit(x, y)
+            if self.c == "auto":
+                return RidgeCV(alphas=1.0 / grid).fit(x, y)
+            return Ridge(alpha=1.0 / float(self.c)).fit(x, y)
         import lightgbm as lgb
 
         params = dict(n_estimators=100, learning_rate=0.05, num_leaves=15,

@@ -2,6 +2,7 @@
 
 ```toml
 name = "ml100k"
+events = ["rating"]         # optional: train on these events only
 
 [[retrievers]]              # candidate generators, in priority order
 component = "ease"
@@ -46,9 +47,10 @@ class PipelineConfig(ComponentConfig):
 
     model_config = ConfigDict(extra="forbid")
     name: str = "pipeline"
+    events: list[str] | None = None
     retrievers: list[UnionMember] = Field(min_length=1)
     ranker: ComponentSpec | None = None
-    rerankers: list[RerankSpec] = []
+    rerankers: list[RerankSpec] = Field(default_factory=list)
     rrf_k: float = Field(default=60.0, gt=0)
 
 

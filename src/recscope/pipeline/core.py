@@ -44,6 +44,18 @@ class Pipeline(Component):
         return cls(load_config(path))
 
     # ------------------------------------------------------------------ fitting
+    def fit(self, train: Interactions) -> Pipeline:
+        """Fit every stage on ``train`` (only the configured ``events``, when given)."""
+        if self.config.events is not None:
+            train = train.filter(events=self.config.events)
+            if len(train) == 0:
+                from recscope.errors import ConfigError
+
+                raise ConfigError(f"no training rows with events {self.config.events}",
+                                  key="events")
+        super().fit(train)
+        return self
+
     def _union(self) -> UnionRetriever:
         return UnionRetriever({"members": [m.model_dump() for m in self.config.retrievers],
                                "rrf_k": self.config.rrf_k, "seed": self.config.seed})

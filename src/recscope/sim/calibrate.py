@@ -80,14 +80,14 @@ def calibrate_world(movielens: str | Path, *, obd: str | Path | None = None, see
     if ml.item_features is None or "genres" not in ml.item_features.column_names:
         raise DataValidationError("MovieLens folder lacks u.item (genres)", file=str(movielens))
     rng = np.random.default_rng([seed, 0xCA11B])
-    U, I = ml.n_users, ml.n_items
+    U, n_items_ = ml.n_users, ml.n_items
     feats = ml.item_features
     pos = ml.items.index(feats.column("item_id"))
     genres_of = feats.column("genres").to_pylist()
     names = sorted({g for gs in genres_of for g in gs if g != "unknown"})
     K = len(names)
     g_index = {g: i for i, g in enumerate(names)}
-    item_genres = np.zeros((I, K))
+    item_genres = np.zeros((n_items_, K))
     for row, gs in zip(pos, genres_of, strict=True):
         known = [g_index[g] for g in gs if g in g_index]
         if known:
@@ -98,7 +98,7 @@ def calibrate_world(movielens: str | Path, *, obd: str | Path | None = None, see
     ratings = ml.column("value").astype(np.float64)
     # activity and popularity
     ucount = np.bincount(ui, minlength=U).astype(np.float64)
-    icount = np.bincount(ii, minlength=I).astype(np.float64)
+    icount = np.bincount(ii, minlength=n_items_).astype(np.float64)
     activity = ucount / ucount.mean()
     popularity = (icount + 1.0) / (icount + 1.0).sum()
     logp = np.log(popularity)
@@ -115,20 +115,20 @@ def calibrate_world(movielens: str | Path, *, obd: str | Path | None = None, see
     cfg0 = base or WorldConfig()
     pref = cfg0.preferences.model_copy(update={"latent_dim": d})
     item_vec = item_genres @ centers + pref.item_spread / np.sqrt(d) * rng.standard_normal(
-        (I, d))
+        (n_items_, d))
     user_vec = user_mix @ centers + pref.user_spread / np.sqrt(d) * rng.standard_normal((U, d))
     # quality: shrunken mean rating
     gmean = ratings.mean()
-    rsum = np.bincount(ii, ratings, minlength=I)
+    rsum = np.bincount(ii, ratings, minlength=n_items_)
     shrunk = (rsum + 10.0 * gmean) / (icount + 10.0)
     quality = (shrunk - shrunk.mean()) / shrunk.std()
     # synthetic creators within the primary genre
-    C = max(1, round(I * creators_per_item))
+    C = max(1, round(n_items_ * creators_per_item))
     creator_weight = rng.pareto(cfg0.creator_pareto_shape, C) + 1.0
     creator_weight /= creator_weight.sum()
     primary = item_genres.argmax(axis=1)
     creator_topic = rng.choice(K, size=C, p=prevalence).astype(np.int32)
-    item_creator = np.empty(I, dtype=np.int32)
+    item_creator = np.empty(n_items_, dtype=np.int32)
     for k in range(K):
         members = np.flatnonzero(primary == k)
         pool = np.flatnonzero(creator_topic == k)
@@ -137,17 +137,17 @@ def calibrate_world(movielens: str | Path, *, obd: str | Path | None = None, see
         w = creator_weight[pool] / creator_weight[pool].sum()
         item_creator[members] = rng.choice(pool, size=members.size, p=w)
     fit: dict[str, Any] = {
-        "source": str(movielens), "n_users": U, "n_items": I, "n_topics": K,
+        "source": str(movielens), "n_users": U, "n_items": n_items_, "n_topics": K,
         "topics": names, "activity_sigma": float(np.log(ucount).std()),
         "zipf_exponent": _zipf_exponent(icount),
-        "top_1pct_item_share": float(np.sort(icount)[::-1][:max(1, I // 100)].sum()
+        "top_1pct_item_share": float(np.sort(icount)[::-1][:max(1, n_items_ // 100)].sum()
                                      / icount.sum()),
         "topic_prevalence": dict(zip(names, prevalence.round(4).tolist(), strict=True)),
     }
     surfaces = cfg0.surfaces
     cfg = cfg0.model_copy(update={
-        "seed": seed, "n_users": U, "n_items": I, "n_topics": K, "n_creators": C,
-        "n_impressions": int(len(ml)), "preferences": pref,
+        "seed": seed, "n_users": U, "n_items": n_items_, "n_topics": K, "n_creators": C,
+        "n_impressions": len(ml), "preferences": pref,
         "activity_sigma": min(fit["activity_sigma"], 5.0),
         "popularity_exponent": min(max(fit["zipf_exponent"], 0.0), 5.0)})
     start = micros(cfg.start)
@@ -160,9 +160,9 @@ def calibrate_world(movielens: str | Path, *, obd: str | Path | None = None, see
         user_activity=activity, item_topic=primary.astype(np.int32),
         item_creator=item_creator, item_vectors=item_vec, item_quality=quality,
         item_popularity=popularity, item_log_popularity=log_pop,
-        item_created_at=np.full(I, start - 1, dtype=np.int64),
+        item_created_at=np.full(n_items_, start - 1, dtype=np.int64),
         policy_user_vectors=user_vec + policy_noise * rng.standard_normal((U, d)),
-        policy_item_vectors=item_vec + policy_noise * rng.standard_normal((I, d)))
+        policy_item_vectors=item_vec + policy_noise * rng.standard_normal((n_items_, d)))
     if obd is not None:
         levels = obd_click_levels(obd)
         shift = _match_click_rate(truth, levels["ctr_by_position"][0], rng)

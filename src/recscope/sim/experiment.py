@@ -88,7 +88,7 @@ NAMED_POLICIES: dict[str, dict[str, Any]] = {
     "baseline": {"retriever": "popular", "ranker": "affinity"},
     "candidate": {"retriever": "embedding_v2", "ranker": "affinity_quality"},
 }
-_STACK_KEYS = {"retriever", "ranker", "temperature", "pool", "policy"}
+_STACK_KEYS = {"retriever", "ranker", "temperature", "pool", "policy", "pipeline"}
 
 
 class _Strict(BaseModel):
@@ -190,7 +190,13 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
     world = spec.world.model_copy(update={"config": rel(spec.world.config),
                                           "movielens": rel(spec.world.movielens),
                                           "obd": rel(spec.world.obd)})
-    return spec.model_copy(update={"world": world, "metrics": rel(spec.metrics)})
+    def stack(v: dict[str, Any]) -> dict[str, Any]:
+        return {**v, "pipeline": rel(v["pipeline"])} if "pipeline" in v else v
+
+    layers = [x.model_copy(update={"variants": {k: stack(v) for k, v in x.variants.items()}})
+              for x in spec.experiment]
+    return spec.model_copy(update={"world": world, "metrics": rel(spec.metrics),
+                                   "policy": stack(spec.policy), "experiment": layers})
 
 
 def build_world(spec: WorldSpec) -> WorldTruth:
@@ -208,16 +214,56 @@ def build_world(spec: WorldSpec) -> WorldTruth:
     return build_truth(cfg, np.random.default_rng(seeds[0]))
 
 
+def world_log(spec: WorldSpec) -> Any:
+    """Training data for pipeline variants: the clicks and saves of the built-in world's
+    log (same config and seed as :func:`build_world`), or the MovieLens ratings of a
+    calibrated world (whose indices are the world's)."""
+    if spec.movielens is not None:
+        from recscope.data.loaders import load_movielens
+
+        return load_movielens(spec.movielens)
+    from recscope.sim.world import World
+
+    cfg = load_world_config(spec.config) if spec.config else WorldConfig()
+    cfg = cfg.model_copy(update={"seed": spec.seed})
+    if spec.scale != 1.0:
+        cfg = cfg.scaled(spec.scale)
+    return World.generate(cfg).interactions.filter(events=["click", "save"])
+
+
 class PolicyFactory:
     """Builds stack policies from specs, sharing components between cells."""
 
-    def __init__(self, truth: WorldTruth, seed: int = 0) -> None:
+    def __init__(self, truth: WorldTruth, seed: int = 0,
+                 parts: dict[tuple[str, str], Any] | None = None,
+                 train_data: Callable[[], Any] | None = None) -> None:
         self.truth = truth
         self.seed = seed
         self.index = WorldIndex(truth, seed=seed)
-        self._parts: dict[tuple[str, str], Any] = {}
+        self._parts: dict[tuple[str, str], Any] = dict(parts or {})
+        self._train_data = train_data
+        self._train: Any = None
+        self._pipelines: dict[str, Any] = {}
+
+    def pipeline(self, path: str) -> Any:
+        """A recscope :class:`~recscope.pipeline.Pipeline` from its TOML file, fitted on
+        the clicks and saves of the world's log (once per file)."""
+        if path not in self._pipelines:
+            from recscope.pipeline import Pipeline
+
+            if self._train_data is None:
+                raise ConfigError("pipeline variants need the world's log to train on",
+                                  key="pipeline")
+            if self._train is None:
+                self._train = self._train_data()
+            self._pipelines[path] = Pipeline.from_toml(path).fit(self._train)
+        return self._pipelines[path]
 
     def part(self, kind: str, name: str) -> Any:
+        """The retriever or ranker called ``name``: one given to the factory (for
+        example a fitted recscope component), else a built-in one."""
+        if (kind, name) in self._parts:
+            return self._parts[(kind, name)]
         table = RETRIEVERS if kind == "retriever" else RANKERS
         if name not in table:
             raise ConfigError(f"unknown built-in {kind} {name!r}; expected one of "
@@ -227,7 +273,18 @@ class PolicyFactory:
         return self._parts[(kind, name)]
 
     def stack(self, spec: dict[str, Any], name: str) -> StackPolicy:
+        """The stack of a variant: built-in or given parts, a named policy, or a recscope
+        pipeline (``pipeline = "file.toml"``: its ranked lists are the candidates and its
+        scores order them, with Plackett–Luce noise of ``temperature``)."""
         s = dict(spec)
+        if "pipeline" in s:
+            from recscope.sim.policies import ComponentRanker, ComponentRetriever
+
+            pipe = self.pipeline(str(s["pipeline"]))
+            return StackPolicy(self.truth, ComponentRetriever(pipe, self.truth.n_users),
+                               ComponentRanker(pipe), pool=int(s.get("pool", 100)),
+                               temperature=float(s.get("temperature", 0.3)),
+                               index=self.index, seed=self.seed, name=name)
         if "policy" in s:
             named = s.pop("policy")
             if named not in NAMED_POLICIES:
@@ -349,8 +406,13 @@ Progress = Callable[[str, int, int], None]
 
 def run_experiment(spec: ExperimentSpec, out_dir: str | Path | None = None, *,
                    truth_world: WorldTruth | None = None, progress: Progress | None = None,
+                   parts: dict[tuple[str, str], Any] | None = None,
                    ) -> tuple[SimulatedExperiment, dict[str, Any]]:
     """Simulate ``spec``; write the logs and truth under ``out_dir`` when given.
+
+    ``parts`` maps ``("retriever" | "ranker", name)`` to stage objects (for example
+    :class:`~recscope.sim.policies.ComponentRetriever` around a fitted recscope
+    component) that the spec's variants can name besides the built-in ones.
 
     Returns the summary and the in-memory tables (``assignments``, ``events``,
     ``metrics`` config, ``truth`` :class:`GroundTruth`, ``daily`` stats).
@@ -361,7 +423,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path | None = None, *,
     analysis = parse_config(tomllib.loads(metrics_text), source=spec.metrics)
     env = Environment(truth, spec.simulation, seed=spec.seed)
     design = make_design(spec, truth.n_users)
-    factory = PolicyFactory(truth, seed=spec.seed)
+    factory = PolicyFactory(truth, seed=spec.seed, parts=parts,
+                            train_data=lambda: world_log(spec.world))
     policies = [factory.stack(s, n) for s, n in zip(design.cell_specs, design.cell_names,
                                                     strict=True)]
 
@@ -402,7 +465,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path | None = None, *,
         "impressions": res.n_impressions, "requests": res.n_requests,
         "warmup_impressions": warm.n_impressions,
         "seconds": round(time.perf_counter() - t0, 3),
-        "daily": [dict(d, cell_mix=None) for d in res.daily],
+        "daily": res.daily,
         "truth": gt.to_dict() if gt is not None else None,
     }
     result = SimulatedExperiment(summary)

@@ -222,19 +222,26 @@ class ComponentRetriever:
     ``user_index``/``item_ids`` map world indices to the component's vocabulary and back
     (identity when the component was trained on world indices)."""
 
-    def __init__(self, component: Any, user_index: np.ndarray | None = None,
+    def __init__(self, component: Any, n_users: int, user_index: np.ndarray | None = None,
                  item_ids: np.ndarray | None = None) -> None:
         self.component = component
+        self.n_users = n_users
         self.user_index = user_index
         self.item_ids = item_ids
+        self._pools: np.ndarray | None = None
+        self._m = 0
 
     def candidates(self, users: np.ndarray, m: int, context: SlateContext) -> np.ndarray:
-        u = users if self.user_index is None else self.user_index[users]
-        lists = self.component.recommend(u, m, exclude=None)
-        items = lists.items.astype(np.int64)
-        if self.item_ids is not None:
-            items = np.where(items >= 0, self.item_ids[np.maximum(items, 0)], -1)
-        return items
+        """The component's top ``m`` per user, computed once for every user and cached
+        (retrieval does not depend on the request, only on the user)."""
+        if self._pools is None or self._m < m:
+            every = np.arange(self.n_users)
+            u = every if self.user_index is None else self.user_index[every]
+            items = self.component.recommend(u, m, exclude=None).items.astype(np.int64)
+            if self.item_ids is not None:
+                items = np.where(items >= 0, self.item_ids[np.maximum(items, 0)], -1)
+            self._pools, self._m = items, m
+        return self._pools[users, :m]
 
 
 class ComponentRanker:

@@ -33,11 +33,11 @@ class LightGCNConfig(NeuralConfig):
     layers: int = Field(3, ge=0)
     reg: float = Field(1e-4, ge=0, description="L2 on the batch's layer-0 embeddings")
     init_std: float = Field(0.1, gt=0)
-    lr: float = 5e-3
-    batch_size: int = 2048
-    epochs: int = 200
-    patience: int = 5
-    eval_every: int = 5
+    lr: float = Field(5e-3, gt=0)
+    batch_size: int = Field(2048, ge=1)
+    epochs: int = Field(200, ge=1)
+    patience: int = Field(5, ge=1)
+    eval_every: int = Field(5, ge=1)
 
 
 class _SymmetricSpMM(torch.autograd.Function):

@@ -50,12 +50,11 @@ class SASRecConfig(NeuralConfig):
     objective: Literal["next_item", "all_action"] = "next_item"
     horizon_days: float = Field(7.0, gt=0, description="all_action: prediction window")
     max_targets: int = Field(8, ge=1, description="all_action: targets drawn per position")
-    lr: float = 1e-3
-    batch_size: int = 128
-    epochs: int = 200
-    patience: int = 5
-    eval_every: int = 2
-    eval_metric: str = "ndcg@10"
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(200, ge=1)
+    patience: int = Field(5, ge=1)
+    eval_every: int = Field(2, ge=1)
 
 
 class _SASRecNet(torch.nn.Module):

@@ -47,10 +47,10 @@ class TwoTowerConfig(NeuralConfig):
     text_cache_dir: str | None = Field("default", description="embedding cache; None = off")
     id_dropout: float = Field(0.3, ge=0, lt=1, description="with text: share of training "
                               "items whose id vector is dropped, so text learns alone")
-    lr: float = 2e-3
-    batch_size: int = 512
-    epochs: int = 40
-    patience: int = 3
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int = Field(512, ge=1)
+    epochs: int = Field(40, ge=1)
+    patience: int = Field(3, ge=1)
 
 
 class _TwoTowerNet(torch.nn.Module):
@@ -92,6 +92,8 @@ class TwoTower(NeuralComponent):
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
+        #: with text, items without training interactions are scored from their text
+        self.scores_cold_items = bool(self.cfg.text)  # type: ignore[misc]
         self._text: np.ndarray | None = None
         self._known: np.ndarray | None = None  # items with a trained id vector
         self._hist: sp.csr_matrix | None = None

@@ -1,0 +1,438 @@
+"""The whole measurement story on the built-in world, end to end (``recscope demo``).
+
+1. **World**: generate the built-in visual-discovery platform and its logged history.
+2. **Train** a baseline stack (popularity retriever ► ALS ranker) and a candidate stack
+   that changes both components (ALS retriever ► BPR ranker), recscope components fitted
+   on the clicks and saves of the log's first 80% (by time).
+3. **Offline benchmark** on the last 20%: NDCG/recall with bootstrap intervals, paired
+   tests, and the stage funnel (how many held-out engagements survive retrieval, then
+   the final top-k).
+4. **Online experiment** in the simulated platform: a 2×2 factorial (retriever layer ×
+   ranker layer, assigned by :func:`recscope.experiments.assignment.assign`) over 14
+   days after a warm-up, logs written as Parquet.
+5. **Scorecard** with :func:`recscope.experiments.analysis.analyze`, and the **ground
+   truth** of every cell from common-random-number replays beside every estimate.
+6. **Attribution** of the full-stack effect to each component and their interaction
+   (:func:`recscope.attribution.attribute_metric`) beside the true Shapley shares.
+
+Everything goes into ``report.html`` (Plotly inlined) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recscope.errors import ConfigError
+
+Progress = Callable[[str, float, float], None]
+
+SCALES: dict[str, dict[str, Any]] = {
+    "default": {"world_scale": 1.0, "days": 14, "warmup_days": 7, "long_run_days": 21,
+                "pool": 100, "factors": 32, "bpr_iterations": 60, "eval_users": 20_000, "bootstrap": 1000},
+    "small": {"world_scale": 0.04, "days": 14, "warmup_days": 2, "long_run_days": 0,
+              "pool": 50, "factors": 16, "bpr_iterations": 20, "eval_users": 1_000, "bootstrap": 200},
+}
+KEY_METRICS = ("ctr", "clicks", "saves", "sessions", "active_days")
+COMPONENTS = ("retriever", "ranker")
+BASELINE = {"retriever": "popularity", "ranker": "als"}
+CANDIDATE = {"retriever": "als", "ranker": "bpr"}
+
+
+def run_story(out_dir: str | Path, scale: str = "default", progress: Progress | None = None,
+              *, seed: int = 0) -> dict[str, Any]:
+    """Run the story; write ``report.html`` and ``summary.json`` under ``out_dir``.
+
+    ``progress(stage, done, total)`` is called as work advances. Returns the summary:
+    per metric the full-stack estimate, its interval and the ground truth, plus the
+    offline benchmark, the attribution and timings.
+    """
+    if scale not in SCALES:
+        raise ConfigError(f"scale must be one of {sorted(SCALES)}", key="scale")
+    sz = SCALES[scale]
+    out = Path(out_dir)
+    timings: dict[str, float] = {}
+    report_parts: dict[str, Any] = {}
+
+    def tick(stage: str) -> Callable[[int, int], None]:
+        return lambda i, n: progress(stage, i, n) if progress is not None else None
+
+    from recscope.tracking import track
+
+    with track("demo.story", config={"scale": scale, "seed": seed, **sz},
+               out_dir=out) as run:
+        t = time.perf_counter()
+        world = _world(sz, seed, tick("world"))
+        timings["world_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        train, test = _split(world)
+        comps = _train(train, sz, seed, tick("train"))
+        timings["train_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        offline = _offline(world, train, test, comps, sz, tick("offline"))
+        timings["offline_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        online = _online(world, comps, sz, seed, out, progress)
+        timings["simulation_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        summary = _summarise(world, offline, online, sz, scale, seed)
+        summary["timings"] = {k: round(v, 2) for k, v in timings.items()}
+        report_parts.update(offline=offline, online=online)
+        _report(out / "report.html", summary, report_parts)
+        from recscope.io import write_json
+
+        write_json(out / "summary.json", summary)
+        timings["report_s"] = time.perf_counter() - t
+        summary["timings"]["report_s"] = round(timings["report_s"], 2)
+        write_json(out / "summary.json", summary)
+        run.log_metrics({f"{m}.estimate": v["estimate"] for m, v in summary["metrics"].items()})
+        run.log_metrics({f"{m}.truth": v["truth"] for m, v in summary["metrics"].items()})
+        run.log_artifact(out / "summary.json")
+        run.log_artifact(out / "report.html")
+    return summary
+
+
+# ---------------------------------------------------------------------- steps
+def _world(sz: dict[str, Any], seed: int, progress: Callable[[int, int], None]) -> Any:
+    from recscope.sim import World, WorldConfig
+
+    cfg = WorldConfig(seed=seed)
+    if sz["world_scale"] != 1.0:
+        cfg = cfg.scaled(sz["world_scale"])
+    return World.generate(cfg, progress=progress)
+
+
+def _split(world: Any) -> tuple[Any, Any]:
+    from recscope.data.splits import temporal_split_fraction
+
+    pos = world.interactions.filter(events=["click", "save"])
+    sp = temporal_split_fraction(pos, 0.2)
+    return sp.train, sp.test
+
+
+def _train(train: Any, sz: dict[str, Any], seed: int,
+           progress: Callable[[int, int], None]) -> dict[str, Any]:
+    from recscope.models.base import get_component
+
+    specs = {"popularity": ("popularity", {}),
+             "als": ("als", {"factors": sz["factors"], "iterations": 15, "seed": seed}),
+             "bpr": ("bpr", {"factors": sz["factors"], "iterations": sz["bpr_iterations"],
+                             "seed": seed})}
+    out = {}
+    for i, (name, (comp, params)) in enumerate(specs.items()):
+        out[name] = get_component(comp)(params).fit(train)
+        progress(i + 1, len(specs))
+    return out
+
+
+def _stack_lists(comps: dict[str, Any], stack: dict[str, str], users: np.ndarray, pool: int,
+                 k: int) -> Any:
+    """Offline RankedLists of a stack, with the retrieval trace for the funnel."""
+    from recscope.data.rankings import RankedLists
+
+    cand = comps[stack["retriever"]].recommend(users, pool).items
+    scores = comps[stack["ranker"]].score(users, cand)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranked = np.take_along_axis(cand, order, axis=1)
+    rs = np.take_along_axis(scores, order, axis=1)
+    ranked = np.where(np.isfinite(rs), ranked, -1)
+    return RankedLists(users, ranked[:, :k], np.where(np.isfinite(rs), rs, 0)[:, :k],
+                       traces={"retrieval": cand, "ranking": ranked})
+
+
+def _offline(world: Any, train: Any, test: Any, comps: dict[str, Any], sz: dict[str, Any],
+             progress: Callable[[int, int], None]) -> dict[str, Any]:
+    from recscope.data.rankings import Relevance
+    from recscope.offline import evaluate
+    from recscope.offline.compare import compare
+
+    held = test.to_csr("binary")
+    # held-out engagements with items the user already engaged with in training are
+    # not new discoveries: drop them from the truth (the lists exclude them too)
+    rel = Relevance.from_csr((held - held.multiply(train.to_csr("binary"))).tocsr())
+    users = np.flatnonzero(rel.counts() > 0).astype(np.int32)[:sz["eval_users"]]
+    stacks = {"baseline": BASELINE, "candidate": CANDIDATE,
+              "retriever only": {**BASELINE, "retriever": CANDIDATE["retriever"]},
+              "ranker only": {**BASELINE, "ranker": CANDIDATE["ranker"]}}
+    metrics = ["ndcg@10", "recall@10", "recall@20"]
+    results, funnel = {}, []
+    for i, (name, stack) in enumerate(stacks.items()):
+        lists = _stack_lists(comps, stack, users, sz["pool"], 20)
+        results[name] = evaluate(lists, rel, metrics, bootstrap=sz["bootstrap"], seed=0)
+        pool_lists = _trace_lists(lists, "retrieval")
+        f = evaluate(pool_lists, rel, [f"recall@{sz['pool']}"], bootstrap=0)
+        funnel.append({"stack": name,
+                       "retrieval": f.mean(f"recall@{sz['pool']}"),
+                       "top-20": results[name].mean("recall@20"),
+                       "top-10": results[name].mean("recall@10")})
+        progress(i + 1, len(stacks))
+    cmp = compare({"baseline": results["baseline"], "candidate": results["candidate"]})
+    rows = []
+    for name, res in results.items():
+        for m in metrics:
+            lo, hi = res.ci(m)
+            rows.append({"stack": name, "metric": m, "mean": res.mean(m), "ci_low": lo,
+                         "ci_high": hi})
+    return {"rows": rows, "funnel": funnel, "comparison": cmp.to_dict(),
+            "n_users": int(users.size), "pool": sz["pool"]}
+
+
+def _stack_name(stack: dict[str, str]) -> str:
+    return f"{stack['retriever']} retriever ► {stack['ranker']} ranker"
+
+
+def _trace_lists(lists: Any, stage: str) -> Any:
+    from recscope.data.rankings import RankedLists
+
+    items = lists.traces[stage]
+    return RankedLists(lists.users, items, np.zeros(items.shape, dtype=np.float32))
+
+
+def _online(world: Any, comps: dict[str, Any], sz: dict[str, Any], seed: int, out: Path,
+            progress: Progress | None) -> dict[str, Any]:
+    from recscope.attribution import CellStats, attribute_metric
+    from recscope.experiments.analysis import analyze
+    from recscope.sim.experiment import ExperimentSpec, run_experiment, unit_totals
+    from recscope.sim.policies import ComponentRanker, ComponentRetriever
+
+    n_users = world.truth.n_users
+    parts = {("retriever", "popularity"): ComponentRetriever(comps["popularity"], n_users),
+             ("retriever", "als"): ComponentRetriever(comps["als"], n_users),
+             ("ranker", "als"): ComponentRanker(comps["als"]),
+             ("ranker", "bpr"): ComponentRanker(comps["bpr"])}
+    spec = ExperimentSpec.model_validate({
+        "name": "new-stack", "seed": seed, "days": sz["days"],
+        "warmup_days": sz["warmup_days"], "long_run_days": sz["long_run_days"],
+        "policy": {**BASELINE, "pool": sz["pool"]},
+        "experiment": [
+            {"name": "retriever", "layer": "retrieval",
+             "variants": {"control": {}, "treatment": {"retriever": CANDIDATE["retriever"]}}},
+            {"name": "ranker", "layer": "ranking",
+             "variants": {"control": {}, "treatment": {"ranker": CANDIDATE["ranker"]}}},
+        ]})
+
+    def prog(stage: str, i: int, n: int) -> None:
+        if progress is not None:
+            progress(f"simulate: {stage}", i, n)
+
+    res, t = run_experiment(spec, out / "experiment", truth_world=world.truth, progress=prog,
+                            parts=parts)
+    card = analyze(t["assignments"], t["events"], t["metrics"])
+    design = t["design"]
+    a = t["assignments"]
+    cells = np.array([design.cell_names.index(v) for v in a.column("variant").to_pylist()])
+    tot = unit_totals(a, t["events"], ["clicks", "impressions", "saves", "sessions"])
+    attribution = {}
+    for m in ("ctr", "clicks", "saves", "sessions"):
+        cs = (CellStats.from_units(cells, tot["clicks"], 2, denominator=tot["impressions"])
+              if m == "ctr" else CellStats.from_units(cells, tot[m], 2))
+        attribution[m] = attribute_metric(cs, list(COMPONENTS), metric=m, seed=seed).to_dict()
+    return {"scorecard": card, "truth": t["truth"], "attribution": attribution,
+            "summary": res.to_dict(), "daily": t["daily"], "design": design}
+
+
+# ---------------------------------------------------------------------- summary
+def _summarise(world: Any, offline: dict[str, Any], online: dict[str, Any],
+               sz: dict[str, Any], scale: str, seed: int) -> dict[str, Any]:
+    gt = online["truth"]
+    full = "retriever+ranker"
+    metrics: dict[str, Any] = {}
+    for r in online["scorecard"].results:
+        if r["variant"] != full:
+            continue
+        m = r["metric"]
+        eff = gt.effects(m).get(full, {})
+        entry = {"estimate": r["effect"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                 "rel_estimate": r["rel_effect"], "rel_ci_low": r["rel_ci_low"],
+                 "rel_ci_high": r["rel_ci_high"], "p_value": r["p_value"],
+                 "truth": eff.get("effect"), "rel_truth": eff.get("rel_effect"),
+                 "covered": bool(r["ci_low"] <= eff.get("effect", np.nan) <= r["ci_high"])}
+        if gt.long_run:
+            lr = gt.effects(m, long_run=True).get(full, {})
+            entry["truth_long_run"] = lr.get("effect")
+        if m in online["attribution"]:
+            att = online["attribution"][m]
+            true_att = gt.shapley(m)
+            entry["attribution"] = {
+                c: {"share": att["components"][c]["share"],
+                    "ci_low": att["components"][c]["ci_low"],
+                    "ci_high": att["components"][c]["ci_high"],
+                    "true_share": true_att["components"][c]["share"]} for c in COMPONENTS}
+            inter = att["interactions"].get("retriever×ranker", {})
+            entry["interaction"] = {"estimate": inter.get("effect"),
+                                    "ci_low": inter.get("ci_low"),
+                                    "ci_high": inter.get("ci_high"),
+                                    "truth": true_att.get("interaction")}
+        metrics[m] = entry
+    s = online["summary"]
+    return {
+        "scale": scale, "seed": seed,
+        "world": {"users": world.truth.n_users, "items": world.truth.n_items,
+                  "log_rows": len(world.interactions)},
+        "stacks": {"baseline": BASELINE, "candidate": CANDIDATE},
+        "experiment": {"days": sz["days"], "warmup_days": sz["warmup_days"],
+                       "units": s["n_units"], "units_per_cell": s["units_per_variant"],
+                       "impressions": s["impressions"],
+                       "srm_p_value": online["scorecard"].srm["p_value"]},
+        "offline": {"rows": offline["rows"], "funnel": offline["funnel"],
+                    "n_users": offline["n_users"]},
+        "metrics": metrics,
+    }
+
+
+# ---------------------------------------------------------------------- report
+def _report(path: Path, summary: dict[str, Any], parts: dict[str, Any]) -> None:
+    import plotly.graph_objects as go
+
+    from recscope.report import HtmlReport
+
+    online, offline = parts["online"], parts["offline"]
+    gt = online["truth"]
+    w = summary["world"]
+    rep = HtmlReport("recscope: the measurement story",
+                     f"Built-in world: {w['users']:,} users, {w['items']:,} pins, "
+                     f"{w['log_rows']:,} logged rows. Baseline stack: "
+                     f"{_stack_name(BASELINE)}; candidate: {_stack_name(CANDIDATE)}.")
+    ctr = summary["metrics"].get("ctr")
+    if ctr is not None:
+        rel = ctr.get("rel_truth")
+        rep.banner(f"Full stack vs baseline, CTR: estimated {ctr['rel_estimate']:+.1%} "
+                   f"(95% CI {ctr['rel_ci_low']:+.1%} to {ctr['rel_ci_high']:+.1%}); "
+                   f"ground truth {rel:+.1%}." if rel is not None else "",
+                   "ok" if ctr["covered"] else "warn")
+    rep.heading("1. Offline benchmark (held-out last 20% of the log)")
+    rep.paragraph(f"{offline['n_users']:,} test users; intervals are bootstrap 95% over users.")
+    rep.table(offline["rows"], ["stack", "metric", "mean", "ci_low", "ci_high"])
+    fig = go.Figure()
+    for name in ("baseline", "retriever only", "ranker only", "candidate"):
+        rows = [r for r in offline["rows"] if r["stack"] == name]
+        fig.add_bar(name=name, x=[r["metric"] for r in rows], y=[r["mean"] for r in rows],
+                    error_y={"type": "data", "symmetric": False,
+                             "array": [r["ci_high"] - r["mean"] for r in rows],
+                             "arrayminus": [r["mean"] - r["ci_low"] for r in rows]})
+    fig.update_layout(barmode="group", height=360, title="Offline metrics with 95% intervals")
+    rep.figure(fig)
+    rep.heading("Stage funnel: share of held-out engagements still present after each stage")
+    rep.table(offline["funnel"])
+    fig = go.Figure()
+    for f in offline["funnel"]:
+        stages = ["retrieval", "top-20", "top-10"]
+        fig.add_scatter(name=f["stack"], x=stages, y=[f[s] for s in stages],
+                        mode="lines+markers")
+    fig.update_layout(height=340, yaxis_title="recall", title="Stage funnel")
+    rep.figure(fig)
+
+    ex = summary["experiment"]
+    rep.heading("2. Online 2×2 factorial experiment in the simulated platform")
+    rep.paragraph(f"{ex['units']:,} units over {ex['days']} days after a "
+                  f"{ex['warmup_days']}-day warm-up; {ex['impressions']:,} impressions. "
+                  f"Cells: {ex['units_per_cell']}. Sample-ratio test p = "
+                  f"{ex['srm_p_value']:.3f}.")
+    if ex["srm_p_value"] < 0.001:
+        rep.banner("Sample-ratio mismatch: the allocation differs from the design.", "bad")
+    rows = []
+    for r in online["scorecard"].results:
+        true = gt.effects(r["metric"]).get(r["variant"], {}).get("effect")
+        rows.append({"metric": r["metric"], "cell": r["variant"], "estimate": r["effect"],
+                     "ci_low": r["ci_low"], "ci_high": r["ci_high"], "true effect": true,
+                     "covered": "yes" if true is not None and r["ci_low"] <= true <=
+                     r["ci_high"] else "no", "p (adj.)": r["p_value_adjusted"]})
+    rep.table(rows)
+    fig = go.Figure()
+    for cell in online["design"].cell_names[1:]:
+        sel = [r for r in online["scorecard"].results
+               if r["variant"] == cell and r["metric"] in KEY_METRICS]
+        ms = [r["metric"] for r in sel]
+        est = [100 * r["rel_effect"] for r in sel]
+        fig.add_scatter(name=f"{cell}: estimate", x=ms, y=est, mode="markers",
+                        error_y={"type": "data", "symmetric": False,
+                                 "array": [100 * r["rel_ci_high"] - e
+                                           for r, e in zip(sel, est, strict=True)],
+                                 "arrayminus": [e - 100 * r["rel_ci_low"]
+                                                for r, e in zip(sel, est, strict=True)]})
+        fig.add_scatter(name=f"{cell}: truth", x=ms, mode="markers",
+                        y=[100 * gt.effects(m).get(cell, {}).get("rel_effect", np.nan)
+                           for m in ms], marker={"symbol": "x", "size": 11})
+    fig.update_layout(height=420, yaxis_title="effect vs control (%)",
+                      title="Estimated relative effects (95% CI) and ground truth, "
+                      "each cell vs control")
+    rep.figure(fig)
+    if gt.long_run:
+        rep.heading("Short-run vs long-run truth (full stack vs control)")
+        lr_rows = []
+        for m in gt.metrics:
+            sr = gt.effects(m).get("retriever+ranker", {})
+            lr = gt.effects(m, long_run=True).get("retriever+ranker", {})
+            lr_rows.append({"metric": m, "short-run effect": sr.get("effect"),
+                            "short-run relative": sr.get("rel_effect"),
+                            "long-run effect (last week)": lr.get("effect"),
+                            "long-run relative": lr.get("rel_effect")})
+        rep.table(lr_rows)
+    daily = online["daily"]
+    fig = go.Figure()
+    fig.add_scatter(x=[d["day"] for d in daily],
+                    y=[d["clicks"] / max(d["impressions"], 1) for d in daily],
+                    name="CTR (all cells)")
+    fig.add_scatter(x=[d["day"] for d in daily], y=[d["sessions"] for d in daily],
+                    name="sessions", yaxis="y2")
+    fig.update_layout(height=320, title="Daily platform activity during the experiment",
+                      yaxis={"title": "CTR"},
+                      yaxis2={"title": "sessions", "overlaying": "y", "side": "right"})
+    rep.figure(fig)
+
+    rep.heading("3. Attribution of the full-stack effect (Shapley values and shares)")
+    rep.paragraph("Each component's Shapley value is its average marginal contribution over "
+                  "both orders of switching the components on; the values add up to the "
+                  "full-stack effect. Shares are value / total, with parametric-bootstrap "
+                  "intervals; they are only meaningful where the total effect is clearly "
+                  "non-zero.", "note")
+    att_rows = []
+    for m, att in online["attribution"].items():
+        true_att = gt.shapley(m)
+        tot = att["total"]
+        clear = tot["ci_low"] > 0 or tot["ci_high"] < 0
+        for c in COMPONENTS:
+            v = att["components"][c]
+            att_rows.append({
+                "metric": m, "component": c, "value": v["effect"],
+                "value ci": f"[{v['effect_ci_low']:.4g}, {v['effect_ci_high']:.4g}]",
+                "true value": true_att["components"][c]["effect"],
+                "share": v["share"] if clear else None,
+                "share ci": f"[{v['ci_low']:.2f}, {v['ci_high']:.2f}]" if clear else
+                "total not significant",
+                "true share": true_att["components"][c]["share"]})
+        it = att["interactions"].get("retriever×ranker", {})
+        att_rows.append({"metric": m, "component": "interaction", "value": it.get("effect"),
+                         "value ci": f"[{it.get('ci_low', np.nan):.4g}, "
+                                     f"{it.get('ci_high', np.nan):.4g}]",
+                         "true value": true_att.get("interaction")})
+    rep.table(att_rows, ["metric", "component", "value", "value ci", "true value", "share",
+                         "share ci", "true share"])
+    fig = go.Figure()
+    base = {m: att["cells"][0]["value"] for m, att in online["attribution"].items()}
+    for c in (*COMPONENTS, "interaction"):
+        sel = [r for r in att_rows if r["component"] == c]
+        fig.add_bar(name=f"{c} (estimate)", x=[r["metric"] for r in sel],
+                    y=[100 * r["value"] / base[r["metric"]] for r in sel])
+        fig.add_scatter(name=f"{c} (truth)", x=[r["metric"] for r in sel],
+                        y=[100 * r["true value"] / base[r["metric"]] for r in sel],
+                        mode="markers", marker={"symbol": "x", "size": 12})
+    fig.update_layout(barmode="group", height=380, yaxis_title="% of the control mean",
+                      title="Shapley values and interaction: estimate (bars) and truth (x)")
+    rep.figure(fig)
+    rep.heading("4. Summary: full stack vs control")
+    rep.table([{"metric": m, "estimate": e["estimate"], "ci_low": e["ci_low"],
+                "ci_high": e["ci_high"], "truth": e["truth"],
+                "long-run truth": e.get("truth_long_run")}
+               for m, e in summary["metrics"].items()])
+    rep.paragraph("Timings (s): " + ", ".join(f"{k} {v}" for k, v in
+                                               summary["timings"].items()), "note")
+    rep.save(path)
