@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,6 @@ from recscope.experiments.analysis import RESULT_KEYS, Scorecard, analyze, compa
 from recscope.experiments.metrics import parse_config
 from tests.conftest import data_path
 from tests.experiments._data import TOML, make_experiment
-
-import tomllib  # noqa: I001
 
 
 @pytest.fixture(scope="module")

@@ -121,15 +121,31 @@ def test_two_tower_uses_text_for_cold_start_items(tmp_path: Path) -> None:
     assert (tmp_path / "cache").exists() and any((tmp_path / "cache").iterdir())
 
 
-def test_two_tower_logq_changes_the_loss() -> None:
-    data = grouped_log(seed=3)
-    losses = {}
-    for logq in (True, False):
-        m = TwoTower(dim=8, epochs=1, logq=logq, validation_fraction=0.0, progress=False)
-        m.fit(data)
-        assert m.history is not None
-        losses[logq] = m.history.rows[0]["loss"]
-    assert losses[True] != pytest.approx(losses[False])
+def test_two_tower_loss_is_logq_corrected_in_batch_softmax() -> None:
+    """The loss equals a hand-written in-batch softmax with log q subtracted from each
+    column and duplicates of the positive masked."""
+    data = grouped_log(seed=3, n_items=24)
+    model = TwoTower(dim=8, epochs=1, batch_size=32, validation_fraction=0.0, user_history=False,
+                     progress=False).fit(data)
+    model._setup(data)  # fresh training state (q from the same rows)
+    users = np.array([0, 1, 2, 3, 4, 5], dtype=np.int64)
+    items = data.item_index[:6].astype(np.int64).copy()
+    items[5] = items[4]  # an in-batch duplicate
+    keep = np.ones(6, dtype=np.float32)
+    with torch.no_grad():
+        loss, n = model._loss((users, items, keep))
+        net = model._net()
+        u = torch.nn.functional.normalize(net.user.weight[users], dim=1).numpy()
+        v = torch.nn.functional.normalize(net.item.weight[items], dim=1).numpy()
+    counts = np.bincount(data.item_index, minlength=data.n_items)
+    logits = u @ v.T / 0.05 - np.log(counts[items] / counts.sum())[None, :]
+    dup = (items[:, None] == items[None, :]) & ~np.eye(6, dtype=bool)
+    logits[dup] = -np.inf
+    mx = logits.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(logits - mx).sum(axis=1)) + mx[:, 0]
+    expected = np.mean(lse - np.diag(logits))
+    assert n == 6
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
 
 
 def test_text_model_needs_an_item_text_column() -> None:

@@ -169,3 +169,17 @@ def test_score_and_rank_inputs_agree(tmp_path: Path) -> None:
     a = evaluate(data.rankings["s"], data.truth, ["ndcg@5", "map"], bootstrap=0)
     b = evaluate(data.rankings["r"], data.truth, ["ndcg@5", "map"], bootstrap=0)
     assert a.mean("ndcg@5") == b.mean("ndcg@5") and a.mean("map") == b.mean("map")
+
+
+def test_exclude_seen_items(small: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    seen = _write(small["dir"] / "seen.csv", {"user_id": ["a", "zz"], "item_id": ["y", "x"]})
+    out = small["dir"] / "ex.json"
+    code, _, err = run_cli(["evaluate", "--rankings", str(small["ranks"]), "--truth",
+                            str(small["truth"]), "--exclude", str(seen), "--metric", "mrr",
+                            "--json", str(out)], monkeypatch, capsys)
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    # user a: y is seen, so it leaves both the list and the truth; a's list is [z], truth {x}
+    assert doc["mrr"]["mean"] == pytest.approx((0 + 0.5 + 1) / 3)
+    assert doc["notes"]["exclude.pairs_used"] == 1

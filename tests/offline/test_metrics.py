@@ -190,3 +190,22 @@ def test_perfect_ranking_scores_one(case: tuple[RankedLists, Relevance]) -> None
         v = res.values(name)
         v = v[~np.isnan(v)]
         np.testing.assert_allclose(v, 1.0, atol=1e-12, err_msg=name)
+
+
+def test_result_roundtrip_and_rendering(tmp_path: object) -> None:
+    from recscope.offline import EvaluationResult
+
+    rankings, truth = random_case(5)
+    res = evaluate(rankings, truth, ["ndcg@10", "recall@5"], bootstrap=100)
+    lo, hi = res.ci("ndcg@10")
+    assert lo <= res.mean("NDCG@10") <= hi
+    assert res.ci("ndcg@10", "normal")[0] < res.mean("ndcg@10")
+    back = EvaluationResult.load(res.save(tmp_path / "r.json"))  # type: ignore[operator]
+    assert back.summary == res.summary and back.n_users == res.n_users
+    assert back.per_user.schema == res.per_user.schema
+    for c in res.per_user.column_names:  # NaN marks users not counted
+        np.testing.assert_array_equal(back.per_user.column(c).to_numpy(),
+                                      res.per_user.column(c).to_numpy())
+    assert "ndcg@10" in res.to_html() and res.as_dict()["recall@5"] == res.mean("recall@5")
+    with pytest.raises(ConfigError, match="not evaluated"):
+        res.mean("mrr")

@@ -49,3 +49,6 @@ def test_reward_model_errors_and_lightgbm() -> None:
         RewardModel(kind="logistic").fit_predict(cont)
     pred = RewardModel(kind="lightgbm").fit_predict(fb)
     assert np.all((pred >= 0) & (pred <= 1))
+    auto = RewardModel(kind="logistic", c="auto")
+    pred = auto.fit_predict(fb)
+    assert pred.shape == (fb.n_rounds, fb.n_actions) and auto.log_loss is not None

@@ -1,5 +1,6 @@
 """Attribution of a measured effect to the components that changed, with interactions."""
 
+from recscope.attribution.analysis import AttributionResult, attribute
 from recscope.attribution.factorial import (
     CellStats,
     MetricAttribution,
@@ -9,8 +10,10 @@ from recscope.attribution.factorial import (
 from recscope.attribution.shapley import interaction_weights, shapley_weights, total_weights
 
 __all__ = [
+    "AttributionResult",
     "CellStats",
     "MetricAttribution",
+    "attribute",
     "attribute_metric",
     "interaction_weights",
     "shapley_values",

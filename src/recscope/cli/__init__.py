@@ -36,6 +36,7 @@ def _register() -> None:
     from recscope.cli import ope as ope_cli; app.command("ope")(ope_cli.ope)  # noqa: E702, I001
     from recscope.cli import evaluate as evaluate_cli; app.command("evaluate")(evaluate_cli.evaluate)  # noqa: E702, I001
     from recscope.cli import simulate as simulate_cli; app.command("simulate")(simulate_cli.simulate)  # noqa: E702, I001
+    from recscope.cli import attribute as attribute_cli; app.command("attribute")(attribute_cli.attribute)  # noqa: E702, I001
     from recscope.cli import train as train_cli; app.command("train")(train_cli.train); app.command("recommend")(train_cli.recommend)  # noqa: E702, I001
 
 

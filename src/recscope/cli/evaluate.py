@@ -118,6 +118,9 @@ def evaluate(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
     html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")
                         ] = None,
+    exclude: Annotated[Path | None, typer.Option(
+        "--exclude", help="Parquet/CSV of (user_id, item_id) pairs to drop from lists and "
+        "truth, e.g. training items (full ranking with seen-item exclusion).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over users.")] = 1000,
     confidence: Annotated[float, typer.Option(help="Interval level.")] = 0.95,
     test: Annotated[str, typer.Option(help="t | wilcoxon | randomisation")] = "t",
@@ -148,15 +151,18 @@ def evaluate(
                           key="missing")
     config = {"metrics": metrics, "bootstrap": bootstrap, "confidence": confidence,
               "test": test, "adjust": adjust, "missing": missing, "seed": seed,
-              "slice": list(slice_ or []), "systems": names}
+              "slice": list(slice_ or []), "systems": names,
+              "exclude": str(exclude) if exclude else None}
     inputs = {"truth": _fingerprint(truth)} if truth.exists() else {}
+    if exclude is not None and exclude.exists():
+        inputs["exclude"] = _fingerprint(exclude)
     inputs.update({f"rankings.{n}": _fingerprint(p) for n, p in zip(names, paths, strict=True)
                    if p.exists()})
     store = out_dir or (json_out.parent if json_out else None)
     with track("evaluate", config=config, inputs=inputs, out_dir=store) as run:
         with progress() as bar:
             task = bar.add_task("reading inputs", total=len(paths) + 2)
-            data = load_inputs(truth, dict(zip(names, paths, strict=True)))
+            data = load_inputs(truth, dict(zip(names, paths, strict=True)), exclude)
             results = {}
             notes: dict[str, Any] = dict(data.notes)
             for name in names:
@@ -164,7 +170,7 @@ def evaluate(
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     res = run_evaluate(data.rankings[name], data.truth, metrics,
-                                       n_items=len(data.items), bootstrap=bootstrap,
+                                       exclude=data.exclude, n_items=len(data.items), bootstrap=bootstrap,
                                        confidence=confidence, missing=missing,  # type: ignore[arg-type]
                                        seed=seed)
                 results[name] = res

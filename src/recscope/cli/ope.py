@@ -74,7 +74,7 @@ def ope(
               "temperature": temperature, "epsilon": epsilon, "log_method": log_method}
     with track("ope", config=config, inputs=inputs, out_dir=out_dir) as run, progress() as bar:
         task = bar.add_task("loading logs", total=3)
-        fb = LoggedFeedback.from_interactions(load(logs))
+        fb = LoggedFeedback.from_interactions(load(logs), source=str(logs))
         on_policy = None
         if policy == "uniform":
             dist = pol.uniform(fb)
@@ -82,7 +82,7 @@ def ope(
             src_path = Path(policy.removeprefix("log:"))
             inputs["policy_log"] = _fingerprint(src_path)
             run.set_tags({"policy_log": str(src_path)})
-            source = LoggedFeedback.from_interactions(load(src_path))
+            source = LoggedFeedback.from_interactions(load(src_path), source=str(src_path))
             dist = pol.from_log(source, fb, method=log_method)  # type: ignore[arg-type]
             on_policy = source.on_policy_value()
         else:

@@ -23,6 +23,7 @@ Units are hashed by their text form (``str(unit)``), so the integer ``42`` and t
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -111,7 +112,7 @@ def check_layer(experiments: Iterable[Experiment]) -> None:
         by_layer.setdefault(e.layer, []).append(e)
     for layer, exps in by_layer.items():
         exps = sorted(exps, key=lambda e: e.traffic[0])
-        for a, b in zip(exps, exps[1:], strict=False):
+        for a, b in itertools.pairwise(exps):
             if b.traffic[0] < a.traffic[1]:
                 raise ConfigError(f"experiments {a.name!r} and {b.name!r} overlap in layer "
                                   f"{layer!r}: {a.traffic} vs {b.traffic}", key="traffic")

@@ -5,8 +5,9 @@ every member retriever's score (min-max scaled by the range of the member's list
 user, so that the
 scale shift between retrievers fitted for training and for serving does not matter) and
 rank (missing when the member did not retrieve it), the
-number of members that retrieved it, the item's popularity (log count), the user's
-activity (log count), the user's affinity to the item's topic (share of the user's
+number of members that retrieved it, the item's popularity and the user's activity (as
+percentiles, which do not shift between the inner split and the full training split),
+the user's affinity to the item's topic (share of the user's
 training interactions in that topic; item side table column ``topic``), and the item's
 age (days from its first training interaction to the newest training row).
 
@@ -43,7 +44,7 @@ from recscope.models.union import (
 )
 
 _DAY_US = 86_400 * 1_000_000
-BASE_FEATURES = ("n_retrieved", "item_log_pop", "user_log_activity", "user_topic_affinity",
+BASE_FEATURES = ("n_retrieved", "item_pop_pct", "user_activity_pct", "user_topic_affinity",
                  "item_age_days")
 
 
@@ -61,6 +62,7 @@ class LambdaMARTConfig(ComponentConfig):
     feature_fraction: float = Field(default=0.9, gt=0, le=1)
     lambdarank_truncation_level: int = Field(default=20, ge=1)
     init_weight: float = Field(default=0.0, ge=0)
+    monotone: bool = True
     num_threads: int = Field(default=0, ge=0)
 
 
@@ -68,9 +70,14 @@ class _Stats:
     """Per-user and per-item statistics of one training log (feature inputs)."""
 
     def __init__(self, train: Interactions, topics: np.ndarray) -> None:
-        self.item_log_pop = np.log1p(np.bincount(train.item_index, minlength=train.n_items))
+        from scipy.stats import rankdata
+
+        # percentiles, not counts: the ranker is trained on an inner split with fewer
+        # rows than it serves on, and raw counts would shift between the two
+        pop = np.bincount(train.item_index, minlength=train.n_items)
+        self.item_pop_pct = rankdata(pop) / max(1, len(pop))
         ucount = np.bincount(train.user_index, minlength=train.n_users)
-        self.user_log_activity = np.log1p(ucount)
+        self.user_activity_pct = rankdata(ucount) / max(1, len(ucount))
         ts = train.timestamps
         first = np.full(train.n_items, np.iinfo(np.int64).max)
         if len(ts):
@@ -92,8 +99,8 @@ class _Stats:
     def features(self, cand: Candidates) -> np.ndarray:
         """Feature matrix [n × m, F] (members' scores and ranks, then BASE_FEATURES)."""
         items = np.maximum(cand.items, 0)
-        users = np.clip(cand.users, 0, len(self.user_log_activity) - 1)
-        known_user = (cand.users >= 0) & (cand.users < len(self.user_log_activity))
+        users = np.clip(cand.users, 0, len(self.user_activity_pct) - 1)
+        known_user = (cand.users >= 0) & (cand.users < len(self.user_activity_pct))
         scores = np.where(np.isfinite(cand.member_scores), cand.member_scores, np.nan)
         # rank 1..depth in each member's list; NaN (LightGBM's missing) when not retrieved
         ranks = np.where(cand.member_ranks > 0, cand.member_ranks, np.nan).astype(np.float32)
@@ -105,8 +112,8 @@ class _Stats:
         cols = [scaled[:, :, r] for r in range(scores.shape[2])]
         cols += [ranks[:, :, r] for r in range(ranks.shape[2])]
         cols.append((cand.member_ranks > 0).sum(axis=2).astype(np.float32))
-        cols.append(self.item_log_pop[items])
-        cols.append(np.where(known_user, self.user_log_activity[users], 0.0)[:, None]
+        cols.append(self.item_pop_pct[items])
+        cols.append(np.where(known_user, self.user_activity_pct[users], 0.0)[:, None]
                     * np.ones(items.shape[1]))
         if self.user_topic.shape[1]:
             t = self.topics[items]
@@ -119,13 +126,13 @@ class _Stats:
             -1, len(cols))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"item_log_pop": self.item_log_pop, "user_log_activity": self.user_log_activity,
+        return {"item_pop_pct": self.item_pop_pct, "user_activity_pct": self.user_activity_pct,
                 "item_age": self.item_age, "topics": self.topics, "user_topic": self.user_topic}
 
     @classmethod
     def from_arrays(cls, a: dict[str, np.ndarray]) -> _Stats:
         obj = cls.__new__(cls)
-        obj.item_log_pop, obj.user_log_activity = a["item_log_pop"], a["user_log_activity"]
+        obj.item_pop_pct, obj.user_activity_pct = a["item_pop_pct"], a["user_activity_pct"]
         obj.item_age, obj.topics, obj.user_topic = a["item_age"], a["topics"], a["user_topic"]
         return obj
 
@@ -195,6 +202,11 @@ class LambdaMARTRanker(Component):
                   "lambdarank_truncation_level": cfg.lambdarank_truncation_level,
                   "deterministic": True, "force_row_wise": True, "verbosity": -1,
                   "num_threads": cfg.num_threads}
+        if cfg.monotone:
+            r = len(cfg.members)
+            params["monotone_constraints"] = [1] * r + [-1] * r + [1] + [0] * (
+                len(BASE_FEATURES) - 1)
+            params["monotone_constraints_method"] = "advanced"
         ds = lgb.Dataset(xg, yg, group=groups, feature_name=self.feature_names,
                          init_score=self._init_score(xg), free_raw_data=True)
         self.booster = lgb.train(params, ds, num_boost_round=cfg.n_estimators)

@@ -6,17 +6,40 @@ The stable entry point is :func:`evaluate`::
     from recscope.offline import evaluate
     res = evaluate(rankings, truth, ["ndcg@10", "recall@20"])
     res.mean("ndcg@10"); res.ci("ndcg@10"); res.per_user  # Arrow table
+
+See docs/offline.md for every convention.
 """
 
+from recscope.offline.beyond import BeyondResult, beyond_accuracy
+from recscope.offline.compare import ComparisonResult, compare
+from recscope.offline.debiased import DebiasedResult, debiased_evaluate
 from recscope.offline.evaluate import DEFAULT_METRICS, EvaluationResult, evaluate
+from recscope.offline.funnel import FunnelResult, funnel
 from recscope.offline.metrics import METRIC_NAMES, MetricSpec, parse_metric, parse_metrics
+from recscope.offline.sampled import SampledMetricWarning, sampled_evaluate
+from recscope.offline.slices import SliceResult, slice_items, slice_users
+from recscope.offline.stats import Interval
 
 __all__ = [
     "DEFAULT_METRICS",
     "METRIC_NAMES",
+    "BeyondResult",
+    "ComparisonResult",
+    "DebiasedResult",
     "EvaluationResult",
+    "FunnelResult",
+    "Interval",
     "MetricSpec",
+    "SampledMetricWarning",
+    "SliceResult",
+    "beyond_accuracy",
+    "compare",
+    "debiased_evaluate",
     "evaluate",
+    "funnel",
     "parse_metric",
     "parse_metrics",
+    "sampled_evaluate",
+    "slice_items",
+    "slice_users",
 ]

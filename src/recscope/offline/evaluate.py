@@ -106,22 +106,25 @@ class EvaluationResult(Result):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
-        reserved = {"n_users", "confidence", "n_bootstrap", "info", "per_user",
-                    "comparisons", "slices"}
-        summary = {k: Interval(v["mean"], v["ci_low"], v["ci_high"], v["normal_low"],
-                               v["normal_high"], v["std_err"], v["n"])
+        def num(x: Any) -> float:
+            return float("nan") if x is None else float(x)
+
+        reserved = {"n_users", "confidence", "n_bootstrap", "info", "per_user"}
+        summary = {k: Interval(num(v["mean"]), num(v["ci_low"]), num(v["ci_high"]),
+                               num(v["normal_low"]), num(v["normal_high"]),
+                               num(v["std_err"]), int(v["n"]))
                    for k, v in data.items() if k not in reserved}
-        summary = {k: Interval(*(float("nan") if x is None else x for x in
-                                 (iv.mean, iv.ci_low, iv.ci_high, iv.normal_low,
-                                  iv.normal_high, iv.std_err)), n=iv.n)
-                   for k, iv in summary.items()}
-        per_user = pa.table({c: pa.array([np.nan if v is None else v for v in vals])
-                             if c not in ("user", "n_relevant") else pa.array(vals, pa.int64()
-                                                                              if c == "n_relevant"
-                                                                              else pa.int32())
-                             for c, vals in data.get("per_user", {}).items()})
-        return cls(summary, per_user, int(data["n_users"]), float(data.get("confidence", 0.95)),
-                   int(data.get("n_bootstrap", 0)), dict(data.get("info", {})))
+        cols: dict[str, pa.Array] = {}
+        for c, vals in data.get("per_user", {}).items():
+            if c == "user":
+                cols[c] = pa.array(vals, pa.int32())
+            elif c == "n_relevant":
+                cols[c] = pa.array(vals, pa.int64())
+            else:
+                cols[c] = pa.array([num(v) for v in vals], pa.float64())
+        return cls(summary, pa.table(cols), int(data["n_users"]),
+                   float(data.get("confidence", 0.95)), int(data.get("n_bootstrap", 0)),
+                   dict(data.get("info", {})))
 
     def rows(self) -> list[dict[str, Any]]:
         pct = round(self.confidence * 100)

@@ -36,6 +36,7 @@ class EvaluationInputs:
     truth_table: pa.Table
     ranking_tables: dict[str, pa.Table]
     notes: dict[str, int] = field(default_factory=dict)
+    exclude: Relevance | None = None
 
     def user_column(self, column: str) -> pa.Array:
         """One value per user index from a per-user column of the truth or a ranking file;
@@ -143,8 +144,11 @@ def to_ranked_lists(t: pa.Table, users: Vocabulary, items: Vocabulary, file: str
     return RankedLists(us[starts], mat, sc)
 
 
-def load_inputs(truth_path: str | Path, rankings: dict[str, str | Path]) -> EvaluationInputs:
-    """Read the truth and every rankings file onto shared vocabularies."""
+def load_inputs(truth_path: str | Path, rankings: dict[str, str | Path],
+                exclude_path: str | Path | None = None) -> EvaluationInputs:
+    """Read the truth and every rankings file onto shared vocabularies; ``exclude_path``
+    (``user_id``, ``item_id``: e.g. training pairs) lists items dropped from each user's
+    lists and truth (pairs whose user or item appears nowhere else are ignored)."""
     tt = read_truth(truth_path)
     rts = {name: read_rankings(p) for name, p in rankings.items()}
     ucols = _common_type([tt.column("user_id"), *[t.column("user_id") for t in rts.values()]])
@@ -173,7 +177,16 @@ def load_inputs(truth_path: str | Path, rankings: dict[str, str | Path]) -> Eval
     truth_users = np.unique(tu)
     notes = {f"{name}.users_not_in_truth": len(np.setdiff1d(rl.users, truth_users))
              for name, rl in lists.items()}
-    return EvaluationInputs(truth, lists, users, items, tt, rts, notes)
+    exclude = None
+    if exclude_path is not None:
+        et = read_table(exclude_path)
+        _require(et, ["user_id", "item_id"], str(exclude_path))
+        eu = users.index(et.column("user_id").cast(ucols[0].type), missing="ignore")
+        ei = items.index(et.column("item_id").cast(icols[0].type), missing="ignore")
+        ok = (eu >= 0) & (ei >= 0)
+        exclude = Relevance.from_pairs(eu[ok], ei[ok], len(users), len(items))
+        notes["exclude.pairs_used"] = int(ok.sum())
+    return EvaluationInputs(truth, lists, users, items, tt, rts, notes, exclude)
 
 
 def _per_user(table: pa.Table, column: str, users: Vocabulary, name: str) -> pa.Array:

@@ -139,15 +139,17 @@ class LoggedFeedback:
         context_columns: list[str] | None = None,
         user_feature_context: bool = True,
         len_list: int | None = None,
+        source: str | None = None,
     ) -> LoggedFeedback:
         """Feedback from a canonical log: reward = ``value``, slates = ``session_id``.
 
         The context joins the user side table's features (text features one-hot encoded,
         first level dropped; numbers as they are) with the row-level ``context_columns``.
         The action space is the item vocabulary; the item side table (when present)
-        becomes ``action_context``.
+        becomes ``action_context``. ``source`` (the file the log came from) names it in
+        errors; it defaults to the log's name.
         """
-        file = data.name if data.name else None
+        file = source or data.name or None
         table = data.table
         for col in ("position", "propensity"):
             if col not in table.column_names:

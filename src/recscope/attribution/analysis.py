@@ -1,0 +1,218 @@
+"""Attribution from experiment logs: factorial cells aggregated inside the engine.
+
+Input is a factorial experiment in the experiments package's format: an assignments table
+with one row per unit and *layer* (each layer randomises one component on or off, the
+control value meaning "off") and one or more events tables. The engine pivots the layers
+into one cell per unit (a bit mask), then the experiments package's SQL computes per-cell
+sufficient statistics of every metric; Python sees 2^K rows per metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from rich.table import Table as RichTable
+from sqlglot import exp
+
+from recscope.attribution.factorial import CellStats, MetricAttribution, attribute_metric
+from recscope.errors import ConfigError, DataValidationError
+from recscope.experiments import stats as xstats
+from recscope.experiments.analysis import _moments
+from recscope.experiments.engines import Engine, Source, make_engine, source_name
+from recscope.experiments.metrics import AnalysisConfig
+from recscope.experiments.sql import MetricPlan, Plan, Table, col, lit, q
+from recscope.report import HtmlReport, Result
+
+CELL = "recscope_cell"
+
+
+@dataclass
+class AttributionResult(Result):
+    """Per metric: the total effect, each component's Shapley share and the interactions."""
+
+    kind = "attribution"
+
+    components: list[str]
+    metrics: dict[str, dict[str, Any]]
+    data_checks: dict[str, Any] = field(default_factory=dict)
+    sql: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "components": self.components, "metrics": self.metrics,
+                "data_checks": self.data_checks, "sql": self.sql}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AttributionResult:
+        return cls(list(data["components"]), dict(data["metrics"]),
+                   dict(data.get("data_checks", {})), list(data.get("sql", [])))
+
+    def rich_table(self) -> RichTable:
+        t = RichTable(title="Attribution of the full-stack effect (Shapley shares)")
+        for c in ("metric", "component / term", "effect", "95% CI", "share", "share 95% CI"):
+            t.add_column(c, justify="left" if c in ("metric", "component / term") else "right")
+        for name, m in self.metrics.items():
+            tot = m["total"]
+            t.add_row(name, "total", _f(tot["effect"]), _ci(tot["ci_low"], tot["ci_high"]),
+                      "100%", "")
+            for comp, c in m["components"].items():
+                t.add_row("", comp, _f(c["effect"]), _ci(c["effect_ci_low"],
+                                                         c["effect_ci_high"]),
+                          _pct(c["share"]), _ci(c["ci_low"], c["ci_high"], pct=True))
+            for term, c in m["interactions"].items():
+                t.add_row("", f"interaction {term}", _f(c["effect"]),
+                          _ci(c["ci_low"], c["ci_high"]), "", "")
+        return t
+
+    def to_html(self) -> str:
+        import plotly.graph_objects as go
+
+        rep = HtmlReport("Attribution", f"components: {', '.join(self.components)}")
+        for name, m in self.metrics.items():
+            rep.heading(f"Metric {name}")
+            rows = [{"component": "total", "effect": m["total"]["effect"],
+                     "ci_low": m["total"]["ci_low"], "ci_high": m["total"]["ci_high"]}]
+            rows += [{"component": comp, "effect": c["effect"], "ci_low": c["effect_ci_low"],
+                      "ci_high": c["effect_ci_high"], "share": c["share"],
+                      "share_ci_low": c["ci_low"], "share_ci_high": c["ci_high"]}
+                     for comp, c in m["components"].items()]
+            rep.table(rows, ["component", "effect", "ci_low", "ci_high", "share",
+                             "share_ci_low", "share_ci_high"])
+            rep.table([{"term": k, **v} for k, v in m["interactions"].items()],
+                      ["term", "effect", "se", "ci_low", "ci_high", "p_value"])
+            comps = list(m["components"])
+            eff = [m["components"][c]["effect"] for c in comps]
+            lo = [m["components"][c]["effect_ci_low"] for c in comps]
+            hi = [m["components"][c]["effect_ci_high"] for c in comps]
+            fig = go.Figure(go.Bar(x=comps, y=eff, error_y={
+                "type": "data", "symmetric": False,
+                "array": [h - e for h, e in zip(hi, eff, strict=True)],
+                "arrayminus": [e - lo_ for e, lo_ in zip(eff, lo, strict=True)]}))
+            fig.update_layout(title=f"{name}: Shapley value per component (95% CI)",
+                              height=320, margin={"t": 40, "b": 30})
+            rep.figure(fig)
+        rep.heading("Data checks").key_values(self.data_checks)
+        return rep.render()
+
+
+def _f(v: float) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{v:.4g}"
+
+
+def _pct(v: float) -> str:
+    return "–" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"
+
+
+def _ci(lo: float, hi: float, pct: bool = False) -> str:
+    fmt = _pct if pct else _f
+    return f"[{fmt(lo)}, {fmt(hi)}]"
+
+
+def _cells_sql(a: Table, config: AnalysisConfig, layer: str, components: Sequence[str],
+               exposure: str | None) -> exp.Select:
+    """One row per unit: its cell bit mask, NULL when a layer is missing or conflicting."""
+    c = config
+    bit = exp.Case(ifs=[exp.If(this=exp.EQ(this=col(layer, "s"), expression=lit(name)),
+                               true=lit(1 << j)) for j, name in enumerate(components)],
+                   default=lit(0))
+    on = exp.Case(ifs=[exp.If(this=exp.NEQ(this=col(c.variant, "s"), expression=lit(c.control)),
+                              true=bit)], default=lit(0))
+    k = len(components)
+    complete = exp.and_(
+        exp.EQ(this=exp.Count(this=exp.Distinct(expressions=[col(layer, "s")])),
+               expression=lit(k)),
+        exp.EQ(this=exp.Count(this=exp.Star()), expression=lit(k)))
+    sel = exp.select(
+        exp.alias_(col(c.unit, "s"), c.unit),
+        exp.alias_(exp.Case(ifs=[exp.If(this=complete, true=exp.Sum(this=on))]), CELL))
+    if exposure:
+        sel = sel.select(exp.alias_(exp.Min(this=col(exposure, "s")), exposure))
+    in_layers = exp.In(this=col(layer, "s"), expressions=[lit(n) for n in components])
+    src = exp.Subquery(this=exp.select("*").from_(a.expr.copy()), alias=q("s")) \
+        if not isinstance(a.expr, exp.Table) else a.expr.copy().as_("s")
+    return sel.from_(src).where(in_layers).group_by(col(c.unit, "s"))
+
+
+def attribute(assignments: Source, events: Source | Sequence[Source], config: AnalysisConfig,
+              *, layer: str = "layer", components: Sequence[str] | None = None,
+              engine: str | Engine = "duckdb", n_boot: int = 4000, seed: int = 0,
+              show_sql: Callable[[str], None] | None = None) -> AttributionResult:
+    """Decompose each metric's full-stack effect over the components (layers) of a 2^K
+    factorial experiment; see the module docstring for the input format."""
+    eng = make_engine(engine) if isinstance(engine, str) else engine
+    a_tbl = eng.table(assignments, source_name(assignments))
+    for column, key in ((layer, "layer"), (config.unit, "unit"), (config.variant, "variant")):
+        if column not in a_tbl.columns:
+            raise ConfigError(f"column {column!r} not found in {a_tbl.name} "
+                              f"(columns: {', '.join(a_tbl.columns)})", key=key,
+                              file=config.source)
+    executed: list[str] = []
+
+    def run(sql: str) -> list[dict[str, Any]]:
+        executed.append(sql)
+        if show_sql is not None:
+            show_sql(sql)
+        return eng.execute(sql)
+
+    present = [str(r["l"]) for r in run(
+        exp.select(exp.alias_(col(layer), "l")).distinct().from_(a_tbl.expr.copy())
+        .order_by(col(layer)).sql(eng.dialect))]
+    comps = list(components) if components else present
+    missing = [c for c in comps if c not in present]
+    if missing:
+        raise DataValidationError(f"component layer {missing[0]!r} not in the data (layers: "
+                                  f"{', '.join(present)})", file=a_tbl.name, column=layer)
+    if not 1 <= len(comps) <= 6:
+        raise ConfigError(f"attribution needs 1 to 6 component layers, got {len(comps)}",
+                          key="components")
+    for m in config.metrics:
+        if m.kind == "quantile":
+            raise ConfigError("quantile metrics cannot be attributed (not a mean of units)",
+                              key=f"metrics.{m.name}", file=config.source)
+    exposure = config.exposure or next(
+        (n for n in ("first_exposure_ts", "exposure_ts") if n in a_tbl.columns), None)
+    cells_sel = _cells_sql(a_tbl, config, layer, comps, exposure)
+    cols = {config.unit: a_tbl.columns[config.unit], CELL: "BIGINT"}
+    if exposure:
+        cols[exposure] = a_tbl.columns[exposure]
+    cells_tbl = Table(f"{a_tbl.name} (cells)", exp.Subquery(this=cells_sel), cols)
+    cfg = AnalysisConfig(metrics=config.metrics, unit=config.unit, variant=CELL,
+                         control="0", exposure=exposure, timestamp=config.timestamp,
+                         alpha=config.alpha, source=config.source)
+    ev_sources = [events] if not isinstance(events, list | tuple) else list(events)
+    ev_tbls = [eng.table(s, f"{source_name(s)}#{i}") for i, s in enumerate(ev_sources)]
+    plan = Plan(cfg, cells_tbl, ev_tbls, eng.dialect)
+    rows = run(plan.stats_sql(segments=False))
+    excluded = next((r for r in rows if r["v"] is None), None)
+    by_cell = {int(r["v"]): r for r in rows if r["v"] is not None}
+    n_cells = 1 << len(comps)
+    absent = [c for c in range(n_cells) if c not in by_cell]
+    if absent:
+        raise DataValidationError(f"factorial cell {absent[0]} (bit mask over "
+                                  f"{', '.join(comps)}) has no units", file=a_tbl.name,
+                                  column=layer)
+    out: dict[str, dict[str, Any]] = {}
+    for mp in plan.metrics:
+        n = np.array([float(by_cell[c]["n"]) for c in range(n_cells)])
+        value, var = (np.array(v) for v in zip(*(_cell_value(by_cell[c], mp)
+                                                 for c in range(n_cells)), strict=True))
+        res: MetricAttribution = attribute_metric(CellStats(n, value, var), comps,
+                                                  metric=mp.metric.name, alpha=config.alpha,
+                                                  n_boot=n_boot, seed=seed)
+        out[mp.metric.name] = res.to_dict()
+    checks = {"units": int(sum(r["n"] for r in rows)),
+              "units_excluded": int(excluded["n"]) if excluded else 0,
+              "cells": {str(c): int(by_cell[c]["n"]) for c in range(n_cells)}}
+    return AttributionResult(comps, out, checks, executed)
+
+
+def _cell_value(row: dict[str, Any], mp: MetricPlan) -> tuple[float, float]:
+    """A cell's metric value and squared standard error (delta method for ratios)."""
+    m = _moments(row, mp)
+    if mp.term[1] is not None and m.mean[mp.term[1]] == 0:
+        raise DataValidationError("ratio denominator is zero in a factorial cell",
+                                  column=mp.metric.name)
+    g = xstats.term_gradient(m, mp.term)
+    return xstats.term_value(m, mp.term), float(g @ m.cov @ g) / m.n
