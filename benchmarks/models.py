@@ -51,6 +51,10 @@ def _systems() -> dict[str, Any]:
         "bpr (implicit backend)": comp("bpr", backend="implicit"),
         "pipeline (examples/ml100k.toml)":
             lambda: Pipeline.from_toml(ROOT / "examples" / "ml100k.toml"),
+        "pipeline (same union, RRF, no ranker)": lambda: Pipeline(
+            {"retrievers": [r.model_dump() for r in
+                            Pipeline.from_toml(ROOT / "examples" / "ml100k.toml")
+                            .config.retrievers]}),
     }
 
 

@@ -16,7 +16,8 @@ and the largest absolute difference of the estimates.
 ``obd`` reproduces OBP's "evaluating off-policy estimators" protocol on the OBD sample:
 the evaluation policy's value is estimated from the other policy's log, on 30 bootstrap
 resamples of that log (reward model refitted on each: logistic regression, 3-fold
-cross-fitting), and compared with the evaluation policy's on-policy click rate.
+cross-fitting with the copies of one original round kept in one fold), and compared with
+the evaluation policy's on-policy click rate.
 Heavy: run under ``flock /tmp/recscope-heavy.lock``.
 """
 
@@ -203,7 +204,7 @@ def obd(runs: int, campaigns: list[str], estimators: list[str]) -> None:
             for b in range(runs):
                 rows = rng.integers(0, fb.n_rounds, fb.n_rounds)
                 sub = fb.take(rows)
-                q = RewardModel(kind="logistic", n_folds=3, seed=b).fit_predict(sub)
+                q = RewardModel(kind="logistic", n_folds=3, seed=b).fit_predict(sub, groups=rows)
                 inp = Inputs(sub, dist.take(rows), q)
                 for e in estimators:
                     v = make_estimator(e).point(inp)

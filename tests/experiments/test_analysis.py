@@ -252,3 +252,37 @@ def test_hillstrom_end_to_end_matches_statsmodels(tmp_path: Path) -> None:
     assert row["p_value"] == pytest.approx(p, abs=1e-6)
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((lo, hi), abs=1e-6)
     assert {r["variant"] for r in card.results} == {"Mens E-Mail", "Womens E-Mail"}
+
+
+def test_sequential_intervals_are_wider_and_valid(
+        experiment: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    assign, events = experiment
+    cfg = parse_config({"unit": "user_id", "sequential": True, "metrics": {
+        "r": {"kind": "mean", "column": "revenue"}}})
+    for r in analyze(assign, events, cfg).results:
+        assert r["seq_ci_low"] < r["ci_low"] < r["effect"] < r["ci_high"] < r["seq_ci_high"]
+        assert r["seq_p_value"] >= r["p_value"]
+
+
+def test_duckdb_database_tables(experiment: tuple[pd.DataFrame, pd.DataFrame],
+                                tmp_path: Path) -> None:
+    import duckdb
+
+    from recscope.experiments.engines import DuckDBEngine
+
+    assign, events = experiment
+    db = tmp_path / "exp.duckdb"
+    con = duckdb.connect(str(db))
+    con.register("a_df", assign)
+    con.register("e_df", events)
+    con.execute("CREATE TABLE assignments AS SELECT * FROM a_df")
+    con.execute('CREATE TABLE "my events" AS SELECT * FROM e_df')
+    con.close()
+    cfg = parse_config({"unit": "user_id", "metrics": {
+        "ctr": {"kind": "ratio", "numerator": "clicks", "denominator": "impressions"}}})
+    from_db = analyze("table:assignments", "table:my events", cfg, engine=DuckDBEngine(db))
+    from_df = analyze(assign, events, cfg)
+    assert from_db.results[0]["effect"] == pytest.approx(from_df.results[0]["effect"],
+                                                         rel=1e-12)
+    with pytest.raises(DataValidationError, match="cannot read table"):
+        analyze("table:nope", "table:my events", cfg, engine=DuckDBEngine(db))

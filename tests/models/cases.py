@@ -27,6 +27,10 @@ COMPONENTS: list[tuple[str, str, dict[str, Any]]] = [
     ("union", "union", {"members": _SMALL_MEMBERS}),
     ("lambdamart", "lambdamart", {"members": _SMALL_MEMBERS, "n_estimators": 10,
                                   "min_data_in_leaf": 5, "num_threads": 1}),
+    ("lambdamart-init-binary", "lambdamart", {
+        "members": _SMALL_MEMBERS, "n_estimators": 5, "min_data_in_leaf": 5,
+        "num_threads": 1, "objective": "binary", "init_weight": 2.0, "monotone": False,
+        "features": ["n_retrieved", "item_age_days"]}),
     ("pipeline", "pipeline", {
         "retrievers": _SMALL_MEMBERS,
         "ranker": {"component": "lambdamart",

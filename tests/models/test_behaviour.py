@@ -152,6 +152,16 @@ def test_lambdamart_learns_from_training_split_only(train: Interactions) -> None
         assert np.isin(row[row >= 0], cand).all()
 
 
+def test_monotone_ranker_keeps_a_single_retrievers_order(train: Interactions) -> None:
+    members = [{"component": "itemknn", "quota": 15}]
+    ranker = get_component("lambdamart")(members=members, features=[], n_estimators=20,
+                                         min_data_in_leaf=5, num_threads=1).fit(train)
+    assert ranker.feature_names == ["itemknn_scaled_score", "itemknn_rank"]
+    users = np.arange(20)
+    np.testing.assert_array_equal(ranker.recommend(users, 15).items,
+                                  ranker.retriever.members[0].recommend(users, 15).items)
+
+
 # ---------------------------------------------------------------------- re-rankers
 @pytest.fixture(scope="module")
 def lists(train: Interactions) -> RankedLists:

@@ -165,3 +165,17 @@ def test_sequences_use_time_order() -> None:
     b = SASRec(dim=8, max_len=4, epochs=1, progress=False, validation_fraction=0).fit(shuffled)
     np.testing.assert_array_equal(a._hist_items, b._hist_items)
     assert DAY_US > 0
+
+
+@pytest.mark.parametrize("name", ["lightgcn", "two_tower", "sasrec"])
+def test_embeddings_feed_the_ann_retriever(name: str) -> None:
+    """The exported vectors reproduce the model's own ranking through the faiss index."""
+    data = grouped_log(seed=4)
+    params = {"dim": 8, "epochs": 2, "validation_fraction": 0.0, "progress": False}
+    ann = get_component("ann")({"source": {"component": name, "params": params},
+                                "index": "flat", "recall_k": 5})
+    ann.fit(data)
+    users = np.arange(10, dtype=np.int32)
+    direct = ann.source.recommend(users, 5)
+    via_index = ann.recommend(users, 5)
+    np.testing.assert_array_equal(via_index.items, direct.items)

@@ -99,9 +99,11 @@ def test_small_csv_rank_input_slices_and_reported_policy(
         small: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     out = small["dir"] / "o.json"
+    per_user = small["dir"] / "per_user.parquet"
     code, text, err = run_cli(["evaluate", "--rankings", str(small["ranks"]), "--truth",
                                str(small["truth"]), "--metric", "recall@1", "--metric", "mrr",
-                               "--slice", "cohort", "--json", str(out)], monkeypatch, capsys)
+                               "--slice", "cohort", "--json", str(out), "--per-user",
+                               str(per_user)], monkeypatch, capsys)
     assert code == 0, err
     doc = json.loads(out.read_text())
     # a: y at rank 1 (1 of 2 relevant); b: x at rank 2; c: z at rank 1; d has no truth
@@ -112,6 +114,9 @@ def test_small_csv_rank_input_slices_and_reported_policy(
     assert "not in the truth" in text
     assert doc["slices"]["cohort"]["new"]["n_users"] == 1
     assert doc["slices"]["cohort"]["old"]["mrr"]["mean"] == pytest.approx(0.75)
+    table = pq.read_table(per_user).to_pydict()
+    mrr = dict(zip(table["user_id"], table["mrr"], strict=True))
+    assert mrr["a"] == 1.0 and mrr["b"] == 0.5 and np.isnan(mrr["d"])
 
 
 @pytest.mark.parametrize(("ranks", "message"), [
@@ -183,3 +188,13 @@ def test_exclude_seen_items(small: dict[str, Path], monkeypatch: pytest.MonkeyPa
     # user a: y is seen, so it leaves both the list and the truth; a's list is [z], truth {x}
     assert doc["mrr"]["mean"] == pytest.approx((0 + 0.5 + 1) / 3)
     assert doc["notes"]["exclude.pairs_used"] == 1
+
+
+def test_bad_options_fail_before_reading(small: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    for extra, message in ((["--metric", "ndgc@10"], "unknown metric"),
+                           (["--adjust", "bonf"], "--adjust"),
+                           (["--test", "z"], "--test")):
+        code, _, err = run_cli(["evaluate", "--rankings", str(small["ranks"]), "--truth",
+                                str(small["truth"]), *extra], monkeypatch, capsys)
+        assert code == 2 and message in err

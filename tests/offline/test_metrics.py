@@ -37,7 +37,7 @@ PAIRS = [
 
 
 @pytest.mark.parametrize("graded", [False, True])
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_equal_to_pytrec_eval_and_ranx(seed: int, graded: bool) -> None:
     import pytrec_eval
     import ranx
@@ -157,7 +157,7 @@ def cases(draw: st.DrawFn) -> tuple[RankedLists, Relevance]:
     return RankedLists(np.arange(n_users), items, np.zeros(items.shape)), truth
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(cases(), st.integers(0, 1000))
 def test_properties_bounds_and_user_order(case: tuple[RankedLists, Relevance], seed: int) -> None:
     rl, truth = case

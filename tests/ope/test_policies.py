@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -74,7 +76,7 @@ def test_from_log_rebuilds_a_context_free_policy() -> None:
         from_log(src, target, method="magic")  # type: ignore[arg-type]
 
 
-def test_saved_model_becomes_a_ranking_policy(tmp_path) -> None:  # noqa: ANN001
+def test_saved_model_becomes_a_ranking_policy(tmp_path: Path) -> None:
     """A saved popularity model ranks every logged user's items by popularity."""
     from recscope.data.interactions import Interactions
     from recscope.models.popularity import Popularity

@@ -52,3 +52,18 @@ def test_reward_model_errors_and_lightgbm() -> None:
     auto = RewardModel(kind="logistic", c="auto")
     pred = auto.fit_predict(fb)
     assert pred.shape == (fb.n_rounds, fb.n_actions) and auto.log_loss is not None
+
+
+def test_groups_share_a_fold() -> None:
+    """Copies of one round (a bootstrap resample) never train their own prediction."""
+    n = 200
+    action = np.zeros(n, np.int64)
+    action[:2] = 1  # one original round of item 1, duplicated
+    reward = np.zeros(n)
+    reward[:2] = 1.0
+    fb = LoggedFeedback(np.zeros((n, 0)), action, np.zeros(n, np.int64), reward,
+                        np.full(n, 0.5), 2, 1, np.array([0, 1], dtype=object))
+    groups = np.r_[0, 0, np.arange(1, n - 1)]
+    grouped = RewardModel(kind="ridge", item_features="onehot", c=1e6, seed=3)
+    pred = grouped.fit_predict(fb, groups=groups)
+    assert np.all(pred[:2, 1] < 0.2)  # item 1 unseen by the model predicting its rounds

@@ -19,18 +19,20 @@ def _model(fb: LoggedFeedback, q: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("cascade", [True, False])
 def test_slate_estimators_centre_on_truth(cascade: bool) -> None:
-    env = SyntheticSlateBandit(cascade=cascade, seed=2)
+    env = SyntheticSlateBandit(cascade=cascade, seed=2, temp_log=3.0)
     names = ["rips", "sips", "cascade-dr", "iips"]
     res = check_against_truth(env, names, n=1200, n_reps=30, n_bootstrap=60, seed=4,
                               q_hat=_model)
     for name in ("rips", "sips", "cascade-dr"):  # unbiased under any click model
         se = res.rmse[name] / np.sqrt(res.n_reps)
         assert abs(res.bias[name]) < 3.5 * se, (name, res.bias[name], se)
-    if not cascade:  # IIPS is unbiased when positions do not interact
-        se = res.rmse["iips"] / np.sqrt(res.n_reps)
+    se = res.rmse["iips"] / np.sqrt(res.n_reps)
+    if cascade:  # IIPS ignores that a click stops the user: biased (the check can fail)
+        assert res.bias["iips"] > 0.05 * res.truth
+    else:  # IIPS is unbiased when positions do not interact
         assert abs(res.bias["iips"]) < 3.5 * se
-    # cascade DR has no more error than the slate-level weights it improves on
-    assert res.rmse["cascade-dr"] <= res.rmse["sips"] * 1.05
+    # cascade DR has less error than the prefix and slate weights it improves on
+    assert res.rmse["cascade-dr"] < min(res.rmse["rips"], res.rmse["sips"])
 
 
 def test_prefix_probabilities_are_consistent() -> None:

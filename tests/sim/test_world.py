@@ -177,6 +177,19 @@ def test_plackett_luce_sampling_frequencies_match_propensities(world: World) -> 
     assert abs(f1[j] - p1[j]) < 4.5 * np.sqrt(p1[j] * (1 - p1[j]) / rows.sum())
 
 
+def test_marginal_propensities_estimate(world: World) -> None:
+    pol = world.policy
+    pool, score = pol.candidates(np.array([5, 6]), "home_feed")
+    log_w = pol.log_weights(pool, score, np.full(2, 2**60))
+    marg = pol.marginal_propensities(pool, log_w, 4, 4000, np.random.default_rng(1))
+    assert marg.shape == (2, pool.shape[1], 4)
+    np.testing.assert_allclose(marg.sum(axis=1), 1.0)  # each position holds one item
+    exact0 = np.exp(log_w - np.logaddexp.reduce(log_w, axis=1, keepdims=True))
+    se = np.sqrt(exact0 * (1 - exact0) / 4000)
+    assert (np.abs(marg[:, :, 0] - exact0) < 4.5 * se + 1e-12).all()
+    assert (marg.sum(axis=2) <= 1.0 + 1e-12).all()
+
+
 def test_probabilities_reject_impossible_slates(world: World) -> None:
     pol = world.policy
     pool, score = pol.candidates(np.array([0]), "home_feed")

@@ -150,7 +150,9 @@ def _report(ctx: DemoContext) -> Any:
     rep.heading("The world")
     rep.key_values({"users": d["n_users"], "pins (items)": d["n_items"],
                     "topics": d["n_topics"], "creators": d["n_creators"],
-                    "days logged": cfg.n_days, "time range": " – ".join(d["time_range"]),
+                    "days logged": cfg.n_days,
+                    "time range (UTC)": " – ".join(t[:16].replace("T", " ")
+                                                   for t in d["time_range"]),
                     "sessions": d["n_sessions"], "requests (slates)": d["n_requests"],
                     "active users": d["active_users"], "pins shown": d["items_shown"]})
     rep.heading("The log")
@@ -166,6 +168,17 @@ def _report(ctx: DemoContext) -> Any:
                                  y=v["ctr_by_position"], mode="lines+markers", name=s))
     fig.update_layout(title="Click-through rate by position (position bias + ranking)",
                       xaxis_title="position (0-based)", yaxis_title="CTR", height=380)
+    rep.figure(fig)
+    fig = go.Figure()
+    for s in SURFACES:
+        k = cfg.surfaces.get(s).slate_size
+        fig.add_trace(go.Scatter(x=list(range(k)), y=w.truth.examination(s, np.arange(k)),
+                                 mode="lines+markers", name=s))
+    fig.update_layout(title="Ground truth: probability that a user examines each position",
+                      xaxis_title="position (0-based)", yaxis_title="P(examine)", height=340)
+    rep.paragraph("The logged CTR mixes position bias with the logging policy's ranking "
+                  "(better pins are placed higher); the world keeps the true examination "
+                  "curve apart, so position-bias corrections can be checked against it.")
     rep.figure(fig)
     table = w.interactions.table
     imp = (table.column("event").to_numpy(zero_copy_only=False) == "impression")

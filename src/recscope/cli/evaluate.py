@@ -73,6 +73,19 @@ def build_report(results: dict[str, Any], comparison: Any, slices: dict[str, Any
     return doc
 
 
+def _per_user_table(results: dict[str, Any], users: Any) -> Any:
+    """Long per-user table: system, user_id (external), n_relevant, one column per metric."""
+    import pyarrow as pa
+
+    parts = []
+    for name, res in results.items():
+        t = res.per_user
+        ids = users.lookup(t.column("user").to_numpy())
+        parts.append(pa.table({"system": pa.array([name] * t.num_rows), "user_id": ids,
+                               **{c: t.column(c) for c in t.column_names if c != "user"}}))
+    return pa.concat_tables(parts, promote_options="default")
+
+
 def _html(results: dict[str, Any], comparison: Any, slices: dict[str, Any],
           notes: dict[str, Any]) -> str:
     import plotly.graph_objects as go
@@ -118,6 +131,9 @@ def evaluate(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
     html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")
                         ] = None,
+    per_user: Annotated[Path | None, typer.Option(
+        "--per-user", help="Write every system's per-user values (Parquet, external ids).")
+    ] = None,
     exclude: Annotated[Path | None, typer.Option(
         "--exclude", help="Parquet/CSV of (user_id, item_id) pairs to drop from lists and "
         "truth, e.g. training items (full ranking with seen-item exclusion).")] = None,
@@ -149,6 +165,18 @@ def evaluate(
     if missing not in ("zero", "skip", "error"):
         raise ConfigError(f"--missing must be zero, skip or error, got {missing!r}",
                           key="missing")
+    if test not in ("t", "wilcoxon", "randomisation"):
+        raise ConfigError(f"--test must be t, wilcoxon or randomisation, got {test!r}",
+                          key="test")
+    if adjust not in ("holm", "bh", "none"):
+        raise ConfigError(f"--adjust must be holm, bh or none, got {adjust!r}", key="adjust")
+    if not 0 < confidence < 1 or bootstrap < 0:
+        raise ConfigError("--confidence must be in (0, 1) and --bootstrap >= 0",
+                          key="confidence")
+    for m in metrics:
+        from recscope.offline import parse_metric
+
+        parse_metric(m)
     config = {"metrics": metrics, "bootstrap": bootstrap, "confidence": confidence,
               "test": test, "adjust": adjust, "missing": missing, "seed": seed,
               "slice": list(slice_ or []), "systems": names,
@@ -213,6 +241,12 @@ def evaluate(
             write_json(json_out, doc)
             run.log_artifact(json_out)
             console.print(f"wrote {json_out}")
+        if per_user is not None:
+            from recscope.io import write_parquet
+
+            write_parquet(per_user, _per_user_table(results, data.users))
+            run.log_artifact(per_user)
+            console.print(f"wrote {per_user}")
         if html_out is not None:
             from recscope.io import write_text
 

@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from rich.table import Table as RichTable
 
 from recscope.errors import DataValidationError
@@ -128,18 +127,6 @@ def _pct(v: Any) -> str:
     return f"{100 * v:+.2f}%"
 
 
-def _moments(row: dict[str, Any], mp: MetricPlan) -> stats.Moments:
-    p = len(mp.variables)
-    i = mp.index
-    mean = np.array([float(row[f"m{i}_mean{a}"]) for a in range(p)])
-    cov = np.zeros((p, p))
-    for a in range(p):
-        for b in range(a, p):
-            v = row[f"m{i}_cov{a}_{b}"]
-            cov[a, b] = cov[b, a] = 0.0 if v is None else float(v)
-    return stats.Moments(float(row["n"]), mean, cov)
-
-
 def analyze(assignments: Source, events: Source | Sequence[Source], config: AnalysisConfig,
             *, engine: str | Engine = "duckdb",
             show_sql: Callable[[str], None] | None = None) -> Scorecard:
@@ -251,8 +238,8 @@ def _compare_all(plan: Plan, by_variant: dict[str, dict[str, Any]], control: str
     for mp in plan.metrics:
         if mp.metric.kind == "quantile":
             continue
-        mc = _moments(by_variant[control], mp)
-        mt = _moments(by_variant[treatment], mp)
+        mc = plan.moments(by_variant[control], mp)
+        mt = plan.moments(by_variant[treatment], mp)
         out.append(compare_moments(mp.metric.name, treatment, mc, mt, mp.term, mp.covariates,
                                    config, mp.metric.distribution))
     return out

@@ -18,11 +18,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 from sqlglot import exp
 
 from recscope.errors import ConfigError
 from recscope.experiments.metrics import AnalysisConfig, Metric
-from recscope.experiments.stats import Term
+from recscope.experiments.stats import Moments, Term
 
 DAY = 86400.0
 _NUMERIC = ("TINYINT", "SMALLINT", "INT", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL",
@@ -49,6 +50,8 @@ class MetricPlan:
     term: Term = (0, None)
     covariates: list[Term] = field(default_factory=list)
     table: int | None = None
+    roles: list[tuple[str, str]] = field(default_factory=list)
+    """Per variable: (``value``|``pre``|``cov``, column)."""
 
 
 def q(name: str) -> exp.Identifier:
@@ -70,6 +73,10 @@ def lit(value: object) -> exp.Expression:
 
 def _double(e: exp.Expression) -> exp.Expression:
     return exp.Cast(this=e, to=exp.DataType.build("DOUBLE"))
+
+
+def _num(value: object, default: float = float("nan")) -> float:
+    return default if value is None else float(value)  # type: ignore[arg-type]
 
 
 def _aliased(table: exp.Expression, alias: str) -> exp.Table:
@@ -105,6 +112,7 @@ class Plan:
         for t in self.events:
             self._need(t, c.unit, "unit")
         self.metrics = [self._plan_metric(i, m) for i, m in enumerate(c.metrics)]
+        self._canonicalise()
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -160,21 +168,23 @@ class Plan:
                 self._timestamp(t, m)
         for c in m.covariates:
             self._need(self.assignments, c, f"{key}.covariates")
-        # variables: value(s), then covariates
+        # variables: value(s), pre-period value(s), then covariates
         pre = f"m{index}_"
-        mp.variables.append(pre + "y")
+        names = ["y", "d"][:len(cols)]
+        for n, c in zip(names, cols, strict=True):
+            mp.variables.append(pre + n)
+            mp.roles.append(("value", c))
         if m.kind == "ratio":
-            mp.variables.append(pre + "d")
             mp.term = (0, 1)
         if m.cuped_days:
-            mp.variables.append(pre + "py")
-            if m.kind == "ratio":
-                mp.variables.append(pre + "pd")
-                mp.covariates.append((len(mp.variables) - 2, len(mp.variables) - 1))
-            else:
-                mp.covariates.append((len(mp.variables) - 1, None))
-        for k in range(len(m.covariates)):
+            for n, c in zip(names, cols, strict=True):
+                mp.variables.append(pre + "p" + n)
+                mp.roles.append(("pre", c))
+            k = len(mp.variables)
+            mp.covariates.append((k - 2, k - 1) if m.kind == "ratio" else (k - 1, None))
+        for k, c in enumerate(m.covariates):
             mp.variables.append(f"{pre}c{k}")
+            mp.roles.append(("cov", c))
             mp.covariates.append((len(mp.variables) - 1, None))
         return mp
 
@@ -212,22 +222,24 @@ class Plan:
             out = exp.And(this=out, expression=cnd)
         return out
 
-    def _unit_agg(self, m: Metric, column: str, cond: exp.Expression | None
+    def _unit_agg(self, t: Table, m: Metric, column: str, cond: exp.Expression | None
                   ) -> exp.Expression:
-        """Per-unit aggregate of one column under a condition (NULL when no row matches)."""
+        """Per-unit aggregate of one column under a condition (NULL when no row matches).
+
+        Casts wrap the aggregate, not each row, so integer columns are summed exactly and
+        cheaply; only booleans are cast first.
+        """
         value: exp.Expression = col(column, "e")
+        if t.columns[column].upper().startswith("BOOL"):
+            value = _double(value)
+        inner = value if cond is None else exp.Case(ifs=[exp.If(this=cond.copy(), true=value)])
         if m.kind == "proportion":
-            pos = exp.GT(this=_double(value), expression=lit(0))
-            full = pos if cond is None else exp.And(this=cond.copy(), expression=pos)
-            return exp.Max(this=exp.Case(ifs=[exp.If(this=full, true=lit(1.0))],
-                                         default=lit(0.0)))
+            return _double(exp.Case(ifs=[exp.If(this=exp.GT(this=exp.Max(this=inner),
+                                                            expression=lit(0)),
+                                                true=lit(1))], default=lit(0)))
         if m.kind == "count_distinct":
-            inner = value if cond is None else exp.Case(
-                ifs=[exp.If(this=cond.copy(), true=value)])
-            return exp.Count(this=exp.Distinct(expressions=[inner]))
-        v = _double(value)
-        inner = v if cond is None else exp.Case(ifs=[exp.If(this=cond.copy(), true=v)])
-        return exp.Sum(this=inner)
+            return _double(exp.Count(this=exp.Distinct(expressions=[inner])))
+        return _double(exp.Sum(this=inner))
 
     def _window(self, m: Metric) -> tuple[float, float] | None:
         if m.window is not None:
@@ -243,7 +255,46 @@ class Plan:
     def _mp(self, m: Metric) -> MetricPlan:
         return next(p for p in self.metrics if p.metric is m)
 
-    def _assign_cte(self) -> exp.Select:
+    def _canonicalise(self) -> None:
+        """Give every distinct per-unit variable one name (metrics share aggregates and
+        covariates), so each is computed, and its moments taken, only once."""
+        self.canon: dict[str, str] = {}
+        self._agg: dict[str, exp.Expression] = {}
+        self._origin: dict[str, tuple[str, int | None]] = {}  # canonical -> (a|e, table)
+        seen: dict[tuple[object, ...], str] = {}
+        for mp in self.metrics:
+            m = mp.metric
+            for name, (role, column) in zip(mp.variables, mp.roles, strict=True):
+                if role == "cov":
+                    key: tuple[object, ...] = ("cov", column)
+                    origin: tuple[str, int | None] = ("a", None)
+                elif mp.table is None:
+                    key, origin = ("value", column), ("a", None)
+                else:
+                    t = self.events[mp.table]
+                    win = self._window(m) if role == "value" else (-(m.cuped_days or 0), 0.0)
+                    agg = self._unit_agg(t, m, column, self._window_cond(t, m, win))
+                    key, origin = ("e", mp.table, agg.sql(self.dialect)), ("e", mp.table)
+                if key not in seen:
+                    seen[key] = name
+                    self._origin[name] = origin
+                    if origin[0] == "e":
+                        self._agg[name] = agg
+                    else:
+                        self._agg[name] = _double(exp.Min(this=col(column, "s")))
+                self.canon[name] = seen[key]
+        self._order = {c: i for i, c in enumerate(dict.fromkeys(self.canon.values()))}
+
+    def _needed(self, only: set[int] | None) -> list[str]:
+        """Canonical variables of the metrics in ``only`` (all when None), in order."""
+        out: dict[str, None] = {}
+        for mp in self.metrics:
+            if only is None or mp.index in only:
+                for v in mp.variables:
+                    out[self.canon[v]] = None
+        return list(out)
+
+    def _assign_cte(self, needed: list[str]) -> exp.Select:
         c = self.config
         lo, hi = exp.Min(this=col(c.variant, "s")), exp.Max(this=col(c.variant, "s"))
         same = exp.EQ(this=lo.copy(), expression=hi.copy())
@@ -258,37 +309,23 @@ class Plan:
             sel = sel.select(exp.alias_(exp.Min(this=col(self.exposure, "s")), "x_ts"))
         for i, s in enumerate(c.segments):
             sel = sel.select(exp.alias_(exp.Min(this=col(s, "s")), f"s{i}"))
-        for mp in self.metrics:
-            for k, cv in enumerate(mp.metric.covariates):
-                sel = sel.select(exp.alias_(exp.Min(this=_double(col(cv, "s"))),
-                                            f"m{mp.index}_c{k}"))
-            if mp.table is None:  # values from the assignments table itself
-                for j, vc in enumerate(mp.metric.value_columns):
-                    name = mp.variables[j]
-                    sel = sel.select(exp.alias_(exp.Min(this=_double(col(vc, "s"))), name))
+        for name in needed:
+            if self._origin[name][0] == "a":
+                sel = sel.select(exp.alias_(self._agg[name].copy(), name))
         return sel.from_(_aliased(self.assignments.expr, "s")).group_by(col(c.unit, "s"))
 
-    def _events_cte(self, k: int, only: set[int] | None = None) -> exp.Select | None:
-        t = self.events[k]
-        mine = [mp for mp in self.metrics if mp.table == k
-                and (only is None or mp.index in only)]
+    def _events_cte(self, k: int, needed: list[str], only: set[int] | None
+                    ) -> exp.Select | None:
+        mine = [n for n in needed if self._origin[n] == ("e", k)]
         if not mine:
             return None
+        t = self.events[k]
         unit = self.config.unit
-        sel = exp.select(exp.alias_(col(unit, "e"), "u"))
-        needs_join = False
-        for mp in mine:
-            m = mp.metric
-            win = self._window(m)
-            needs_join |= win is not None or bool(m.cuped_days)
-            cond = self._window_cond(t, m, win)
-            for j, vc in enumerate(m.value_columns):
-                sel = sel.select(exp.alias_(self._unit_agg(m, vc, cond), mp.variables[j]))
-            if m.cuped_days:
-                pcond = self._window_cond(t, m, (-m.cuped_days, 0.0))
-                for j, vc in enumerate(m.value_columns):
-                    sel = sel.select(exp.alias_(self._unit_agg(m, vc, pcond),
-                                                mp.variables[len(m.value_columns) + j]))
+        sel = exp.select(exp.alias_(col(unit, "e"), "u"),
+                         *[exp.alias_(self._agg[n].copy(), n) for n in mine])
+        needs_join = any(self._window(mp.metric) is not None or mp.metric.cuped_days
+                         for mp in self.metrics
+                         if mp.table == k and (only is None or mp.index in only))
         sel = sel.from_(_aliased(t.expr, "e"))
         if needs_join:
             sel = sel.join(exp.to_table("a"), on=exp.EQ(this=col(unit, "e"),
@@ -297,32 +334,45 @@ class Plan:
 
     def _with_ctes(self, final: exp.Select, only: set[int] | None = None) -> exp.Select:
         """Add the ``a``, ``e<k>`` and ``u`` CTEs (for the metrics in ``only``, or all)."""
-        final = final.with_("a", as_=self._assign_cte())
+        needed = self._needed(only)
+        final = final.with_("a", as_=self._assign_cte(needed))
         unit = exp.select(col("v", "a"), col("nv", "a"), col("u", "a"),
                           *[exp.alias_(col(f"s{i}", "a"), f"s{i}")
                             for i in range(len(self.config.segments))])
         joined: list[int] = []
         for k in range(len(self.events)):
-            cte = self._events_cte(k, only)
+            cte = self._events_cte(k, needed, only)
             if cte is not None:
                 final = final.with_(f"e{k}", as_=cte)
                 joined.append(k)
-        for mp in self.metrics:
-            if only is not None and mp.index not in only:
-                continue
-            for j, name in enumerate(mp.variables):
-                from_assign = name.split("_", 1)[1].startswith("c") or mp.table is None
-                if from_assign:
-                    unit = unit.select(exp.alias_(col(name, "a"), name))
-                else:
-                    v = exp.Coalesce(this=col(name, f"e{mp.table}"), expressions=[lit(0.0)])
-                    unit = unit.select(exp.alias_(_double(v), name))
-                del j
+        for name in needed:
+            src, k = self._origin[name]
+            if src == "a":
+                unit = unit.select(exp.alias_(col(name, "a"), name))
+            else:
+                unit = unit.select(exp.alias_(exp.Coalesce(
+                    this=col(name, f"e{k}"), expressions=[lit(0.0)]), name))
         unit = unit.from_("a")
         for k in joined:
             unit = unit.join(exp.to_table(f"e{k}"), on=exp.EQ(
                 this=col("u", "a"), expression=col("u", f"e{k}")), join_type="left")
         return final.with_("u", as_=unit)
+
+    def _pair(self, a: str, b: str) -> str:
+        """Result column of the covariance of two canonical variables."""
+        a, b = sorted((a, b), key=self._order.__getitem__)
+        return f"var_{a}" if a == b else f"cov_{a}__{b}"
+
+    def moments(self, row: Mapping[str, object], mp: MetricPlan) -> Moments:
+        """A metric's :class:`Moments` from one row of :meth:`stats_sql`."""
+        names = [self.canon[v] for v in mp.variables]
+        p = len(names)
+        mean = np.array([_num(row[f"mean_{n}"]) for n in names])
+        cov = np.zeros((p, p))
+        for i in range(p):
+            for j in range(i, p):
+                cov[i, j] = cov[j, i] = _num(row[self._pair(names[i], names[j])], 0.0)
+        return Moments(float(_num(row["n"])), mean, cov)
 
     # -- queries --------------------------------------------------------------------------
 
@@ -355,17 +405,22 @@ class Plan:
                 this=exp.EQ(this=nv.copy(), expression=lit(2)),
                 true=exp.Cast(this=col("u", "u"), to=exp.DataType.build("TEXT")))])),
                 "example"))
+        means: dict[str, None] = {}
+        pairs: dict[str, tuple[str, str]] = {}
         for mp in self.metrics:
             if mp.metric.kind == "quantile":
                 continue
-            vs = mp.variables
-            for a, va in enumerate(vs):
-                sel = sel.select(exp.alias_(exp.Avg(this=col(va, "u")), f"m{mp.index}_mean{a}"))
-            for a, va in enumerate(vs):
-                for b in range(a, len(vs)):
-                    agg = (exp.func("VAR_SAMP", col(va, "u")) if a == b
-                           else exp.func("COVAR_SAMP", col(va, "u"), col(vs[b], "u")))
-                    sel = sel.select(exp.alias_(agg, f"m{mp.index}_cov{a}_{b}"))
+            names = [self.canon[v] for v in mp.variables]
+            for i, a in enumerate(names):
+                means[a] = None
+                for b in names[i:]:
+                    pairs.setdefault(self._pair(a, b), (a, b))
+        for n in means:
+            sel = sel.select(exp.alias_(exp.Avg(this=col(n, "u")), f"mean_{n}"))
+        for key, (a, b) in pairs.items():
+            agg = (exp.func("VAR_SAMP", col(a, "u")) if a == b
+                   else exp.func("COVAR_SAMP", col(a, "u"), col(b, "u")))
+            sel = sel.select(exp.alias_(agg, key))
         sel = sel.from_("u")
         if n_seg:
             sets: list[exp.Expression] = [exp.Paren(this=v.copy())] + [
@@ -379,7 +434,7 @@ class Plan:
         """Sample quantiles of quantile metrics, one aggregate per (metric, variant)."""
         sel = exp.select()
         for n_item, ((mi, variant), ps) in enumerate(sorted(probs.items())):
-            name = self.metrics[mi].variables[0]
+            name = self.canon[self.metrics[mi].variables[0]]
             if self.dialect == "spark":
                 agg: exp.Expression = exp.Anonymous(this="PERCENTILE", expressions=[
                     col(name, "u"), exp.Array(expressions=[lit(p) for p in ps])])

@@ -55,12 +55,15 @@ class LambdaMARTConfig(ComponentConfig):
     objective: Literal["lambdarank", "rank_xendcg", "binary"] = "lambdarank"
     label_fraction: float = Field(default=0.25, gt=0, lt=1)
     max_train_users: int | None = Field(default=None, ge=1)
-    n_estimators: int = Field(default=300, ge=1)
+    n_estimators: int = Field(default=100, ge=1)
     learning_rate: float = Field(default=0.05, gt=0)
-    num_leaves: int = Field(default=31, ge=2)
-    min_data_in_leaf: int = Field(default=50, ge=1)
+    num_leaves: int = Field(default=15, ge=2)
+    min_data_in_leaf: int = Field(default=100, ge=1)
     feature_fraction: float = Field(default=0.9, gt=0, le=1)
     lambdarank_truncation_level: int = Field(default=20, ge=1)
+    features: list[Literal["n_retrieved", "item_pop_pct", "user_activity_pct",
+                           "user_topic_affinity", "item_age_days"]] = Field(
+        default_factory=lambda: list(BASE_FEATURES))
     init_weight: float = Field(default=0.0, ge=0)
     monotone: bool = True
     num_threads: int = Field(default=0, ge=0)
@@ -161,7 +164,13 @@ class LambdaMARTRanker(Component):
     def feature_names(self) -> list[str]:
         names = member_names(self.config.members)
         return ([f"{n}_scaled_score" for n in names] + [f"{n}_rank" for n in names]
-                + list(BASE_FEATURES))
+                + [f for f in BASE_FEATURES if f in self.config.features])
+
+    def _columns(self) -> np.ndarray:
+        """Columns of the full feature matrix this ranker uses (members' always)."""
+        r = len(self.config.members)
+        extra = [2 * r + i for i, f in enumerate(BASE_FEATURES) if f in self.config.features]
+        return np.r_[np.arange(2 * r), extra].astype(np.int64)
 
     def _union(self) -> UnionRetriever:
         return UnionRetriever({"members": [m.model_dump() for m in self.config.members],
@@ -183,13 +192,16 @@ class LambdaMARTRanker(Component):
             raise ConfigError("no user has enough training interactions to hold out ranker "
                               "labels; lower label_fraction or add data", key="label_fraction")
         cand = union.candidates(users)
-        x = _Stats(fit_part, topics).features(cand)
+        x = _Stats(fit_part, topics).features(cand)[:, self._columns()]
         truth = labels.to_csr("binary")
         y = np.asarray(truth[cand.users[:, None], np.maximum(cand.items, 0)].todense()
                        ).astype(np.float32) * (cand.items >= 0)
         valid = cand.items >= 0
         has_pos = (y > 0).any(axis=1)
         rows = np.flatnonzero(has_pos)
+        if len(rows) == 0:
+            raise ConfigError("no held-out training item is among the candidates, so the "
+                              "ranker has nothing to learn; raise the quotas", key="members")
         mask = valid[rows].ravel()
         xg = x.reshape(len(users), -1, x.shape[1])[rows].reshape(-1, x.shape[1])[mask]
         yg = y[rows].ravel()[mask]
@@ -202,10 +214,10 @@ class LambdaMARTRanker(Component):
                   "lambdarank_truncation_level": cfg.lambdarank_truncation_level,
                   "deterministic": True, "force_row_wise": True, "verbosity": -1,
                   "num_threads": cfg.num_threads}
-        if cfg.monotone:
+        if cfg.monotone:  # a better retriever score or rank never lowers the score
             r = len(cfg.members)
-            params["monotone_constraints"] = [1] * r + [-1] * r + [1] + [0] * (
-                len(BASE_FEATURES) - 1)
+            params["monotone_constraints"] = [1] * r + [-1] * r + [
+                1 if f == "n_retrieved" else 0 for f in self.feature_names[2 * r:]]
             params["monotone_constraints_method"] = "advanced"
         ds = lgb.Dataset(xg, yg, group=groups, feature_name=self.feature_names,
                          init_score=self._init_score(xg), free_raw_data=True)
@@ -229,7 +241,7 @@ class LambdaMARTRanker(Component):
     def rank_candidates(self, cand: Candidates) -> np.ndarray:
         """Ranker scores of union candidates [n, m] (−inf for pads)."""
         assert self.booster is not None and self.stats is not None
-        x = self.stats.features(cand)
+        x = self.stats.features(cand)[:, self._columns()]
         s = self.booster.predict(x, num_threads=self.config.num_threads or 0)
         s = (s + self._init_score(x)).reshape(cand.items.shape)
         return np.where(cand.items >= 0, s, -np.inf).astype(np.float32)

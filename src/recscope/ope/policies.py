@@ -167,7 +167,8 @@ class RankingPolicy:
 
     def _greedy_step(self, scores: np.ndarray, used: np.ndarray) -> np.ndarray:
         """Distribution of the next item of the Plackett–Luce part given the used items."""
-        masked = np.where(used, -np.inf, scores)
+        # unscored items (-inf) stay last but possible, used items impossible
+        masked = np.where(used, -np.inf, np.where(np.isfinite(scores), scores, -1e300))
         out = np.zeros_like(masked)
         if self.temperature == 0.0:
             best = np.argmax(masked, axis=1)

@@ -70,8 +70,13 @@ class RewardModel:
         return (m - m.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
 
     # ------------------------------------------------------------------ fitting
-    def fit_predict(self, fb: LoggedFeedback) -> np.ndarray:
-        """Cross-fitted predictions for every action at each round's logged position."""
+    def fit_predict(self, fb: LoggedFeedback, groups: np.ndarray | None = None) -> np.ndarray:
+        """Cross-fitted predictions for every action at each round's logged position.
+
+        Rounds with the same ``groups`` value share a fold (default: the slate, when the
+        log has slates), so copies of one round in a bootstrap resample, or the slots of
+        one slate, never train the model that predicts them.
+        """
         n, a = fb.n_rounds, fb.n_actions
         items = self._standardise(self._item_matrix(fb))
         ctx = self._standardise(fb.context) if fb.context.shape[1] else fb.context
@@ -80,7 +85,13 @@ class RewardModel:
             raise ConfigError("logistic reward model needs 0/1 rewards; use ridge or lightgbm",
                               key="reward_model")
         rng = np.random.default_rng(self.seed)
-        fold = rng.permutation(n) % self.n_folds
+        if groups is None and fb.slate_id is not None:
+            groups = fb.slate_id
+        if groups is None:
+            fold = rng.permutation(n) % self.n_folds
+        else:
+            _, g = np.unique(np.asarray(groups), return_inverse=True)
+            fold = (rng.permutation(int(g.max()) + 1) % self.n_folds)[g]
         q = np.empty((n, a))
         groups = ([np.flatnonzero(fb.position == k) for k in range(fb.len_list)]
                   if self.per_position else [np.arange(n)])

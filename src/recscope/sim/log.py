@@ -22,7 +22,7 @@ EVENTS: tuple[str, ...] = ("impression", "click", "save", "hide")
 _SECOND = 1_000_000
 _HOUR = 3600 * _SECOND
 _DAY = 24 * _HOUR
-_BATCH_SESSIONS = 6000
+_BATCH_SESSIONS = 4000
 
 Progress = Callable[[int, int], None]
 

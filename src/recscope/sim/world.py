@@ -185,11 +185,13 @@ class World:
         """Write Parquet files and ``config.json`` atomically; the layout is also a saved
         :class:`Interactions` directory, so ``Interactions.load(path)`` reads the log."""
         inter = self.interactions
+        if inter.item_features is None or inter.user_features is None:
+            raise DataValidationError("a world's interactions need item and user side tables",
+                                      file=str(path))
         with atomic_dir(path) as tmp:
             _write(tmp / "interactions.parquet", inter.table)
             _write(tmp / "users.parquet", pa.table({"user_id": inter.users.ids}))
             _write(tmp / "items.parquet", pa.table({"item_id": inter.items.ids}))
-            assert inter.item_features is not None and inter.user_features is not None
             _write(tmp / "item_features.parquet", inter.item_features)
             _write(tmp / "user_features.parquet", inter.user_features)
             _write(tmp / "requests.parquet", self.requests)

@@ -9,10 +9,9 @@ user/item embeddings, so the model serves as an embedding retriever (ANN index).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any, ClassVar
-
-import warnings
 
 import numpy as np
 import scipy.sparse as sp

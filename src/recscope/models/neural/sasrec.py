@@ -80,7 +80,7 @@ class _SASRecNet(torch.nn.Module):
 
     def forward(self, seq: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, T, d] of left-padded item sequences [B, T] (0 = padding)."""
-        b, t = seq.shape
+        _b, t = seq.shape
         pad = seq == 0
         x = self.item(seq) * self.scale + self.pos(torch.arange(t, device=seq.device))[None]
         x = self.drop(x) * (~pad)[..., None]

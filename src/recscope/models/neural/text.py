@@ -56,7 +56,7 @@ class TextEncoder:
     """
 
     def __init__(self, kind: EncoderKind = "auto", *, dim: int = 64, seed: int = 0,
-                 cache_dir: str | Path | None | Literal["default"] = "default",
+                 cache_dir: str | Path | Literal["default"] | None = "default",
                  batch_size: int = 128, device: str | None = None) -> None:
         if kind not in ("auto", "sentence", "hashing"):
             raise ConfigError(f"text encoder must be auto, sentence or hashing, not {kind!r}",
