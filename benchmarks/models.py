@@ -2,7 +2,7 @@
 and ANN recall against exact search.
 
     python benchmarks/models.py ml100k [--seed 2026] [--json out.json]
-    python benchmarks/models.py world  [--users 5000 --items 5000 --impressions 300000]
+    python benchmarks/models.py world  [--users 20000 --items 10000 --impressions 1000000]
     python benchmarks/models.py ann    [--items 200000 --dim 64 --queries 2000]
 
 ``ml100k`` follows the Microsoft Recommenders protocol (random 75/25 split stratified
@@ -60,6 +60,7 @@ def _systems() -> dict[str, Any]:
 
 def _throughput(model: Any, n_users: int, k: int = 100) -> float:
     users = np.arange(n_users, dtype=np.int32)
+    model.recommend(users[:8], k)  # warm-up (lazy imports, compiled kernels)
     t0 = time.perf_counter()
     model.recommend(users, k)
     return n_users / (time.perf_counter() - t0)
@@ -163,7 +164,7 @@ def run_world(n_users: int, n_items: int, n_impressions: int) -> dict[str, Any]:
         "itemknn": lambda: get_component("itemknn")(neighbors=100),
         "ease": lambda: get_component("ease")(l2=500.0),
         "als": lambda: get_component("als")(factors=64),
-        "bpr": lambda: get_component("bpr")(factors=64, iterations=50),
+        "bpr": lambda: get_component("bpr")(factors=64, iterations=100),
         "ann (als, flat)": lambda: get_component("ann")(
             source={"component": "als", "params": {"factors": 64}}),
         "pipeline (examples/home_feed.toml)":
@@ -237,9 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--only", nargs="*", help="ml100k: systems whose name contains these")
-    ap.add_argument("--users", type=int, default=5000)
+    ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--items", type=int, default=None)
-    ap.add_argument("--impressions", type=int, default=300_000)
+    ap.add_argument("--impressions", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--json", type=Path, default=None)
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.markdown:
             args.markdown.write_text(md + "\n")
     elif args.mode == "world":
-        out = run_world(args.users, args.items or 5000, args.impressions)
+        out = run_world(args.users, args.items or 10_000, args.impressions)
     else:
         out = run_ann(args.items or 200_000, args.dim, args.queries, args.seed)
     if args.json:

@@ -229,9 +229,37 @@ def cold(args: argparse.Namespace) -> dict[str, Any]:
             "world_seconds": gen_s}
 
 
+def _cell(r: dict[str, Any], m: str) -> str:
+    return f"{r[m]['mean']:.4f} [{r[m]['ci'][0]:.4f}, {r[m]['ci'][1]:.4f}]"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Tables of the saved results, for docs/benchmarks.md."""
+    out: list[str] = []
+    for section, metrics in (("lightgcn", ["ndcg@10", "precision@10", "recall@10", "map@10"]),
+                             ("sasrec", ["hit_rate@10", "ndcg@10"]),
+                             ("cold", ["recall@10", "ndcg@10", "hit_rate@10"]),
+                             ("objectives", ["hit_rate@10", "ndcg@10", "recall@10"])):
+        if section not in results:
+            continue
+        res = results[section]
+        out.append(f"### {section}\n")
+        out.append("| model | " + " | ".join(metrics) + " | best epoch / run | s per epoch "
+                   "(median) | training interactions/s (median) |")
+        out.append("|---" * (len(metrics) + 4) + "|")
+        for r in res["rows"]:
+            extra = (f"{r['best_epoch']} / {r['epochs_run']} | {r['seconds_per_epoch']:.2f} | "
+                     f"{r['interactions_per_s']:,.0f}" if "seconds_per_epoch" in r
+                     else "– | – | –")
+            out.append(f"| {r['model']} | " + " | ".join(_cell(r, m) for m in metrics)
+                       + f" | {extra} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("sections", nargs="*", default=list(SECTIONS), choices=[*SECTIONS, []])
+    p.add_argument("sections", nargs="*", help=f"any of {', '.join(SECTIONS)} (default: all)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "neural.json"))
     p.add_argument("--lightgcn", type=json.loads, default={},
                    help="LightGCN params (JSON), over the benchmark's defaults")
@@ -240,7 +268,15 @@ def main(argv: list[str] | None = None) -> None:
                    help="SASRec params for the objectives comparison")
     p.add_argument("--two-tower", dest="two_tower", type=json.loads, default={})
     p.add_argument("--world-scale", type=float, default=1.0)
+    p.add_argument("--markdown", action="store_true",
+                   help="print the saved results as Markdown tables and exit")
     args = p.parse_args(argv)
+    unknown = sorted(set(args.sections) - set(SECTIONS))
+    if unknown:
+        p.error(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    if args.markdown:
+        print(markdown(json.loads(Path(args.out).read_text())))
+        return
     args.lightgcn = {**LIGHTGCN, **args.lightgcn}
     args.sasrec = {**SASREC, **args.sasrec}
     args.objectives = {**OBJECTIVES, **args.objectives}

@@ -15,6 +15,7 @@ share of position-discounted exposure (1/log2(rank+1)) with the share of relevan
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from rich.table import Table
 
 from recscope.data.rankings import RankedLists, Relevance
 from recscope.errors import ConfigError
-from recscope.offline.stats import Interval, _seed64, intervals
+from recscope.offline.stats import Interval, _bootstrap_means, _seed64, intervals
 from recscope.report import HtmlReport, Result
 
 
@@ -73,12 +74,14 @@ def popularity(rankings: RankedLists, train: Relevance, k: int | None = None,
     n_users = max(train.n_users, 1)
     pop = _item_users(train, _n_items(rankings, train)) / n_users
     arp = _mean_over_list(_cut(rankings, k), pop)
-    hist = np.full(len(rankings), np.nan)
-    for row, u in enumerate(rankings.users):
-        if u < train.n_users:
-            idx = train.indices[train.indptr[u]:train.indptr[u + 1]]
-            if len(idx):
-                hist[row] = pop[idx].mean()
+    h = train.to_csr()
+    cnt = np.diff(h.indptr).astype(np.float64)
+    sums = np.bincount(np.repeat(np.arange(h.shape[0]), np.diff(h.indptr)),
+                       weights=pop[h.indices], minlength=h.shape[0])
+    inside = rankings.users < h.shape[0]
+    u = np.where(inside, rankings.users, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        hist = np.where(inside & (cnt[u] > 0), sums[u] / cnt[u], np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         lift = arp / hist - 1.0
     return arp, lift
@@ -93,27 +96,26 @@ def intra_list_diversity(rankings: RankedLists, *, embeddings: np.ndarray | None
     if (embeddings is None) == (topics is None):
         raise ConfigError("give exactly one of embeddings or topics", key="diversity")
     items = _cut(rankings, k)
-    out = np.full(len(items), np.nan)
+    ok = items >= 0
+    m = ok.sum(axis=1).astype(np.float64)
+    rows = np.repeat(np.arange(len(items)), ok.sum(axis=1))
     if embeddings is not None:
         e = np.asarray(embeddings, dtype=np.float64)
         norm = np.linalg.norm(e, axis=1, keepdims=True)
         e = e / np.where(norm > 0, norm, 1.0)
+        lists = sp.csr_matrix((np.ones(len(rows)), (rows, items[ok])),
+                              shape=(len(items), len(e)))
+        total = np.asarray(lists @ e)  # sum of the list's unit vectors
+        self_sim = np.asarray(lists @ (e * e).sum(axis=1)).ravel()
+        pair_sim = (total * total).sum(axis=1) - self_sim  # sum over ordered pairs i != j
     else:
-        lab = np.unique(np.asarray(topics, dtype=object).astype(str), return_inverse=True)[1]
-    for row in range(len(items)):
-        it = items[row][items[row] >= 0]
-        m = len(it)
-        if m < 2:
-            continue
-        if embeddings is not None:
-            v = e[it]
-            sim = v @ v.T
-            out[row] = 1.0 - (sim.sum() - np.trace(sim)) / (m * (m - 1))
-        else:
-            counts = np.bincount(lab[it])
-            same = (counts * (counts - 1)).sum()
-            out[row] = 1.0 - same / (m * (m - 1))
-    return out
+        _, lab = np.unique(np.asarray(topics, dtype=object).astype(str), return_inverse=True)
+        c = sp.csr_matrix((np.ones(len(rows)), (rows, lab[items[ok]])),
+                          shape=(len(items), int(lab.max()) + 1 if len(lab) else 1))
+        c.sum_duplicates()
+        pair_sim = np.asarray((c.multiply(c) - c).sum(axis=1)).ravel()  # same-topic pairs
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(m >= 2, 1.0 - pair_sim / (m * (m - 1)), np.nan)
 
 
 def _topic_matrix(topics: np.ndarray | sp.spmatrix, n_items: int) -> sp.csr_matrix:
@@ -180,8 +182,10 @@ def _exposure_matrix(items: np.ndarray, n_items: int, discount: bool) -> sp.csr_
 def catalogue_metrics(rankings: RankedLists, n_items: int, *, k: int | None = None,
                       n_boot: int = 200, confidence: float = 0.95,
                       seed: int | np.random.Generator | None = 0) -> dict[str, Interval]:
-    """Coverage and exposure Gini with percentile intervals from a bootstrap over users
-    (users resampled with replacement; the lists of the resample define exposure)."""
+    """Coverage and exposure Gini with basic (bias-corrected) bootstrap intervals over
+    users (users resampled with replacement; the lists of the resample define exposure).
+    Both are biased in finite samples (coverage low, Gini high); when that bias exceeds
+    the sampling spread the interval can exclude the plug-in value."""
     m = _exposure_matrix(_cut(rankings, k), n_items, discount=False)
     counts = np.asarray(m.sum(axis=0)).ravel()
     est = {"coverage": float((counts > 0).mean()), "gini": gini(counts)}
@@ -197,31 +201,62 @@ def catalogue_metrics(rankings: RankedLists, n_items: int, *, k: int | None = No
     out = {}
     for name, v in est.items():
         b = np.asarray(boots[name])
-        lo, hi = (np.quantile(b, a / 2), np.quantile(b, 1 - a / 2)) if n_boot else (v, v)
+        if n_boot:
+            # basic (bias-corrected) bootstrap: resampling users inflates concentration
+            # and deflates coverage, so percentile intervals would be shifted
+            lo = 2 * v - float(np.quantile(b, 1 - a / 2))
+            hi = 2 * v - float(np.quantile(b, a / 2))
+        else:
+            lo = hi = v
         se = float(b.std(ddof=1)) if n_boot > 1 else float("nan")
-        out[name] = Interval(v, float(lo), float(hi), v - 1.96 * se, v + 1.96 * se, se, n)
+        out[name] = Interval(v, lo, hi, v - 1.96 * se, v + 1.96 * se, se, n)
     return out
 
 
 def exposure_fairness(rankings: RankedLists, truth: Relevance, groups: np.ndarray, *,
-                      k: int | None = None) -> list[dict[str, Any]]:
-    """Per item group: share of position-discounted exposure, share of relevance (relevant
-    (user, item) pairs in ``truth``) and their ratio (1 = exposure in proportion to
-    relevance; < 1 under-exposed). ``groups[i]`` labels item i (e.g. its creator group)."""
+                      k: int | None = None, n_boot: int = 1000, confidence: float = 0.95,
+                      seed: int | np.random.Generator | None = 0) -> list[dict[str, Any]]:
+    """Per item group: share of position-discounted exposure (1/log2(rank+1)), share of
+    relevance (relevant (user, item) pairs of the listed users in ``truth``) and their
+    ratio (1 = exposure in proportion to relevance; < 1 under-exposed), the ratio with a
+    percentile interval from a bootstrap over users. ``groups[i]`` labels item i."""
     g = np.asarray(groups, dtype=object).astype(str)
-    n_items = len(g)
-    exp = np.asarray(_exposure_matrix(_cut(rankings, k), n_items, True).sum(axis=0)).ravel()
-    rel = np.bincount(truth.indices[truth.indices < n_items], minlength=n_items)
-    out = []
-    tot_e, tot_r = exp.sum(), rel.sum()
-    for name in sorted(set(g)):
-        sel = g == name
-        se = exp[sel].sum() / tot_e if tot_e else float("nan")
-        sr = rel[sel].sum() / tot_r if tot_r else float("nan")
-        out.append({"group": name, "items": int(sel.sum()), "exposure_share": float(se),
-                    "relevance_share": float(sr),
-                    "ratio": float(se / sr) if sr else float("nan")})
-    return out
+    names, lab = np.unique(g, return_inverse=True)
+    n_items, n_g = len(g), len(names)
+    member = sp.csr_matrix((np.ones(n_items), (np.arange(n_items), lab)), shape=(n_items, n_g))
+    items = _cut(rankings, k)
+    exp = (_exposure_matrix(np.where(items < n_items, items, -1), n_items, True)
+           @ member).toarray()
+    t = truth.to_csr()
+    inside = rankings.users < t.shape[0]
+    rel = np.zeros((len(items), n_g))
+    if inside.any():
+        sub = t[rankings.users[inside]]
+        sub = sp.csr_matrix((np.ones(sub.nnz), sub.indices, sub.indptr), shape=sub.shape)
+        sub = sub[:, :n_items] if sub.shape[1] >= n_items else sp.hstack(
+            [sub, sp.csr_matrix((sub.shape[0], n_items - sub.shape[1]))]).tocsr()
+        rel[inside] = (sub @ member).toarray()
+    cols = np.ascontiguousarray(np.column_stack([exp, rel]))
+
+    def ratio(means: np.ndarray) -> np.ndarray:
+        e, r = means[..., :n_g], means[..., n_g:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            es = e / e.sum(axis=-1, keepdims=True)
+            rs = r / r.sum(axis=-1, keepdims=True)
+            return np.stack([es, rs, es / np.where(rs > 0, rs, np.nan)])  # no relevance: NaN
+
+    est = ratio(cols.mean(axis=0))
+    lo = hi = np.full(n_g, np.nan)
+    if n_boot and len(cols) > 1:
+        boots = ratio(_bootstrap_means(cols, int(n_boot), _seed64(seed)))[2]
+        a = 1 - confidence
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            lo, hi = np.nanquantile(boots, a / 2, axis=0), np.nanquantile(boots, 1 - a / 2, axis=0)
+    return [{"group": str(names[j]), "items": int((lab == j).sum()),
+             "exposure_share": float(est[0, j]), "relevance_share": float(est[1, j]),
+             "ratio": float(est[2, j]), "ratio_ci_low": float(lo[j]),
+             "ratio_ci_high": float(hi[j])} for j in range(n_g)]
 
 
 @dataclass
@@ -261,7 +296,8 @@ class BeyondResult(Result):
         for k, v in self.summary.items():
             t.add_row(k, f"{v.mean:.4f}", f"[{v.ci_low:.4f}, {v.ci_high:.4f}]", str(v.n))
         for f in self.fairness:
-            t.add_row(f"exposure/relevance [{f['group']}]", f"{f['ratio']:.3f}", "", "")
+            t.add_row(f"exposure/relevance ({f['group']})", f"{f['ratio']:.3f}",
+                      f"[{f['ratio_ci_low']:.3f}, {f['ratio_ci_high']:.3f}]", "")
         return t
 
     def to_html(self) -> str:
@@ -296,6 +332,7 @@ def beyond_accuracy(rankings: RankedLists, train: Relevance, *, k: int | None = 
                                   seed=seed)[0]
     summary.update(catalogue_metrics(rankings, n_cat, k=k, n_boot=min(n_boot, 200),
                                      confidence=confidence, seed=seed))
-    fair = exposure_fairness(rankings, truth, groups, k=k) if truth is not None and \
-        groups is not None else []
+    fair = exposure_fairness(rankings, truth, groups, k=k, n_boot=n_boot,
+                             confidence=confidence, seed=seed) \
+        if truth is not None and groups is not None else []
     return BeyondResult(summary, fair, confidence)
