@@ -176,3 +176,19 @@ def test_cli_train_and_recommend(train: Interactions, tmp_path: Path) -> None:
     res = runner.invoke(app, ["recommend", str(tmp_path / "model"), "--k", "5",
                               "--out", str(out)])
     assert res.exit_code != 0
+
+
+def test_cli_bad_config_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    from recscope.cli import main
+
+    cfg = _write(tmp_path, GOOD.replace("neighbors = 10", "neighbors = -3"))
+    monkeypatch.setattr(sys, "argv", ["recscope", "train", str(cfg), "--data",
+                                      str(tmp_path / "whatever")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "retrievers.1.params.neighbors" in err and str(cfg) in " ".join(err.split())

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import typer
@@ -21,6 +21,9 @@ import typer
 from recscope.cli.common import console
 from recscope.data.splits import Split, temporal_split
 from recscope.sim import SURFACES, World, WorldConfig, load_world_config
+
+if TYPE_CHECKING:
+    from recscope.report import HtmlReport
 
 
 @dataclass
@@ -136,7 +139,7 @@ def _unseen_items(split: Split) -> int:
     return int(np.unique(split.test.item_index[~seen[split.test.item_index]]).size)
 
 
-def _report(ctx: DemoContext) -> Any:
+def _report(ctx: DemoContext) -> HtmlReport:
     """The HTML page: the world, the log, engagement by surface and position, the split."""
     import plotly.graph_objects as go
 

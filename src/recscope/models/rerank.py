@@ -150,7 +150,8 @@ class MMR(Reranker):
                 sim = self.similarity(last, items)
                 upd = chosen[:, -1] >= 0
                 maxsim[upd] = np.maximum(maxsim[upd], sim[upd])
-            return np.where(np.isfinite(rel), lam * rel - (1 - lam) * maxsim, _NEG)
+            finite = np.isfinite(rel)
+            return np.where(finite, lam * np.where(finite, rel, 0.0) - (1 - lam) * maxsim, _NEG)
 
         return _greedy(objective, items, k)
 
@@ -226,7 +227,9 @@ class Calibrated(Reranker):
             q = (1 - alpha) * q + alpha * p[:, None, :]
             with np.errstate(divide="ignore", invalid="ignore"):
                 kl = np.where(p[:, None, :] > 0, p[:, None, :] * np.log(p[:, None, :] / q), 0.0)
-            return np.where(np.isfinite(rel), (1 - lam) * rel - lam * kl.sum(axis=2), _NEG)
+            finite = np.isfinite(rel)
+            return np.where(finite, (1 - lam) * np.where(finite, rel, 0.0)
+                            - lam * kl.sum(axis=2), _NEG)
 
         return _greedy(objective, items, k)
 

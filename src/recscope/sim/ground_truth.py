@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from recscope.attribution import shapley_values
 from recscope.errors import ConfigError
 from recscope.experiments.metrics import Metric
 from recscope.sim.config import SURFACES
@@ -133,6 +132,8 @@ class GroundTruth:
         """True Shapley values and shares of each component (2^K cells in bit order)."""
         if not self.components:
             return {}
+        from recscope.attribution import shapley_values
+
         vals = (self.long_run if long_run else self.short_run)[metric]
         v = np.array([vals[c] for c in self.cells])
         phi = shapley_values(v)

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from recscope.data.schema import TIMESTAMP_TYPE
+from recscope.errors import ConfigError
 from recscope.sim.config import SURFACES
 from recscope.sim.policy import LoggingPolicy
 from recscope.sim.truth import WorldTruth, micros
@@ -41,11 +42,17 @@ def generate_log(truth: WorldTruth, policy: LoggingPolicy, rng: np.random.Genera
     parts: list[dict[str, np.ndarray]] = []
     done = 0
     n_sessions = 0
+    empty = 0
     per_session = float(np.mean([cfg.surfaces.get(s).slate_size for s in SURFACES])) \
         * cfg.sessions.mean_requests
     while done < target:
         want = int(np.ceil((target - done) / max(per_session, 1.0) * 1.1)) + 8
         batch = _batch(truth, policy, rng, min(_BATCH_SESSIONS, want), width, n_sessions)
+        empty = empty + 1 if not (batch["items"] >= 0).any() else 0
+        if empty >= 20:
+            raise ConfigError("20 batches of sessions showed no pin at all: no pin is "
+                              "available to the logging policy (check backfill_share, "
+                              "n_items and logging_policy.pool_size)", key="backfill_share")
         counts = np.bincount(batch["session"] - n_sessions,
                              weights=(batch["items"] >= 0).sum(axis=1),
                              minlength=batch["n_sessions"]).astype(np.int64)
