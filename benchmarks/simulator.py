@@ -36,7 +36,6 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import numpy as np
 
-from recscope.attribution import CellStats, attribute_metric
 from recscope.experiments.analysis import analyze
 from recscope.sim.config import WorldConfig
 from recscope.sim.environment import Environment
@@ -138,6 +137,7 @@ def ab_rep(world: Any, seed: int, *, supply: bool, treatment: dict[str, Any]
 
 
 def factorial_rep(world: Any, seed: int) -> dict[str, dict[str, Any]]:
+    from recscope.attribution import CellStats, attribute_metric
     # a weak incumbent, so that the total effect is clearly non-zero and shares are
     # informative (a share of a null total has no meaning)
     spec = _spec(seed, FACTORIAL, policy={"retriever": "popular", "ranker": "popularity"})
@@ -154,7 +154,8 @@ def factorial_rep(world: Any, seed: int) -> dict[str, dict[str, Any]]:
     for m, cs in est_cells.items():
         att = attribute_metric(cs, design.components, metric=m, n_boot=2000, seed=seed)
         true = gt.shapley(m)
-        row: dict[str, Any] = {"total": att.total["effect"], "true_total": true["total"]}
+        row: dict[str, Any] = {"total": att.total["effect"], "true_total": true["total"],
+                               "total_significant": float(att.total["p_value"] < 0.05)}
         for comp in design.components:
             s = att.shapley[comp]
             ts = true["components"][comp]["share"]
@@ -164,38 +165,47 @@ def factorial_rep(world: Any, seed: int) -> dict[str, dict[str, Any]]:
     return out
 
 
-def validate(reps: int) -> dict[str, Any]:
+def validate(reps: int, part: str = "all") -> dict[str, Any]:
     METRICS.write_text(METRICS_TEXT)
     world = build_world(WorldSpec(scale=0.1))
     t0 = time.perf_counter()
     results: dict[str, Any] = {"reps": reps, "world": {"users": world.n_users,
                                                          "items": world.n_items}}
-    # 1. coverage, interference off
-    cov = [ab_rep(world, 1000 + s, supply=False, treatment=AB_TREATMENT) for s in range(reps)]
-    results["ab_coverage"] = _summarise(cov)
-    print("A/B coverage (interference off):", json.dumps(results["ab_coverage"], indent=1))
-    # 2. bias with creator-side interference (a retrieval change shifts creator exposure)
-    n_bias = max(20, reps // 4)
-    treat = {"retriever": "popular"}
-    bias = [ab_rep(world, 5000 + s, supply=True, treatment=treat) for s in range(n_bias)]
-    results["ab_bias_creator_supply"] = _summarise(bias)
-    nobias = [ab_rep(world, 5000 + s, supply=False, treatment=treat) for s in range(n_bias)]
-    results["ab_bias_no_interference"] = _summarise(nobias)
-    print("A/B with creator supply on:", json.dumps(results["ab_bias_creator_supply"],
-                                                    indent=1))
-    # 3. Shapley shares, 2x2 factorial
-    fac = [factorial_rep(world, 9000 + s) for s in range(reps)]
-    summ: dict[str, Any] = {}
-    for m in fac[0]:
-        summ[m] = {comp: {
-            "coverage": float(np.mean([f[m][comp]["covered"] for f in fac])),
-            "mean_share": float(np.mean([f[m][comp]["share"] for f in fac])),
-            "mean_true_share": float(np.mean([f[m][comp]["true_share"] for f in fac])),
-            "median_ci_width": float(np.median([f[m][comp]["ci_high"] - f[m][comp]["ci_low"]
-                                                for f in fac]))}
-            for comp in ("retriever", "ranker")}
-    results["shapley"] = summ
-    print("Shapley share coverage:", json.dumps(summ, indent=1))
+    if part in ("ab", "all"):
+        # 1. coverage, interference off
+        cov = [ab_rep(world, 1000 + s, supply=False, treatment=AB_TREATMENT)
+               for s in range(reps)]
+        results["ab_coverage"] = _summarise(cov)
+        print("A/B coverage (interference off):",
+              json.dumps(results["ab_coverage"], indent=1), flush=True)
+        # 2. bias with creator-side interference (a retrieval change shifts exposure)
+        n_bias = max(20, reps // 4)
+        treat = {"retriever": "popular"}
+        bias = [ab_rep(world, 5000 + s, supply=True, treatment=treat) for s in range(n_bias)]
+        results["ab_bias_creator_supply"] = _summarise(bias)
+        nobias = [ab_rep(world, 5000 + s, supply=False, treatment=treat)
+                  for s in range(n_bias)]
+        results["ab_bias_no_interference"] = _summarise(nobias)
+        print("A/B with creator supply on:", json.dumps(results["ab_bias_creator_supply"],
+                                                        indent=1), flush=True)
+        print("same change, interference off:",
+              json.dumps(results["ab_bias_no_interference"], indent=1), flush=True)
+    if part in ("shapley", "all"):
+        # 3. Shapley shares, 2x2 factorial
+        fac = [factorial_rep(world, 9000 + s) for s in range(reps)]
+        summ: dict[str, Any] = {}
+        for m in fac[0]:
+            summ[m] = {comp: {
+                "coverage": float(np.mean([f[m][comp]["covered"] for f in fac])),
+                "mean_share": float(np.mean([f[m][comp]["share"] for f in fac])),
+                "mean_true_share": float(np.mean([f[m][comp]["true_share"] for f in fac])),
+                "median_ci_width": float(np.median([f[m][comp]["ci_high"]
+                                                    - f[m][comp]["ci_low"] for f in fac]))}
+                for comp in ("retriever", "ranker")}
+            summ[m]["total_significant_share"] = float(np.mean(
+                [f[m]["total_significant"] for f in fac]))
+        results["shapley"] = summ
+        print("Shapley share coverage:", json.dumps(summ, indent=1), flush=True)
     results["seconds"] = round(time.perf_counter() - t0, 1)
     return results
 
@@ -234,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("what", choices=["throughput", "validate", "demo", "all"])
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--scale", default="1.0")
+    ap.add_argument("--part", choices=["ab", "shapley", "all"], default="all")
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "simulator.json"
@@ -242,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
         new["throughput"] = throughput(float(args.scale) if args.what == "throughput"
                                        else 1.0)
     if args.what in ("validate", "all"):
-        new["validate"] = validate(args.reps)
+        key = "validate" if args.part == "all" else f"validate_{args.part}"
+        new[key] = validate(args.reps, args.part)
     if args.what in ("demo", "all"):
         new["demo"] = demo("default" if args.scale in ("1.0", "default") else args.scale)
     record = json.loads(path.read_text()) if path.exists() else {}
