@@ -20,7 +20,6 @@ from sqlglot import exp
 from recscope.attribution.factorial import CellStats, MetricAttribution, attribute_metric
 from recscope.errors import ConfigError, DataValidationError
 from recscope.experiments import stats as xstats
-from recscope.experiments.analysis import _moments
 from recscope.experiments.engines import Engine, Source, make_engine, source_name
 from recscope.experiments.metrics import AnalysisConfig
 from recscope.experiments.sql import MetricPlan, Plan, Table, col, lit, q
@@ -196,7 +195,7 @@ def attribute(assignments: Source, events: Source | Sequence[Source], config: An
     out: dict[str, dict[str, Any]] = {}
     for mp in plan.metrics:
         n = np.array([float(by_cell[c]["n"]) for c in range(n_cells)])
-        value, var = (np.array(v) for v in zip(*(_cell_value(by_cell[c], mp)
+        value, var = (np.array(v) for v in zip(*(_cell_value(plan, by_cell[c], mp)
                                                  for c in range(n_cells)), strict=True))
         res: MetricAttribution = attribute_metric(CellStats(n, value, var), comps,
                                                   metric=mp.metric.name, alpha=config.alpha,
@@ -208,9 +207,9 @@ def attribute(assignments: Source, events: Source | Sequence[Source], config: An
     return AttributionResult(comps, out, checks, executed)
 
 
-def _cell_value(row: dict[str, Any], mp: MetricPlan) -> tuple[float, float]:
+def _cell_value(plan: Plan, row: dict[str, Any], mp: MetricPlan) -> tuple[float, float]:
     """A cell's metric value and squared standard error (delta method for ratios)."""
-    m = _moments(row, mp)
+    m = plan.moments(row, mp)
     if mp.term[1] is not None and m.mean[mp.term[1]] == 0:
         raise DataValidationError("ratio denominator is zero in a factorial cell",
                                   column=mp.metric.name)
