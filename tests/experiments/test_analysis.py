@@ -286,3 +286,12 @@ def test_duckdb_database_tables(experiment: tuple[pd.DataFrame, pd.DataFrame],
                                                          rel=1e-12)
     with pytest.raises(DataValidationError, match="cannot read table"):
         analyze("table:nope", "table:my events", cfg, engine=DuckDBEngine(db))
+
+
+def test_ratio_with_zero_denominator_is_a_clear_error() -> None:
+    a = pd.DataFrame({"user_id": [1, 2, 3, 4], "variant": [0, 1, 0, 1]})
+    e = pd.DataFrame({"user_id": [1, 2, 3, 4], "x": [1.0, 2.0, 3.0, 4.0], "d": 0.0})
+    cfg = parse_config({"unit": "user_id", "control": "0", "metrics": {
+        "r": {"kind": "ratio", "numerator": "x", "denominator": "d"}}})
+    with pytest.raises(DataValidationError, match="denominator sums to zero"):
+        analyze(a, e, cfg)

@@ -23,6 +23,20 @@ def test_top_k_breaks_ties_by_lower_index_and_pads() -> None:
     assert idx.shape == (2, 7) and (idx[0, 5:] == -1).all()
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_top_k_matches_a_full_stable_sort(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    s = rng.integers(0, 6, (40, 30)).astype(np.float32)  # many ties
+    s[rng.random(s.shape) < 0.2] = -np.inf
+    for k in (1, 5, 29, 30, 35):
+        idx, val = top_k(s, k)
+        for row, got, vals in zip(s, idx, val, strict=True):
+            order = np.lexsort((np.arange(30), -row))[:k]
+            want = np.where(np.isfinite(row[order]), order, -1)
+            np.testing.assert_array_equal(got[: len(want)], want)
+            np.testing.assert_array_equal(vals[: len(want)], row[order])
+
+
 def test_popularity_counts_surfaces_and_decay(train: Interactions) -> None:
     pop = get_component("popularity")().fit(train)
     np.testing.assert_array_equal(pop.item_scores, np.bincount(train.item_index,
@@ -291,3 +305,26 @@ def test_rerank_after_fit_on_other_vocabulary_is_safe(train: Interactions) -> No
     lists = RankedLists(np.arange(3), np.array([[0, 1, 2, 99]] * 3), np.ones((3, 4)))
     out = get_component("mmr")(dim=4).fit(small).rerank(lists, 4)
     assert not (out.items == 99).any()
+
+
+@pytest.mark.parametrize("name,params", [
+    ("thompson", {"slots": [0], "propensity_samples": 400, "v": 1.0}),
+    ("linucb", {"slots": [0], "epsilon": 0.3}),
+])
+def test_logged_propensities_match_simulated_choice_frequencies(
+        train: Interactions, lists: RankedLists, name: str, params: dict) -> None:
+    """By simulation: how often each item is shown equals its logged propensity."""
+    bandit = get_component(name)(params).fit(train)
+    one = RankedLists(lists.users[:1], lists.items[:1, :6], lists.scores[:1, :6])
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal(bandit.context_dim)
+    bandit.b_vector = bandit.a_matrix @ theta * 0.3  # an informative, uncertain posterior
+    runs = 600
+    chosen = np.empty(runs, dtype=np.int64)
+    logged = np.empty(runs)
+    for s in range(runs):
+        slate = bandit.fill(one, 1, seed=s)
+        chosen[s], logged[s] = slate.chosen[0, 0], slate.propensities[0, 0]
+    for item in np.unique(chosen):
+        freq = (chosen == item).mean()
+        assert abs(logged[chosen == item].mean() - freq) < 0.06, (item, freq)

@@ -1,1 +1,19 @@
-"""recscope.experiments (see ARCHITECTURE.md)."""
+"""recscope.experiments: assignment, warehouse-native analysis, sequential tests.
+
+- :func:`recscope.experiments.assignment.assign`: deterministic variants (salts, layers,
+  traffic ranges, weights, holdouts), the one function the simulator and service use;
+- :func:`recscope.experiments.analysis.analyze`: per-unit aggregation and sufficient
+  statistics in DuckDB or Spark SQL (generated with SQLGlot), inference in Python,
+  returning a :class:`~recscope.experiments.analysis.Scorecard`;
+- :mod:`recscope.experiments.stats`, :mod:`~recscope.experiments.sequential`,
+  :mod:`~recscope.experiments.validation`: the statistics and their simulation checks.
+
+See docs/experiments.md.
+"""
+
+from recscope.experiments.analysis import Scorecard, analyze
+from recscope.experiments.assignment import HOLDOUT, Experiment, Holdout, assign
+from recscope.experiments.metrics import AnalysisConfig, Metric, load_config, parse_config
+
+__all__ = ["HOLDOUT", "AnalysisConfig", "Experiment", "Holdout", "Metric", "Scorecard",
+           "analyze", "assign", "load_config", "parse_config"]

@@ -94,14 +94,10 @@ class Scorecard(Result):
             rep.banner(w, "bad")
         if not self.warnings():
             rep.banner(f"No sample ratio mismatch (p = {self.srm['p_value']:.3g}).", "ok")
-        cols = ["metric", "variant", "control_mean", "treatment_mean", "effect", "ci_low",
-                "ci_high", "rel_effect", "rel_ci_low", "rel_ci_high", "p_value",
-                "p_value_adjusted", "n_control", "n_treatment", "cuped",
-                "variance_reduction", "mde"]
-        rep.heading("Results").table(self.results, cols)
+        rep.heading("Results").table([_display(r) for r in self.results])
         if self.segment_results:
-            rep.heading("Segments").table(self.segment_results,
-                                          ["segment", "segment_value", *cols])
+            rep.heading("Segments").table([{"segment": f"{r['segment']} = {r['segment_value']}",
+                                            **_display(r)} for r in self.segment_results])
         rep.heading("Sample ratio").key_values({"p_value": self.srm["p_value"],
                                                 **{f"observed {k}": v for k, v in
                                                    self.srm["observed"].items()}})
@@ -111,6 +107,23 @@ class Scorecard(Result):
             for s in self.sql:
                 rep.raw(f"<pre style='white-space:pre-wrap'>{html.escape(s)}</pre>")
         return rep.render()
+
+
+def _display(r: dict[str, Any]) -> dict[str, str]:
+    """A scorecard row formatted for reading (the JSON keeps every number)."""
+    out = {"metric": r["metric"] + (" (CUPED)" if r.get("cuped") else ""),
+           "variant": str(r["variant"]), "control": _f(r["control_mean"]),
+           "treatment": _f(r["treatment_mean"]),
+           "effect [CI]": f"{_f(r['effect'])} [{_f(r['ci_low'])}, {_f(r['ci_high'])}]",
+           "relative [CI]": f"{_pct(r['rel_effect'])} [{_pct(r['rel_ci_low'])}, "
+                            f"{_pct(r['rel_ci_high'])}]",
+           "p": _f(r["p_value"]), "p adjusted": _f(r["p_value_adjusted"]),
+           "n": f"{r['n_control']:,} / {r['n_treatment']:,}",
+           "variance reduction": _pct(r.get("variance_reduction")) if r.get("cuped") else "–",
+           "MDE": _f(r.get("mde"))}
+    if "seq_p_value" in r:
+        out["always-valid CI"] = f"[{_f(r['seq_ci_low'])}, {_f(r['seq_ci_high'])}]"
+    return out
 
 
 def _f(v: Any) -> str:
@@ -240,6 +253,11 @@ def _compare_all(plan: Plan, by_variant: dict[str, dict[str, Any]], control: str
             continue
         mc = plan.moments(by_variant[control], mp)
         mt = plan.moments(by_variant[treatment], mp)
+        for name, m in ((control, mc), (treatment, mt)):
+            if mp.metric.kind == "ratio" and not m.mean[1] != 0:
+                raise DataValidationError(
+                    f"metric {mp.metric.name!r}: the denominator sums to zero in variant "
+                    f"{name!r}", column=mp.metric.denominator)
         out.append(compare_moments(mp.metric.name, treatment, mc, mt, mp.term, mp.covariates,
                                    config, mp.metric.distribution))
     return out

@@ -214,6 +214,8 @@ def mde(var_control: float, n_control: float, var_treatment: float, n_treatment:
     """Smallest absolute effect detected with ``power_target`` by a two-sided
     level-``alpha`` z test (both rejection regions counted, as statsmodels does)."""
     se = math.sqrt(var_control / n_control + var_treatment / n_treatment)
+    if not math.isfinite(se):
+        return math.nan
     if se == 0:
         return 0.0
     z = float(-special.ndtri(alpha / 2) + special.ndtri(power_target))

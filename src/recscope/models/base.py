@@ -399,7 +399,9 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         tied = np.flatnonzero(np.isfinite(kth)
                               & ((scores == kth[:, None]).sum(axis=1) > chosen))
         for r in tied:
-            part[r] = np.lexsort((np.arange(m), -scores[r]))[:kk]
+            above = np.flatnonzero(scores[r] > kth[r])
+            equal = np.flatnonzero(scores[r] == kth[r])[: kk - len(above)]
+            part[r] = np.concatenate([above, equal])
     else:
         part = np.broadcast_to(np.arange(m), (n, m)).copy()
     vals = np.take_along_axis(scores, part, axis=1)
