@@ -97,12 +97,16 @@ column = "sessions"
 """
 
 
-def _spec(seed: int, layers: list[dict[str, Any]], *, supply: bool = False,
+STRONG_SUPPLY = {"weight": 1.5, "elasticity": 1.0, "rate": 0.5}
+
+
+def _spec(seed: int, layers: list[dict[str, Any]], *, supply: bool | dict[str, Any] = False,
           days: int = 5, policy: dict[str, Any] | None = None) -> ExperimentSpec:
+    cs = {"enabled": True, **supply} if isinstance(supply, dict) else {"enabled": supply}
     return ExperimentSpec.model_validate({
         "name": "validate", "seed": seed, "days": days, "warmup_days": 3,
         "world": {"scale": 0.1},
-        "simulation": {"creator_supply": {"enabled": supply}},
+        "simulation": {"creator_supply": cs},
         "policy": {"pool": 50, **(policy or {"retriever": "embedding",
                                                  "ranker": "affinity"})},
         "experiment": layers, "metrics": str(METRICS),
@@ -121,9 +125,9 @@ FACTORIAL = [
 ]
 
 
-def ab_rep(world: Any, seed: int, *, supply: bool, treatment: dict[str, Any]
-           ) -> dict[str, dict[str, float]]:
-    spec = _spec(seed, _ab_layers(treatment), supply=supply)
+def ab_rep(world: Any, seed: int, *, supply: bool | dict[str, Any],
+           treatment: dict[str, Any], days: int = 5) -> dict[str, dict[str, float]]:
+    spec = _spec(seed, _ab_layers(treatment), supply=supply, days=days)
     _, t = run_experiment(spec, truth_world=world)
     card = analyze(t["assignments"], t["events"], t["metrics"])
     gt = t["truth"]
@@ -190,6 +194,26 @@ def validate(reps: int, part: str = "all") -> dict[str, Any]:
                                                         indent=1), flush=True)
         print("same change, interference off:",
               json.dumps(results["ab_bias_no_interference"], indent=1), flush=True)
+    if part in ("bias", "all"):
+        # 2b. strong creator-side interference, 10 days; paired with the same seeds and
+        # interference off, so (estimate - truth) differences isolate the interference
+        n_bias = max(20, reps // 4)
+        treat = {"retriever": "popular"}
+        on = [ab_rep(world, 7000 + s, supply=STRONG_SUPPLY, treatment=treat, days=10)
+              for s in range(n_bias)]
+        off = [ab_rep(world, 7000 + s, supply=False, treatment=treat, days=10)
+               for s in range(n_bias)]
+        paired = {}
+        for m in on[0]:
+            d = np.array([(a[m]["estimate"] - a[m]["truth"]) - (b[m]["estimate"] - b[m]["truth"])
+                          for a, b in zip(on, off, strict=True)])
+            paired[m] = {"bias_due_to_interference": float(d.mean()),
+                         "se": float(d.std(ddof=1) / np.sqrt(d.size))}
+        results["strong_supply"] = {"config": STRONG_SUPPLY, "days": 10, "reps": n_bias,
+                                    "on": _summarise(on), "off": _summarise(off),
+                                    "paired": paired}
+        print("strong creator supply:", json.dumps(results["strong_supply"], indent=1),
+              flush=True)
     if part in ("shapley", "all"):
         # 3. Shapley shares, 2x2 factorial
         fac = [factorial_rep(world, 9000 + s) for s in range(reps)]
@@ -244,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("what", choices=["throughput", "validate", "demo", "all"])
     ap.add_argument("--reps", type=int, default=200)
     ap.add_argument("--scale", default="1.0")
-    ap.add_argument("--part", choices=["ab", "shapley", "all"], default="all")
+    ap.add_argument("--part", choices=["ab", "bias", "shapley", "all"], default="all")
     args = ap.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / "simulator.json"
