@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	# torch is pinned to the CPU build in pyproject.toml (torch==2.13.0).
-	$(BIN)/python -m pip install -e '.[dev,spark]'
+	$(BIN)/python -m pip install -e '.[dev,spark,text]'
 	touch $(STAMP)
 
 demo: $(STAMP)

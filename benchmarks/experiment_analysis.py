@@ -3,7 +3,8 @@
 A generated experiment (default 10M units, 100M events, 10 metrics with CUPED) is written
 to Parquet under benchmarks/out/ (git-ignored), then three pipelines run on the same files:
 
-- floor: one DuckDB pass ``GROUP BY unit_id`` summing the event columns (no join, no stats);
+- floor: one DuckDB pass ``GROUP BY unit_id`` summing the event columns as DOUBLE (no join,
+  no stats);
 - recscope: ``analyze(...)`` on DuckDB: per-unit aggregation, join with the assignments
   (covariate), sufficient statistics, CUPED inference for 10 metrics;
 - tea-tasting (in its own Python 3.12 env, benchmarks/setup_tea_env.sh): the same per-unit
@@ -89,9 +90,12 @@ def generate(units: int, per_unit: int, folder: Path, seed: int = 0,
 
 
 def floor(events: Path, threads: int | None, memory_limit: str) -> float:
-    """One bare GROUP BY pass over the events (results consumed inside DuckDB)."""
+    """One bare GROUP BY pass over the events (results consumed inside DuckDB).
+
+    Sums are of DOUBLEs, DuckDB's fastest sum (integer sums go through 128-bit integers).
+    """
     eng = DuckDBEngine(threads=threads, memory_limit=memory_limit)
-    sums = ", ".join(f"SUM({c}) AS {c}" for c in EVENT_COLUMNS)
+    sums = ", ".join(f"SUM(CAST({c} AS DOUBLE)) AS {c}" for c in EVENT_COLUMNS)
     outer = ", ".join(f"SUM({c})" for c in EVENT_COLUMNS)
     t0 = time.perf_counter()
     eng.execute(f"SELECT COUNT(*), {outer} FROM (SELECT unit_id, {sums} "

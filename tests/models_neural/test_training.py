@@ -90,12 +90,16 @@ def test_learning_curve_is_logged_to_tracking_per_epoch() -> None:
 
     with track("test.neural") as run:
         LightGCN(FAST, epochs=3, patience=10).fit(grouped_log(), logger=run)
+    with track("test.neural.implicit") as implicit:  # the open run is used by default
+        LightGCN(FAST, epochs=2, patience=10).fit(grouped_log())
     client = MlflowClient(tracking_uri=run.uri)
     loss = client.get_metric_history(run.run_id, "train.loss")
     val = client.get_metric_history(run.run_id, "val.ndcg_10")
     assert sorted(m.step for m in loss) == [1, 2, 3]
     assert sorted(m.step for m in val) == [1, 2, 3]
     assert all(np.isfinite(m.value) for m in loss)
+    assert sorted(m.step for m in client.get_metric_history(implicit.run_id,
+                                                            "train.loss")) == [1, 2]
 
 
 def test_callback_can_stop_a_run() -> None:
@@ -143,3 +147,14 @@ def test_bad_config_names_the_key(params: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError) as err:
         LightGCN(params)
     assert err.value.key == key
+
+
+def test_embeddings_before_fit_raise_not_fitted() -> None:
+    from recscope.models import NotFittedError
+    from recscope.models.neural import SASRec, TwoTower
+
+    for model in (LightGCN(FAST), TwoTower(), SASRec()):
+        with pytest.raises(NotFittedError):
+            model.item_embeddings()
+        with pytest.raises(NotFittedError):
+            model.user_embeddings()

@@ -226,11 +226,13 @@ class Plan:
                   ) -> exp.Expression:
         """Per-unit aggregate of one column under a condition (NULL when no row matches).
 
-        Casts wrap the aggregate, not each row, so integer columns are summed exactly and
-        cheaply; only booleans are cast first.
+        Sums add DOUBLEs (exact for integers below 2**53, and far faster in DuckDB than
+        its 128-bit integer sums); maxima and distinct counts take the column as it is,
+        except booleans, which are cast first.
         """
         value: exp.Expression = col(column, "e")
-        if t.columns[column].upper().startswith("BOOL"):
+        if m.kind in ("mean", "ratio", "quantile") or t.columns[column].upper().startswith(
+                "BOOL"):
             value = _double(value)
         inner = value if cond is None else exp.Case(ifs=[exp.If(this=cond.copy(), true=value)])
         if m.kind == "proportion":
@@ -239,7 +241,7 @@ class Plan:
                                                 true=lit(1))], default=lit(0)))
         if m.kind == "count_distinct":
             return _double(exp.Count(this=exp.Distinct(expressions=[inner])))
-        return _double(exp.Sum(this=inner))
+        return exp.Sum(this=inner)
 
     def _window(self, m: Metric) -> tuple[float, float] | None:
         if m.window is not None:

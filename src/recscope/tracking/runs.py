@@ -66,6 +66,12 @@ class RunLogger:
 _active: list[RunLogger] = []
 
 
+def active_run() -> RunLogger | None:
+    """The innermost run opened by :func:`track` that is still open (None outside one),
+    so library code can log into the caller's run, e.g. per-epoch learning curves."""
+    return _active[-1] if _active else None
+
+
 @contextlib.contextmanager
 def track(
     name: str,

@@ -161,6 +161,7 @@ class LightGCN(NeuralComponent):
 
     # ------------------------------------------------------------------ scoring
     def _embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        self._check_fitted()
         if self._cache is None:
             if self._adj is None:
                 assert self._seen is not None

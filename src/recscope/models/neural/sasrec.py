@@ -216,6 +216,7 @@ class SASRec(NeuralComponent):
     def encode_histories(self, histories: Sequence[np.ndarray], batch_size: int = 512,
                          ) -> np.ndarray:
         """User vectors [n, d] from item-index sequences (oldest first); empty gives 0."""
+        self._check_fitted()
         net: Any = self._net()
         t = self.cfg.max_len
         out = np.zeros((len(histories), self.cfg.dim), dtype=np.float32)
@@ -237,6 +238,7 @@ class SASRec(NeuralComponent):
 
     def user_embeddings(self) -> np.ndarray:
         """Each user's state after their last training item (0 for users without one)."""
+        self._check_fitted()
         if self._states is None:
             assert self._hist_ptr is not None and self._hist_items is not None
             hist = [self._hist_items[self._hist_ptr[u]:self._hist_ptr[u + 1]]
@@ -245,6 +247,7 @@ class SASRec(NeuralComponent):
         return self._states
 
     def item_embeddings(self) -> np.ndarray:
+        self._check_fitted()
         return self._net().item.weight[1:].detach().cpu().numpy()  # type: ignore[union-attr,index]
 
     def _score_all(self, users: np.ndarray) -> np.ndarray:

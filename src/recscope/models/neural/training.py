@@ -32,7 +32,7 @@ from recscope.data.splits import random_holdout
 from recscope.io import atomic_path
 from recscope.models.base import Component, ComponentConfig
 from recscope.report.result import Result
-from recscope.tracking.runs import RunLogger
+from recscope.tracking.runs import RunLogger, active_run
 
 EpochCallback = Callable[[int, dict[str, float]], bool]
 """Called after every epoch with (epoch, metrics); returning True stops training."""
@@ -221,7 +221,9 @@ class NeuralComponent(Component):
     def fit(self, train: Interactions, *, validation: Interactions | None = None,
             logger: RunLogger | None = None, on_epoch: EpochCallback | None = None) -> Self:
         """Train on ``train``; ``validation`` (else a holdout of train) drives early stopping,
-        ``logger`` receives the per-epoch learning curve, ``on_epoch`` may stop training."""
+        ``logger`` (default: the open tracking run, if any) receives the per-epoch learning
+        curve, ``on_epoch`` may stop training."""
+        logger = logger if logger is not None else active_run()
         self._validation, self._logger, self._callback = validation, logger, on_epoch
         try:
             return super().fit(train)
@@ -239,7 +241,7 @@ class NeuralComponent(Component):
                 self.history.best_epoch:
             epochs = self.history.best_epoch
             refit = train_loop(self, train, None, logger=None, epochs=epochs,
-                               resume=False)
+                               resume=False, checkpoint=False)
             self.history.refit_epochs = epochs
             self.history.rows.extend({**r, "refit": 1.0} for r in refit.rows)
         self._finalize(train)
@@ -247,6 +249,7 @@ class NeuralComponent(Component):
 
     def _net(self) -> torch.nn.Module:
         if self.net is None:
+            self._check_fitted()
             raise RuntimeError(f"{self.name}: network not built")
         return self.net
 
@@ -285,7 +288,8 @@ def validation_score(model: Component, truth: Relevance, users: np.ndarray,
 
 def train_loop(model: NeuralComponent, train: Interactions, validation: Interactions | None,
                *, logger: RunLogger | None = None, on_epoch: EpochCallback | None = None,
-               epochs: int | None = None, resume: bool | None = None) -> TrainingHistory:
+               epochs: int | None = None, resume: bool | None = None,
+               checkpoint: bool = True) -> TrainingHistory:
     """Train ``model`` on ``train`` with early stopping on ``validation`` (see module doc).
 
     Deterministic given ``model.config.seed`` on one device. Returns the learning curve;
@@ -314,7 +318,7 @@ def train_loop(model: NeuralComponent, train: Interactions, validation: Interact
             eval_users = np.sort(rng.choice(eval_users, cfg.max_eval_users, replace=False))
         exclude = train.to_csr("binary")
 
-    ckpt = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    ckpt = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir and checkpoint else None
     start, best, best_state, bad = 1, -math.inf, None, 0
     if ckpt is not None and (cfg.resume if resume is None else resume) and \
             (ckpt / "last.npz").exists():

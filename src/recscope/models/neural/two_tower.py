@@ -187,6 +187,7 @@ class TwoTower(NeuralComponent):
     # ------------------------------------------------------------------ scoring
     def item_embeddings(self) -> np.ndarray:
         """Normalised item vectors (text only for items unseen in training)."""
+        self._check_fitted()
         if self._cache is None:
             assert self._known is not None
             net: Any = self._net()
@@ -197,6 +198,7 @@ class TwoTower(NeuralComponent):
         return self._cache
 
     def user_embeddings(self) -> np.ndarray:
+        self._check_fitted()
         return self._user_vectors(np.arange(self.n_users, dtype=np.int64))
 
     def _user_vectors(self, users: np.ndarray) -> np.ndarray:
