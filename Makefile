@@ -6,7 +6,7 @@ STAMP := $(VENV)/.recscope-installed
 
 .PHONY: demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	# torch is pinned to the CPU build in pyproject.toml (torch==2.13.0).
