@@ -271,3 +271,24 @@ column = "day"
         for v, key in (("control", "control_mean"), ("treatment", "treatment_mean")):
             mine = metric_value(ev, ids[variant == v], exposure, m, n)
             assert mine == pytest.approx(r[key], rel=1e-9), (m.name, v)
+
+
+def test_design_traffic_holdout_and_weights() -> None:
+    """Assignment goes through recscope.experiments.assignment: traffic ranges, holdouts
+    and weights shape who is in the experiment and in which variant."""
+    import tomllib
+
+    from recscope.sim.experiment import make_design
+
+    text = AB.replace('name = "ranker"\n', 'name = "ranker"\ntraffic = [0.0, 0.5]\n'
+                      'holdout = 0.1\nweights = [3, 1]\n')
+    spec = parse_experiment(tomllib.loads(text))
+    d = make_design(spec, 20_000)
+    share_in = d.in_experiment.mean()
+    assert 0.5 * 0.9 - 0.02 < share_in < 0.5 * 0.9 + 0.02
+    treated = (d.user_cell == 1)[d.in_experiment].mean()
+    assert 0.25 - 0.02 < treated < 0.25 + 0.02
+    # outside the experiment every user is served the control cell
+    assert (d.user_cell[~d.in_experiment] == 0).all()
+    # deterministic: the same spec gives the same design
+    np.testing.assert_array_equal(make_design(spec, 20_000).user_cell, d.user_cell)
