@@ -276,7 +276,7 @@ def _summarise(world: Any, offline: dict[str, Any], online: dict[str, Any],
     return {
         "scale": scale, "seed": seed,
         "world": {"users": world.truth.n_users, "items": world.truth.n_items,
-                  "log_rows": len(world.interactions)},
+                  "log_rows": len(world.interactions), "description": world.describe()},
         "stacks": {"baseline": BASELINE, "candidate": CANDIDATE},
         "experiment": {"days": sz["days"], "warmup_days": sz["warmup_days"],
                        "units": s["n_units"], "units_per_cell": s["units_per_variant"],
@@ -289,6 +289,30 @@ def _summarise(world: Any, offline: dict[str, Any], online: dict[str, Any],
 
 
 # ---------------------------------------------------------------------- report
+def _world_section(rep: Any, d: dict[str, Any]) -> None:
+    """The built-in world and its logged history: counts, engagement by surface and
+    position, heavy tails."""
+    import plotly.graph_objects as go
+
+    rep.heading("0. The built-in world and its logged history")
+    rep.paragraph(f"{d['active_users']:,} active users in {d['n_sessions']:,} sessions and "
+                  f"{d['n_requests']:,} slates; the top 1% of users receive "
+                  f"{d['top1pct_user_share']:.1%} of impressions and the top 1% of pins "
+                  f"{d['top1pct_item_share']:.1%}. The log comes from a known stochastic "
+                  "policy with exact propensities; the world keeps the true preferences.")
+    rep.table([{"surface": name, "requests": v["requests"], "impressions": v["impressions"],
+                "CTR": v["ctr"], "save rate": v["save_rate"], "hide rate": v["hide_rate"]}
+               for name, v in d["surfaces"].items()])
+    fig = go.Figure()
+    for name, v in d["surfaces"].items():
+        fig.add_trace(go.Scatter(x=list(range(len(v["ctr_by_position"]))),
+                                 y=v["ctr_by_position"], mode="lines+markers", name=name))
+    fig.update_layout(title="Logged click-through rate by position", height=340,
+                      xaxis_title="position (0-based)", yaxis_title="CTR",
+                      margin={"t": 40, "b": 30})
+    rep.figure(fig)
+
+
 def _report(path: Path, summary: dict[str, Any], parts: dict[str, Any]) -> None:
     import plotly.graph_objects as go
 
@@ -308,6 +332,7 @@ def _report(path: Path, summary: dict[str, Any], parts: dict[str, Any]) -> None:
                    f"(95% CI {ctr['rel_ci_low']:+.1%} to {ctr['rel_ci_high']:+.1%}); "
                    f"ground truth {rel:+.1%}." if rel is not None else "",
                    "ok" if ctr["covered"] else "warn")
+    _world_section(rep, w["description"])
     rep.heading("1. Offline benchmark (held-out last 20% of the log)")
     rep.paragraph(f"{offline['n_users']:,} test users; intervals are bootstrap 95% over users.")
     rep.table(offline["rows"], ["stack", "metric", "mean", "ci_low", "ci_high"])

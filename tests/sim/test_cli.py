@@ -1,4 +1,4 @@
-"""``recscope world generate`` and ``recscope demo`` on a small world."""
+"""``recscope world generate`` on a small world (the demo is tested in tests/sim_env)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from recscope.cli import demo as demo_cli
 from recscope.cli import world as world_cli
 from recscope.errors import ConfigError
 
@@ -66,35 +64,3 @@ def test_world_generate_bad_key_is_a_one_line_error(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert "sessions.mean_request" in lines[0] and str(bad) in lines[0]
     assert not (tmp_path / "w").exists()
-
-
-def test_demo_on_a_small_world(tmp_path: Path, small_toml: Path) -> None:
-    app = typer.Typer()
-    app.command()(demo_cli.demo)
-    out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["--out", str(out), "--config", str(small_toml)])
-    assert result.exit_code == 0, result.output
-    summary = json.loads((out / "summary.json").read_text())
-    w = summary["world"]
-    assert w["n_users"] == 300 and w["events"]["impression"] >= 8000
-    for s in ("home_feed", "related", "search"):
-        assert len(w["surfaces"][s]["ctr_by_position"]) == \
-            summary["config"]["surfaces"][s]["slate_size"]
-    sp = summary["split"]
-    assert sum(sp[k]["n_interactions"] for k in ("train", "validation", "test")) == w["n_rows"]
-    assert sp["test"]["n_interactions"] > 0 and sp["validation"]["n_interactions"] > 0
-    assert {"world_generate_s", "world_save_s", "split_s", "total_s"} <= set(summary["timings"])
-    html = (out / "report.html").read_text(encoding="utf-8")
-    assert "Click-through rate by position" in html and "Pin popularity" in html
-    assert "<script src=" not in html  # self-contained: plotly is inlined
-    assert (out / "world" / "interactions.parquet").exists()
-    for part in ("train", "validation", "test"):
-        assert (out / "split" / part / "interactions.parquet").exists()
-    # the tracking run was recorded (the test session's store)
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    exp = client.get_experiment_by_name("recscope")
-    runs = client.search_runs([exp.experiment_id], "tags.`recscope.command` = 'demo'")
-    assert runs and runs[0].info.status == "FINISHED"
-    assert runs[0].data.metrics["impressions"] == w["events"]["impression"]
