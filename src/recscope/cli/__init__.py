@@ -26,18 +26,29 @@ err_console = Console(stderr=True)
 
 
 def _register() -> None:
-    """Attach every command group (imported lazily so ``--help`` stays fast)."""
-    from recscope.cli import data as data_cli
+    """Attach every command group (imported here so importing recscope stays light)."""
+    from recscope.cli import (
+        attribute,
+        data,
+        demo,
+        evaluate,
+        experiment,
+        ope,
+        simulate,
+        train,
+        world,
+    )
 
-    app.add_typer(data_cli.app, name="data")
-    from recscope.cli import world as world_cli; app.add_typer(world_cli.app, name="world")  # noqa: E702, I001
-    from recscope.cli import demo as demo_cli; app.command("demo")(demo_cli.demo)  # noqa: E702, I001
-    from recscope.cli import experiment as experiment_cli; app.add_typer(experiment_cli.app, name="experiment")  # noqa: E702, I001
-    from recscope.cli import ope as ope_cli; app.command("ope")(ope_cli.ope)  # noqa: E702, I001
-    from recscope.cli import evaluate as evaluate_cli; app.command("evaluate")(evaluate_cli.evaluate)  # noqa: E702, I001
-    from recscope.cli import simulate as simulate_cli; app.command("simulate")(simulate_cli.simulate)  # noqa: E702, I001
-    from recscope.cli import attribute as attribute_cli; app.command("attribute")(attribute_cli.attribute)  # noqa: E702, I001
-    from recscope.cli import train as train_cli; app.command("train")(train_cli.train); app.command("recommend")(train_cli.recommend)  # noqa: E702, I001
+    app.add_typer(data.app, name="data")
+    app.add_typer(world.app, name="world")
+    app.add_typer(experiment.app, name="experiment")
+    app.command("demo")(demo.demo)
+    app.command("train")(train.train)
+    app.command("recommend")(train.recommend)
+    app.command("evaluate")(evaluate.evaluate)
+    app.command("ope")(ope.ope)
+    app.command("simulate")(simulate.simulate)
+    app.command("attribute")(attribute.attribute)
 
 
 def main() -> None:

@@ -31,8 +31,11 @@ def attribute(
     out_dir: Path = typer.Option(Path("recscope-out"), "--out-dir",
                                  help="Folder of the local tracking store."),
 ) -> None:
-    """Total effect per metric, each component's Shapley share with its interval, and the
-    interaction terms of a 2^K factorial experiment."""
+    """Split a 2^K factorial experiment's effect into Shapley shares and interactions.
+
+    Per metric: the total effect, each component's Shapley value and share with their
+    intervals, and the interaction terms (see docs/attribution.md).
+    """
     from recscope.attribution import attribute as run_attribution
     from recscope.experiments.engines import make_engine
     from recscope.experiments.metrics import load_config

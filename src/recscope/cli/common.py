@@ -26,13 +26,16 @@ def progress() -> Progress:
 
 
 def file_fingerprint(source: str | Path) -> str:
-    """Cheap, stable fingerprint of an input file for lineage: path, size and mtime.
-
-    Sources that are not files (``table:NAME``) are returned as they are.
-    """
+    """Content hash of an input for lineage: sha256 (16 hex digits) of a file's bytes, or
+    of every file under a directory in name order. Sources that are not paths
+    (``table:NAME``) are returned as they are."""
     p = Path(source)
     if not p.exists():
         return str(source)
-    st = p.stat()
-    return hashlib.sha256(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
-                          ).hexdigest()[:16]
+    h = hashlib.sha256()
+    for f in sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]:
+        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
+        with f.open("rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()[:16]

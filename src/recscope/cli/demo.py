@@ -43,16 +43,18 @@ def demo(
 
 
 def _headline(summary: dict[str, Any]) -> Table:
-    """Full stack vs baseline per metric: estimate, interval, truth, estimated shares."""
-    t = Table(title="Full stack vs baseline: estimate [95% CI] beside the ground truth")
-    for c in ("metric", "estimate [95% CI]", "truth", "covered", "retriever share",
-              "ranker share"):
+    """Full stack vs baseline per metric: estimate, interval, truth, Shapley shares."""
+    t = Table(title="Full stack vs baseline (estimate beside ground truth)")
+    for c in ("metric", "estimate", "95% CI", "truth", "retriever share\nest. / true",
+              "ranker share\nest. / true"):
         t.add_column(c, justify="left" if c == "metric" else "right")
     for name, m in summary["metrics"].items():
         att = m.get("attribution", {})
-        shares = [f"{att[c]['share']:.2f} (true {att[c]['true_share']:.2f})" if c in att
-                  else "–" for c in ("retriever", "ranker")]
-        t.add_row(name, f"{m['estimate']:.4g} [{m['ci_low']:.4g}, {m['ci_high']:.4g}]",
-                  f"{m['truth']:.4g}" if m.get("truth") is not None else "–",
-                  "yes" if m.get("covered") else "no", *shares)
+        shares = [f"{att[c]['share']:.2f} / {att[c]['true_share']:.2f}" if c in att else "–"
+                  for c in ("retriever", "ranker")]
+        truth = m.get("truth")
+        t.add_row(name, f"{m['estimate']:.3g}", f"[{m['ci_low']:.3g}, {m['ci_high']:.3g}]",
+                  "–" if truth is None else f"{truth:.3g}" + ("" if m.get("covered") else " ✗"),
+                  *shares)
+    t.caption = "✗: the interval misses the truth"
     return t

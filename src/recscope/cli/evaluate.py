@@ -9,22 +9,12 @@ with exactly one ``--compare``, those two fields are also on the top-level metri
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from recscope.errors import ConfigError
-
-
-def _fingerprint(path: Path) -> str:
-    """sha256 of the file's bytes (first 16 hex digits)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _names(paths: list[Path]) -> list[str]:
@@ -151,7 +141,7 @@ def evaluate(
     """Evaluate ranked lists against relevance truth, with intervals and paired tests."""
     import warnings
 
-    from recscope.cli.common import console, progress
+    from recscope.cli.common import console, file_fingerprint, progress
     from recscope.offline import DEFAULT_METRICS
     from recscope.offline import evaluate as run_evaluate
     from recscope.offline.compare import compare as run_compare
@@ -181,10 +171,10 @@ def evaluate(
               "test": test, "adjust": adjust, "missing": missing, "seed": seed,
               "slice": list(slice_ or []), "systems": names,
               "exclude": str(exclude) if exclude else None}
-    inputs = {"truth": _fingerprint(truth)} if truth.exists() else {}
+    inputs = {"truth": file_fingerprint(truth)} if truth.exists() else {}
     if exclude is not None and exclude.exists():
-        inputs["exclude"] = _fingerprint(exclude)
-    inputs.update({f"rankings.{n}": _fingerprint(p) for n, p in zip(names, paths, strict=True)
+        inputs["exclude"] = file_fingerprint(exclude)
+    inputs.update({f"rankings.{n}": file_fingerprint(p) for n, p in zip(names, paths, strict=True)
                    if p.exists()})
     store = out_dir or (json_out.parent if json_out else None)
     with track("evaluate", config=config, inputs=inputs, out_dir=store) as run:

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import typer
 from rich.syntax import Syntax
 
-from recscope.cli.common import console, progress
+from recscope.cli.common import console, file_fingerprint, progress
 
 app = typer.Typer(help="Analyse online experiments (warehouse-native, on DuckDB or Spark).",
                   no_args_is_help=True)
-
-
-def _fingerprint(source: str) -> str:
-    """Cheap, stable fingerprint of an input: path, size and modification time."""
-    p = Path(source)
-    if not p.exists():
-        return source
-    st = p.stat()
-    return hashlib.sha256(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
-                          ).hexdigest()[:16]
 
 
 @app.command()
@@ -46,8 +35,8 @@ def analyze(
     from recscope.tracking import track
 
     config = load_config(metrics)
-    inputs = {"assignments": _fingerprint(assignments),
-              **{f"events{i}": _fingerprint(e) for i, e in enumerate(events)}}
+    inputs = {"assignments": file_fingerprint(assignments),
+              **{f"events{i}": file_fingerprint(e) for i, e in enumerate(events)}}
 
     def printer(sql: str) -> None:
         console.print(Syntax(sql, "sql", word_wrap=True))

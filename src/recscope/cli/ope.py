@@ -9,22 +9,12 @@ as ``on_policy``). The JSON gives, per estimator, ``estimate``, ``ci_low``, ``ci
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from recscope.errors import ConfigError
-
-
-def _fingerprint(path: Path) -> str:
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def ope(
@@ -52,7 +42,7 @@ def ope(
                                                  "recscope-out or MLFLOW_TRACKING_URI).")] = None,
 ) -> None:
     """Estimate a policy's value from logs with off-policy estimators."""
-    from recscope.cli.common import console, progress
+    from recscope.cli.common import console, file_fingerprint, progress
     from recscope.data.loaders import load
     from recscope.ope import policies as pol
     from recscope.ope.estimators import make_estimator
@@ -67,7 +57,7 @@ def ope(
     names = list(estimator or DEFAULT_ESTIMATORS)
     ests = [make_estimator(n) for n in names]
     rm = RewardModel(kind=reward_model, n_folds=n_folds, seed=seed)  # type: ignore[arg-type]
-    inputs = {"logs": _fingerprint(logs)}
+    inputs = {"logs": file_fingerprint(logs)}
     config = {"logs": str(logs), "policy": policy, "estimators": names,
               "reward_model": reward_model, "n_folds": n_folds, "n_bootstrap": n_bootstrap,
               "alpha": alpha, "seed": seed, "policy_kind": policy_kind,
@@ -80,7 +70,7 @@ def ope(
             dist = pol.uniform(fb)
         elif policy.startswith("log:"):
             src_path = Path(policy.removeprefix("log:"))
-            inputs["policy_log"] = _fingerprint(src_path)
+            inputs["policy_log"] = file_fingerprint(src_path)
             run.set_tags({"policy_log": str(src_path)})
             source = LoggedFeedback.from_interactions(load(src_path), source=str(src_path))
             dist = pol.from_log(source, fb, method=log_method)  # type: ignore[arg-type]

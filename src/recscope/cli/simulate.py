@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import typer
 
-from recscope.cli.common import console, progress
+from recscope.cli.common import console, file_fingerprint, progress
 
 
 def simulate(
@@ -38,9 +37,8 @@ def simulate(
         update["truth"] = False
     if update:
         spec = spec.model_validate({**spec.model_dump(), **update})
-    digest = hashlib.sha256(experiment.read_bytes()).hexdigest()[:16]
     with track("simulate", config=spec.model_dump(mode="json"),
-               inputs={"experiment": digest}, out_dir=out) as run:
+               inputs={"experiment": file_fingerprint(experiment)}, out_dir=out) as run:
         with progress() as bar:
             tasks: dict[str, int] = {}
 

@@ -15,7 +15,6 @@ Contracts:
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,12 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import typer
 
-from recscope.cli.common import console, progress
+from recscope.cli.common import console, file_fingerprint, progress
 from recscope.errors import ConfigError, DataValidationError
-
-
-def _file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def train(
@@ -54,7 +49,7 @@ def train(
         task = bar.add_task("loading data", total=3)
         interactions = load(data, data_format)
         bar.update(task, advance=1, description=f"fitting {cfg.name}")
-        inputs = {"data": interactions.fingerprint(), "config": _file_hash(config)}
+        inputs = {"data": interactions.fingerprint(), "config": file_fingerprint(config)}
         with track("train", config=cfg, inputs=inputs, out_dir=out_dir.parent) as run:
             t0 = time.perf_counter()
             pipe = Pipeline(cfg).fit(interactions)
