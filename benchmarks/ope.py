@@ -2,12 +2,14 @@
 
     python benchmarks/ope.py speed [--n 1000000]   # time per estimate vs OBP, same values
     python benchmarks/ope.py obd [--runs 30]        # relative error on the Open Bandit sample
+    python benchmarks/ope.py sim [--reps 100]       # bias, RMSE, coverage in the simulator
 
 ``speed`` draws ``n`` synthetic logged rounds (10 actions, one position), saves them with
 the same reward-model predictions and action distribution, and times each estimator's
 point estimate (and a 100-resample bootstrap interval) in recscope and in the Open Bandit
 Pipeline (``obp``), which needs Python < 3.11 and so runs in its own environment
-(``OBP_PYTHON``, default ``/work/obp-venv/bin/python``; see docs/ope.md for its set-up).
+(``OBP_PYTHON``, default ``benchmarks/out/obp-venv/bin/python``, made by
+``bash benchmarks/setup_obp_env.sh``).
 ``obp`` imports torch at start-up for its neural policy learners only; this machine has
 no torch for Python 3.10, so the OBP side runs with a small stand-in ``torch`` module on
 its path (none of the estimators compared touch torch). It prints both times, their ratio
@@ -19,6 +21,15 @@ resamples of that log (reward model refitted on each: logistic regression, 3-fol
 cross-fitting with the copies of one original round kept in one fold), and compared with
 the evaluation policy's on-policy click rate.
 Heavy: run under ``flock /tmp/recscope-heavy.lock``.
+
+``sim`` validates the estimators in the simulated platform
+(:class:`recscope.ope.simulated.SimulatedHomeFeed`): ``--reps`` fresh logs of ``--n``
+top-slot home-feed requests from the built-in world's logging policy, the candidate an ALS
+component fitted on the world's click history (softmax, ``--beta``; ``inf`` is its
+deterministic top-1), against the candidate's exact true click rate. It prints bias, RMSE
+and 95% bootstrap-interval coverage per estimator, with a cross-fitted logistic reward
+model (misspecified: additive in user and item features) and with the true click
+probabilities.
 """
 
 from __future__ import annotations
@@ -43,7 +54,8 @@ from recscope.ope.policies import ActionDist, from_log, uniform  # noqa: E402
 from recscope.ope.reward import RewardModel  # noqa: E402
 from recscope.ope.synthetic import SyntheticBandit  # noqa: E402
 
-OBP_PYTHON = os.environ.get("OBP_PYTHON", "/work/obp-venv/bin/python")
+OBP_PYTHON = os.environ.get(
+    "OBP_PYTHON", str(ROOT / "benchmarks" / "out" / "obp-venv" / "bin" / "python"))  # setup_obp_env.sh
 DATA = Path(os.environ.get("RECSCOPE_DATA", ROOT.parent / "shared" / "data"))
 TAU, LAMBDA = 5.0, 10.0  # fixed Switch-DR / DR-OS hyperparameters for the like-for-like run
 OURS = ["dm", "ips", "snips", "dr", "sndr", f"switch-dr:{TAU:g}", f"dr-os:{LAMBDA:g}"]
@@ -220,6 +232,42 @@ def obd(runs: int, campaigns: list[str], estimators: list[str]) -> None:
                 print(f"  {e:<10} {a.mean():.3f} ± {a.std(ddof=1):.3f}")
 
 
+def sim(reps: int, n: int, beta: float, world_seed: int, n_bootstrap: int,
+        reward_models: list[str]) -> None:
+    """Bias, RMSE and coverage of each estimator against the simulator's true value."""
+    from recscope.ope.simulated import SimulatedHomeFeed, reward_predictions, small_world_config
+    from recscope.ope.synthetic import check_against_truth
+
+    t0 = time.perf_counter()
+    env = SimulatedHomeFeed(small_world_config(world_seed), beta=beta, seed=world_seed)
+    d = env.describe()
+    on = env.on_policy(1_000_000, np.random.default_rng(world_seed + 7))
+    print(f"world seed {world_seed}: {d['n_users']} users, {d['n_items']} pins, pool "
+          f"{d['pool_size']}; candidate {d['candidate']} softmax beta={beta:g}; "
+          f"built in {time.perf_counter() - t0:.1f}s")
+    print(f"true value {d['true_value']:.5f} (on-policy simulation of 1M requests: "
+          f"{on.mean():.5f} ± {on.std() / np.sqrt(len(on)):.5f}); logging policy "
+          f"{d['logging_value']:.5f}")
+    ests = ["dm", "ips", "clipped-ips:10", "snips", "dr", "sndr", f"switch-dr:{TAU:g}",
+            f"dr-os:{LAMBDA:g}"]
+    for kind in reward_models:
+        t1 = time.perf_counter()
+        names = [e for e in ests if kind != "none" or e in ("ips", "clipped-ips:10", "snips")]
+        res = check_against_truth(env, names, n=n, n_reps=reps, n_bootstrap=n_bootstrap,
+                                  seed=world_seed + 1, q_hat=reward_predictions(kind))
+        print(f"\nreward model {kind}: {reps} logs of {n} rounds, {n_bootstrap} bootstrap "
+              f"resamples, {time.perf_counter() - t1:.0f}s")
+        print(f"  {'estimator':<16} {'bias':>9} {'rel bias':>9} {'RMSE':>8} {'rel RMSE':>9} "
+              f"{'coverage':>9} {'bias/SE':>8}")
+        for e in res.bias:
+            sd = np.sqrt(max(res.rmse[e] ** 2 - res.bias[e] ** 2, 0.0))
+            z = res.bias[e] / (sd / np.sqrt(reps)) if sd > 0 else float("nan")
+            print(f"  {e:<16} {res.bias[e]:>9.5f} {res.bias[e] / res.truth:>9.3f} "
+                  f"{res.rmse[e]:>8.5f} {res.rmse[e] / res.truth:>9.3f} {res.coverage[e]:>9.2f} "
+                  f"{z:>8.1f}")
+        print("  (bias/SE: bias over the standard error of the mean over repetitions)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -230,9 +278,20 @@ def main() -> None:
     o.add_argument("--runs", type=int, default=30)
     o.add_argument("--campaign", action="append", default=None)
     o.add_argument("--estimator", action="append", default=None)
+    m = sub.add_parser("sim")
+    m.add_argument("--reps", type=int, default=100)
+    m.add_argument("--n", type=int, default=3000)
+    m.add_argument("--beta", type=float, default=1.5)
+    m.add_argument("--world-seed", type=int, default=0)
+    m.add_argument("--bootstrap", type=int, default=200)
+    m.add_argument("--reward-model", action="append", default=None,
+                   help="logistic, lightgbm, oracle (repeatable; default logistic, oracle)")
     args = ap.parse_args()
     if args.cmd == "speed":
         speed(args.n, args.reps)
+    elif args.cmd == "sim":
+        sim(args.reps, args.n, args.beta, args.world_seed, args.bootstrap,
+            args.reward_model or ["logistic", "oracle"])
     else:
         obd(args.runs, args.campaign or ["all", "men", "women"],
             args.estimator or ["dm", "ips", "snips", "dr", "sndr", "switch-dr", "dr-os"])

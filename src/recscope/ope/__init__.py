@@ -4,7 +4,8 @@
 model, scores, a uniform policy or another log's propensities into action distributions;
 ``estimators`` holds DM, IPS, clipped IPS, SNIPS, DR, SNDR, Switch-DR, DR-OS and the slate
 estimators (IIPS, RIPS, SIPS, cascade DR); ``reward`` the cross-fitted reward models;
-``evaluate`` runs them and returns an ``OPEResult``.
+``evaluate`` runs them and returns an ``OPEResult``. ``synthetic`` and ``simulated`` (the
+built-in world of ``recscope.sim``) check the estimators against known true values.
 """
 
 from recscope.ope.estimators import ESTIMATORS, Estimate, Estimator, make_estimator

@@ -32,6 +32,7 @@ targets.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,6 +47,7 @@ from recscope.sim.truth import window_end
 
 SURFACE = "home_feed"
 QHat = Literal["oracle", "logistic", "lightgbm", "none"]
+QHatFn = Callable[[LoggedFeedback, np.ndarray], np.ndarray]
 
 
 def small_world_config(seed: int = 0) -> WorldConfig:
@@ -179,7 +181,7 @@ class SimulatedHomeFeed:
         return (rng.random(n) < p).astype(np.float64)
 
 
-def reward_predictions(kind: QHat, seed: int = 0):  # noqa: ANN201 - returns a callable
+def reward_predictions(kind: QHat, seed: int = 0) -> QHatFn | None:
     """A ``q_hat(fb, true_q)`` for :func:`check_against_truth`.
 
     ``oracle``: the true click probabilities (DM is then unbiased); ``logistic`` /

@@ -4,10 +4,11 @@
 rewards from a logistic model, so the true value of any evaluation policy is computable.
 :class:`SyntheticSlateBandit` does the same for ranked slates with a cascade click model.
 
-:class:`GroundTruthEnvironment` is the hook for the simulator (``recscope.sim``, not built
-yet): any environment that can log feedback under a policy and report a policy's true value
-can be passed to :func:`check_against_truth`, which measures bias, RMSE and interval
-coverage of estimators over repeated logs.
+:class:`GroundTruthEnvironment` is the hook for the simulator (``recscope.sim``, used by
+:class:`recscope.ope.simulated.SimulatedHomeFeed`): any environment that can log feedback
+under a policy and report a policy's true value can be passed to
+:func:`check_against_truth`, which measures bias, RMSE and interval coverage of
+estimators over repeated logs.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from recscope.ope.policies import ActionDist, RankingPolicy
 
 
 class GroundTruthEnvironment(Protocol):
-    """What :func:`check_against_truth` needs from an environment (sim.World will fit)."""
+    """What :func:`check_against_truth` needs from an environment (see ``simulated.py``)."""
 
     def log(self, n: int, rng: np.random.Generator) -> tuple[LoggedFeedback, np.ndarray]:
         """Logged feedback from the environment's logging policy, plus true q [n, A]."""
