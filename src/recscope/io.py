@@ -1,6 +1,7 @@
 """Atomic output: write to a temporary name beside the target, then rename.
 
-A crash or an error half-way leaves no partial file behind.
+A crash or an error half-way leaves no partial file behind. Also the one TOML reader of
+the config loaders, so every config file fails the same way.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ import json
 import os
 import shutil
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from recscope.errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -104,3 +108,15 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
+
+
+def read_toml(path: str | os.PathLike[str], what: str = "config") -> dict[str, Any]:
+    """Parse a TOML file; a missing file or bad TOML raises ConfigError naming the file
+    (``what`` names the kind of file in the message: "metrics file not found")."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} file not found", file=str(p))
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", file=str(p)) from None

@@ -75,7 +75,7 @@ def run_story(out_dir: str | Path, scale: str = "default", progress: Progress | 
         timings["train_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        offline = _offline(world, train, test, comps, sz, tick("offline"))
+        offline = _offline(train, test, comps, sz, tick("offline"))
         timings["offline_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -148,7 +148,7 @@ def _stack_lists(comps: dict[str, Any], stack: dict[str, str], users: np.ndarray
                        traces={"retrieval": cand, "ranking": ranked})
 
 
-def _offline(world: Any, train: Any, test: Any, comps: dict[str, Any], sz: dict[str, Any],
+def _offline(train: Any, test: Any, comps: dict[str, Any], sz: dict[str, Any],
              progress: Callable[[int, int], None]) -> dict[str, Any]:
     from recscope.data.rankings import Relevance
     from recscope.offline import evaluate

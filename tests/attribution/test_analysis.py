@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -117,3 +118,23 @@ def test_cli_writes_json_with_shares_and_interactions(tmp_path: Path) -> None:
                           "--component", "nosuch", "--out-dir", str(tmp_path)],
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "'nosuch' not in the data" in bad.stderr
+
+
+def test_wide_format_with_one_column_per_component(tmp_path: Path) -> None:
+    a, e, _ = _factorial(tmp_path)
+    con = duckdb.connect()
+    wide = con.sql(
+        "SELECT unit_id, max(CASE WHEN layer = 'retriever' THEN variant END) AS retriever, "
+        "max(CASE WHEN layer = 'ranker' THEN variant END) AS ranker, 'x' AS variant "
+        f"FROM read_parquet('{a}') GROUP BY unit_id").to_arrow_table()
+    long_res = attribute(a, e, parse_config(CONFIG), components=["retriever", "ranker"])
+    wide_res = attribute(wide, e, parse_config(CONFIG), components=["retriever", "ranker"])
+    # unit 0 (listed twice in the long table) is only excluded in the long format
+    assert long_res.data_checks["units"] == wide_res.data_checks["units"] == 4000
+    assert (long_res.data_checks["units_excluded"], wide_res.data_checks["units_excluded"]) == (
+        1, 0)
+    with pytest.raises(ConfigError, match="name the layer column"):
+        attribute(wide, e, parse_config(CONFIG))
+    with pytest.raises(DataValidationError, match="'search' not in columns"):
+        attribute(wide, e, parse_config(CONFIG), components=["retriever", "search"])
+    assert set(wide_res.metrics["ctr"]["components"]) == {"retriever", "ranker"}

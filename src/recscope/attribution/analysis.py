@@ -2,7 +2,9 @@
 
 Input is a factorial experiment in the experiments package's format: an assignments table
 with one row per unit and *layer* (each layer randomises one component on or off, the
-control value meaning "off") and one or more events tables. The engine pivots the layers
+control value meaning "off"), or one row per unit with one column per component (the
+"wide" format ``recscope simulate`` writes; name the columns as ``components``), and one
+or more events tables. The engine pivots the layers
 into one cell per unit (a bit mask), then the experiments package's SQL computes per-cell
 sufficient statistics of every metric; Python sees 2^K rows per metric.
 """
@@ -134,19 +136,50 @@ def _cells_sql(a: Table, config: AnalysisConfig, layer: str, components: Sequenc
     return sel.from_(src).where(in_layers).group_by(col(c.unit, "s"))
 
 
+def _wide_cells_sql(a: Table, config: AnalysisConfig, layer: str, components: Sequence[str],
+                    exposure: str | None) -> exp.Select:
+    """Cells from one column per component (value != control means on); a unit whose rows
+    disagree gets NULL (excluded and counted)."""
+    del layer  # the wide format has no layer column
+    c = config
+    bits: exp.Expression = lit(0)
+    for j, name in enumerate(components):
+        on = exp.Case(ifs=[exp.If(this=exp.NEQ(this=col(name, "s"), expression=lit(c.control)),
+                                  true=lit(1 << j))], default=lit(0))
+        bits = exp.Add(this=bits, expression=on)
+    inner = exp.select(exp.alias_(col(c.unit, "s"), c.unit), exp.alias_(bits, "b"))
+    if exposure:
+        inner = inner.select(exp.alias_(col(exposure, "s"), exposure))
+    src = exp.Subquery(this=exp.select("*").from_(a.expr.copy()), alias=q("s")) \
+        if not isinstance(a.expr, exp.Table) else a.expr.copy().as_("s")
+    lo, hi = exp.Min(this=col("b", "w")), exp.Max(this=col("b", "w"))
+    sel = exp.select(exp.alias_(col(c.unit, "w"), c.unit), exp.alias_(
+        exp.Case(ifs=[exp.If(this=exp.EQ(this=lo, expression=hi), true=lo.copy())]), CELL))
+    if exposure:
+        sel = sel.select(exp.alias_(exp.Min(this=col(exposure, "w")), exposure))
+    return sel.from_(exp.Subquery(this=inner.from_(src), alias=q("w"))).group_by(
+        col(c.unit, "w"))
+
+
 def attribute(assignments: Source, events: Source | Sequence[Source], config: AnalysisConfig,
               *, layer: str = "layer", components: Sequence[str] | None = None,
               engine: str | Engine = "duckdb", n_boot: int = 4000, seed: int = 0,
               show_sql: Callable[[str], None] | None = None) -> AttributionResult:
     """Decompose each metric's full-stack effect over the components (layers) of a 2^K
-    factorial experiment; see the module docstring for the input format."""
+    factorial experiment; see the module docstring for the input formats."""
     eng = make_engine(engine) if isinstance(engine, str) else engine
     a_tbl = eng.table(assignments, source_name(assignments))
-    for column, key in ((layer, "layer"), (config.unit, "unit"), (config.variant, "variant")):
+    for column, key in ((config.unit, "unit"), (config.variant, "variant")):
         if column not in a_tbl.columns:
             raise ConfigError(f"column {column!r} not found in {a_tbl.name} "
                               f"(columns: {', '.join(a_tbl.columns)})", key=key,
                               file=config.source)
+    wide = layer not in a_tbl.columns
+    if wide and not components:
+        raise ConfigError(f"column {layer!r} not found in {a_tbl.name} (columns: "
+                          f"{', '.join(a_tbl.columns)}): name the layer column, or the "
+                          "component columns of a one-row-per-unit table", key="layer",
+                          file=config.source)
     executed: list[str] = []
 
     def run(sql: str) -> list[dict[str, Any]]:
@@ -155,14 +188,19 @@ def attribute(assignments: Source, events: Source | Sequence[Source], config: An
             show_sql(sql)
         return eng.execute(sql)
 
-    present = [str(r["l"]) for r in run(
-        exp.select(exp.alias_(col(layer), "l")).distinct().from_(a_tbl.expr.copy())
-        .order_by(col(layer)).sql(eng.dialect))]
+    if wide:
+        present = [c for c in a_tbl.columns if c not in (config.unit, config.variant)]
+        where = f"columns of {a_tbl.name}"
+    else:
+        present = [str(r["l"]) for r in run(
+            exp.select(exp.alias_(col(layer), "l")).distinct().from_(a_tbl.expr.copy())
+            .order_by(col(layer)).sql(eng.dialect))]
+        where = "the data (layers: " + ", ".join(present) + ")"
     comps = list(components) if components else present
     missing = [c for c in comps if c not in present]
     if missing:
-        raise DataValidationError(f"component layer {missing[0]!r} not in the data (layers: "
-                                  f"{', '.join(present)})", file=a_tbl.name, column=layer)
+        raise DataValidationError(f"component {missing[0]!r} not in {where}", file=a_tbl.name,
+                                  column=None if wide else layer)
     if not 1 <= len(comps) <= 6:
         raise ConfigError(f"attribution needs 1 to 6 component layers, got {len(comps)}",
                           key="components")
@@ -172,7 +210,8 @@ def attribute(assignments: Source, events: Source | Sequence[Source], config: An
                               key=f"metrics.{m.name}", file=config.source)
     exposure = config.exposure or next(
         (n for n in ("first_exposure_ts", "exposure_ts") if n in a_tbl.columns), None)
-    cells_sel = _cells_sql(a_tbl, config, layer, comps, exposure)
+    cells_sel = (_wide_cells_sql if wide else _cells_sql)(a_tbl, config, layer, comps,
+                                                          exposure)
     cols = {config.unit: a_tbl.columns[config.unit], CELL: "BIGINT"}
     if exposure:
         cols[exposure] = a_tbl.columns[exposure]

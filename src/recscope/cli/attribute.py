@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.syntax import Syntax
 
-from recscope.cli.common import console, file_fingerprint, progress
+from recscope.cli.common import console, experiment_inputs, print_sql, progress
 
 
 def attribute(
@@ -42,8 +41,7 @@ def attribute(
     from recscope.tracking import track
 
     config = load_config(metrics)
-    inputs = {"assignments": file_fingerprint(assignments),
-              **{f"events{i}": file_fingerprint(e) for i, e in enumerate(events)}}
+    inputs = experiment_inputs(assignments, events)
     with track("attribute", config={**config.to_dict(), "layer": layer,
                                     "components": component or [], "bootstrap": n_boot,
                                     "seed": seed}, inputs=inputs, out_dir=out_dir) as run:
@@ -52,8 +50,7 @@ def attribute(
             result = run_attribution(
                 assignments, events, config, layer=layer, components=component or None,
                 engine=make_engine(engine, database=database), n_boot=n_boot, seed=seed,
-                show_sql=(lambda sql: console.print(Syntax(sql, "sql", word_wrap=True)))
-                if show_sql else None)
+                show_sql=print_sql if show_sql else None)
             bar.update(task, advance=1)
         console.print(result.rich_table())
         run.log_metrics({f"{m}.{c}.share": v["share"]

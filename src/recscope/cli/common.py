@@ -14,8 +14,14 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.syntax import Syntax
 
 console = Console()
+
+
+def print_sql(sql: str) -> None:
+    """Print one SQL statement, highlighted (the ``--show-sql`` option of the commands)."""
+    console.print(Syntax(sql, "sql", word_wrap=True))
 
 
 def progress() -> Progress:
@@ -39,3 +45,9 @@ def file_fingerprint(source: str | Path) -> str:
             for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:16]
+
+
+def experiment_inputs(assignments: str, events: list[str]) -> dict[str, str]:
+    """Lineage fingerprints of an experiment's assignment and event tables."""
+    return {"assignments": file_fingerprint(assignments),
+            **{f"events{i}": file_fingerprint(e) for i, e in enumerate(events)}}

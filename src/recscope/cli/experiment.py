@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.syntax import Syntax
 
-from recscope.cli.common import console, file_fingerprint, progress
+from recscope.cli.common import console, experiment_inputs, print_sql, progress
 
 app = typer.Typer(help="Analyse online experiments (warehouse-native, on DuckDB or Spark).",
                   no_args_is_help=True)
@@ -35,11 +34,7 @@ def analyze(
     from recscope.tracking import track
 
     config = load_config(metrics)
-    inputs = {"assignments": file_fingerprint(assignments),
-              **{f"events{i}": file_fingerprint(e) for i, e in enumerate(events)}}
-
-    def printer(sql: str) -> None:
-        console.print(Syntax(sql, "sql", word_wrap=True))
+    inputs = experiment_inputs(assignments, events)
 
     with track("experiment.analyze", config=config.to_dict(), inputs=inputs,
                out_dir=out_dir) as run:
@@ -47,7 +42,7 @@ def analyze(
             task = bar.add_task(f"analysing on {engine}", total=1)
             eng = make_engine(engine, database=database)
             card = run_analysis(assignments, events, config, engine=eng,
-                                show_sql=printer if show_sql else None)
+                                show_sql=print_sql if show_sql else None)
             bar.update(task, advance=1)
         console.print(card.rich_table())
         run.log_metrics({"srm_p_value": card.srm["p_value"],

@@ -232,9 +232,7 @@ class Interactions:
     # ------------------------------------------------------------------ conversions
     def to_csr(self, weights: Weights = "binary") -> sp.csr_matrix:
         """User × item matrix: 1 per pair (binary), summed ``value``, or interaction counts."""
-        if weights == "binary":
-            data = np.ones(len(self), dtype=np.float32)
-        elif weights == "count":
+        if weights in ("binary", "count"):
             data = np.ones(len(self), dtype=np.float32)
         elif weights == "value":
             data = self.column("value").astype(np.float32)

@@ -18,13 +18,13 @@ metric over the ``D`` days before exposure, for CUPED / regression adjustment.
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from recscope.errors import ConfigError
+from recscope.io import read_toml
 
 MetricKind = Literal["mean", "proportion", "ratio", "count_distinct", "quantile"]
 KINDS: tuple[str, ...] = ("mean", "proportion", "ratio", "count_distinct", "quantile")
@@ -146,14 +146,7 @@ _METRIC_KEYS = {"kind", "column", "numerator", "denominator", "q", "window", "fi
 
 def load_config(path: str | Path) -> AnalysisConfig:
     """Parse a metrics TOML file (format in docs/experiments.md)."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError("metrics file not found", file=str(p))
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"invalid TOML: {exc}", file=str(p)) from exc
-    return parse_config(data, source=str(p))
+    return parse_config(read_toml(path, "metrics"), source=str(Path(path)))
 
 
 def parse_config(data: Mapping[str, Any], source: str | None = None) -> AnalysisConfig:

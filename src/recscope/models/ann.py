@@ -142,9 +142,7 @@ class ANNRetriever(Component):
         self._check_fitted()
         assert self._users_vec is not None and self._popularity is not None
         users = np.asarray(users, dtype=np.int32)
-        if isinstance(exclude, str) and exclude != "train":
-            raise ValueError(f"exclude must be 'train', a CSR matrix or None, not {exclude!r}")
-        mask = self._seen if isinstance(exclude, str) else exclude
+        mask = self._exclusion_mask(exclude)
         items = np.full((len(users), k), -1, dtype=np.int32)
         scores = np.full((len(users), k), -np.inf, dtype=np.float32)
         cold = self.cold_users(users)

@@ -305,15 +305,19 @@ class Component(Stage):
         """Scores of valid candidate items [n, m]; override when cheaper than all items."""
         return np.take_along_axis(self._scores(users), items, axis=1)
 
+    def _exclusion_mask(self, exclude: sp.csr_matrix | str | None) -> sp.csr_matrix | None:
+        """The CSR matrix of items to remove for ``exclude`` ("train", a CSR matrix, None)."""
+        if isinstance(exclude, str) and exclude != "train":
+            raise ValueError(f"exclude must be 'train', a CSR matrix or None, not {exclude!r}")
+        return self._seen if isinstance(exclude, str) else exclude
+
     def recommend(self, users: np.ndarray, k: int, *, exclude: sp.csr_matrix | str | None = "train",
                   batch_size: int = 2048) -> RankedLists:
         """Top-``k`` over the catalogue; ``exclude="train"`` removes items seen in training,
         a CSR matrix removes its non-zeros, ``None`` removes nothing."""
         self._check_fitted()
         users = np.asarray(users, dtype=np.int32)
-        if isinstance(exclude, str) and exclude != "train":
-            raise ValueError(f"exclude must be 'train', a CSR matrix or None, not {exclude!r}")
-        mask = self._seen if isinstance(exclude, str) else exclude
+        mask = self._exclusion_mask(exclude)
         items = np.full((len(users), k), -1, dtype=np.int32)
         scores = np.full((len(users), k), -np.inf, dtype=np.float32)
         for start in range(0, len(users), batch_size):

@@ -25,13 +25,13 @@ key (``retrievers.0.params.l2``) and the file.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import ConfigDict, Field, ValidationError
 
 from recscope.errors import ConfigError
+from recscope.io import read_toml
 from recscope.models.base import ComponentConfig, ComponentSpec, get_component
 from recscope.models.union import UnionMember, member_names
 
@@ -110,14 +110,7 @@ def parse_config(data: dict[str, Any], *, file: str | None = None) -> PipelineCo
 
 def load_config(path: str | Path) -> PipelineConfig:
     """Read and validate a pipeline TOML file."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError("config file not found", file=str(p))
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=str(p)) from None
-    return parse_config(data, file=str(p))
+    return parse_config(read_toml(path), file=str(Path(path)))
 
 
 __all__ = ["PipelineConfig", "RerankSpec", "check_config", "load_config", "parse_config",

@@ -7,7 +7,6 @@ are errors (:class:`recscope.errors.ConfigError` names the key and the file).
 
 from __future__ import annotations
 
-import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recscope.errors import ConfigError
+from recscope.io import read_toml
 
 SURFACES: tuple[str, ...] = ("home_feed", "related", "search")
 
@@ -203,11 +203,6 @@ def load_world_config(path: str | Path | None = None, **overrides: Any) -> World
     file = None
     if path is not None:
         file = str(path)
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError("config file not found", file=file) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"not valid TOML: {exc}", file=file) from None
+        data = read_toml(path)
     data.update({k: v for k, v in overrides.items() if v is not None})
     return parse_world_config(data, file=file)

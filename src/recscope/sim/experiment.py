@@ -33,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from recscope.errors import ConfigError
 from recscope.experiments.assignment import HOLDOUT, Experiment, Holdout, assign
-from recscope.experiments.metrics import AnalysisConfig, load_config, parse_config
-from recscope.io import write_json, write_parquet, write_text
+from recscope.experiments.metrics import load_config, parse_config
+from recscope.io import read_toml, write_json, write_parquet, write_text
 from recscope.report import HtmlReport, Result
 from recscope.sim.config import WorldConfig, load_world_config
 from recscope.sim.environment import Environment, SimConfig
@@ -174,13 +174,7 @@ def parse_experiment(data: dict[str, Any], *, file: str | None = None) -> Experi
 def load_experiment(path: str | Path) -> ExperimentSpec:
     """Read an experiment TOML file; relative paths inside are relative to the file."""
     p = Path(path)
-    if not p.exists():
-        raise ConfigError("experiment file not found", file=str(p))
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", file=str(p)) from None
-    spec = parse_experiment(data, file=str(p))
+    spec = parse_experiment(read_toml(p, "experiment"), file=str(p))
     base = p.resolve().parent
 
     def rel(x: str | None) -> str | None:
@@ -505,13 +499,6 @@ def _assignment_table(design: Design, units: np.ndarray, first: np.ndarray) -> p
         for x, v in zip(design.layers, design.user_variants, strict=True):
             cols[x.name] = pa.array(v[units].tolist(), pa.string())
     return pa.table(cols)
-
-
-def analysis_config(metrics_text: str, variant: str = "variant") -> AnalysisConfig:
-    """The analysis config of a metrics TOML text, with another variant column."""
-    data = tomllib.loads(metrics_text)
-    data["variant"] = variant
-    return parse_config(data)
 
 
 def unit_totals(assignments: pa.Table, events: pa.Table, columns: list[str],

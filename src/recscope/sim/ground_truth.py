@@ -182,7 +182,6 @@ def replay_cells(env: Environment, policies: Sequence[Any], state: SimState, *, 
     end_us = env.start_us + (state.day + days) * _DAY_US
     lr = (env.start_us + (state.day + horizon - 7) * _DAY_US,
           env.start_us + (state.day + horizon) * _DAY_US)
-    done = 0
     for c, name in enumerate(cell_names):
         arm = np.full(n_users, c, dtype=np.int64)
 
@@ -198,6 +197,5 @@ def replay_cells(env: Environment, policies: Sequence[Any], state: SimState, *, 
             short[m.name][name] = metric_value(short_ev, units, exposure, m, n_users)
             if long_run_days:
                 long[m.name][name] = metric_value(ev, units, exposure, m, n_users, calendar=lr)
-        done += 1
     return GroundTruth(list(cell_names), [m.name for m in metrics], short, long,
                        list(components), int(units.size), days, long_run_days)
