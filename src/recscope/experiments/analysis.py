@@ -167,8 +167,6 @@ def analyze(assignments: Source, events: Source | Sequence[Source], config: Anal
             show_sql(sql)
         return eng.execute(sql)
 
-    if eng.dialect == "duckdb":  # a near-free pass there (dictionary-encoded strings)
-        plan.use_variant_values([r["v"] for r in run(plan.variants_sql())])
     all_rows = run(plan.stats_sql())
     n_seg = len(config.segments)
     overall = [r for r in all_rows if all(r[f"g{i}"] == 1 for i in range(n_seg))]

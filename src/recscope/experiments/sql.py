@@ -112,27 +112,7 @@ class Plan:
         for t in self.events:
             self._need(t, c.unit, "unit")
         self.metrics = [self._plan_metric(i, m) for i, m in enumerate(c.metrics)]
-        self.variant_values: list[object] | None = None
         self._canonicalise()
-
-    def variants_sql(self) -> str:
-        """The distinct values of the variant column (for :meth:`use_variant_values`)."""
-        v = col(self.config.variant, "s")
-        return (exp.select(exp.alias_(v, "v")).distinct()
-                .from_(_aliased(self.assignments.expr, "s")).sql(self.dialect))
-
-    def use_variant_values(self, values: Sequence[object]) -> None:
-        """Check conflicts on integer codes of these variant values (all the column's
-        distinct values) instead of on the strings: the per-unit MIN/MAX of the variant
-        is then an integer aggregate, about a third of DuckDB's cost for strings. Values
-        other than strings and integers, or more than 1,000 of them, keep the strings. A
-        value absent from ``values`` would count as no variant, so pass the values of the
-        same data."""
-        vals = [x for x in values if x is not None]
-        ok = all(isinstance(x, str) or (isinstance(x, int) and not isinstance(x, bool))
-                 for x in vals)
-        self.variant_values = (sorted(vals, key=lambda x: (type(x).__name__, x))  # type: ignore[arg-type, return-value]
-                               if ok and len(vals) <= 1000 else None)
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -321,20 +301,11 @@ class Plan:
 
     def _assign_cte(self, needed: list[str]) -> exp.Select:
         c = self.config
-        if self.variant_values is None:
-            lo, hi = exp.Min(this=col(c.variant, "s")), exp.Max(this=col(c.variant, "s"))
-            value: exp.Expression = lo.copy()
-        else:
-            code = exp.Case(ifs=[exp.If(this=exp.EQ(this=col(c.variant, "s"),
-                                                    expression=lit(x)), true=lit(i))
-                                 for i, x in enumerate(self.variant_values)])
-            lo, hi = exp.Min(this=code), exp.Max(this=code.copy())
-            value = exp.Case(this=lo.copy(), ifs=[exp.If(this=lit(i), true=lit(x))
-                                                  for i, x in enumerate(self.variant_values)])
+        lo, hi = exp.Min(this=col(c.variant, "s")), exp.Max(this=col(c.variant, "s"))
         same = exp.EQ(this=lo.copy(), expression=hi.copy())
         sel = exp.select(
             exp.alias_(col(c.unit, "s"), "u"),
-            exp.alias_(exp.Case(ifs=[exp.If(this=same.copy(), true=value)]), "v"),
+            exp.alias_(exp.Case(ifs=[exp.If(this=same.copy(), true=lo.copy())]), "v"),
             exp.alias_(exp.Case(ifs=[exp.If(this=exp.Is(this=lo.copy(), expression=exp.Null()),
                                             true=lit(0)),
                                      exp.If(this=same.copy(), true=lit(1))], default=lit(2)),
