@@ -24,7 +24,7 @@ from recscope.errors import ConfigError, DataValidationError
 from recscope.experiments import stats as xstats
 from recscope.experiments.engines import Engine, Source, make_engine, source_name
 from recscope.experiments.metrics import AnalysisConfig
-from recscope.experiments.sql import MetricPlan, Plan, Table, col, lit, q
+from recscope.experiments.sql import MetricPlan, Plan, Table, aliased, col, lit, q
 from recscope.report import HtmlReport, Result
 
 CELL = "recscope_cell"
@@ -131,8 +131,7 @@ def _cells_sql(a: Table, config: AnalysisConfig, layer: str, components: Sequenc
     if exposure:
         sel = sel.select(exp.alias_(exp.Min(this=col(exposure, "s")), exposure))
     in_layers = exp.In(this=col(layer, "s"), expressions=[lit(n) for n in components])
-    src = exp.Subquery(this=exp.select("*").from_(a.expr.copy()), alias=q("s")) \
-        if not isinstance(a.expr, exp.Table) else a.expr.copy().as_("s")
+    src = aliased(a.expr, "s")
     return sel.from_(src).where(in_layers).group_by(col(c.unit, "s"))
 
 
@@ -150,8 +149,7 @@ def _wide_cells_sql(a: Table, config: AnalysisConfig, layer: str, components: Se
     inner = exp.select(exp.alias_(col(c.unit, "s"), c.unit), exp.alias_(bits, "b"))
     if exposure:
         inner = inner.select(exp.alias_(col(exposure, "s"), exposure))
-    src = exp.Subquery(this=exp.select("*").from_(a.expr.copy()), alias=q("s")) \
-        if not isinstance(a.expr, exp.Table) else a.expr.copy().as_("s")
+    src = aliased(a.expr, "s")
     lo, hi = exp.Min(this=col("b", "w")), exp.Max(this=col("b", "w"))
     sel = exp.select(exp.alias_(col(c.unit, "w"), c.unit), exp.alias_(
         exp.Case(ifs=[exp.If(this=exp.EQ(this=lo, expression=hi), true=lo.copy())]), CELL))

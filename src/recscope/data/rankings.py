@@ -118,18 +118,20 @@ class Relevance:
     def from_pairs(cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
                    grades: np.ndarray | None = None) -> Relevance:
         """From (user, item[, grade]) index pairs; duplicated pairs keep the largest grade."""
-        data = np.ones(len(users)) if grades is None else np.asarray(grades, dtype=np.float64)
-        m = sp.coo_matrix((data, (users, items)), shape=(n_users, n_items)).tocsr()
+        users = np.asarray(users, dtype=np.int64)
+        items = np.asarray(items, dtype=np.int64)
+        shape = (n_users, n_items)
         if grades is None:
-            m.data[:] = 1.0
-        else:
-            m = sp.coo_matrix((data, (users, items)), shape=(n_users, n_items))
-            order = np.lexsort((m.data, m.col, m.row))
-            r, c, d = m.row[order], m.col[order], m.data[order]
-            last = np.ones(len(r), dtype=bool)
-            last[:-1] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
-            m = sp.csr_matrix((d[last], (r[last], c[last])), shape=(n_users, n_items))
-        return cls.from_csr(m, graded=grades is not None)
+            m = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=shape)
+            m.data[:] = 1.0  # duplicated pairs were summed
+            return cls.from_csr(m)
+        g = np.asarray(grades, dtype=np.float64)
+        order = np.lexsort((g, items, users))  # the largest grade of a pair comes last
+        r, c, d = users[order], items[order], g[order]
+        last = np.ones(len(r), dtype=bool)
+        last[:-1] = (r[1:] != r[:-1]) | (c[1:] != c[:-1])
+        return cls.from_csr(sp.csr_matrix((d[last], (r[last], c[last])), shape=shape),
+                            graded=True)
 
     def to_csr(self) -> sp.csr_matrix:
         data = self.grades if self.grades is not None else np.ones(len(self.indices))

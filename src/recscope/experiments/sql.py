@@ -79,7 +79,7 @@ def _num(value: object, default: float = float("nan")) -> float:
     return default if value is None else float(value)  # type: ignore[arg-type]
 
 
-def _aliased(table: exp.Expression, alias: str) -> exp.Table:
+def aliased(table: exp.Expression, alias: str) -> exp.Table:
     """``table AS alias`` for a table name or a table function."""
     t = table.copy() if isinstance(table, exp.Table) else exp.Table(this=table.copy())
     t.set("alias", exp.TableAlias(this=q(alias)))
@@ -317,7 +317,7 @@ class Plan:
         for name in needed:
             if self._origin[name][0] == "a":
                 sel = sel.select(exp.alias_(self._agg[name].copy(), name))
-        return sel.from_(_aliased(self.assignments.expr, "s")).group_by(col(c.unit, "s"))
+        return sel.from_(aliased(self.assignments.expr, "s")).group_by(col(c.unit, "s"))
 
     def _events_cte(self, k: int, needed: list[str], only: set[int] | None
                     ) -> exp.Select | None:
@@ -331,7 +331,7 @@ class Plan:
         needs_join = any(self._window(mp.metric) is not None or mp.metric.cuped_days
                          for mp in self.metrics
                          if mp.table == k and (only is None or mp.index in only))
-        sel = sel.from_(_aliased(t.expr, "e"))
+        sel = sel.from_(aliased(t.expr, "e"))
         if needs_join:
             sel = sel.join(exp.to_table("a"), on=exp.EQ(this=col(unit, "e"),
                                                          expression=col("u", "a")))
