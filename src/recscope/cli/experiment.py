@@ -1,4 +1,4 @@
-"""``recscope experiment ...`` commands (analyze)."""
+"""``recscope experiment ...`` commands (analyze, power)."""
 
 from __future__ import annotations
 
@@ -55,3 +55,68 @@ def analyze(
                 card.save(path)
                 run.log_artifact(path)
                 console.print(f"scorecard written to {path}")
+
+
+@app.command()
+def power(
+    units: str = typer.Option(..., "--units", help="Historical units table (unit column and "
+                              "the metrics' covariates): Parquet/CSV path or table:NAME."),
+    events: list[str] = typer.Option(..., "--events", help="Events table (repeatable)."),
+    metrics: Path = typer.Option(..., "--metrics", help="Metrics TOML file (as for analyze)."),
+    engine: str = typer.Option("duckdb", "--engine", help="duckdb or spark."),
+    database: str | None = typer.Option(None, "--database",
+                                        help="DuckDB database file for table:NAME sources."),
+    history_variant: str | None = typer.Option(
+        None, "--history-variant", help="Use only the units whose variant column (from the "
+        "metrics file) has this value, e.g. a past experiment's control."),
+    alpha: float | None = typer.Option(None, "--alpha", help="Two-sided level of the whole "
+                                       "family (default: the metrics file's, 0.05)."),
+    power_target: float = typer.Option(0.8, "--power", help="Target power."),
+    variants: int = typer.Option(2, "--variants", help="Arms including the control; with "
+                                 "more than 2, alpha is split over the comparisons."),
+    treatment_share: float | None = typer.Option(
+        None, "--treatment-share", help="Share of units in all treatment arms together "
+        "(default: equal arms)."),
+    units_per_day: float | None = typer.Option(None, "--units-per-day",
+                                               help="New units entering the experiment per "
+                                               "day."),
+    days: list[float] | None = typer.Option(None, "--days", help="Duration to give the MDE "
+                                            "for (repeatable; needs --units-per-day; default "
+                                            "7 14 21 28)."),
+    mde: list[float] | None = typer.Option(None, "--mde", help="Relative effect to size the "
+                                           "experiment for, 0.02 = 2% (repeatable)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON."),
+    html_out: Path | None = typer.Option(None, "--html", help="Write the result as HTML."),
+    show_sql: bool = typer.Option(False, "--show-sql", help="Print the SQL that runs."),
+    out_dir: Path = typer.Option(Path("recscope-out"), "--out-dir",
+                                 help="Folder of the local tracking store."),
+) -> None:
+    """Plan an experiment from historical data: per metric, the minimum detectable effect
+    and the sample size for given effects, with and without CUPED."""
+    from recscope.experiments.design import Design, log_metrics, power_analysis
+    from recscope.experiments.engines import make_engine
+    from recscope.experiments.metrics import load_config
+    from recscope.tracking import track
+
+    config = load_config(metrics)
+    design = Design(alpha=alpha, power=power_target, arms=variants,
+                    treatment_share=treatment_share, units_per_day=units_per_day,
+                    days=tuple(days or ()), mde=tuple(mde or ()))
+    inputs = experiment_inputs(units, events)
+    with track("experiment.power", config={**config.to_dict(), "design": vars(design),
+                                           "history_variant": history_variant},
+               inputs=inputs, out_dir=out_dir) as run:
+        with progress() as bar:
+            task = bar.add_task(f"planning on {engine}", total=1)
+            eng = make_engine(engine, database=database)
+            result = power_analysis(units, events, config, design, engine=eng,
+                                    only_variant=history_variant,
+                                    show_sql=print_sql if show_sql else None)
+            bar.update(task, advance=1)
+        console.print(result.rich_table())
+        run.log_metrics(log_metrics(result))
+        for path in (json_out, html_out):
+            if path is not None:
+                result.save(path)
+                run.log_artifact(path)
+                console.print(f"power analysis written to {path}")

@@ -4,7 +4,9 @@ The query has three steps, all run by the engine:
 
 1. ``a``: one row per assigned unit (variant, first exposure, covariates, segments); units
    seen in more than one variant get a NULL variant, so they form their own group in the
-   final pass, which counts them (``n_conflicts``) instead of any variant.
+   final pass, which counts them (``n_conflicts``) instead of any variant. When a first,
+   cheap query (:meth:`Plan.duplicates_sql`) finds one row per unit, ``a`` reads the rows
+   as they are: no GROUP BY, one hash table less.
 2. ``e<k>``: per-unit aggregates of each events table (windows relative to exposure,
    filters), then ``u``: the per-unit variables, with zeros for units without events.
 3. per variant (and segment): count, means, variances and covariances of the variables.
@@ -113,6 +115,8 @@ class Plan:
             self._need(t, c.unit, "unit")
         self.metrics = [self._plan_metric(i, m) for i, m in enumerate(c.metrics)]
         self._canonicalise()
+        self.one_row_per_unit = False
+        """Set when :meth:`duplicates_sql` found no unit in two assignment rows."""
 
     # -- checks ---------------------------------------------------------------------------
 
@@ -286,7 +290,7 @@ class Plan:
                     if origin[0] == "e":
                         self._agg[name] = agg
                     else:
-                        self._agg[name] = _double(exp.Min(this=col(column, "s")))
+                        self._agg[name] = _double(col(column, "s"))
                 self.canon[name] = seen[key]
         self._order = {c: i for i, c in enumerate(dict.fromkeys(self.canon.values()))}
 
@@ -301,23 +305,38 @@ class Plan:
 
     def _assign_cte(self, needed: list[str]) -> exp.Select:
         c = self.config
-        lo, hi = exp.Min(this=col(c.variant, "s")), exp.Max(this=col(c.variant, "s"))
-        same = exp.EQ(this=lo.copy(), expression=hi.copy())
-        sel = exp.select(
-            exp.alias_(col(c.unit, "s"), "u"),
-            exp.alias_(exp.Case(ifs=[exp.If(this=same.copy(), true=lo.copy())]), "v"),
-            exp.alias_(exp.Case(ifs=[exp.If(this=exp.Is(this=lo.copy(), expression=exp.Null()),
-                                            true=lit(0)),
-                                     exp.If(this=same.copy(), true=lit(1))], default=lit(2)),
-                       "nv"))
+        per_unit = self.one_row_per_unit
+        variant = col(c.variant, "s")
+
+        def first(e: exp.Expression) -> exp.Expression:
+            return e if per_unit else exp.Min(this=e)
+
+        if per_unit:
+            v: exp.Expression = variant
+            nv: exp.Expression = exp.Case(ifs=[exp.If(
+                this=exp.Is(this=variant.copy(), expression=exp.Null()), true=lit(0))],
+                default=lit(1))
+        else:
+            lo, hi = exp.Min(this=variant), exp.Max(this=variant.copy())
+            same = exp.EQ(this=lo.copy(), expression=hi)
+            v = exp.Case(ifs=[exp.If(this=same.copy(), true=lo.copy())])
+            nv = exp.Case(ifs=[exp.If(this=exp.Is(this=lo.copy(), expression=exp.Null()),
+                                      true=lit(0)),
+                               exp.If(this=same, true=lit(1))], default=lit(2))
+        sel = exp.select(exp.alias_(col(c.unit, "s"), "u"), exp.alias_(v, "v"),
+                         exp.alias_(nv, "nv"))
         if self.exposure:
-            sel = sel.select(exp.alias_(exp.Min(this=col(self.exposure, "s")), "x_ts"))
+            sel = sel.select(exp.alias_(first(col(self.exposure, "s")), "x_ts"))
         for i, s in enumerate(c.segments):
-            sel = sel.select(exp.alias_(exp.Min(this=col(s, "s")), f"s{i}"))
+            sel = sel.select(exp.alias_(first(col(s, "s")), f"s{i}"))
         for name in needed:
             if self._origin[name][0] == "a":
-                sel = sel.select(exp.alias_(self._agg[name].copy(), name))
-        return sel.from_(aliased(self.assignments.expr, "s")).group_by(col(c.unit, "s"))
+                value = self._agg[name].copy()  # CAST(column AS DOUBLE)
+                if not per_unit:
+                    value.set("this", exp.Min(this=value.this))
+                sel = sel.select(exp.alias_(value, name))
+        sel = sel.from_(aliased(self.assignments.expr, "s"))
+        return sel if per_unit else sel.group_by(col(c.unit, "s"))
 
     def _events_cte(self, k: int, needed: list[str], only: set[int] | None
                     ) -> exp.Select | None:
@@ -380,6 +399,18 @@ class Plan:
         return Moments(float(_num(row["n"])), mean, cov)
 
     # -- queries --------------------------------------------------------------------------
+
+    def duplicates_sql(self) -> str:
+        """How many units have more than one assignment row (``n``).
+
+        Cheaper than the GROUP BY with variant checks it lets the main query skip: with no
+        duplicate, set :attr:`one_row_per_unit` and ``a`` becomes a plain scan.
+        """
+        unit = col(self.config.unit, "s")
+        dup = (exp.select(unit).from_(aliased(self.assignments.expr, "s")).group_by(unit.copy())
+               .having(exp.GT(this=exp.Count(this=exp.Star()), expression=lit(1))))
+        return (exp.select(exp.alias_(exp.Count(this=exp.Star()), "n"))
+                .from_(dup.subquery("d")).sql(self.dialect))
 
     def stats_sql(self, segments: bool = True) -> str:
         """Count, means and covariances of each metric's variables per variant and, in the
