@@ -78,3 +78,25 @@ def test_spark_matches_duckdb(spark: object, files: tuple[str, str]) -> None:
     spk = analyze(assign, "table:exp_events", cfg, engine=SparkEngine(spark))
     _close(duck, spk)
     assert any(r["cuped"] for r in spk.results)
+
+
+def test_spark_power_analysis_matches_duckdb(spark: object, files: tuple[str, str]) -> None:
+    """The design command's history statistics (windows, pre-period CUPED, ratios) are
+    the same on Spark."""
+    from recscope.experiments.design import Design, power_analysis
+    from recscope.experiments.engines import SparkEngine
+
+    assign, events = files
+    cfg = parse_config(tomllib.loads(TOML))
+    design = Design(units_per_day=100, days=(7,), mde=(0.1,))
+    duck = power_analysis(assign, events, cfg, design, engine="duckdb").to_dict()
+    spk = power_analysis(assign, events, cfg, design, engine=SparkEngine(spark)).to_dict()
+    compared = 0
+    for key in ("metrics", "mde", "sample_size"):
+        assert len(duck[key]) == len(spk[key]) > 0, key
+        for ra, rb in zip(duck[key], spk[key], strict=True):
+            for k, va in ra.items():
+                if isinstance(va, float) and math.isfinite(va):
+                    assert rb[k] == pytest.approx(va, rel=1e-9, abs=1e-12), (key, k)
+                    compared += 1
+    assert compared > 20
