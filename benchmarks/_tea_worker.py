@@ -20,7 +20,8 @@ def main() -> None:
     con = duckdb.connect()
     if job.get("threads"):
         con.execute(f"SET threads = {int(job['threads'])}")
-    con.execute(f"SET memory_limit = '{job['memory_limit']}'")
+    if job.get("memory_limit"):
+        con.execute(f"SET memory_limit = '{job['memory_limit']}'")
     t0 = time.perf_counter()
     aggs = ", ".join(f"{expr} AS {name}" for name, expr in job["unit_columns"].items())
     rel = con.sql(

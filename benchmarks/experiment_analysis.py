@@ -89,7 +89,7 @@ def generate(units: int, per_unit: int, folder: Path, seed: int = 0,
     return a_path, e_path
 
 
-def floor(events: Path, threads: int | None, memory_limit: str) -> float:
+def floor(events: Path, threads: int | None, memory_limit: str | None) -> float:
     """One bare GROUP BY pass over the events (results consumed inside DuckDB).
 
     Sums are of DOUBLEs, DuckDB's fastest sum (integer sums go through 128-bit integers).
@@ -104,7 +104,7 @@ def floor(events: Path, threads: int | None, memory_limit: str) -> float:
 
 
 def recscope_run(assignments: Path, events: Path, threads: int | None,
-                 memory_limit: str) -> tuple[float, list[dict]]:
+                 memory_limit: str | None) -> tuple[float, list[dict]]:
     metrics = {name: {**spec, "covariates": ["pre_activity"], "test": "t"}
                for name, spec in METRICS.items()}
     cfg = parse_config({"unit": "unit_id", "variant": "variant", "control": "control",
@@ -116,7 +116,7 @@ def recscope_run(assignments: Path, events: Path, threads: int | None,
 
 
 def tea_run(python: Path, assignments: Path, events: Path, threads: int | None,
-            memory_limit: str) -> dict | None:
+            memory_limit: str | None) -> dict | None:
     if not python.exists():
         print(f"tea-tasting skipped: {python} missing (run benchmarks/setup_tea_env.sh)")
         return None
@@ -147,7 +147,8 @@ def main() -> None:
     ap.add_argument("--units", type=int, default=10_000_000)
     ap.add_argument("--events-per-unit", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--memory-limit", default="8GB")
+    ap.add_argument("--memory-limit", default=None,
+                    help="DuckDB memory_limit for all three (default: DuckDB's, 80%% of RAM)")
     ap.add_argument("--tea-python", type=Path, default=OUT / "tea-venv" / "bin" / "python")
     ap.add_argument("--repeat", type=int, default=1, help="runs per pipeline (best taken)")
     args = ap.parse_args()

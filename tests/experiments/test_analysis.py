@@ -137,6 +137,30 @@ def test_exposure_log_with_repeated_rows_equals_one_row_per_unit(
             assert a[k] == pytest.approx(b[k], rel=1e-12, abs=1e-12), k
 
 
+def test_proportion_is_right_with_and_without_negative_values() -> None:
+    """A proportion reuses the per-unit SUM only when its column has no negative value:
+    a unit with events -5 and +1 has a positive value (MAX > 0), though its sum is < 0."""
+    rng = np.random.default_rng(5)
+    n = 400
+    assign = pd.DataFrame({"user_id": np.arange(n), "variant": rng.choice(["control", "t"], n)})
+    who = rng.integers(0, n, 3000)
+    events = pd.DataFrame({"user_id": who, "clicks": rng.integers(0, 2, 3000),
+                           "delta": rng.choice([-5.0, 0.0, 1.0], 3000)})
+    cfg = parse_config({"unit": "user_id", "metrics": {
+        "clickers": {"kind": "proportion", "column": "clicks"},
+        "gainers": {"kind": "proportion", "column": "delta"}}})
+    card = analyze(assign, events, cfg)
+    unit_sql = card.sql[1].split("e0 AS")[1]
+    assert 'SUM(CAST("e"."clicks"' in unit_sql and 'MAX(CAST("e"."delta"' in unit_sql
+    per_unit = events.groupby("user_id").agg(c=("clicks", "max"), d=("delta", "max"))
+    full = assign.join(per_unit, on="user_id").fillna(0.0)
+    for metric, column in (("clickers", "c"), ("gainers", "d")):
+        want = (full[column] > 0).groupby(full["variant"]).mean()
+        row = next(r for r in card.results if r["metric"] == metric)
+        assert row["control_mean"] == pytest.approx(want["control"], abs=1e-12)
+        assert row["treatment_mean"] == pytest.approx(want["t"], abs=1e-12)
+
+
 def test_srm_banner(experiment: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     assign, events = experiment
     skew = pd.concat([assign, assign[assign.variant == "t1"].assign(

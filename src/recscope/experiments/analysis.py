@@ -167,7 +167,7 @@ def analyze(assignments: Source, events: Source | Sequence[Source], config: Anal
             show_sql(sql)
         return eng.execute(sql)
 
-    plan.one_row_per_unit = run(plan.duplicates_sql())[0]["n"] == 0
+    plan.apply_checks(run(plan.checks_sql())[0])
     all_rows = run(plan.stats_sql())
     n_seg = len(config.segments)
     overall = [r for r in all_rows if all(r[f"g{i}"] == 1 for i in range(n_seg))]
