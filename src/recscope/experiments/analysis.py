@@ -12,7 +12,7 @@ from rich.table import Table as RichTable
 
 from recscope.errors import DataValidationError
 from recscope.experiments import stats
-from recscope.experiments.engines import Engine, Source, make_engine, source_name
+from recscope.experiments.engines import Engine, Source, open_tables
 from recscope.experiments.metrics import AnalysisConfig
 from recscope.experiments.sql import MetricPlan, Plan
 from recscope.report import HtmlReport, Result
@@ -150,14 +150,7 @@ def analyze(assignments: Source, events: Source | Sequence[Source], config: Anal
     exposure, covariates, segments). ``events``: one or more tables of per-unit events or
     per-unit values. ``show_sql`` receives every SQL statement before it runs.
     """
-    eng = make_engine(engine) if isinstance(engine, str) else engine
-    ev_sources = [events] if not isinstance(events, list | tuple) else list(events)
-    a_tbl = eng.table(assignments, source_name(assignments))
-    names: list[str] = []
-    for s in ev_sources:
-        n = source_name(s)
-        names.append(n if n not in names else f"{n}#{len(names)}")
-    ev_tbls = [eng.table(s, n) for s, n in zip(ev_sources, names, strict=True)]
+    eng, a_tbl, ev_tbls = open_tables(engine, assignments, events)
     plan = Plan(config, a_tbl, ev_tbls, eng.dialect)
     executed: list[str] = []
 

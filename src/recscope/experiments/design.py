@@ -37,7 +37,7 @@ from sqlglot import exp
 
 from recscope.errors import ConfigError, DataValidationError
 from recscope.experiments import stats
-from recscope.experiments.engines import Engine, Source, make_engine, source_name
+from recscope.experiments.engines import Engine, Source, open_tables
 from recscope.experiments.metrics import AnalysisConfig
 from recscope.experiments.sql import Plan, Table, aliased, col, lit, q
 from recscope.report import HtmlReport, Result
@@ -386,14 +386,7 @@ def power_analysis(units: Source, events: Source | Sequence[Source], config: Ana
     alpha = design.alpha if design.alpha is not None else config.alpha
     if design.power <= alpha:
         raise ConfigError("power must exceed alpha", key="power")
-    eng = make_engine(engine) if isinstance(engine, str) else engine
-    ev_sources = [events] if not isinstance(events, list | tuple) else list(events)
-    u_tbl = eng.table(units, source_name(units))
-    names: list[str] = []
-    for s in ev_sources:
-        n = source_name(s)
-        names.append(n if n not in names else f"{n}#{len(names)}")
-    ev_tbls = [eng.table(s, n) for s, n in zip(ev_sources, names, strict=True)]
+    eng, u_tbl, ev_tbls = open_tables(engine, units, events)
     h_tbl, arm = history_table(u_tbl, config, only_variant)
     cfg = dataclasses.replace(config, variant=arm, control=HISTORY, variants=None,
                               weights=None, segments=(), sequential=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -162,3 +163,17 @@ def make_engine(name: str, *, database: str | None = None, session: Any = None) 
             raise ConfigError("--database applies to the duckdb engine only", key="engine")
         return SparkEngine(session)
     raise ConfigError(f"unknown engine {name!r} (expected duckdb or spark)", key="engine")
+
+
+def open_tables(engine: str | Engine, main: Source, events: Source | Sequence[Source]
+                ) -> tuple[Engine, Table, list[Table]]:
+    """The engine, and its tables for a main source (assignments or units) and one or more
+    events sources (a name repeated among the events gets ``#<position>``)."""
+    eng = make_engine(engine) if isinstance(engine, str) else engine
+    ev_sources = [events] if not isinstance(events, list | tuple) else list(events)
+    names: list[str] = []
+    for s in ev_sources:
+        n = source_name(s)
+        names.append(n if n not in names else f"{n}#{len(names)}")
+    return (eng, eng.table(main, source_name(main)),
+            [eng.table(s, n) for s, n in zip(ev_sources, names, strict=True)])
