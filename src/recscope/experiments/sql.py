@@ -93,6 +93,10 @@ def _is_numeric(type_name: str) -> bool:
     return any(t.startswith(n) for n in _NUMERIC)
 
 
+def _is_unsigned(type_name: str) -> bool:
+    return _is_numeric(type_name) and type_name.upper().startswith("U")
+
+
 class Plan:
     """Checks a config against the tables' schemas and builds the queries."""
 
@@ -247,7 +251,7 @@ class Plan:
             value = _double(value)
         inner = value if cond is None else exp.Case(ifs=[exp.If(this=cond.copy(), true=value)])
         if m.kind == "proportion":
-            nonneg = (type_name.startswith(("BOOL", "U"))
+            nonneg = (type_name.startswith("BOOL") or _is_unsigned(type_name)
                       or (t.name, column) in self.nonnegative)
             agg = exp.Sum(this=inner) if nonneg else exp.Max(this=inner)
             return _double(exp.Case(ifs=[exp.If(this=exp.GT(this=agg, expression=lit(0)),
@@ -413,7 +417,7 @@ class Plan:
             if mp.metric.kind == "proportion" and mp.table is not None:
                 t = self.events[mp.table]
                 type_name = t.columns[mp.metric.value_columns[0]].upper()
-                if _is_numeric(type_name) and not type_name.startswith("U"):
+                if _is_numeric(type_name) and not _is_unsigned(type_name):
                     out[(mp.table, mp.metric.value_columns[0])] = None
         return list(out)
 
