@@ -3,6 +3,7 @@ CUPED's sqrt(1 - rho^2), engine moments against numpy, and the CLI contract."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tomllib
@@ -128,8 +129,15 @@ def test_proportion_power_uses_the_shifted_rate_like_statsmodels(p: float, n1: i
         0.8, abs=1e-9)
     n = units_per_arm(e, var, ratio=ratio, proportion=p)
     assert n == pytest.approx(n1, rel=1e-8)
-    assert e > min_detectable_effect(var, n1, n1 * ratio) if p < 0.5 else True
-    # a rate that cannot be reached: no MDE
+    # the treatment's Bernoulli variance is larger than the control's below 0.5
+    assert (e > min_detectable_effect(var, n1, n1 * ratio)) == (p < 0.5)
+    # a rate that cannot be reached: no MDE, no sample size; no variance: no MDE
+    assert math.isnan(units_per_arm(0.18, 0.09, proportion=0.9, test="t"))
+    assert math.isnan(units_per_arm(-0.15, 0.09, proportion=0.1))
+    assert math.isnan(min_detectable_effect(0.0, 100, 100))
+    # the t power's far lower tail, where scipy's nctdtr gives NaN, counts as 0
+    assert power(0.0925, 0.9075 * 0.0925, 400, 400, alpha=0.05 / 6, test="t",
+                 proportion=0.9075) == pytest.approx(1.0, abs=1e-3)
     assert math.isnan(min_detectable_effect(0.01 * 0.99, 3, 3, proportion=0.99, test="t"))
 
 
@@ -147,6 +155,8 @@ def test_simulated_power_at_the_planned_mde_is_the_target(planned: PowerAnalysis
     value, conv = row["value"], row["conversion"]
     n = value["n_control"]
     assert n == value["n_treatment"] == 500
+    alpha = planned.settings["alpha_per_comparison"]  # the level analyze's Holm reaches
+    assert alpha == pytest.approx(0.05 / 2)
     cfg = parse_config({"metrics": {"m": {"kind": "mean", "column": "y"}}})
     rng = np.random.default_rng(11)
     sims = 1000
@@ -159,17 +169,17 @@ def test_simulated_power_at_the_planned_mde_is_the_target(planned: PowerAnalysis
             r = compare_moments("m", "t", stats.Moments.from_data(np.c_[yc, xc]),
                                 stats.Moments.from_data(np.c_[yt + shift, xt]),
                                 (0, None), covs, cfg, "t")
-            hits[key] += r["p_value"] < 0.05
+            hits[key] += r["p_value"] < alpha
         # the proportion: the planted effect raises the conversion probability
         ct = (rng.random(n) < P_CONV + conv["mde"]).astype(float)
         c = stats.compare(stats.estimate(stats.Moments.from_data(cc), (0, None)),
                           stats.estimate(stats.Moments.from_data(ct), (0, None)))
-        hits["conversion"] += c.p_value < 0.05
+        hits["conversion"] += c.p_value < alpha
     print({k: h / sims for k, h in hits.items()})
     for key, h in hits.items():
         assert 0.75 <= h / sims <= 0.85, (key, h / sims)
     # and half the MDE is clearly underpowered (the test can fail)
-    half = power(value["mde"] / 2, planned.metrics[0]["var"], n, n, test="t")
+    half = power(value["mde"] / 2, planned.metrics[0]["var"], n, n, alpha=alpha, test="t")
     assert half < 0.3
 
 
@@ -197,6 +207,7 @@ def test_cuped_mde_shrinks_by_sqrt_one_minus_rho_squared(
 def test_sample_sizes_reach_the_power_and_days_follow_traffic(
         planned: PowerAnalysis) -> None:
     var = {m["metric"]: (m["var"], m["var_cuped"], m["baseline"]) for m in planned.metrics}
+    alpha = planned.settings["alpha_per_comparison"]
     assert len(planned.sample_size) == 4
     for s in planned.sample_size:
         v, vc, base = var[s["metric"]]
@@ -204,8 +215,10 @@ def test_sample_sizes_reach_the_power_and_days_follow_traffic(
         assert s["effect"] == pytest.approx(s["rel_effect"] * base)
         for suffix, vv in (("", v), ("_cuped", vc)):
             n = s[f"n_control{suffix}"]
-            assert power(s["effect"], vv, n, n, test="t", proportion=prop) >= 0.8
-            assert power(s["effect"], vv, n - 1, n - 1, test="t", proportion=prop) < 0.8
+            assert power(s["effect"], vv, n, n, alpha=alpha, test="t",
+                         proportion=prop) >= 0.8
+            assert power(s["effect"], vv, n - 1, n - 1, alpha=alpha, test="t",
+                         proportion=prop) < 0.8
             assert s[f"units{suffix}"] == 2 * n or s[f"units{suffix}"] == 2 * n - 1
             assert s[f"days{suffix}"] == math.ceil(s[f"units{suffix}"] / 500)
 
@@ -215,7 +228,8 @@ def test_several_arms_split_alpha_and_unequal_allocation(
     units, events = history
     cfg = parse_config(tomllib.loads(HISTORY_TOML))
     res = power_analysis(units, events, cfg, Design(arms=3, treatment_share=0.6, mde=(0.1,)))
-    assert res.settings["alpha_per_comparison"] == pytest.approx(0.025)
+    # analyze corrects (Holm) across 2 metrics x 2 treatment arms
+    assert res.settings["alpha_per_comparison"] == pytest.approx(0.05 / 4)
     assert res.settings["control_share"] == pytest.approx(0.4)
     assert res.settings["treatment_share_per_arm"] == pytest.approx(0.3)
     assert any("Bonferroni" in n for n in res.notes)
@@ -223,14 +237,17 @@ def test_several_arms_split_alpha_and_unequal_allocation(
     row = res.mde[0]
     assert (row["n_control"], row["n_treatment"]) == (24_000, 18_000)
     assert row["mde"] == pytest.approx(min_detectable_effect(
-        m["var"], 24_000, 18_000, alpha=0.025, test="t"), rel=1e-12)
+        m["var"], 24_000, 18_000, alpha=0.0125, test="t"), rel=1e-12)
     s = res.sample_size[0]
     assert abs(s["n_treatment"] - 0.75 * s["n_control"]) <= 1
-    assert power(s["effect"], m["var"], s["n_control"], s["n_treatment"], alpha=0.025,
+    assert power(s["effect"], m["var"], s["n_control"], s["n_treatment"], alpha=0.0125,
                  test="t") >= 0.8
     assert power(s["effect"], m["var"], s["n_control"] - 1, s["n_treatment"] - 1,
-                 alpha=0.025, test="t") < 0.8
+                 alpha=0.0125, test="t") < 0.8
     assert s["days"] is None  # no traffic given
+    no_correction = dataclasses.replace(cfg, correction="none")
+    res = power_analysis(units, events, no_correction, Design(arms=3, mde=(0.1,)))
+    assert res.settings["alpha_per_comparison"] == pytest.approx(0.05)
 
 
 # -- engine moments: windows, filters, ratio, pre-period CUPED against numpy -----------------------

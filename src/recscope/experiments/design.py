@@ -15,9 +15,13 @@ would remove with the metric's configured covariates. From those it derives
 
 each with and without CUPED. Means, proportions and distinct counts are powered for the
 two-sample t test (as statsmodels' ``TTestIndPower``), ratio metrics for the z test of the
-delta method (``NormalIndPower``), matching the test ``analyze`` runs. With several
-treatment arms sharing one control, each comparison is planned at ``alpha / (arms - 1)``
-(Bonferroni), which bounds the family-wise error the analysis' Holm correction controls.
+delta method (``NormalIndPower``), matching the test ``analyze`` runs. ``analyze``
+corrects its p-values across every metric and treatment arm (``correction``, Holm by
+default), so each comparison is planned at ``alpha / (metrics x (arms - 1))``
+(Bonferroni): a test that reaches that level is rejected by Holm and by
+Benjamini-Hochberg too, so the planned power holds under the analysis' correction. With
+``correction = "none"`` each comparison is planned at ``alpha``. Segments, which the
+analysis also corrects across, are not part of the plan.
 """
 
 from __future__ import annotations
@@ -39,14 +43,12 @@ from recscope.errors import ConfigError, DataValidationError
 from recscope.experiments import stats
 from recscope.experiments.engines import Engine, Source, open_tables
 from recscope.experiments.metrics import AnalysisConfig
-from recscope.experiments.sql import Plan, Table, aliased, col, lit, q
+from recscope.experiments.sql import Plan, Table, aliased, col, is_numeric, lit, q
 from recscope.report import HtmlReport, Result
 
 HISTORY = "history"
 """The constant variant every unit of the history gets."""
 DEFAULT_DAYS = (7.0, 14.0, 21.0, 28.0)
-_NUMERIC = ("TINYINT", "SMALLINT", "INT", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL",
-            "REAL", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "LONG", "SHORT", "BYTE")
 
 
 # -- power formulas ------------------------------------------------------------------------
@@ -56,7 +58,10 @@ def _treatment_var(var: float, effect: float, proportion: float | None) -> float
     the control's scaled by ``(p + effect)(1 - p - effect) / (p (1 - p))``."""
     if proportion is None or not 0 < proportion < 1:
         return var
-    pt = min(max(proportion + effect, 0.0), 1.0)
+    pt = proportion + effect
+    if not -1e-12 <= pt <= 1 + 1e-12:
+        return math.nan  # a rate outside [0, 1]: no such effect
+    pt = min(max(pt, 0.0), 1.0)  # rounding at the bounds
     return var * pt * (1 - pt) / (proportion * (1 - proportion))
 
 
@@ -73,6 +78,8 @@ def power(effect: float, var: float, n_control: float, n_treatment: float, *,
     (``TTestIndPower``). Both rejection regions are counted.
     """
     var_t = _treatment_var(var, effect, proportion)
+    if math.isnan(var_t):
+        return math.nan
     se2 = var / n_control + var_t / n_treatment
     if se2 <= 0:
         return 1.0 if effect != 0 else alpha
@@ -84,7 +91,10 @@ def power(effect: float, var: float, n_control: float, n_treatment: float, *,
     if df <= 0:
         return math.nan
     crit = float(special.stdtrit(df, 1 - alpha / 2))
-    return float(1.0 - special.nctdtr(df, nc, crit) + special.nctdtr(df, nc, -crit))
+    lower = float(special.nctdtr(df, nc, -crit))
+    if math.isnan(lower):  # scipy gives NaN deep in the far tail (e.g. nc 6.4, -2.6)
+        lower = 0.0
+    return float(1.0 - special.nctdtr(df, nc, crit) + lower)
 
 
 def _z_guess(alpha: float, target: float) -> float:
@@ -95,9 +105,10 @@ def min_detectable_effect(var: float, n_control: float, n_treatment: float, *,
                           alpha: float = 0.05, target: float = 0.8, test: str = "z",
                           proportion: float | None = None) -> float:
     """Smallest positive absolute effect detected with probability ``target`` (see
-    :func:`power`; for a proportion, NaN when no rate up to 1 is detectable)."""
+    :func:`power`; NaN for a metric without variance, and for a proportion when no rate
+    up to 1 is detectable)."""
     if var <= 0:
-        return 0.0
+        return math.nan
     if test == "t" and n_control + n_treatment <= 2:
         return math.nan
     se = math.sqrt(var * (1.0 / n_control + 1.0 / n_treatment))
@@ -122,9 +133,9 @@ def units_per_arm(effect: float, var: float, *, ratio: float = 1.0, alpha: float
     ``target``, the treatment arm being ``ratio`` times as large (see :func:`power`)."""
     if effect == 0:
         raise ValueError("effect must be non-zero")
-    if var <= 0:
-        return math.nan
     var_t = _treatment_var(var, effect, proportion)
+    if var <= 0 or math.isnan(var_t):
+        return math.nan  # no variance, or a proportion pushed outside [0, 1]
 
     def gap(n: float) -> float:
         return power(effect, var, n, n * ratio, alpha=alpha, test=test,
@@ -191,9 +202,11 @@ class Design:
         t = self.treatment_share if self.treatment_share is not None else k / self.arms
         return 1.0 - t, t / k
 
-    def alpha_per_comparison(self, alpha: float) -> float:
-        """Bonferroni: the family's alpha split over the treatment-vs-control tests."""
-        return alpha / (self.arms - 1)
+    def alpha_per_comparison(self, alpha: float, metrics: int = 1,
+                             correction: str = "holm") -> float:
+        """Bonferroni over the family ``analyze`` corrects across (every metric and
+        treatment arm), or ``alpha`` when it does not correct."""
+        return alpha if correction == "none" else alpha / (metrics * (self.arms - 1))
 
     def horizons(self) -> tuple[float, ...]:
         if self.units_per_day is None:
@@ -359,14 +372,21 @@ def history_table(units: Table, config: AnalysisConfig, only_variant: str | None
                               f"table {units.name} (columns: {', '.join(units.columns)})",
                               key="history_variant", file=config.source)
         value: object = only_variant
-        if units.columns[vcol].upper().startswith(_NUMERIC):
-            try:
-                value = float(only_variant) if "." in only_variant else int(only_variant)
-            except ValueError:
-                raise ConfigError(f"column {vcol!r} is numeric; {only_variant!r} is not a "
-                                  "number", key="history_variant") from None
+        if is_numeric(units.columns[vcol]):
+            value = _number(only_variant, vcol)
         sel = sel.where(exp.EQ(this=col(vcol, "h"), expression=lit(value)))
     return Table(units.name, exp.Subquery(this=sel), {**units.columns, arm: "VARCHAR"}), arm
+
+
+def _number(text: str, column: str) -> int | float:
+    """A variant value typed for a numeric column (``7``, ``7.5``, ``1e3``)."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    raise ConfigError(f"column {column!r} is numeric; {text!r} is not a number",
+                      key="history_variant")
 
 
 # -- the analysis ------------------------------------------------------------------------------
@@ -399,11 +419,12 @@ def power_analysis(units: Source, events: Source | Sequence[Source], config: Ana
         raise DataValidationError("no units in the history" + (
             f" with {config.variant} = {only_variant!r}" if only_variant is not None else ""),
             file=u_tbl.name)
-    a_cmp = design.alpha_per_comparison(alpha)
+    a_cmp = design.alpha_per_comparison(alpha, len(config.metrics), config.correction)
     share_c, share_t = design.shares
     ratio = share_t / share_c
     n_hist = float(row["n"])
-    notes = _notes(design, alpha, a_cmp, share_c, share_t)
+    notes = _notes(design, alpha, a_cmp, share_c, share_t, len(config.metrics),
+                   config.correction)
     if only_variant is None and config.variant in u_tbl.columns:
         notes.append(f"The units table has the variant column {config.variant!r}, but no "
                      "history variant was chosen: every unit is history, whatever its "
@@ -499,16 +520,18 @@ def _sample_size_row(metric: str, rel: float, summary: dict[str, float], a_cmp: 
     return out
 
 
-def _notes(design: Design, alpha: float, a_cmp: float, share_c: float, share_t: float
-           ) -> list[str]:
-    k = design.arms - 1
+def _notes(design: Design, alpha: float, a_cmp: float, share_c: float, share_t: float,
+           metrics: int, correction: str) -> list[str]:
+    k = (design.arms - 1) * metrics
     out = [f"Two-sided tests at alpha = {alpha:g}, power {design.power:.0%}; "
            f"allocation {share_c:.0%} control, {share_t:.0%} per treatment arm."]
-    if k > 1:
-        out.append(f"{k} treatment arms share one control: each comparison is planned at "
-                   f"alpha / {k} = {a_cmp:.4g} (Bonferroni).")
-    out.append("Means, proportions and distinct counts: two-sample t test; ratios: z test "
-               "(delta method). The treatment arm is assumed to have the history's per-unit "
+    if correction != "none" and k > 1:
+        out.append(f"analyze corrects ({correction}) across {metrics} metric(s) x "
+                   f"{design.arms - 1} treatment arm(s): each comparison is planned at "
+                   f"alpha / {k} = {a_cmp:.4g} (Bonferroni), so its power holds under "
+                   "that correction (segments are not counted).")
+    out.append("Two-sample t test unless a metric sets test = \"z\" (ratios: z test, delta "
+               "method). The treatment arm is assumed to have the history's per-unit "
                "variance (proportions: the Bernoulli variance at the shifted rate); MDEs "
                "are increases, relative to the history's mean.")
     if design.units_per_day is not None:

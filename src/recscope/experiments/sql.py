@@ -88,13 +88,14 @@ def aliased(table: exp.Expression, alias: str) -> exp.Table:
     return t
 
 
-def _is_numeric(type_name: str) -> bool:
+def is_numeric(type_name: str) -> bool:
+    """Whether an engine type name (DuckDB or Spark) is a number type."""
     t = type_name.upper()
     return any(t.startswith(n) for n in _NUMERIC)
 
 
 def _is_unsigned(type_name: str) -> bool:
-    return _is_numeric(type_name) and type_name.upper().startswith("U")
+    return is_numeric(type_name) and type_name.upper().startswith("U")
 
 
 class Plan:
@@ -207,7 +208,7 @@ class Plan:
     # -- query pieces ---------------------------------------------------------------------
 
     def _epoch(self, e: exp.Expression, type_name: str) -> exp.Expression:
-        return _double(e) if _is_numeric(type_name) else exp.TimeToUnix(this=e)
+        return _double(e) if is_numeric(type_name) else exp.TimeToUnix(this=e)
 
     def _window_cond(self, t: Table, m: Metric, window: tuple[float, float] | None
                      ) -> exp.Expression | None:
@@ -247,7 +248,7 @@ class Plan:
         value: exp.Expression = col(column, "e")
         type_name = t.columns[column].upper()
         if m.kind in ("mean", "ratio", "quantile") or type_name.startswith("BOOL") or (
-                m.kind == "proportion" and _is_numeric(type_name)):
+                m.kind == "proportion" and is_numeric(type_name)):
             value = _double(value)
         inner = value if cond is None else exp.Case(ifs=[exp.If(this=cond.copy(), true=value)])
         if m.kind == "proportion":
@@ -417,7 +418,7 @@ class Plan:
             if mp.metric.kind == "proportion" and mp.table is not None:
                 t = self.events[mp.table]
                 type_name = t.columns[mp.metric.value_columns[0]].upper()
-                if _is_numeric(type_name) and not _is_unsigned(type_name):
+                if is_numeric(type_name) and not _is_unsigned(type_name):
                     out[(mp.table, mp.metric.value_columns[0])] = None
         return list(out)
 
