@@ -148,7 +148,10 @@ def analyze(assignments: Source, events: Source | Sequence[Source], config: Anal
 
     ``assignments``: one row per unit (``config.unit``, ``config.variant``, optional first
     exposure, covariates, segments). ``events``: one or more tables of per-unit events or
-    per-unit values. ``show_sql`` receives every SQL statement before it runs.
+    per-unit values. ``show_sql`` receives every SQL statement before it runs. A first,
+    cheap statement checks the assignments (one row per unit?) and the proportions'
+    columns (no negative value?) to simplify the main one, so the inputs must not change
+    while the analysis runs.
     """
     eng, a_tbl, ev_tbls = open_tables(engine, assignments, events)
     plan = Plan(config, a_tbl, ev_tbls, eng.dialect)
