@@ -357,8 +357,8 @@ def semisynth(scales: list[tuple[int, int]], n_logs: int, truth_n: int, seed: in
                 paired.append(env.on_policy(n, np.random.default_rng([seed, n, j, 1]))[0])
                 dist = env.target(fb)
                 w = dist.logged(fb) / fb.pscore
-                floors.append((oracle_errors(fb, np.ones(n), runs).mean(),
-                               oracle_errors(fb, w, runs).mean()))
+                floors.append((oracle_errors(fb, np.ones(n), runs, OBD_SEED + j).mean(),
+                               oracle_errors(fb, w, runs, OBD_SEED + j).mean()))
                 vals = resampled_estimates(fb, dist, estimators, runs=runs, seed=OBD_SEED + j,
                                            on_resample=lambda _b, t=task: bar.advance(t))
                 for e in estimators:
