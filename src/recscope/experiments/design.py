@@ -83,10 +83,9 @@ def power(effect: float, var: float, n_control: float, n_treatment: float, *,
     se2 = var / n_control + var_t / n_treatment
     if se2 <= 0:
         return 1.0 if effect != 0 else alpha
-    nc = abs(effect) / math.sqrt(se2)
     if test == "z":
-        crit = float(-special.ndtri(alpha / 2))
-        return float(special.ndtr(nc - crit) + special.ndtr(-nc - crit))
+        return stats.power(effect, math.sqrt(se2), alpha=alpha)
+    nc = abs(effect) / math.sqrt(se2)
     df = n_control + n_treatment - 2.0
     if df <= 0:
         return math.nan

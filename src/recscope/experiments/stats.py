@@ -223,21 +223,6 @@ def mde(var_control: float, n_control: float, var_treatment: float, n_treatment:
                         2 * z * se, xtol=1e-14 * se))
 
 
-def sample_size(var: float, effect: float, *, alpha: float = 0.05, power_target: float = 0.8,
-                ratio: float = 1.0) -> int:
-    """Control-arm size needed to detect ``effect`` (treatment arm is ``ratio`` times it)."""
-    if effect == 0:
-        raise ValueError("effect must be non-zero")
-
-    def gap(n: float) -> float:
-        return power(effect, math.sqrt(var / n + var / (n * ratio)), alpha=alpha) - power_target
-
-    hi = 2.0
-    while gap(hi) < 0:
-        hi *= 2
-    return math.ceil(brentq(gap, hi / 2 if hi > 2 else 1e-9, hi, xtol=1e-9) - 1e-9)
-
-
 def msprt(effect: np.ndarray | float, var: np.ndarray | float, tau2: float,
           alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Normal-mixture SPRT: (confidence-sequence half width, likelihood ratio) at each look.
