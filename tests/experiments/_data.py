@@ -1,9 +1,14 @@
-"""A small synthetic experiment with raw, timestamped events (shared by the tests)."""
+"""Test data shared by the experiments tests: a small synthetic experiment with raw,
+timestamped events, and the Hillstrom experiment as Parquet with a unit id."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+
+from tests.conftest import data_path
 
 T0 = pd.Timestamp("2026-01-01", tz="UTC")
 
@@ -80,3 +85,12 @@ kind = "quantile"
 column = "revenue"
 q = 0.5
 """
+
+
+def hillstrom_parquet(folder: Path) -> tuple[pd.DataFrame, Path]:
+    """The Hillstrom experiment with a ``uid`` row number, and its copy as Parquet."""
+    h = pd.read_csv(data_path("hillstrom", "hillstrom.csv"))
+    h.insert(0, "uid", np.arange(len(h)))
+    path = folder / "h.parquet"
+    h.to_parquet(path)
+    return h, path

@@ -16,8 +16,7 @@ from recscope.errors import ConfigError, DataValidationError
 from recscope.experiments import stats
 from recscope.experiments.analysis import RESULT_KEYS, Scorecard, analyze, compare_moments
 from recscope.experiments.metrics import parse_config
-from tests.conftest import data_path
-from tests.experiments._data import TOML, make_experiment
+from tests.experiments._data import TOML, hillstrom_parquet, make_experiment
 
 
 @pytest.fixture(scope="module")
@@ -278,10 +277,7 @@ def test_cli_error_is_one_line_and_exit_code_2(tmp_path: Path, monkeypatch: pyte
 
 @pytest.mark.data
 def test_hillstrom_end_to_end_matches_statsmodels(tmp_path: Path) -> None:
-    h = pd.read_csv(data_path("hillstrom", "hillstrom.csv"))
-    h.insert(0, "uid", np.arange(len(h)))
-    path = tmp_path / "h.parquet"
-    h.to_parquet(path)
+    h, path = hillstrom_parquet(tmp_path)
     cfg = parse_config({"unit": "uid", "variant": "segment", "control": "No E-Mail",
                         "metrics": {"spend": {"kind": "mean", "column": "spend"},
                                     "visit": {"kind": "proportion", "column": "visit",

@@ -27,8 +27,7 @@ from recscope.experiments.design import (
     units_per_arm,
 )
 from recscope.experiments.metrics import parse_config
-from tests.conftest import data_path
-from tests.experiments._data import TOML, make_experiment
+from tests.experiments._data import TOML, hillstrom_parquet, make_experiment
 
 RHO = 0.6
 SLOPE, NOISE_SHAPE, NOISE_SCALE = math.sqrt(4.5), 2.0, 2.0  # y = 10 + 2.12 x + Gamma(2, 2)
@@ -402,10 +401,7 @@ def test_cli_errors_are_one_line_and_exit_code_2(
 
 @pytest.mark.data
 def test_hillstrom_variance_reduction_is_the_squared_correlation(tmp_path: Path) -> None:
-    h = pd.read_csv(data_path("hillstrom", "hillstrom.csv"))
-    h.insert(0, "uid", np.arange(len(h)))
-    path = tmp_path / "h.parquet"
-    h.to_parquet(path)
+    h, path = hillstrom_parquet(tmp_path)
     cfg = parse_config({"unit": "uid", "variant": "segment", "control": "No E-Mail",
                         "metrics": {k: {"kind": "proportion" if k != "spend" else "mean",
                                         "column": k, "covariates": ["history"]}
