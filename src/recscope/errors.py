@@ -54,3 +54,13 @@ class ConfigError(RecscopeError, ValueError):
             where.append(f"key {key!r}")
         prefix = ", ".join(where)
         super().__init__(f"{prefix}: {problem}" if prefix else problem)
+
+
+class OutputError(RecscopeError, OSError):
+    """An output location cannot be used (a file where a folder is expected, a folder that
+    holds files recscope did not write, no permission); names the path."""
+
+    def __init__(self, problem: str, *, path: str) -> None:
+        self.problem = problem
+        self.path = path
+        super().__init__(f"output {path}: {problem}")

@@ -19,47 +19,141 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from recscope.errors import ConfigError
+from recscope.errors import ConfigError, OutputError
+
+
+MANIFEST = ".recscope-manifest.json"
+"""The file in each output folder that lists the names recscope wrote there."""
+
+
+def _abs(path: str | os.PathLike[str]) -> Path:
+    return Path(os.path.abspath(path))
+
+
+def _owned(folder: Path) -> set[str]:
+    """Names recscope wrote in ``folder`` (from its manifest; empty when there is none)."""
+    try:
+        return set(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+
+
+def _write_manifest(folder: Path, names: set[str]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f"{MANIFEST}.", suffix=".tmp", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump({"written_by": "recscope", "files": sorted(names)}, fh, indent=1)
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, folder / MANIFEST)
+
+
+def _make_parent(target: Path) -> None:
+    parent = target.parent
+    for p in [parent, *parent.parents]:
+        if p.exists() and not p.is_dir():
+            raise OutputError("is a file, so it cannot hold outputs", path=str(p))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder: {exc.strerror}", path=str(parent)) from None
+
+
+def check_out_file(path: str | os.PathLike[str]) -> Path:
+    """Refuse an output file path before any work: a folder there, a parent that is a file,
+    or an existing file recscope did not write (it is never replaced)."""
+    target = _abs(path)
+    if target.is_dir():
+        raise OutputError("is a folder; expected a file name", path=str(path))
+    for p in target.parents:
+        if p.exists() and not p.is_dir():
+            raise OutputError("is a file, so it cannot hold outputs", path=str(p))
+    if target.exists() and target.name not in _owned(target.parent):
+        raise OutputError("exists and was not written by recscope; it is left as it is "
+                          "(remove it or choose another name)", path=str(path))
+    return target
+
+
+def check_out_dir(path: str | os.PathLike[str], *, force: bool) -> Path:
+    """Refuse an output folder before any work: a file there, or a folder that is not
+    empty unless ``force`` (and then only names recscope wrote there will be replaced)."""
+    target = _abs(path)
+    if target.exists() and not target.is_dir():
+        raise OutputError("is a file; expected a folder", path=str(path))
+    for p in target.parents:
+        if p.exists() and not p.is_dir():
+            raise OutputError("is a file, so it cannot hold outputs", path=str(p))
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise OutputError("exists and is not empty; pass --force to replace the files "
+                          "recscope wrote there (other files are kept)", path=str(path))
+    return target
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    An existing file at ``path`` is replaced only if recscope wrote it (the folder's
+    manifest lists it); the name is added to the manifest.
+    """
+    target = check_out_file(path)
+    _make_parent(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write here: {exc.strerror}", path=str(path)) from None
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; use the usual file mode
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+        owned = _owned(target.parent)
+        if target.name not in owned:
+            _write_manifest(target.parent, owned | {target.name})
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; move it onto ``path`` on success.
+def atomic_dir(path: str | os.PathLike[str], *, force: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; move its contents onto ``path`` on success.
 
-    An existing directory at ``path`` is replaced only once the new one is complete.
+    A new or empty ``path`` receives the folder whole. An existing, non-empty ``path`` is
+    refused unless ``force``; then the names recscope wrote there before (its manifest)
+    are replaced or removed, and every other file is kept. A name that the new output
+    shares with a file recscope did not write is an error, raised before anything moves.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    target = check_out_dir(path, force=force)
+    _make_parent(target)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp",
+                                    dir=target.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write here: {exc.strerror}", path=str(path)) from None
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; use the usual directory mode
     try:
         yield tmp
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            if old.exists():
+        new = {p.name for p in tmp.iterdir() if p.name != MANIFEST}
+        if not target.exists() or not any(target.iterdir()):
+            if target.exists():
+                target.rmdir()
+            _write_manifest(tmp, new)
+            os.replace(tmp, target)
+            return
+        owned = _owned(target)
+        clash = sorted(n for n in new if (target / n).exists() and n not in owned)
+        if clash:
+            raise OutputError(f"holds {clash[0]!r}, which recscope did not write; it is "
+                              "left as it is (choose another folder)", path=str(path))
+        for name in owned | new:
+            old = target / name
+            if old.is_dir() and not old.is_symlink():
                 shutil.rmtree(old)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, target)
+            elif old.exists() or old.is_symlink():
+                old.unlink()
+        for name in new:
+            os.replace(tmp / name, target / name)
+        _write_manifest(target, new)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -81,7 +175,7 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically; NaN becomes null."""
-    return write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
+    return write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
 def write_parquet(path: str | os.PathLike[str], table: pa.Table) -> Path:
@@ -91,18 +185,18 @@ def write_parquet(path: str | os.PathLike[str], table: pa.Table) -> Path:
     return Path(path)
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """Convert numpy scalars/arrays and non-finite floats to plain JSON values."""
     import math
 
     import numpy as np
 
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return [_jsonable(v) for v in obj.tolist()]
+        return [jsonable(v) for v in obj.tolist()]
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):

@@ -35,9 +35,9 @@ class Result:
         raise NotImplementedError
 
     def to_json(self) -> str:
-        from recscope.io import _jsonable
+        from recscope.io import jsonable
 
-        return json.dumps(_jsonable(self.to_dict()), indent=2, allow_nan=False)
+        return json.dumps(jsonable(self.to_dict()), indent=2, allow_nan=False)
 
     def save(self, path: str | Path) -> Path:
         """JSON (``.json``) or HTML (``.html``), written atomically."""

@@ -46,9 +46,9 @@ class RunLogger:
 
     def log_dict(self, obj: Any, name: str) -> None:
         """Store ``obj`` as a JSON artifact called ``name``."""
-        from recscope.io import _jsonable
+        from recscope.io import jsonable
 
-        self._client.log_text(self.run_id, json.dumps(_jsonable(obj), indent=2), name)
+        self._client.log_text(self.run_id, json.dumps(jsonable(obj), indent=2), name)
 
     def log_artifact(self, path: str | Path) -> None:
         """Store an output file (or every file of a directory)."""

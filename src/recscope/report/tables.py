@@ -1,0 +1,71 @@
+"""Terminal tables of result rows: one number format, nothing cut at 80 columns."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+#: Columns merged into one "estimate [ci_low, ci_high]" cell when all three are present.
+_INTERVAL = ("estimate", "ci_low", "ci_high")
+
+
+def fmt_number(value: Any, digits: int = 4) -> str:
+    """One number format for terminal and HTML: ``digits`` significant figures, "–" for
+    missing or not computable values."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "–"
+        if value == 0:
+            return "0"
+        if abs(value) < 1e-3 or abs(value) >= 1e6:
+            return f"{value:.{digits - 1}e}"
+        return f"{value:.{digits}g}" if abs(value) < 1 else f"{value:,.{digits}g}"
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, Mapping | list | tuple):
+        return escape(", ".join(f"{k}={fmt_number(v)}" for k, v in value.items())
+                      if isinstance(value, Mapping) else ", ".join(map(fmt_number, value)))
+    return escape(fmt_number(value))
+
+
+def rich_table(rows: Sequence[Mapping[str, Any]], *, title: str = "",
+               notes: Sequence[str] = (), columns: Sequence[str] | None = None) -> Table:
+    """A Rich table of flat rows; the interval columns are shown as ``est [lo, hi]``.
+
+    Cells fold instead of being cut, so a narrow terminal wraps long names and numbers.
+    """
+    table = Table(title=escape(title) if title else None,
+                  caption="\n".join(escape(n) for n in notes) or None,
+                  caption_style="bold red")
+    if not rows:
+        table.add_column("(no rows)")
+        return table
+    cols = list(columns or dict.fromkeys(k for r in rows for k in r))
+    merge = all(c in cols for c in _INTERVAL)
+    shown = [c for c in cols if not (merge and c in _INTERVAL[1:])]
+    for c in shown:
+        head = "estimate [CI]" if merge and c == "estimate" else c
+        table.add_column(escape(head), overflow="fold",
+                         justify="left" if c == shown[0] else "right")
+    for r in rows:
+        cells = []
+        for c in shown:
+            if merge and c == "estimate":
+                cells.append(f"{_cell(r.get('estimate'))} [{_cell(r.get('ci_low'))}, "
+                             f"{_cell(r.get('ci_high'))}]")
+            else:
+                cells.append(_cell(r.get(c)))
+        table.add_row(*cells)
+    return table
