@@ -224,16 +224,9 @@ def randomisation_test(diffs: np.ndarray, *, n_perm: int = 10000,
 
 def adjust(p_values: np.ndarray, method: str = "holm") -> np.ndarray:
     """Multiple-testing adjustment (``holm``, ``bh`` or ``none``); NaN p-values stay NaN."""
-    from statsmodels.stats.multitest import multipletests
+    from recscope.core.multiple_testing import adjust_pvalues
 
     if method not in ADJUSTMENTS:
         raise ConfigError(f"unknown adjustment {method!r}; choose one of "
                           f"{tuple(ADJUSTMENTS)}", key="adjust")
-    p = np.asarray(p_values, dtype=np.float64)
-    out = np.full_like(p, np.nan)
-    ok = ~np.isnan(p)
-    if method == "none" or not ok.any():
-        out[ok] = p[ok]
-        return out
-    out[ok] = multipletests(p[ok], method=ADJUSTMENTS[method])[1]
-    return out
+    return adjust_pvalues(p_values, method)
