@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,39 @@ def _mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Every test session logs to its own temporary SQLite store."""
     store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
+
+
+def make_read_only(path: Path) -> bool:
+    """Make the folder ``path`` read-only, for root too (``chattr +i``); True on success."""
+    path.chmod(0o555)
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+    probe = path / ".probe"
+    try:
+        probe.write_text("x")
+    except OSError:
+        return True
+    probe.unlink()
+    return False
+
+
+def undo_read_only(path: Path) -> None:
+    """Inverse of :func:`make_read_only`."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(path)], capture_output=True, check=False)
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """An empty folder nobody can write to (skips where that cannot be arranged)."""
+    path = tmp_path / "read-only"
+    path.mkdir()
+    if not make_read_only(path):
+        undo_read_only(path)
+        pytest.skip("cannot make a read-only folder here (root without chattr)")
+    yield path
+    undo_read_only(path)
 
 
 def make_log(n_users: int = 50, n_items: int = 40, n_rows: int = 600, seed: int = 0,

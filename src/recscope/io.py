@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from recscope.errors import ConfigError, OutputError
-
 
 MANIFEST = ".recscope-manifest.json"
 """The file in each output folder that lists the names recscope wrote there."""
@@ -171,6 +170,23 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def write_all(outputs: Mapping[str | os.PathLike[str], str | bytes]) -> list[Path]:
+    """Write several files all or none (``evaluate --json --html``): every path is checked
+    and every file written to its temporary name first; only then are they renamed."""
+    targets = [check_out_file(p) for p in outputs]
+    if len(set(targets)) != len(targets):
+        dup = next(str(p) for p in outputs if targets.count(_abs(p)) > 1)
+        raise OutputError("is given for two outputs; choose one name per output", path=dup)
+    with contextlib.ExitStack() as stack:
+        for path, content in outputs.items():
+            tmp = stack.enter_context(atomic_path(path))
+            if isinstance(content, bytes):
+                tmp.write_bytes(content)
+            else:
+                tmp.write_text(content, encoding="utf-8")
+    return [Path(p) for p in outputs]
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:

@@ -177,7 +177,7 @@ def evaluate(
     inputs.update({f"rankings.{n}": file_fingerprint(p) for n, p in zip(names, paths, strict=True)
                    if p.exists()})
     store = out_dir or (json_out.parent if json_out else None)
-    with track("evaluate", config=config, inputs=inputs, out_dir=store) as run:
+    with track("evaluate", config=config, inputs=inputs, store=store) as run:
         with progress() as bar:
             task = bar.add_task("reading inputs", total=len(paths) + 2)
             data = load_inputs(truth, dict(zip(names, paths, strict=True)), exclude)

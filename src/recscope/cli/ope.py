@@ -62,7 +62,7 @@ def ope(
               "reward_model": reward_model, "n_folds": n_folds, "n_bootstrap": n_bootstrap,
               "alpha": alpha, "seed": seed, "policy_kind": policy_kind,
               "temperature": temperature, "epsilon": epsilon, "log_method": log_method}
-    with track("ope", config=config, inputs=inputs, out_dir=out_dir) as run, progress() as bar:
+    with track("ope", config=config, inputs=inputs, store=out_dir) as run, progress() as bar:
         task = bar.add_task("loading logs", total=3)
         fb = LoggedFeedback.from_interactions(load(logs), source=str(logs))
         on_policy = None

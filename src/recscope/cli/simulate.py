@@ -38,7 +38,7 @@ def simulate(
     if update:
         spec = spec.model_validate({**spec.model_dump(), **update})
     with track("simulate", config=spec.model_dump(mode="json"),
-               inputs={"experiment": file_fingerprint(experiment)}, out_dir=out) as run:
+               inputs={"experiment": file_fingerprint(experiment)}) as run:
         with progress() as bar:
             tasks: dict[str, int] = {}
 

@@ -50,7 +50,7 @@ def train(
         interactions = load(data, data_format)
         bar.update(task, advance=1, description=f"fitting {cfg.name}")
         inputs = {"data": interactions.fingerprint(), "config": file_fingerprint(config)}
-        with track("train", config=cfg, inputs=inputs, out_dir=out_dir.parent) as run:
+        with track("train", config=cfg, inputs=inputs) as run:
             t0 = time.perf_counter()
             pipe = Pipeline(cfg).fit(interactions)
             fit_seconds = time.perf_counter() - t0
@@ -142,7 +142,7 @@ def recommend(
                           "cold-start (popularity) ranking")
     with track("recommend", config={"model_dir": str(model_dir), "k": k,
                                     "users": str(users) if users else "all"},
-               inputs={"model": model.version}, out_dir=out.parent) as run:
+               inputs={"model": model.version}) as run:
         parts = []
         t0 = time.perf_counter()
         with progress() as bar:
