@@ -17,7 +17,7 @@ The front door: the few calls a user starts from, imported on first use so that
 ``attribute``          :func:`recscope.attribution.attribute`
 ``World``              :class:`recscope.sim.World`
 ``Environment``        :class:`recscope.sim.Environment`
-``run_experiment``     :func:`recscope.sim.experiment.run_experiment`
+``run_experiment``     :func:`recscope.sim.run_experiment`
 =====================  ==========================================
 """
 
@@ -37,7 +37,7 @@ _FRONT_DOOR: dict[str, str] = {
     "attribute": "recscope.attribution",
     "World": "recscope.sim",
     "Environment": "recscope.sim",
-    "run_experiment": "recscope.sim.experiment",
+    "run_experiment": "recscope.sim",
 }
 
 __all__ = [
@@ -59,8 +59,7 @@ if TYPE_CHECKING:
     from recscope.data.loaders import load
     from recscope.experiments import analyze
     from recscope.offline import compare, evaluate
-    from recscope.sim import Environment, World
-    from recscope.sim.experiment import run_experiment
+    from recscope.sim import Environment, World, run_experiment
 
 
 def __getattr__(name: str) -> Any:
