@@ -61,6 +61,7 @@ def _register() -> None:
         evaluate,
         experiment,
         ope,
+        serve,
         simulate,
         train,
         world,
@@ -76,6 +77,7 @@ def _register() -> None:
     app.command("ope")(ope.ope)
     app.command("simulate")(simulate.simulate)
     app.command("attribute")(attribute.attribute)
+    app.add_typer(serve.app, name="serve")
     _registered = True
 
 
