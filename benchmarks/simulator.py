@@ -37,17 +37,12 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 import numpy as np
 
 from recscope.experiments.analysis import analyze
+from recscope.sim import ExperimentSpec, StackPolicy, run_experiment, unit_totals
 from recscope.sim.config import WorldConfig
 from recscope.sim.environment import Environment
-from recscope.sim.experiment import (
-    ExperimentSpec,
-    WorldSpec,
-    build_world,
-    run_experiment,
-    unit_totals,
-)
-from recscope.sim.policies import StackPolicy
-from recscope.sim.truth import build_truth
+from recscope.sim.experiment_config import WorldSpec
+from recscope.sim.world_model import build_truth
+from recscope.sim.world_source import build_world
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -128,13 +123,14 @@ FACTORIAL = [
 def ab_rep(world: Any, seed: int, *, supply: bool | dict[str, Any],
            treatment: dict[str, Any], days: int = 5) -> dict[str, dict[str, float]]:
     spec = _spec(seed, _ab_layers(treatment), supply=supply, days=days)
-    _, t = run_experiment(spec, truth_world=world)
-    card = analyze(t["assignments"], t["events"], t["metrics"])
-    gt = t["truth"]
+    t = run_experiment(spec, truth_world=world)
+    card = analyze(t.assignments, t.events, t.metrics)
+    gt = t.truth
+    assert gt is not None
     out = {}
     for r in card.results:
-        true = gt.effects(r["metric"])["treatment"]["effect"]
-        out[r["metric"]] = {"estimate": r["effect"], "ci_low": r["ci_low"],
+        true = gt.true_effects(r["metric"])["treatment"]["effect"]
+        out[r["metric"]] = {"estimate": r["estimate"], "ci_low": r["ci_low"],
                             "ci_high": r["ci_high"], "truth": true,
                             "covered": float(r["ci_low"] <= true <= r["ci_high"])}
     return out
@@ -145,11 +141,12 @@ def factorial_rep(world: Any, seed: int) -> dict[str, dict[str, Any]]:
     # a weak incumbent, so that the total effect is clearly non-zero and shares are
     # informative (a share of a null total has no meaning)
     spec = _spec(seed, FACTORIAL, policy={"retriever": "popular", "ranker": "popularity"})
-    _, t = run_experiment(spec, truth_world=world)
-    design, gt = t["design"], t["truth"]
-    a = t["assignments"]
+    t = run_experiment(spec, truth_world=world)
+    design, gt = t.cells, t.truth
+    assert gt is not None
+    a = t.assignments
     cells = np.array([design.cell_names.index(v) for v in a.column("variant").to_pylist()])
-    tot = unit_totals(a, t["events"], ["clicks", "impressions", "sessions"])
+    tot = unit_totals(a, t.events, ["clicks", "impressions", "sessions"])
     est_cells = {"clicks": CellStats.from_units(cells, tot["clicks"], 2),
                  "sessions": CellStats.from_units(cells, tot["sessions"], 2),
                  "ctr": CellStats.from_units(cells, tot["clicks"], 2,

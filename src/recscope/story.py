@@ -21,15 +21,13 @@ Everything goes into ``report.html`` (Plotly inlined) and ``summary.json``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from recscope.core.progress import Progress, report
 from recscope.errors import ConfigError
-
-Progress = Callable[[str, float, float], None]
 
 SCALES: dict[str, dict[str, Any]] = {
     "default": {"world_scale": 1.0, "days": 14, "warmup_days": 7, "long_run_days": 21,
@@ -44,55 +42,63 @@ CANDIDATE = {"retriever": "als", "ranker": "bpr"}
 
 
 def run_story(out_dir: str | Path, scale: str = "default", progress: Progress | None = None,
-              *, seed: int = 0) -> dict[str, Any]:
-    """Run the story; write ``report.html`` and ``summary.json`` under ``out_dir``.
+              *, seed: int = 0, force: bool = True,
+              tracking: str | None = None) -> dict[str, Any]:
+    """Run the story; write ``report.html``, ``summary.json`` and the experiment's logs
+    (``experiment/``) under ``out_dir``, all at once at the end
+    (:func:`recscope.io.atomic_dir`: a non-empty ``out_dir`` needs ``force``, and only
+    files recscope wrote there are replaced).
 
     ``progress(stage, done, total)`` is called as work advances. Returns the summary:
     per metric the full-stack estimate, its interval and the ground truth, plus the
-    offline benchmark, the attribution and timings.
+    offline benchmark, the attribution and timings. ``tracking``: the tracking store
+    (default: the project store).
     """
+    from recscope.io import check_out_dir
+
     if scale not in SCALES:
         raise ConfigError(f"scale must be one of {sorted(SCALES)}", key="scale")
+    if seed < 0:
+        raise ConfigError(f"must be 0 or more (got {seed})", key="seed")
+    check_out_dir(out_dir, force=force)
     sz = SCALES[scale]
     out = Path(out_dir)
     timings: dict[str, float] = {}
     report_parts: dict[str, Any] = {}
 
-    def tick(stage: str) -> Callable[[int, int], None]:
-        return lambda i, n: progress(stage, i, n) if progress is not None else None
-
     from recscope.tracking import track
 
     with track("demo.story", config={"scale": scale, "seed": seed, **sz},
-               out_dir=out) as run:
+               store=tracking) as run:
         t = time.perf_counter()
-        world = _world(sz, seed, tick("world"))
+        world = _world(sz, seed, progress)
         timings["world_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
         train, test = _split(world)
-        comps = _train(train, sz, seed, tick("train"))
+        comps = _train(train, sz, seed, progress)
         timings["train_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        offline = _offline(train, test, comps, sz, tick("offline"))
+        offline = _offline(train, test, comps, sz, progress)
         timings["offline_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        online = _online(world, comps, sz, seed, out, progress)
+        online = _online(world, comps, sz, seed, progress)
         timings["simulation_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
         summary = _summarise(world, offline, online, sz, scale, seed)
         summary["timings"] = {k: round(v, 2) for k, v in timings.items()}
         report_parts.update(offline=offline, online=online)
-        _report(out / "report.html", summary, report_parts)
-        from recscope.io import write_json
+        html = _report(summary, report_parts)
+        from recscope.io import atomic_dir, write_json, write_text
 
-        write_json(out / "summary.json", summary)
-        timings["report_s"] = time.perf_counter() - t
-        summary["timings"]["report_s"] = round(timings["report_s"], 2)
-        write_json(out / "summary.json", summary)
+        summary["timings"]["report_s"] = round(time.perf_counter() - t, 2)
+        with atomic_dir(out, force=force) as tmp:
+            online["result"].save_to(tmp / "experiment")
+            write_text(tmp / "report.html", html)
+            write_json(tmp / "summary.json", summary)
         run.log_metrics({f"{m}.estimate": v["estimate"] for m, v in summary["metrics"].items()})
         run.log_metrics({f"{m}.truth": v["truth"] for m, v in summary["metrics"].items()})
         run.log_artifact(out / "summary.json")
@@ -101,7 +107,7 @@ def run_story(out_dir: str | Path, scale: str = "default", progress: Progress | 
 
 
 # ---------------------------------------------------------------------- steps
-def _world(sz: dict[str, Any], seed: int, progress: Callable[[int, int], None]) -> Any:
+def _world(sz: dict[str, Any], seed: int, progress: Progress | None) -> Any:
     from recscope.sim import World, WorldConfig
 
     cfg = WorldConfig(seed=seed)
@@ -119,7 +125,7 @@ def _split(world: Any) -> tuple[Any, Any]:
 
 
 def _train(train: Any, sz: dict[str, Any], seed: int,
-           progress: Callable[[int, int], None]) -> dict[str, Any]:
+           progress: Progress | None) -> dict[str, Any]:
     from recscope.models.base import get_component
 
     specs = {"popularity": ("popularity", {}),
@@ -129,27 +135,22 @@ def _train(train: Any, sz: dict[str, Any], seed: int,
     out = {}
     for i, (name, (comp, params)) in enumerate(specs.items()):
         out[name] = get_component(comp)(params).fit(train)
-        progress(i + 1, len(specs))
+        report(progress, "train", i + 1, len(specs))
     return out
 
 
 def _stack_lists(comps: dict[str, Any], stack: dict[str, str], users: np.ndarray, pool: int,
                  k: int) -> Any:
-    """Offline RankedLists of a stack, with the retrieval trace for the funnel."""
-    from recscope.data.rankings import RankedLists
+    """Offline RankedLists of a stack, with the retrieval trace for the funnel (the
+    retrieve-then-rank step the simulator's stacks and pipelines use)."""
+    from recscope.pipeline.stack import RetrieveRank
 
-    cand = comps[stack["retriever"]].recommend(users, pool).items
-    scores = comps[stack["ranker"]].score(users, cand)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    ranked = np.take_along_axis(cand, order, axis=1)
-    rs = np.take_along_axis(scores, order, axis=1)
-    ranked = np.where(np.isfinite(rs), ranked, -1)
-    return RankedLists(users, ranked[:, :k], np.where(np.isfinite(rs), rs, 0)[:, :k],
-                       traces={"retrieval": cand, "ranking": ranked})
+    return RetrieveRank(comps[stack["retriever"]], comps[stack["ranker"]], pool).recommend(
+        users, k)
 
 
 def _offline(train: Any, test: Any, comps: dict[str, Any], sz: dict[str, Any],
-             progress: Callable[[int, int], None]) -> dict[str, Any]:
+             progress: Progress | None) -> dict[str, Any]:
     from recscope.data.rankings import Relevance
     from recscope.offline import evaluate
     from recscope.offline.compare import compare
@@ -173,7 +174,7 @@ def _offline(train: Any, test: Any, comps: dict[str, Any], sz: dict[str, Any],
                        "retrieval": f.mean(f"recall@{sz['pool']}"),
                        "top-20": results[name].mean("recall@20"),
                        "top-10": results[name].mean("recall@10")})
-        progress(i + 1, len(stacks))
+        report(progress, "offline", i + 1, len(stacks))
     cmp = compare({"baseline": results["baseline"], "candidate": results["candidate"]})
     rows = []
     for name, res in results.items():
@@ -196,12 +197,12 @@ def _trace_lists(lists: Any, stage: str) -> Any:
     return RankedLists(lists.users, items, np.zeros(items.shape, dtype=np.float32))
 
 
-def _online(world: Any, comps: dict[str, Any], sz: dict[str, Any], seed: int, out: Path,
+def _online(world: Any, comps: dict[str, Any], sz: dict[str, Any], seed: int,
             progress: Progress | None) -> dict[str, Any]:
     from recscope.attribution import CellStats, attribute_metric
     from recscope.experiments.analysis import analyze
-    from recscope.sim.experiment import ExperimentSpec, run_experiment, unit_totals
-    from recscope.sim.policies import ComponentRanker, ComponentRetriever
+    from recscope.sim import ExperimentSpec, run_experiment, unit_totals
+    from recscope.sim.stacks import ComponentRanker, ComponentRetriever
 
     n_users = world.truth.n_users
     parts = {("retriever", "popularity"): ComponentRetriever(comps["popularity"], n_users),
@@ -219,24 +220,22 @@ def _online(world: Any, comps: dict[str, Any], sz: dict[str, Any], seed: int, ou
              "variants": {"control": {}, "treatment": {"ranker": CANDIDATE["ranker"]}}},
         ]})
 
-    def prog(stage: str, i: int, n: int) -> None:
-        if progress is not None:
-            progress(f"simulate: {stage}", i, n)
+    def prog(stage: str, i: float, n: float) -> None:
+        report(progress, f"simulate: {stage}", i, n)
 
-    res, t = run_experiment(spec, out / "experiment", truth_world=world.truth, progress=prog,
-                            parts=parts)
-    card = analyze(t["assignments"], t["events"], t["metrics"])
-    design = t["design"]
-    a = t["assignments"]
+    res = run_experiment(spec, truth_world=world.truth, progress=prog, parts=parts)
+    card = analyze(res.assignments, res.events, res.metrics)
+    design = res.cells
+    a = res.assignments
     cells = np.array([design.cell_names.index(v) for v in a.column("variant").to_pylist()])
-    tot = unit_totals(a, t["events"], ["clicks", "impressions", "saves", "sessions"])
+    tot = unit_totals(a, res.events, ["clicks", "impressions", "saves", "sessions"])
     attribution = {}
     for m in ("ctr", "clicks", "saves", "sessions"):
         cs = (CellStats.from_units(cells, tot["clicks"], 2, denominator=tot["impressions"])
               if m == "ctr" else CellStats.from_units(cells, tot[m], 2))
         attribution[m] = attribute_metric(cs, list(COMPONENTS), metric=m, seed=seed).to_dict()
-    return {"scorecard": card, "truth": t["truth"], "attribution": attribution,
-            "summary": res.to_dict(), "daily": t["daily"], "design": design}
+    return {"scorecard": card, "truth": res.truth, "attribution": attribution,
+            "summary": res.to_dict(), "daily": res.daily, "design": design, "result": res}
 
 
 # ---------------------------------------------------------------------- summary
@@ -249,14 +248,14 @@ def _summarise(world: Any, offline: dict[str, Any], online: dict[str, Any],
         if r["variant"] != full:
             continue
         m = r["metric"]
-        eff = gt.effects(m).get(full, {})
-        entry = {"estimate": r["effect"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+        eff = gt.true_effects(m).get(full, {})
+        entry = {"estimate": r["estimate"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
                  "rel_estimate": r["rel_effect"], "rel_ci_low": r["rel_ci_low"],
                  "rel_ci_high": r["rel_ci_high"], "p_value": r["p_value"],
                  "truth": eff.get("effect"), "rel_truth": eff.get("rel_effect"),
                  "covered": bool(r["ci_low"] <= eff.get("effect", np.nan) <= r["ci_high"])}
         if gt.long_run:
-            lr = gt.effects(m, long_run=True).get(full, {})
+            lr = gt.true_effects(m, long_run=True).get(full, {})
             entry["truth_long_run"] = lr.get("effect")
         if m in online["attribution"]:
             att = online["attribution"][m]
@@ -313,7 +312,8 @@ def _world_section(rep: Any, d: dict[str, Any]) -> None:
     rep.figure(fig)
 
 
-def _report(path: Path, summary: dict[str, Any], parts: dict[str, Any]) -> None:
+def _report(summary: dict[str, Any], parts: dict[str, Any]) -> str:
+    """The story's self-contained HTML page."""
     import plotly.graph_objects as go
 
     from recscope.report import HtmlReport
@@ -365,8 +365,8 @@ def _report(path: Path, summary: dict[str, Any], parts: dict[str, Any]) -> None:
         rep.banner("Sample-ratio mismatch: the allocation differs from the design.", "bad")
     rows = []
     for r in online["scorecard"].results:
-        true = gt.effects(r["metric"]).get(r["variant"], {}).get("effect")
-        rows.append({"metric": r["metric"], "cell": r["variant"], "estimate": r["effect"],
+        true = gt.true_effects(r["metric"]).get(r["variant"], {}).get("effect")
+        rows.append({"metric": r["metric"], "cell": r["variant"], "estimate": r["estimate"],
                      "ci_low": r["ci_low"], "ci_high": r["ci_high"], "true effect": true,
                      "covered": "yes" if true is not None and r["ci_low"] <= true <=
                      r["ci_high"] else "no", "p (adj.)": r["p_value_adjusted"]})
@@ -384,7 +384,7 @@ def _report(path: Path, summary: dict[str, Any], parts: dict[str, Any]) -> None:
                                  "arrayminus": [e - 100 * r["rel_ci_low"]
                                                 for r, e in zip(sel, est, strict=True)]})
         fig.add_scatter(name=f"{cell}: truth", x=ms, mode="markers",
-                        y=[100 * gt.effects(m).get(cell, {}).get("rel_effect", np.nan)
+                        y=[100 * gt.true_effects(m).get(cell, {}).get("rel_effect", np.nan)
                            for m in ms], marker={"symbol": "x", "size": 11})
     fig.update_layout(height=420, yaxis_title="effect vs control (%)",
                       title="Estimated relative effects (95% CI) and ground truth, "
@@ -394,8 +394,8 @@ def _report(path: Path, summary: dict[str, Any], parts: dict[str, Any]) -> None:
         rep.heading("Short-run vs long-run truth (full stack vs control)")
         lr_rows = []
         for m in gt.metrics:
-            sr = gt.effects(m).get("retriever+ranker", {})
-            lr = gt.effects(m, long_run=True).get("retriever+ranker", {})
+            sr = gt.true_effects(m).get("retriever+ranker", {})
+            lr = gt.true_effects(m, long_run=True).get("retriever+ranker", {})
             lr_rows.append({"metric": m, "short-run effect": sr.get("effect"),
                             "short-run relative": sr.get("rel_effect"),
                             "long-run effect (last week)": lr.get("effect"),
@@ -460,4 +460,4 @@ def _report(path: Path, summary: dict[str, Any], parts: dict[str, Any]) -> None:
                for m, e in summary["metrics"].items()])
     rep.paragraph("Timings (s): " + ", ".join(f"{k} {v}" for k, v in
                                                summary["timings"].items()), "note")
-    rep.save(path)
+    return rep.render()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recscope.sim.config import WorldConfig
-from recscope.sim.truth import WorldTruth, build_truth
+from recscope.sim.world_model import WorldTruth, build_truth
 
 
 def tiny_truth(n_users: int = 800, n_items: int = 400, seed: int = 0) -> WorldTruth:

@@ -7,7 +7,7 @@ import pytest
 
 from recscope.sim.calibrate import calibrate_world, obd_click_levels
 from recscope.sim.environment import Environment
-from recscope.sim.policies import StackPolicy
+from recscope.sim.stacks import StackPolicy
 from tests.conftest import data_path
 
 
@@ -45,7 +45,7 @@ def test_click_level_matches_obd(world) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_attraction_level_on_fresh_pairs(world) -> None:  # type: ignore[no-untyped-def]
-    from recscope.sim.truth import sigmoid
+    from recscope.sim.world_model import sigmoid
 
     t = world.truth
     rng = np.random.default_rng(123)

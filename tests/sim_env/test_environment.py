@@ -10,10 +10,10 @@ from recscope.errors import ConfigError
 from recscope.sim import crn
 from recscope.sim.behaviour import respond
 from recscope.sim.environment import Environment, SimConfig
-from recscope.sim.ground_truth import event_columns
 from recscope.sim.interference import CreatorSupplyConfig, SocialConfig
-from recscope.sim.policies import SlateContext, StackPolicy, WorldIndex
-from recscope.sim.truth import WorldTruth
+from recscope.sim.stacks import SlateContext, StackPolicy, WorldIndex
+from recscope.sim.true_effects import event_columns
+from recscope.sim.world_model import WorldTruth
 
 
 def _pols(truth: WorldTruth) -> list[StackPolicy]:
@@ -158,7 +158,7 @@ def test_recscope_component_serves_as_policy(truth: WorldTruth) -> None:
     stack as retriever or ranker."""
     from recscope.models.base import get_component
     from recscope.sim import World, WorldConfig
-    from recscope.sim.policies import ComponentRanker, ComponentRetriever
+    from recscope.sim.stacks import ComponentRanker, ComponentRetriever
 
     world = World.generate(WorldConfig(n_users=300, n_items=200, n_creators=30,
                                        n_impressions=20_000))

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from recscope.attribution import CellStats, attribute_metric
 from recscope.errors import ConfigError
 from recscope.experiments.analysis import analyze
-from recscope.experiments.metrics import load_config
-from recscope.sim.experiment import load_experiment, parse_experiment, run_experiment
+from recscope.experiments.metrics import load_metrics
+from recscope.sim import SimulatedExperiment, load_experiment, parse_experiment, run_experiment
 
 TINY = """
 name = "tiny"
@@ -59,15 +59,25 @@ def _write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
     return p
 
 
+Run = tuple[Path, SimulatedExperiment]
+
+
+def _true_effect(truth: dict, metric: str, variant: str, horizon: str = "short_run") -> float:
+    """The true effect row of ``metric`` and ``variant`` in a truth.json."""
+    rows = [r for r in truth["effects"] if r["metric"] == metric and r["variant"] == variant
+            and r["horizon"] == horizon]
+    assert len(rows) == 1, (metric, variant, horizon)
+    return rows[0]["estimate"]
+
+
 @pytest.fixture(scope="module")
-def ab_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def ab_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     d = tmp_path_factory.mktemp("ab")
     spec = load_experiment(_write(d, AB))
-    res, tables = run_experiment(spec, d / "out")
-    return d / "out", {"summary": res.to_dict(), **tables}
+    return d / "out", run_experiment(spec, d / "out")
 
 
-def test_ab_logs_are_read_by_experiment_analyze(ab_run: tuple[Path, dict]) -> None:
+def test_ab_logs_are_read_by_experiment_analyze(ab_run: Run) -> None:
     out, _t = ab_run
     a = pq.read_table(out / "assignments.parquet")
     e = pq.read_table(out / "events.parquet")
@@ -84,27 +94,28 @@ def test_ab_logs_are_read_by_experiment_analyze(ab_run: tuple[Path, dict]) -> No
     warm_end = ts.min() + 2 * 86_400_000_000
     assert all(first[u] >= warm_end - 86_400_000_000 for u in list(first)[:50])
     card = analyze(str(out / "assignments.parquet"), str(out / "events.parquet"),
-                   load_config(out / "metrics.toml"))
+                   load_metrics(out / "metrics.toml"))
     by = {r["metric"]: r for r in card.results}
     truth = json.loads((out / "truth.json").read_text())
     assert set(by) == set(truth["metrics"])
     assert truth["n_units"] == a.num_rows
     for m, r in by.items():
-        true = truth["metrics"][m]["effects"]["treatment"]["effect"]
+        true = _true_effect(truth, m, "treatment")
         assert np.isfinite(true)
         # the estimate is within a generous 5 standard errors of the truth
         se = (r["ci_high"] - r["ci_low"]) / (2 * 1.96)
-        assert abs(r["effect"] - true) < 5 * se + 1e-12, m
-    assert "long_run_effects" in truth["metrics"]["ctr"]
+        assert abs(r["estimate"] - true) < 5 * se + 1e-12, m
+    assert np.isfinite(_true_effect(truth, "ctr", "treatment", "long_run"))
 
 
-def test_truth_matches_a_direct_replay(ab_run: tuple[Path, dict]) -> None:
+def test_truth_matches_a_direct_replay(ab_run: Run) -> None:
     """Without interference the experiment's treated units behave exactly as in the
     all-treatment replay: their per-unit clicks reproduce the truth's cell mean."""
     _out, t = ab_run
-    gt = t["truth"]
-    a = t["assignments"]
-    e = t["events"]
+    gt = t.truth
+    assert gt is not None
+    a = t.assignments
+    e = t.events
     ts = e.column("ts").cast("int64").to_numpy()
     units = e.column("unit_id").to_numpy()
     first = dict(zip(a.column("unit_id").to_pylist(),
@@ -124,23 +135,24 @@ def test_truth_matches_a_direct_replay(ab_run: tuple[Path, dict]) -> None:
         _subset_mean(t, "treatment"), rel=1e-12)
 
 
-def _subset_mean(t: dict, cell: str) -> float:
+def _subset_mean(t: SimulatedExperiment, cell: str) -> float:
     """Recompute the mean clicks of the treated units from a fresh all-cell replay."""
     from recscope.experiments.metrics import Metric
     from recscope.sim.environment import Environment
-    from recscope.sim.experiment import PolicyFactory, build_world
-    from recscope.sim.ground_truth import event_columns, metric_value
+    from recscope.sim.policy_factory import PolicyFactory
+    from recscope.sim.true_effects import event_columns, metric_value
+    from recscope.sim.world_source import build_world
 
     spec = parse_experiment(__import__("tomllib").loads(AB))
     truth = build_world(spec.world)
     env = Environment(truth, spec.simulation, seed=spec.seed)
-    design = t["design"]
+    design = t.cells
     f = PolicyFactory(truth, seed=spec.seed)
     pols = [f.stack(s, n) for s, n in zip(design.cell_specs, design.cell_names, strict=True)]
     st = env.run([pols[0]], days=spec.warmup_days, calibrate=True, record=False).state
     c = design.cell_names.index(cell)
     res = env.run(pols, days=spec.days, state=st, arm=np.full(truth.n_users, c))
-    a = t["assignments"]
+    a = t.assignments
     units = a.column("unit_id").to_numpy()
     treated = units[np.array(a.column("variant").to_pylist()) == cell]
     exposure = np.full(truth.n_users, -1, dtype=np.int64)
@@ -151,12 +163,12 @@ def _subset_mean(t: dict, cell: str) -> float:
 
 def test_factorial_cells_truth_and_attribution(tmp_path: Path) -> None:
     spec = load_experiment(_write(tmp_path, FACTORIAL))
-    _res, t = run_experiment(spec, tmp_path / "out")
-    a = t["assignments"]
+    t = run_experiment(spec, tmp_path / "out")
+    a = t.assignments
     assert set(a.column_names) == {"unit_id", "variant", "first_exposure_ts", "retriever",
                                    "ranker"}
     cells = ["control", "retriever", "ranker", "retriever+ranker"]
-    assert t["design"].cell_names == cells
+    assert t.cells.cell_names == cells
     v = np.array(a.column("variant").to_pylist())
     r = np.array(a.column("retriever").to_pylist())
     k = np.array(a.column("ranker").to_pylist())
@@ -165,11 +177,11 @@ def test_factorial_cells_truth_and_attribution(tmp_path: Path) -> None:
     counts = np.array([(v == c).sum() for c in cells])
     assert (np.abs(counts / counts.sum() - 0.25) < 0.06).all()
     truth = json.loads((tmp_path / "out" / "truth.json").read_text())
-    att = truth["metrics"]["ctr"]["attribution"]
+    att = truth["attribution"]["ctr"]
     phis = [att["components"][c]["effect"] for c in ("retriever", "ranker")]
     assert sum(phis) == pytest.approx(att["total"], rel=1e-9)
     # estimated attribution from the experiment's per-unit data runs end to end
-    e = t["events"]
+    e = t.events
     units = e.column("unit_id").to_numpy()
     ts = e.column("ts").cast("int64").to_numpy()
     ids = a.column("unit_id").to_numpy()
@@ -222,21 +234,22 @@ def test_pipeline_variant(tmp_path: Path) -> None:
         "long_run_days = 6", "long_run_days = 0").replace("days = 4", "days = 2")
     spec = load_experiment(_write(tmp_path, text))
     assert spec.experiment[0].variants["treatment"]["pipeline"] == str(tmp_path / "pop.toml")
-    res, t = run_experiment(spec)
+    res = run_experiment(spec)
     assert res.to_dict()["impressions"] > 0
-    assert set(t["truth"].short_run["ctr"]) == {"control", "treatment"}
+    assert res.truth is not None
+    assert set(res.truth.short_run["ctr"]) == {"control", "treatment"}
 
 
-def test_truth_metrics_use_the_analysis_definitions(ab_run: tuple[Path, dict]) -> None:
+def test_truth_metrics_use_the_analysis_definitions(ab_run: Run) -> None:
     """The truth's per-unit metric code gives the same per-variant values as
     `recscope experiment analyze` on the same logs (windows, filters, kinds)."""
     import tomllib
 
-    from recscope.experiments.metrics import parse_config
-    from recscope.sim.ground_truth import metric_value
+    from recscope.experiments.metrics import parse_metrics
+    from recscope.sim.true_effects import metric_value
 
     _, t = ab_run
-    cfg = parse_config(tomllib.loads("""
+    cfg = parse_metrics(tomllib.loads("""
 unit = "unit_id"
 variant = "variant"
 control = "control"
@@ -256,8 +269,8 @@ window = [1, 3]
 kind = "count_distinct"
 column = "day"
 """))
-    card = analyze(t["assignments"], t["events"], cfg)
-    a, e = t["assignments"], t["events"]
+    card = analyze(t.assignments, t.events, cfg)
+    a, e = t.assignments, t.events
     n = int(max(a.column("unit_id").to_numpy().max(), e.column("unit_id").to_numpy().max())) + 1
     exposure = np.full(n, -1, dtype=np.int64)
     ids = a.column("unit_id").to_numpy()
@@ -278,12 +291,12 @@ def test_design_traffic_holdout_and_weights() -> None:
     and weights shape who is in the experiment and in which variant."""
     import tomllib
 
-    from recscope.sim.experiment import make_design
+    from recscope.sim.cells import assign_cells
 
     text = AB.replace('name = "ranker"\n', 'name = "ranker"\ntraffic = [0.0, 0.5]\n'
                       'holdout = 0.1\nweights = [3, 1]\n')
     spec = parse_experiment(tomllib.loads(text))
-    d = make_design(spec, 20_000)
+    d = assign_cells(spec, 20_000)
     share_in = d.in_experiment.mean()
     assert 0.5 * 0.9 - 0.02 < share_in < 0.5 * 0.9 + 0.02
     treated = (d.user_cell == 1)[d.in_experiment].mean()
@@ -291,4 +304,4 @@ def test_design_traffic_holdout_and_weights() -> None:
     # outside the experiment every user is served the control cell
     assert (d.user_cell[~d.in_experiment] == 0).all()
     # deterministic: the same spec gives the same design
-    np.testing.assert_array_equal(make_design(spec, 20_000).user_cell, d.user_cell)
+    np.testing.assert_array_equal(assign_cells(spec, 20_000).user_cell, d.user_cell)

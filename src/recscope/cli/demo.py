@@ -15,17 +15,33 @@ import typer
 from rich.progress import TaskID
 from rich.table import Table
 
-from recscope.cli.common import console, progress
+from recscope.cli.common import Force, Tracking, check_outputs, console, progress
+from recscope.errors import ConfigError
 
 
 def demo(
-    out: Path = typer.Option(Path("recscope-out"), "--out", "-o", help="Output folder."),
+    out: Path = typer.Option(Path("recscope-out"), "--out", "-o", metavar="FOLDER",
+                             help="Output folder (an existing non-empty one needs --force)."),
+    force: Force = False,
     scale: str = typer.Option("default", "--scale", help="default (20,000 users, ~1 minute "
                               "on 2 cores) or small (a few hundred users, for tests)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the world and the experiment."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the world and the experiment (0 or "
+                             "more)."),
+    tracking: Tracking = None,
 ) -> None:
-    """Run the measurement story on the built-in world; write report.html and summary.json."""
-    from recscope.story import run_story
+    """Run the measurement story on the built-in world; write report.html, summary.json
+    and the simulated experiment's logs (experiment/) into --out.
+
+    Example: recscope demo --scale small --out demo-out/
+    """
+    from recscope.story import SCALES, run_story
+
+    if scale not in SCALES:
+        raise ConfigError(f"must be one of {', '.join(sorted(SCALES))} (got {scale!r})",
+                          key="--scale")
+    if seed < 0:
+        raise ConfigError(f"must be 0 or more (got {seed})", key="--seed")
+    check_outputs(folder=out, force=force, tracking=tracking)
 
     t0 = time.perf_counter()
     with progress() as bar:
@@ -36,7 +52,8 @@ def demo(
                 tasks[stage] = bar.add_task(stage, total=max(float(total), 1.0))
             bar.update(tasks[stage], completed=float(done), total=max(float(total), 1.0))
 
-        summary = run_story(out, scale=scale, progress=tick, seed=seed)
+        summary = run_story(out, scale=scale, progress=tick, seed=seed, force=force,
+                            tracking=tracking)
     console.print(_headline(summary))
     console.print(f"done in {time.perf_counter() - t0:.0f} s\nreport:  {out / 'report.html'}"
                   f"\nsummary: {out / 'summary.json'}", highlight=False)

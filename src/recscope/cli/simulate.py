@@ -3,30 +3,55 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from recscope.cli.common import console, file_fingerprint, progress
+from recscope.cli.common import (
+    Force,
+    OutDir,
+    Tracking,
+    check_outputs,
+    console,
+    file_fingerprint,
+    progress,
+)
+from recscope.errors import ConfigError
 
 
 def simulate(
-    experiment: Path = typer.Argument(..., help="Experiment TOML (see docs/simulator.md)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: assignments.parquet, "
-                             "events.parquet, metrics.toml, truth.json, summary.json."),
-    seed: int | None = typer.Option(None, "--seed", help="Override the file's seed."),
-    days: int | None = typer.Option(None, "--days", help="Override the duration in days."),
+    experiment: Annotated[Path, typer.Argument(help="Experiment TOML (see docs/simulator.md).")],
+    out: OutDir,
+    force: Force = False,
+    seed: int | None = typer.Option(None, "--seed", help="Override the file's seed (0 or "
+                                    "more)."),
+    days: int | None = typer.Option(None, "--days", help="Override the duration in days "
+                                    "(1 to 365)."),
     no_truth: bool = typer.Option(False, "--no-truth",
                                   help="Skip the ground-truth replays (faster)."),
+    tracking: Tracking = None,
 ) -> None:
-    """Run the experiment in the simulated platform and write its logs and ground truth.
+    """Run the experiment in the simulated platform and write its logs and ground truth:
+    assignments.parquet, events.parquet, metrics.toml, truth.json and summary.json in --out.
 
     The logs are what `recscope experiment analyze` reads:
     `recscope experiment analyze --assignments DIR/assignments.parquet
     --events DIR/events.parquet --metrics DIR/metrics.toml`.
+
+    Example: recscope simulate examples/experiment_ab.toml --days 7 --out sim/
     """
-    from recscope.sim.experiment import load_experiment, run_experiment
+    from recscope.sim import load_experiment, run_experiment
+    from recscope.sim.experiment_config import ExperimentSpec
     from recscope.tracking import track
 
+    if seed is not None and seed < 0:
+        raise ConfigError(f"must be 0 or more (got {seed})", key="--seed")
+    if days is not None and not 1 <= days <= 365:
+        raise ConfigError(f"must be between 1 and 365 (got {days})", key="--days")
+    if not experiment.is_file():
+        raise ConfigError("is a folder; expected an experiment TOML file" if experiment.is_dir()
+                          else "experiment file not found", file=str(experiment))
+    check_outputs(folder=out, force=force, tracking=tracking)
     spec = load_experiment(experiment)
     update: dict[str, object] = {}
     if seed is not None:
@@ -36,24 +61,27 @@ def simulate(
     if no_truth:
         update["truth"] = False
     if update:
-        spec = spec.model_validate({**spec.model_dump(), **update})
+        from recscope.config import validate
+
+        spec = validate(ExperimentSpec, {**spec.model_dump(), **update}, file=experiment)
     with track("simulate", config=spec.model_dump(mode="json"),
-               inputs={"experiment": file_fingerprint(experiment)}) as run:
+               inputs={"experiment": file_fingerprint(experiment)}, store=tracking) as run:
         with progress() as bar:
             tasks: dict[str, int] = {}
 
-            def tick(stage: str, i: int, n: int) -> None:
+            def tick(stage: str, i: float, n: float) -> None:
                 if stage not in tasks:
                     tasks[stage] = bar.add_task(f"{stage} (days)", total=n)
                 bar.update(tasks[stage], completed=i)
 
-            result, _ = run_experiment(spec, out, progress=tick)
-        data = result.to_dict()
-        run.log_metrics({"units": data["n_units"], "impressions": data["impressions"],
-                         "seconds": data["seconds"]})
+            result = run_experiment(spec, out, progress=tick, force=force)
+        run.log_metrics({"units": result.n_units, "impressions": result.impressions,
+                         "seconds": result.seconds})
         for name in ("assignments.parquet", "events.parquet", "metrics.toml", "truth.json",
                      "summary.json"):
-            run.log_artifact(out / name)
+            if (out / name).exists():
+                run.log_artifact(out / name)
     console.print(result.rich_table())
-    console.print(f"{data['n_units']:,} units, {data['impressions']:,} impressions in "
-                  f"{data['days']} days ({data['seconds']:.1f} s); wrote {out}/")
+    console.print(f"{result.n_units:,} units, {result.impressions:,} impressions in "
+                  f"{result.days} days ({result.seconds:.1f} s); wrote {out}/",
+                  highlight=False, markup=False)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from recscope.cli.common import console, progress
+from recscope.cli.common import Force, check_outputs, console, progress
+from recscope.errors import ConfigError
 
 if TYPE_CHECKING:
     from recscope.sim import World, WorldConfig
@@ -29,8 +29,10 @@ def generate_with_progress(config: WorldConfig) -> World:
 
     with progress() as bar:
         task = bar.add_task("generating world (impressions)", total=config.n_impressions)
-        update: Callable[[int, int], None] = lambda done, total: bar.update(  # noqa: E731
-            task, completed=done, total=total)
+
+        def update(_stage: str, done: float, total: float) -> None:
+            bar.update(task, completed=done, total=total)
+
         return World.generate(config, progress=update)
 
 
@@ -40,20 +42,29 @@ def generate(
                                        "WorldConfig keys (see docs/world.md); defaults for "
                                        "every key left out."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (overrides the "
-                                    "config's)."),
-    out: Path = typer.Option(Path("recscope-out/world"), "--out", "-o",
-                             help="Output directory (replaced atomically)."),
+                                    "config's; 0 or more)."),
+    out: Path = typer.Option(Path("recscope-out/world"), "--out", "-o", metavar="FOLDER",
+                             help="Output folder (an existing non-empty one needs --force)."),
+    force: Force = False,
 ) -> None:
     """Generate the world and save it: Parquet log, side tables, truth and config.json.
 
     The same config and seed give byte-identical files.
+
+    Example: recscope world generate --seed 1 --out world/
     """
     from recscope.sim import load_world_config
 
+    if seed is not None and seed < 0:
+        raise ConfigError(f"must be 0 or more (got {seed})", key="--seed")
+    if config is not None and not config.is_file():
+        raise ConfigError("is not a file" if config.exists() else "file not found",
+                          file=str(config))
+    check_outputs(folder=out, force=force, track=False)
     cfg = load_world_config(config, seed=seed)
     world = generate_with_progress(cfg)
     with console.status("writing Parquet files"):
-        world.save(out)
+        world.save(out, force=force)
     d = world.describe()
     ev = d["events"]
     console.print(

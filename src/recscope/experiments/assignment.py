@@ -31,6 +31,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from recscope.core.splitmix import splitmix, splitmix_int, to_unit
 from recscope.errors import ConfigError
 
 HOLDOUT = "holdout"
@@ -124,14 +125,7 @@ def unit_hash(unit: object, salt: str) -> float:
     for byte in f"{salt}:{unit}".encode():
         h ^= byte
         h = (h * int(_FNV_PRIME)) & _MASK
-    return (_splitmix(h) >> 11) / 2.0**53
-
-
-def _splitmix(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
+    return (splitmix_int(h) >> 11) / 2.0**53
 
 
 @numba.njit(cache=True, nogil=True)
@@ -144,11 +138,7 @@ def _hash_kernel(prefix: np.ndarray, offsets: np.ndarray, data: np.ndarray,
             h = (h ^ np.uint64(b)) * np.uint64(0x100000001B3)
         for j in range(offsets[i], offsets[i + 1]):
             h = (h ^ np.uint64(data[j])) * np.uint64(0x100000001B3)
-        z = h + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-        out[i] = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+        out[i] = to_unit(splitmix(h))
 
 
 def hash_units(unit_ids: Sequence[object] | np.ndarray | pa.Array, salt: str) -> np.ndarray:

@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from recscope.core.splitmix import GOLDEN, finalize_np
 from recscope.data.interactions import Interactions
 from recscope.models.base import Component, ComponentConfig, register
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLD = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """SplitMix64 finaliser on uint64 arrays (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-        return x ^ (x >> np.uint64(31))
+_GOLD = np.uint64(GOLDEN)
 
 
 def hashed_uniform(seed: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """A uniform [0, 1) number per (seed, user, item), the same on every call."""
     with np.errstate(over="ignore"):
-        s = _mix(np.uint64(seed % 2**64) * _GOLD + np.uint64(1))
-        u = _mix(s ^ (users.astype(np.uint64) * _GOLD))
-        x = _mix(u[:, None] ^ (items.astype(np.uint64)[None, :] + _GOLD))
+        s = finalize_np(np.uint64(seed % 2**64) * _GOLD + np.uint64(1))
+        u = finalize_np(s ^ (users.astype(np.uint64) * _GOLD))
+        x = finalize_np(u[:, None] ^ (items.astype(np.uint64)[None, :] + _GOLD))
     return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 

@@ -10,10 +10,11 @@ import numpy as np
 from recscope.data.interactions import Interactions
 from recscope.data.rankings import RankedLists
 from recscope.models.bandits import BanditSlate, SlotBandit
-from recscope.models.base import Component, ComponentSpec, Stage, register, top_k
+from recscope.models.base import Component, ComponentSpec, Stage, register
 from recscope.models.rerank import Reranker
 from recscope.models.union import UnionRetriever
 from recscope.pipeline.config import PipelineConfig, check_config, load_config, ranker_spec
+from recscope.pipeline.stack import rank_candidates
 
 
 @register("pipeline")
@@ -93,10 +94,7 @@ class Pipeline(Component):
             retrieval = ranked.traces.get("retrieval", ranked.items)
         else:
             cand = self.retrieval.candidates(users, exclude=exclude)
-            fused = self.retrieval.fused(cand)
-            pos, sc = top_k(fused, depth)
-            items = np.where(pos >= 0, np.take_along_axis(cand.items, np.maximum(pos, 0), 1),
-                             -1)
+            items, sc = rank_candidates(cand.items, self.retrieval.fused(cand), depth)
             ranked = RankedLists(users, items, sc)
             retrieval = cand.items
         traces = {"retrieval": retrieval, "ranking": ranked.items}

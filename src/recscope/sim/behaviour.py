@@ -1,7 +1,7 @@
 """How simulated users respond to a slate: position bias, click, save, hide, leave.
 
 The response to one slate follows the built-in world's TRUE preference model
-(:meth:`recscope.sim.truth.WorldTruth.engagement_probabilities`): the user scans the
+(:meth:`recscope.sim.world_model.WorldTruth.engagement_probabilities`): the user scans the
 slate top-down, examines position ``p`` with probability ``(1 + p) ** -position_decay``,
 is attracted (clicks) with probability ``sigmoid(attraction logit)``, then saves the pin
 or, when not attracted, may hide it. Two additions turn single slates into sessions:

@@ -1,6 +1,6 @@
 """A simulated platform calibrated from real logs.
 
-:func:`calibrate_world` builds a :class:`~recscope.sim.truth.WorldTruth` whose users,
+:func:`calibrate_world` builds a :class:`~recscope.sim.world_model.WorldTruth` whose users,
 items and topics are those of MovieLens 100K (genres as topics), so the simulated
 platform resembles a real one:
 
@@ -34,7 +34,7 @@ import numpy as np
 from recscope.data.loaders import load_movielens, load_obd
 from recscope.errors import DataValidationError
 from recscope.sim.config import SurfacesConfig, WorldConfig
-from recscope.sim.truth import WorldTruth, micros, sigmoid
+from recscope.sim.world_model import WorldTruth, micros, sigmoid
 
 
 @dataclass

@@ -11,16 +11,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
+from recscope.config import StrictModel, validate
 from recscope.errors import ConfigError
 from recscope.io import read_toml
 
 SURFACES: tuple[str, ...] = ("home_feed", "related", "search")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    """A strict (:class:`recscope.config.StrictModel`), immutable config section."""
+
+    model_config = ConfigDict(frozen=True)
 
 
 class SurfaceConfig(_Strict):
@@ -138,7 +141,8 @@ class WorldConfig(_Strict):
                                description="the log holds at least this many impressions")
     n_topics: int = Field(default=24, ge=2, le=200)
     n_creators: int = Field(default=1_500, ge=1)
-    start: datetime = datetime.fromisoformat("2025-01-06T00:00:00+00:00")
+    start: datetime = Field(default=datetime.fromisoformat("2025-01-06T00:00:00+00:00"),
+                            strict=False, description="TOML date-time or ISO 8601 text")
     n_days: int = Field(default=28, ge=1, le=3650)
     topic_concentration: float = Field(
         default=0.08, gt=0.0, le=100.0,
@@ -186,15 +190,7 @@ class WorldConfig(_Strict):
 
 def parse_world_config(data: dict[str, Any], *, file: str | None = None) -> WorldConfig:
     """Validate a mapping into a :class:`WorldConfig`; errors name the key and the file."""
-    try:
-        return WorldConfig.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or None
-        detail = "" if err["type"] in ("missing", "extra_forbidden") else \
-            f" (got {err.get('input')!r})"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(f"{msg}{detail}", key=key, file=file) from None
+    return validate(WorldConfig, data, file=file)
 
 
 def load_world_config(path: str | Path | None = None, **overrides: Any) -> WorldConfig:

@@ -1,7 +1,7 @@
 """The simulated platform: users visit, policies serve slates, users respond and return.
 
 :class:`Environment` drives the built-in world's TRUE preference model
-(:class:`recscope.sim.truth.WorldTruth`) day by day:
+(:class:`recscope.sim.world_model.WorldTruth`) day by day:
 
 1. **Visits.** User ``u`` opens ``Poisson(λ_u · exp(β · s_u))`` sessions a day, where
    ``λ_u`` is the world's heavy-tailed activity times ``sessions_per_day`` and ``s_u`` is
@@ -21,7 +21,7 @@
    and social spillover (saves appear in followers' home feeds, across arms).
 
 Every random number is counter-based (:mod:`recscope.sim.crn`), so a replay of the same
-users under other policies reuses the same numbers: :mod:`recscope.sim.ground_truth`
+users under other policies reuses the same numbers: :mod:`recscope.sim.true_effects`
 builds true effects from such replays.
 """
 
@@ -29,31 +29,33 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from recscope.config import StrictModel
+from recscope.core.progress import Progress, report
 from recscope.data.schema import TIMESTAMP_TYPE
 from recscope.errors import ConfigError
 from recscope.sim import crn
 from recscope.sim.behaviour import respond
 from recscope.sim.config import SURFACES
 from recscope.sim.interference import CreatorSupplyConfig, SocialConfig, SocialGraph
-from recscope.sim.policies import PolicyLike, SlateContext, as_policy, slates_of
-from recscope.sim.truth import WorldTruth, window_end
+from recscope.sim.stacks import PolicyLike, SlateContext, as_policy, slates_of
+from recscope.sim.world_model import WorldTruth, window_end
 
 _SECOND = 1_000_000
 _DAY = 86_400 * _SECOND
 
 
-class SimConfig(BaseModel):
+class SimConfig(StrictModel):
     """Parameters of users' behaviour over time (the world keeps their preferences)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     sessions_per_day: float = Field(default=0.4, gt=0.0, le=50.0,
                                     description="mean sessions a day of an average user")
@@ -148,8 +150,6 @@ class SimResult:
         })
 
 
-Progress = Callable[[int, int], None]
-
 
 class Environment:
     """The simulated platform over a world's true preference model.
@@ -218,22 +218,23 @@ class Environment:
                         pending_social=np.full(t.n_users, -1, dtype=np.int64))
 
     def warmup(self, policy: Any, days: int = 7, progress: Progress | None = None,
-               ) -> SimState:
+               stage: str = "warm-up") -> SimState:
         """Run ``days`` under the incumbent ``policy`` and calibrate the references
         (mean session value, creators' usual exposure); returns the state to start from."""
         return self.run([policy], days=days, calibrate=True, record=False,
-                        progress=progress).state
+                        progress=progress, stage=stage).state
 
     # ------------------------------------------------------------------ main loop
     def run(self, policies: Sequence[Any], *, days: int, arm: np.ndarray | None = None,
             state: SimState | None = None, novel: Sequence[bool] | None = None,
             calibrate: bool = False, record: bool = True, progress: Progress | None = None,
-            names: Sequence[str] | None = None) -> SimResult:
+            names: Sequence[str] | None = None, stage: str = "simulate") -> SimResult:
         """Simulate ``days`` days; user ``u`` is served ``policies[arm[u]]``.
 
         ``policies[0]`` is the incumbent; others are new to users (novelty) unless
         ``novel`` says otherwise. ``state`` (default :meth:`initial_state`) is not
-        modified; the final state is in the result.
+        modified; the final state is in the result. ``progress(stage, day, days)`` is
+        called after every simulated day.
         """
         if days < 1:
             raise ConfigError("days must be at least 1", key="days")
@@ -251,8 +252,7 @@ class Environment:
         daily: list[dict[str, Any]] = []
         for i in range(days):
             self._day(st, pols, arm, is_novel, cols if record else None, daily, calibrate)
-            if progress is not None:
-                progress(i + 1, days)
+            report(progress, stage, i + 1, days)
         merged = {k: (np.concatenate(v) if v else np.zeros(0, dtype=_COLUMNS[k]))
                   for k, v in cols.items()}
         pnames = list(names) if names is not None else [

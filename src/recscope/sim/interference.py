@@ -20,16 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from recscope.config import StrictModel
 from recscope.sim import crn
-from recscope.sim.truth import WorldTruth
+from recscope.sim.world_model import WorldTruth
 
 
-class CreatorSupplyConfig(BaseModel):
+class CreatorSupplyConfig(StrictModel):
     """Creator-side supply response to exposure (see the module docstring)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     enabled: bool = False
     weight: float = Field(default=0.8, ge=0.0, le=10.0,
@@ -40,10 +41,10 @@ class CreatorSupplyConfig(BaseModel):
     max_supply: float = Field(default=4.0, ge=1.0, le=100.0)
 
 
-class SocialConfig(BaseModel):
+class SocialConfig(StrictModel):
     """Social spillover of saves into followers' feeds (see the module docstring)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(frozen=True)
 
     enabled: bool = False
     mean_follows: float = Field(default=8.0, gt=0.0, le=1000.0)

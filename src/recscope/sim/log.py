@@ -8,25 +8,21 @@ model. Generation stops at the first session that brings the log to ``n_impressi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pyarrow as pa
 
+from recscope.core.progress import Progress, report
 from recscope.data.schema import TIMESTAMP_TYPE
 from recscope.errors import ConfigError
 from recscope.sim.config import SURFACES
-from recscope.sim.policy import LoggingPolicy
-from recscope.sim.truth import WorldTruth, micros
+from recscope.sim.logging_policy import LoggingPolicy
+from recscope.sim.world_model import WorldTruth, micros
 
 EVENTS: tuple[str, ...] = ("impression", "click", "save", "hide")
 _SECOND = 1_000_000
 _HOUR = 3600 * _SECOND
 _DAY = 24 * _HOUR
 _BATCH_SESSIONS = 4000
-
-Progress = Callable[[int, int], None]
-
 
 #: Per-request arrays collected for each batch (generation order).
 _KEYS: tuple[str, ...] = ("session", "step", "user", "surface", "ts", "query", "seed", "items",
@@ -67,8 +63,7 @@ def generate_log(truth: WorldTruth, policy: LoggingPolicy, rng: np.random.Genera
             done = int(cum[-1])
         n_sessions += batch["n_sessions"]
         parts.append(batch)
-        if progress is not None:
-            progress(min(done, target), target)
+        report(progress, "world", min(done, target), target)
     merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "n_sessions"}
     return _tables(truth, merged, rng)
 

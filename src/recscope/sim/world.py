@@ -2,7 +2,7 @@
 
 ``World.generate(WorldConfig())`` draws 20,000 users, 10,000 pins and a historical log of
 1,000,000 impressions (plus clicks, saves and hides) from a known logging policy, keeping
-every latent quantity (:class:`~recscope.sim.truth.WorldTruth`) so that the simulator can
+every latent quantity (:class:`~recscope.sim.world_model.WorldTruth`) so that the simulator can
 drive the same world and compute ground truth. Same config and seed, byte-identical
 files. The generative model is documented in ``docs/world.md``.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from recscope.core.progress import Progress
 from recscope.data.interactions import Interactions
 from recscope.data.schema import TIMESTAMP_TYPE
 from recscope.data.vocab import Vocabulary
@@ -27,9 +27,9 @@ from recscope.errors import DataValidationError
 from recscope.io import atomic_dir
 from recscope.sim.config import SURFACES, WorldConfig, parse_world_config
 from recscope.sim.log import generate_log
-from recscope.sim.policy import LoggingPolicy
+from recscope.sim.logging_policy import LoggingPolicy
 from recscope.sim.text import make_texts
-from recscope.sim.truth import EngagementProbabilities, WorldTruth, build_truth
+from recscope.sim.world_model import EngagementProbabilities, WorldTruth, build_truth
 
 FORMAT = "recscope.world/1"
 _TRUTH_FILES = ("truth_users", "truth_items", "truth_topics", "truth_creators")
@@ -64,8 +64,9 @@ class World:
     # ------------------------------------------------------------------ generation
     @classmethod
     def generate(cls, config: WorldConfig | None = None, *,
-                 progress: Callable[[int, int], None] | None = None) -> World:
-        """Draw the world and its log. ``progress(done, total)`` reports impressions."""
+                 progress: Progress | None = None) -> World:
+        """Draw the world and its log. ``progress("world", done, total)`` reports logged
+        impressions."""
         config = config or WorldConfig()
         seeds = np.random.SeedSequence(config.seed).spawn(4)
         timings: dict[str, float] = {}
@@ -181,14 +182,17 @@ class World:
         }
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, force: bool = True) -> Path:
         """Write Parquet files and ``config.json`` atomically; the layout is also a saved
-        :class:`Interactions` directory, so ``Interactions.load(path)`` reads the log."""
+        :class:`Interactions` directory, so ``Interactions.load(path)`` reads the log.
+
+        An existing non-empty ``path`` needs ``force``; only files recscope wrote there are
+        replaced (:func:`recscope.io.atomic_dir`)."""
         inter = self.interactions
         if inter.item_features is None or inter.user_features is None:
             raise DataValidationError("a world's interactions need item and user side tables",
                                       file=str(path))
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, force=force) as tmp:
             _write(tmp / "interactions.parquet", inter.table)
             _write(tmp / "users.parquet", pa.table({"user_id": inter.users.ids}))
             _write(tmp / "items.parquet", pa.table({"item_id": inter.items.ids}))

@@ -39,11 +39,11 @@ from typing import Any, Literal
 import numpy as np
 
 from recscope.errors import ConfigError
+from recscope.ope.action_dists import ActionDist
 from recscope.ope.feedback import LoggedFeedback
-from recscope.ope.policies import ActionDist
 from recscope.ope.reward import RewardModel
 from recscope.sim import World, WorldConfig
-from recscope.sim.truth import window_end
+from recscope.sim.world_model import window_end
 
 SURFACE = "home_feed"
 QHat = Literal["oracle", "logistic", "lightgbm", "none"]

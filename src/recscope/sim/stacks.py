@@ -30,8 +30,9 @@ import numpy as np
 
 from recscope.data.rankings import RankedLists
 from recscope.errors import ConfigError
+from recscope.pipeline.stack import rank_candidates
 from recscope.sim import crn
-from recscope.sim.truth import WorldTruth
+from recscope.sim.world_model import WorldTruth
 
 _CHUNK = 2048
 
@@ -277,7 +278,10 @@ RANKERS: dict[str, Callable[..., Ranker]] = {
 
 class StackPolicy:
     """Retrieve ``pool`` candidates, rank them, serve the top ``k`` (Plackett–Luce with
-    ``temperature`` when positive, so repeated requests do not get identical slates)."""
+    ``temperature`` when positive, so repeated requests do not get identical slates).
+
+    Ordering is :func:`recscope.pipeline.stack.rank_candidates`, the step a
+    :class:`~recscope.pipeline.Pipeline` and the demo's offline stacks use too."""
 
     def __init__(self, truth: WorldTruth, retriever: str | Retriever = "embedding",
                  ranker: str | Ranker = "affinity", *, pool: int = 100,
@@ -303,10 +307,7 @@ class StackPolicy:
         s = np.asarray(self.ranker.scores(users, cand, context), dtype=np.float64)
         if self.temperature > 0:
             s = s + self.temperature * gumbel(context.keys, s.shape[1], 1000)
-        s = np.where(cand >= 0, s, -np.inf)
-        top = _top(s, k)
-        out = np.take_along_axis(cand, top, axis=1)
-        return np.where(np.isfinite(np.take_along_axis(s, top, axis=1)), out, -1)
+        return rank_candidates(cand, s, min(k, cand.shape[1]))[0]
 
 
 def _make(spec: Any, table: dict[str, Callable[..., Any]], truth: WorldTruth, seed: int,

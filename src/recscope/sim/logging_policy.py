@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recscope.core.plackett_luce import conditional_log_probs, position_marginals
 from recscope.errors import ConfigError
-from recscope.sim.truth import WorldTruth, _unit_rows
+from recscope.sim.world_model import WorldTruth, _unit_rows
 
 _CHUNK = 2048
 
@@ -211,39 +212,23 @@ class LoggingPolicy:
 
     def marginal_propensities(self, pool: np.ndarray, log_w: np.ndarray, k: int,
                               n_samples: int, rng: np.random.Generator) -> np.ndarray:
-        """Monte Carlo estimate of P(pool item j at position p) for each request: an array
-        (B, M, k). Summing over ``p`` gives P(j anywhere in the top k).
+        """P(pool item j at position p) for each request: an array (B, M, k). Summing over
+        ``p`` gives P(j anywhere in the top k).
 
-        Under Plackett–Luce these marginals have no closed form (a sum over every ordered
-        set of items above), so they are estimated from ``n_samples`` slates per request;
-        the standard error of an entry ``m`` is ``sqrt(m (1 - m) / n_samples)``.
+        Exact for positions 0 and 1; beyond, a Monte Carlo estimate from ``n_samples``
+        slates per request (Plackett–Luce marginals have no closed form), whose standard
+        error at an entry ``m`` is ``sqrt(m (1 - m) / n_samples)``
+        (:func:`recscope.core.plackett_luce.position_marginals`).
         """
-        b, m = pool.shape
-        k = min(k, m)
-        out = np.zeros((b, m, k))
-        for r in range(b):
-            keys = log_w[r] + rng.gumbel(size=(n_samples, m))
-            top = np.argsort(-keys, axis=1, kind="stable")[:, :k]
-            ok = np.isfinite(log_w[r][top])
-            for p in range(k):
-                out[r, :, p] = np.bincount(top[ok[:, p], p], minlength=m) / n_samples
-        return out
+        return position_marginals(log_w, min(k, pool.shape[1]), n_samples, rng)
 
     @staticmethod
     def _probabilities(pool: np.ndarray, log_w: np.ndarray, pos: np.ndarray) -> Slates:
         """Conditional and cascade probabilities of slates given as pool positions."""
-        b, m = pool.shape
-        rows = np.arange(b)[:, None]
+        rows = np.arange(pool.shape[0])[:, None]
         valid = pos >= 0
         safe = np.maximum(pos, 0)
-        head = np.where(valid, log_w[rows, safe], -np.inf)
-        unplaced = np.ones((b, m), dtype=bool)
-        unplaced[np.broadcast_to(rows, pos.shape)[valid], pos[valid]] = False
-        rest = np.logaddexp.reduce(np.where(unplaced, log_w, -np.inf), axis=1)
-        # log of the weight not yet placed before each position
-        tail = np.logaddexp(np.logaddexp.accumulate(head[:, ::-1], axis=1)[:, ::-1],
-                            rest[:, None])
-        logp = np.where(valid, head - np.where(valid, tail, 0.0), 0.0)
+        logp = conditional_log_probs(log_w, pos)
         items = np.where(valid, pool[rows, safe], -1)
         prop = np.where(valid, np.exp(logp), np.nan)
         cascade = np.where(valid, np.exp(np.cumsum(logp, axis=1)), np.nan)

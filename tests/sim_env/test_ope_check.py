@@ -9,8 +9,8 @@ import pytest
 
 from recscope.errors import ConfigError
 from recscope.ope.estimators import Inputs, make_estimator
-from recscope.ope.simulated import SimulatedHomeFeed, reward_predictions
 from recscope.ope.synthetic import check_against_truth
+from recscope.sim.ope_check import SimulatedHomeFeed, reward_predictions
 
 
 @pytest.fixture(scope="module")

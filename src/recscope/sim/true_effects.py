@@ -18,14 +18,17 @@ replaced by that calendar week), which shows effects that fade (novelty) or comp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from recscope.core.progress import Progress, report
 from recscope.errors import ConfigError
 from recscope.experiments.metrics import Metric
+from recscope.io import jsonable
+from recscope.results import Effect, Result
 from recscope.sim.config import SURFACES
 from recscope.sim.environment import Environment, SimResult, SimState
 
@@ -107,8 +110,16 @@ def metric_value(events: dict[str, np.ndarray], units: np.ndarray, exposure: np.
 
 
 @dataclass
-class GroundTruth:
-    """True metric values of every cell, short-run and long-run, and derived effects."""
+class GroundTruth(Result):
+    """True metric values of every cell, short-run and long-run, and derived effects.
+
+    Its :meth:`effects` rows are the true effects of each cell against control
+    (``estimate`` = true effect, ``extra``: ``variant``, ``horizon``, ``rel_effect``,
+    ``control_value``, ``variant_value``); intervals are NaN because nothing is sampled.
+    """
+
+    kind: ClassVar[str] = "ground_truth"
+    title: ClassVar[str] = "Ground truth (common-random-number replays)"
 
     cells: list[str]
     metrics: list[str]
@@ -119,7 +130,8 @@ class GroundTruth:
     days: int = 0
     long_run_days: int = 0
 
-    def effects(self, metric: str, *, long_run: bool = False) -> dict[str, dict[str, float]]:
+    def true_effects(self, metric: str, *, long_run: bool = False,
+                     ) -> dict[str, dict[str, float]]:
         """Effect of each cell against the first (control) cell: absolute and relative."""
         vals = (self.long_run if long_run else self.short_run).get(metric, {})
         if not vals:
@@ -146,29 +158,43 @@ class GroundTruth:
             out["interaction"] = float(v[3] - v[2] - v[1] + v[0])
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"cells": self.cells, "components": self.components,
-                               "n_units": self.n_units, "days": self.days,
-                               "long_run_days": self.long_run_days, "metrics": {}}
-        for m in self.metrics:
-            entry: dict[str, Any] = {
-                "cells": self.short_run[m], "effects": self.effects(m)}
-            if self.long_run:
-                entry["long_run_cells"] = self.long_run[m]
-                entry["long_run_effects"] = self.effects(m, long_run=True)
-            if self.components:
-                entry["attribution"] = self.shapley(m)
-                if self.long_run:
-                    entry["long_run_attribution"] = self.shapley(m, long_run=True)
-            out["metrics"][m] = entry
+    def effects(self) -> list[Effect]:
+        """One row per metric, non-control cell and horizon: the true effect."""
+        rows: list[Effect] = []
+        horizons = [("short_run", self.short_run)] + (
+            [("long_run", self.long_run)] if self.long_run else [])
+        for horizon, vals in horizons:
+            for m in self.metrics:
+                control = vals[m][self.cells[0]]
+                for cell, e in self.true_effects(m, long_run=horizon == "long_run").items():
+                    rows.append(Effect(m, e["effect"], n=self.n_units, extra={
+                        "variant": cell, "horizon": horizon, "rel_effect": e["rel_effect"],
+                        "control_value": control, "variant_value": vals[m][cell]}))
+        return rows
+
+    def attribution(self) -> dict[str, Any]:
+        """True Shapley attribution per metric (and long-run), for factorial designs."""
+        if not self.components:
+            return {}
+        out: dict[str, Any] = {m: self.shapley(m) for m in self.metrics}
+        if self.long_run:
+            out.update({f"{m} (long run)": self.shapley(m, long_run=True)
+                        for m in self.metrics})
         return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields, plus the derived true ``effects`` rows and ``attribution`` (which
+        :meth:`from_dict` recomputes rather than reads)."""
+        return {**super().to_dict(),
+                **jsonable({"effects": [e.to_dict() for e in self.effects()],
+                            "attribution": self.attribution()})}
 
 
 def replay_cells(env: Environment, policies: Sequence[Any], state: SimState, *, days: int,
                  units: np.ndarray, exposure: np.ndarray, metrics: Sequence[Metric],
                  cell_names: Sequence[str], long_run_days: int = 0,
                  components: Sequence[str] = (),
-                 progress: Callable[[int, int], None] | None = None) -> GroundTruth:
+                 progress: Progress | None = None) -> GroundTruth:
     """Replay every cell for all users from ``state``; metric values over ``units``.
 
     ``policies[c]`` is cell ``c``'s policy (cell 0 the incumbent); ``exposure`` holds the
@@ -185,9 +211,8 @@ def replay_cells(env: Environment, policies: Sequence[Any], state: SimState, *, 
     for c, name in enumerate(cell_names):
         arm = np.full(n_users, c, dtype=np.int64)
 
-        def step(i: int, n: int, c: int = c) -> None:
-            if progress is not None:
-                progress(c * horizon + i, len(cell_names) * horizon)
+        def step(_stage: str, i: float, _n: float, c: int = c) -> None:
+            report(progress, "ground truth", c * horizon + i, len(cell_names) * horizon)
 
         res = env.run(policies, days=horizon, arm=arm, state=state, progress=step)
         ev = event_columns(res)
