@@ -43,7 +43,7 @@ on-policy click rate of one simulated BTS log of the full BTS/all size (12,168,0
 Heavy (about 5 GB at full size): run under ``flock /tmp/recscope-heavy.lock``.
 
 ``sim`` validates the estimators in the simulated platform
-(:class:`recscope.ope.simulated.SimulatedHomeFeed`): ``--reps`` fresh logs of ``--n``
+(:class:`recscope.sim.ope_check.SimulatedHomeFeed`): ``--reps`` fresh logs of ``--n``
 top-slot home-feed requests from the built-in world's logging policy, the candidate an ALS
 component fitted on the world's click history (softmax, ``--beta``; ``inf`` is its
 deterministic top-1), against the candidate's exact true click rate. It prints bias, RMSE
@@ -69,9 +69,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from recscope.cli.common import progress  # noqa: E402
+from recscope.ope.action_dists import ActionDist, from_log, uniform  # noqa: E402
 from recscope.ope.estimators import Inputs, make_estimator  # noqa: E402
 from recscope.ope.feedback import LoggedFeedback  # noqa: E402
-from recscope.ope.policies import ActionDist, from_log, uniform  # noqa: E402
 from recscope.ope.semisynthetic import SemiSyntheticOBD, resampled_estimates  # noqa: E402
 from recscope.ope.synthetic import SyntheticBandit  # noqa: E402
 
@@ -408,8 +408,8 @@ def semisynth(scales: list[tuple[int, int]], n_logs: int, truth_n: int, seed: in
 def sim(reps: int, n: int, beta: float, world_seed: int, n_bootstrap: int,
         reward_models: list[str]) -> None:
     """Bias, RMSE and coverage of each estimator against the simulator's true value."""
-    from recscope.ope.simulated import SimulatedHomeFeed, reward_predictions, small_world_config
     from recscope.ope.synthetic import check_against_truth
+    from recscope.sim.ope_check import SimulatedHomeFeed, reward_predictions, small_world_config
 
     t0 = time.perf_counter()
     env = SimulatedHomeFeed(small_world_config(world_seed), beta=beta, seed=world_seed)

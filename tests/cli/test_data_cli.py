@@ -140,15 +140,24 @@ def test_split_writes_parts(tmp_path: Path, log_file: Path, method: str,
     assert code == 0, out
     info = json.loads((out_dir / "split.json").read_text())
     assert info["params"]["method"] == method
-    for name in ("train", "validation", "test", "users", "items"):
-        assert (out_dir / f"{name}.parquet").exists()
-    sizes = [pq.read_metadata(out_dir / f"{n}.parquet").num_rows
+    # each part is a data folder that the loaders read with its side tables
+    for name in ("train", "validation", "test"):
+        for f in ("interactions", "users", "items"):
+            assert (out_dir / name / f"{f}.parquet").exists(), (name, f)
+    sizes = [pq.read_metadata(out_dir / n / "interactions.parquet").num_rows
              for n in ("train", "validation", "test")]
     assert sum(sizes) == 1500 and all(s > 0 for s in sizes)
     assert [info["parts"][n]["n_interactions"] for n in ("train", "validation", "test")] == sizes
     split = load_split(out_dir)
     data = Interactions.from_table(make_log(n_users=60, n_items=50, n_rows=1500, extra=True))
     assert split.train.users == data.users and split.test.items == data.items
+    assert split.test.users is split.train.users  # one shared vocabulary
+    from recscope.data.loaders import detect_format, load
+
+    assert detect_format(out_dir) == "split"  # not mistaken for Amazon JSON
+    part = load(out_dir / "train")
+    assert part.table.equals(split.train.table) and part.items == data.items
+    assert load(out_dir).table.equals(split.train.table)  # the folder loads as its train part
     expected = {"leave-last": lambda: leave_last_n(data, 2, 1),
                 "random": lambda: random_holdout(data, 0.25, 0.1, seed=3),
                 "user": lambda: user_split(data, 0.2, 0.2, seed=3)}.get(method)
@@ -159,6 +168,23 @@ def test_split_writes_parts(tmp_path: Path, log_file: Path, method: str,
         assert info["leakage"]["users_train_test"] == 0
     if method == "temporal":
         assert info["time_ranges"]["train"][1] < info["time_ranges"]["test"][0]
+
+
+def test_split_parts_keep_the_side_tables_on_ml100k(tmp_path: Path) -> None:
+    """``train --data split/train`` must see the whole item vocabulary and the topics: the
+    train part is a data folder with the item side table, not a bare Parquet file."""
+    from recscope.data.loaders import load
+
+    out_dir = tmp_path / "split"
+    code, out, _ = run("split", str(data_path("ml-100k")), "--method", "random",
+                       "--test-fraction", "0.25", "--out", str(out_dir))
+    assert code == 0, out
+    train = load(out_dir / "train")
+    assert len(train.items) == 1682 and len(train.users) == 943
+    assert train.item_features is not None and "topic" in train.item_features.column_names
+    assert len(train) + len(load_split(out_dir).test) == 100_000
+    truth = pq.read_table(out_dir / "test" / "interactions.parquet")
+    assert {"user_id", "item_id"} <= set(truth.column_names)
 
 
 def test_split_is_logged_to_tracking(tmp_path: Path, log_file: Path) -> None:
@@ -183,23 +209,24 @@ def test_failed_write_leaves_nothing(tmp_path: Path, log_file: Path,
     real = pq.write_table
 
     def failing(table: object, where: object, **kw: object) -> None:
-        if str(where).endswith("test.parquet"):
+        if "test" in Path(str(where)).parent.name:
             raise OSError("disk full")
         real(table, where, **kw)
 
-    monkeypatch.setattr(data_cli.pq, "write_table", failing)
+    monkeypatch.setattr(pq, "write_table", failing)
     out_dir = tmp_path / "runs" / "split"
     result = CliRunner().invoke(data_cli.app, ["split", str(log_file), "--method", "random",
                                                "--out", str(out_dir)])
     assert isinstance(result.exception, OSError)
     assert not out_dir.exists() and list((tmp_path / "runs").iterdir()) == []
     # an existing output survives a failed re-run untouched
-    monkeypatch.setattr(data_cli.pq, "write_table", real)
+    monkeypatch.setattr(pq, "write_table", real)
     assert run("split", str(log_file), "--method", "random", "--out", str(out_dir))[0] == 0
     before = (out_dir / "split.json").read_text()
-    monkeypatch.setattr(data_cli.pq, "write_table", failing)
-    CliRunner().invoke(data_cli.app, ["split", str(log_file), "--method", "user", "--out",
-                                      str(out_dir)])
+    monkeypatch.setattr(pq, "write_table", failing)
+    result = CliRunner().invoke(data_cli.app, ["split", str(log_file), "--method", "user",
+                                               "--out", str(out_dir), "--force"])
+    assert isinstance(result.exception, OSError)
     assert (out_dir / "split.json").read_text() == before
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["split"]
 
@@ -213,7 +240,7 @@ def test_time_free_data_refuses_temporal_splits(tmp_path: Path) -> None:
     code, _, _ = run("split", str(data_path("coat")), "--method", "random", "--out",
                      str(tmp_path / "o"))
     assert code == 0
-    test = pq.read_table(tmp_path / "o" / "test.parquet")
+    test = pq.read_table(tmp_path / "o" / "test" / "interactions.parquet")
     assert np.isin(test.column("propensity").to_numpy(), [0.0], invert=True).all()
 
 
@@ -240,3 +267,51 @@ def test_temporal_drop_repeats(tmp_path: Path, log_file: Path) -> None:
     assert keep["leakage"]["pairs_train_test"] > 0
     assert drop["leakage"]["pairs_train_test"] == 0
     assert drop["parts"]["train"] == keep["parts"]["train"]
+
+
+def test_existing_out_folder_needs_force_and_keeps_user_files(tmp_path: Path,
+                                                               log_file: Path) -> None:
+    """A non-empty --out is refused before any work; with --force only what recscope wrote
+    is replaced and the user's own file survives; a file given as --out is refused."""
+    out_dir = tmp_path / "split"
+    out_dir.mkdir()
+    (out_dir / "notes.txt").write_text("mine")
+    code, _, exc = run("split", str(log_file), "--method", "random", "--out", str(out_dir))
+    assert code == 2 and "--force" in str(exc) and str(out_dir) in str(exc)
+    assert sorted(p.name for p in out_dir.iterdir()) == ["notes.txt"]
+    assert run("split", str(log_file), "--method", "random", "--out", str(out_dir),
+               "--force")[0] == 0
+    assert run("split", str(log_file), "--method", "user", "--out", str(out_dir),
+               "--force")[0] == 0
+    assert (out_dir / "notes.txt").read_text() == "mine"
+    assert json.loads((out_dir / "split.json").read_text())["params"]["method"] == "user"
+    code, _, exc = run("split", str(log_file), "--method", "random", "--out",
+                       str(out_dir / "notes.txt"))
+    assert code == 2 and "notes.txt" in str(exc) and "is a file" in str(exc)
+    assert (out_dir / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize(("content", "name", "words"), [
+    (b"", "empty.csv", ["empty.csv", "empty"]),
+    (b"not parquet at all", "corrupt.parquet", ["corrupt.parquet", "Parquet"]),
+    (b"user_id,item_id,timestamp\nu1,caf\xe9,1\n", "latin1.csv", ["latin1.csv", "UTF-8"]),
+    (b"user_id;item_id;timestamp\nu1;i1;1\n", "semicolon.csv", ["semicolon.csv", "delimiter"]),
+])
+@pytest.mark.parametrize("command", ["describe", "split"])
+def test_unreadable_files_are_named_and_nothing_is_written(
+        tmp_path: Path, content: bytes, name: str, words: list[str], command: str) -> None:
+    src = tmp_path / name
+    src.write_bytes(content)
+    extra = ["--method", "random", "--out", str(tmp_path / "o")] if command == "split" \
+        else ["--json", str(tmp_path / "s.json")]
+    code, _, exc = run(command, str(src), *extra)
+    assert code == 2 and isinstance(exc, DataValidationError), exc
+    assert all(w in str(exc) for w in words) and "\n" not in str(exc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_directory_where_a_file_is_expected(tmp_path: Path) -> None:
+    folder = tmp_path / "events.parquet"
+    folder.mkdir()
+    code, _, exc = run("describe", str(folder), "--format", "parquet")
+    assert code == 2 and "events.parquet" in str(exc) and "folder" in str(exc)

@@ -52,8 +52,8 @@ def test_novelty_popularity_and_catalogue(tiny: tuple[RankedLists, Relevance]) -
     assert lift[2] == pytest.approx(1.0 / 1.0 - 1)  # history of user 2 = {0}, list = {0}
     assert lift[0] == pytest.approx(0 / ((1 + 1 / 3) / 2) - 1)
     cat = catalogue_metrics(rl, 4, n_boot=50)
-    assert cat["coverage"].mean == 1.0
-    assert cat["gini"].mean == pytest.approx(gini(np.array([2, 1, 1, 1])))
+    assert cat["coverage"].estimate == 1.0
+    assert cat["gini"].estimate == pytest.approx(gini(np.array([2, 1, 1, 1])))
     assert cat["coverage"].ci_low <= 1.0
     assert gini(np.array([5, 5, 5])) == 0.0
     assert gini(np.array([0, 0, 0, 9])) == pytest.approx(0.75)
@@ -117,7 +117,7 @@ def test_exposure_fairness_and_full_bundle(tiny: tuple[RankedLists, Relevance],
     assert {"novelty", "arp", "popularity_lift", "ild_topic", "calibration_kl", "coverage",
             "gini"} <= set(res.summary)
     back = BeyondResult.load(res.save(tmp_path / "b.json"))
-    assert back.summary["novelty"].mean == res.summary["novelty"].mean
+    assert back.summary["novelty"].estimate == res.summary["novelty"].estimate
     assert "Exposure fairness" in res.to_html()
 
 
@@ -130,16 +130,17 @@ def test_funnel_shares_and_losses(tmp_path: Path) -> None:
     rl = RankedLists(np.arange(3), final, np.zeros(final.shape),
                      {"retrieval": retrieval, "ranking": ranking})
     res = funnel(rl, truth, n_boot=100)
-    assert list(res.stages) == ["retrieval", "ranking", "final"]
+    assert [s.metric for s in res.stages] == ["retrieval", "ranking", "final"]
+    assert [s["candidates"] for s in res.stages] == [4, 3, 2]
     assert res.n_users == 2  # user 2 has no relevant item
-    assert res.stages["retrieval"].mean == pytest.approx((3 / 4 + 1) / 2)
-    assert res.stages["ranking"].mean == pytest.approx((2 / 4 + 1 / 2) / 2)
-    assert res.stages["final"].mean == pytest.approx((1 / 4 + 0) / 2)
-    assert res.losses["retrieval"].mean == pytest.approx(1 - 0.875)
-    assert res.losses["ranking"].mean == pytest.approx(0.875 - 0.5)
-    assert sum(v.mean for v in res.losses.values()) == pytest.approx(1 - 0.125)
+    assert res.stage("retrieval").estimate == pytest.approx((3 / 4 + 1) / 2)
+    assert res.stage("ranking").estimate == pytest.approx((2 / 4 + 1 / 2) / 2)
+    assert res.stage("final").estimate == pytest.approx((1 / 4 + 0) / 2)
+    assert res.loss("retrieval").estimate == pytest.approx(1 - 0.875)
+    assert res.loss("ranking").estimate == pytest.approx(0.875 - 0.5)
+    assert sum(v.estimate for v in res.losses) == pytest.approx(1 - 0.125)
     back = FunnelResult.load(res.save(tmp_path / "f.json"))
-    assert back.stages["ranking"].mean == res.stages["ranking"].mean
+    assert back.stage("ranking").estimate == res.stage("ranking").estimate
     with pytest.raises(ConfigError, match="no trace"):
         funnel(rl, truth, stages=["rerank"])
 
@@ -154,12 +155,12 @@ def test_user_and_item_slices(tmp_path: Path) -> None:
     labels = np.where(np.arange(n_users) < 50, "a", "b")
     sl = slice_users(res, labels, by="cohort")
     va = res.values("recall@10")[:50]
-    assert sl.groups["a"]["recall@10"].mean == pytest.approx(np.nanmean(va))
+    assert sl.groups["a"]["recall@10"].estimate == pytest.approx(np.nanmean(va))
     assert sl.sizes["a"] + sl.sizes["b"] == res.n_users
     iv = sl.groups["b"]["ndcg@10"]
-    assert iv.ci_low < iv.mean < iv.ci_high
+    assert iv.ci_low < iv.estimate < iv.ci_high
     back = SliceResult.load(sl.save(tmp_path / "s.json"))
-    assert back.groups["a"]["recall@10"].mean == sl.groups["a"]["recall@10"].mean
+    assert back.groups["a"]["recall@10"].estimate == sl.groups["a"]["recall@10"].estimate
     act = activity_buckets(np.array([0, 4, 5, 19, 20, 150]))
     assert act.tolist() == ["<5", "<5", "5-19", "5-19", "20-99", ">=100"]
     pb = popularity_buckets(np.array([50, 30, 10, 5, 5, 0]))
@@ -173,7 +174,7 @@ def test_user_and_item_slices(tmp_path: Path) -> None:
     for u in range(n_users):
         hit[u] = dense[u, items[u][items[u] < 10]].sum()
     ok = cnt > 0
-    assert si.groups["head"]["recall@10"].mean == pytest.approx(np.mean(hit[ok] / cnt[ok]))
+    assert si.groups["head"]["recall@10"].estimate == pytest.approx(np.mean(hit[ok] / cnt[ok]))
 
 
 def test_gini_interval_coverage_is_approximate() -> None:

@@ -47,30 +47,38 @@ def test_ml100k_popularity_vs_random(ml100k: dict[str, Path], tmp_path: Path,
     code, out, err = run_cli(args, monkeypatch, capsys)
     assert code == 0, err
     doc = json.loads(out_json.read_text())
-    assert doc["n_users"] > 200
+    # the JSON is the ComparisonResult's own to_dict (one shape), and reloads as it
+    from recscope.offline import ComparisonResult
+
+    assert doc["kind"] == "comparison" and doc["baseline"] == "popularity"
+    assert ComparisonResult.from_dict(doc).to_dict() == doc
+    pop = {e["metric"]: e for e in doc["systems"]["popularity"]["estimates"]}
+    rnd = {e["metric"]: e for e in doc["systems"]["random"]["estimates"]}
+    tests = {t["metric"]: t for t in doc["tests"]}
+    assert doc["systems"]["popularity"]["n_users"] > 200
     for m in METRICS:
-        entry = doc[m]
-        assert entry["ci_low"] <= entry["mean"] <= entry["ci_high"], m
-        assert entry["ci_high"] - entry["ci_low"] > 0, m
+        entry = pop[m]
+        assert entry["ci_low"] <= entry["estimate"] <= entry["ci_high"], m
+        assert entry["ci_high"] - entry["ci_low"] > 0 and entry["se"] > 0, m
         assert m in out  # printed in the Rich table
         # popularity beats random on a temporal split, clearly, after Holm adjustment
-        rnd = doc["compare"]["random"][m]
-        assert rnd["mean"] < entry["mean"], m
-        assert entry["p_value"] <= entry["p_value_adjusted"] < 1e-6, m
-        assert rnd["p_value_adjusted"] == entry["p_value_adjusted"]
-        assert rnd["diff_ci_high"] < 0
+        t = tests[m]
+        assert t["system"] == "random" and rnd[m]["estimate"] < entry["estimate"], m
+        assert t["estimate"] == pytest.approx(rnd[m]["estimate"] - entry["estimate"])
+        assert t["p_value"] <= t["p_value_adjusted"] < 1e-6, m
+        assert t["ci_high"] < 0
     # random ranking's AUC is near 0.5, popularity's well above it
-    assert abs(doc["compare"]["random"]["auc"]["mean"] - 0.5) < 0.03
-    assert doc["auc"]["mean"] > 0.6
+    assert abs(rnd["auc"]["estimate"] - 0.5) < 0.03
+    assert pop["auc"]["estimate"] > 0.6
     html = out_html.read_text()
-    assert "Paired tests" in html and "ndcg@10" in html
+    assert "System random" in html and "p_value_adjusted" in html and "ndcg@10" in html
     # the run is logged to tracking with the metrics
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("recscope").experiment_id],
                               "tags.`recscope.command` = 'evaluate'")
-    logged = [r for r in runs if abs(r.data.metrics.get("ndcg_10", -1) - doc["ndcg@10"]["mean"])
+    logged = [r for r in runs if abs(r.data.metrics.get("ndcg_10", -1) - pop["ndcg@10"]["estimate"])
               < 1e-12]
     assert logged and logged[0].info.status == "FINISHED"
 
@@ -106,14 +114,17 @@ def test_small_csv_rank_input_slices_and_reported_policy(
                                str(per_user)], monkeypatch, capsys)
     assert code == 0, err
     doc = json.loads(out.read_text())
+    assert doc["kind"] == "evaluation" and doc["system"] == "ranks"
+    est = {e["metric"]: e for e in doc["estimates"]}
     # a: y at rank 1 (1 of 2 relevant); b: x at rank 2; c: z at rank 1; d has no truth
-    assert doc["recall@1"]["mean"] == pytest.approx((0.5 + 0 + 1) / 3)
-    assert doc["mrr"]["mean"] == pytest.approx((1 + 0.5 + 1) / 3)
-    assert doc["n_users"] == 3
-    assert doc["notes"]["ranks.users_not_in_truth"] == 1
+    assert est["recall@1"]["estimate"] == pytest.approx((0.5 + 0 + 1) / 3)
+    assert est["mrr"]["estimate"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert est["mrr"]["n"] == 3 and doc["n_users"] == 3
+    assert doc["info"]["users_not_in_truth"] == 1
     assert "not in the truth" in text
-    assert doc["slices"]["cohort"]["new"]["n_users"] == 1
-    assert doc["slices"]["cohort"]["old"]["mrr"]["mean"] == pytest.approx(0.75)
+    sl = {(r["slice"], r["metric"]): r for r in doc["slices"]}
+    assert sl[("new", "mrr")]["n"] == 1 and sl[("new", "mrr")]["by"] == "cohort"
+    assert sl[("old", "mrr")]["estimate"] == pytest.approx(0.75)
     table = pq.read_table(per_user).to_pydict()
     mrr = dict(zip(table["user_id"], table["mrr"], strict=True))
     assert mrr["a"] == 1.0 and mrr["b"] == 0.5 and np.isnan(mrr["d"])
@@ -186,8 +197,9 @@ def test_exclude_seen_items(small: dict[str, Path], monkeypatch: pytest.MonkeyPa
     assert code == 0, err
     doc = json.loads(out.read_text())
     # user a: y is seen, so it leaves both the list and the truth; a's list is [z], truth {x}
-    assert doc["mrr"]["mean"] == pytest.approx((0 + 0.5 + 1) / 3)
-    assert doc["notes"]["exclude.pairs_used"] == 1
+    assert doc["estimates"][0]["metric"] == "mrr"
+    assert doc["estimates"][0]["estimate"] == pytest.approx((0 + 0.5 + 1) / 3)
+    assert doc["info"]["exclude.pairs_used"] == 1
 
 
 def test_bad_options_fail_before_reading(small: dict[str, Path], monkeypatch: pytest.MonkeyPatch,

@@ -48,17 +48,17 @@ def test_coat_snips_recovers_the_random_exposure_metric(tmp_path: Path) -> None:
     unbiased = debiased_evaluate(rl, Relevance.from_pairs(tu, ti, nu, ni),
                                  np.full(len(ti), share), METRICS, n_boot=300)
     for m in METRICS:
-        target = unbiased.estimates["naive"][m].mean
-        naive = biased.estimates["naive"][m].mean
-        snips = biased.estimates["snips"][m].mean
+        target = unbiased.by_estimator()["naive"][m].estimate
+        naive = biased.by_estimator()["naive"][m].estimate
+        snips = biased.by_estimator()["snips"][m].estimate
         assert abs(snips - target) < 0.35 * abs(naive - target), m
-        assert naive > unbiased.estimates["naive"][m].ci_high, m  # naive is clearly biased
+        assert naive > unbiased.by_estimator()["naive"][m].ci_high, m  # naive is clearly biased
     # with uniform propensities SNIPS equals the naive mean
-    assert unbiased.estimates["snips"]["recall@10"].mean == pytest.approx(
-        unbiased.estimates["naive"]["recall@10"].mean)
+    assert unbiased.by_estimator()["snips"]["recall@10"].estimate == pytest.approx(
+        unbiased.by_estimator()["naive"]["recall@10"].estimate)
     assert biased.info["effective_sample_size"] < biased.info["n_pairs"]
     back = DebiasedResult.load(biased.save(tmp_path / "d.json"))
-    assert back.estimates["snips"]["recall@10"].mean == biased.estimates["snips"]["recall@10"].mean
+    assert back.by_estimator()["snips"]["recall@10"].estimate == biased.by_estimator()["snips"]["recall@10"].estimate
 
 
 def test_debiased_validation_and_ranks() -> None:
@@ -93,9 +93,9 @@ def test_sampled_metrics_warn_and_correction_recovers_full_ranking() -> None:
                                n_boot=200)
     for m in ("hit_rate@10", "ndcg@10"):
         truth_value = exact.mean(m)
-        assert res["sampled"][m].mean > 5 * truth_value
+        assert res["sampled"][m].estimate > 5 * truth_value
         corrected = res["corrected"][m]
-        assert abs(corrected.mean - truth_value) < 0.2 * truth_value + 0.005, m
+        assert abs(corrected.estimate - truth_value) < 0.2 * truth_value + 0.005, m
     # a scoring function gives the same ranks as the matrix
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SampledMetricWarning)
@@ -103,4 +103,4 @@ def test_sampled_metrics_warn_and_correction_recovers_full_ranking() -> None:
                                   n_negatives=100, n_boot=0, correct=False)
         with pytest.raises(ConfigError, match="not available"):
             sampled_evaluate(scores, truth, ["map@10"])
-    assert res_fn["sampled"]["hit_rate@10"].mean == res["sampled"]["hit_rate@10"].mean
+    assert res_fn["sampled"]["hit_rate@10"].estimate == res["sampled"]["hit_rate@10"].estimate

@@ -40,14 +40,19 @@ def test_bts_from_random_log_json_contract(tmp_path: Path) -> None:
     bts_men = data_path("obd", "bts", "men")
     out = tmp_path / "ope.json"
     code, output, _ = run("--logs", str(random_men), "--policy", f"log:{bts_men}",
-                          "-e", "ips", "-e", "snips", "-e", "dr", "--n-bootstrap", "60",
+                          "-e", "ips", "-e", "snips", "-e", "dr", "--bootstrap", "60",
                           "--json", str(out), "--html", str(tmp_path / "ope.html"))
     assert code == 0, output
     data = json.loads(out.read_text())
     assert data["on_policy"] == pytest.approx(69 / 10000)  # BTS click rate, men campaign
-    assert set(data["estimators"]) == {"ips", "snips", "dr"}
-    for name, est in data["estimators"].items():
-        assert est["ci_low"] <= est["estimate"] <= est["ci_high"], name
+    assert data["kind"] == "ope"
+    ests = {e["estimator"]: e for e in data["estimates"]}
+    assert set(ests) == {"ips", "snips", "dr"}
+    for name, est in ests.items():
+        assert est["metric"] == "policy_value" and est["n"] == 10000
+        assert est["ci_low"] <= est["estimate"] <= est["ci_high"] and est["se"] > 0, name
+        assert est["rel_error"] == pytest.approx(abs(est["estimate"] - data["on_policy"])
+                                                 / data["on_policy"])
         assert {"ess", "weight_max", "outside_support_share"} <= set(est["diagnostics"])
         # the estimate lands near the on-policy truth (well within the sample's noise)
         assert abs(est["estimate"] - data["on_policy"]) / data["on_policy"] < 0.5, name
@@ -70,13 +75,14 @@ def test_uniform_policy_on_canonical_log(tmp_path: Path) -> None:
     pacsv.write_csv(table, log)
     out = tmp_path / "u.json"
     code, output, _ = run("--logs", str(log), "--policy", "uniform", "-e", "ips",
-                          "-e", "clipped-ips:5", "--n-bootstrap", "30", "--json", str(out))
+                          "-e", "clipped-ips:5", "--bootstrap", "30", "--json", str(out))
     assert code == 0, output
     data = json.loads(out.read_text())
     mean = float(table.column("value").to_numpy().mean())
-    assert data["estimators"]["ips"]["estimate"] == pytest.approx(mean, rel=1e-12)
-    assert data["estimators"]["ips"]["diagnostics"]["outside_support_rounds"] == 0
-    assert "on_policy" not in data
+    ips = next(e for e in data["estimates"] if e["estimator"] == "ips")
+    assert ips["estimate"] == pytest.approx(mean, rel=1e-12)
+    assert ips["diagnostics"]["outside_support_rounds"] == 0
+    assert data["on_policy"] is None and "rel_error" not in ips
 
 
 def test_errors_are_one_line_exit_2(tmp_path: Path) -> None:
@@ -95,6 +101,33 @@ def test_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     assert code == 2 and "--policy" in str(exc)
     code, _, exc = run("--logs", str(log), "--policy", "uniform", "-e", "bogus")
     assert code == 2 and "unknown estimator" in str(exc)
+
+
+@pytest.mark.parametrize(("option", "value", "named"), [
+    ("--confidence", "2", "--confidence"), ("--confidence", "0", "--confidence"),
+    ("--bootstrap", "-1", "--bootstrap"), ("--n-folds", "1", "--n-folds"),
+    ("--epsilon", "1.5", "--epsilon"), ("--temperature", "0", "--temperature"),
+    ("--log-method", "magic", "--log-method"), ("--reward-model", "svm", "--reward-model"),
+    ("--policy-kind", "greedy", "--policy-kind"),
+])
+def test_out_of_range_options_are_named_before_any_work(tmp_path: Path, option: str,
+                                                        value: str, named: str) -> None:
+    log = tmp_path / "log.csv"
+    pacsv.write_csv(make_log(n_rows=50, extra=True), log)
+    out = tmp_path / "x.json"
+    code, _, exc = run("--logs", str(log), "--policy", "uniform", option, value,
+                       "--json", str(out))
+    assert code == 2 and named in str(exc), exc
+    assert not out.exists()
+
+
+def test_missing_logs_and_policy_log_are_named(tmp_path: Path) -> None:
+    log = tmp_path / "log.csv"
+    pacsv.write_csv(make_log(n_rows=50, extra=True), log)
+    code, _, exc = run("--logs", str(tmp_path / "nope.csv"), "--policy", "uniform")
+    assert code == 2 and "nope.csv" in str(exc) and "--logs" in str(exc)
+    code, _, exc = run("--logs", str(log), "--policy", f"log:{tmp_path / 'gone'}")
+    assert code == 2 and "gone" in str(exc)
 
 
 def test_registered_in_main_cli(tmp_path: Path) -> None:

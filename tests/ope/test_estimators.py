@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from recscope.errors import ConfigError
+from recscope.ope.action_dists import ActionDist
 from recscope.ope.estimators import Inputs, make_estimator
 from recscope.ope.feedback import LoggedFeedback
-from recscope.ope.policies import ActionDist
 from recscope.ope.synthetic import SyntheticBandit, check_against_truth
 
 
@@ -54,7 +54,7 @@ def test_limits_and_diagnostics() -> None:
     assert make_estimator("clipped-ips:1e9").point(inp) == pytest.approx(
         make_estimator("ips").point(inp), abs=1e-12)
     est = make_estimator("ips").run(inp, n_bootstrap=50)
-    d = est.diagnostics
+    d = est["diagnostics"]
     w = np.array([0.4, 3.2, 0.0, 0.8])
     assert d["ess"] == pytest.approx(w.sum() ** 2 / (w * w).sum())
     assert d["weight_max"] == pytest.approx(3.2)

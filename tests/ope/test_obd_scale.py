@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from recscope.errors import ConfigError
-from recscope.ope.policies import ActionDist, uniform
+from recscope.ope.action_dists import ActionDist, uniform
 from recscope.ope.semisynthetic import SemiSyntheticOBD, resampled_estimates
 from recscope.ope.synthetic import check_against_truth
 from tests.conftest import data_path

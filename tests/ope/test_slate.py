@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from recscope.errors import ConfigError, DataValidationError
+from recscope.ope.action_dists import RankingPolicy, uniform
 from recscope.ope.estimators import Inputs, make_estimator, slate_probs_for
 from recscope.ope.feedback import LoggedFeedback
-from recscope.ope.policies import RankingPolicy, uniform
 from recscope.ope.synthetic import SyntheticSlateBandit, check_against_truth
 
 

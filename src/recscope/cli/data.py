@@ -7,9 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import typer
 from rich.table import Table
 
@@ -25,7 +23,7 @@ from recscope.data.splits import (
     user_split,
 )
 from recscope.errors import ConfigError
-from recscope.io import atomic_dir, write_json
+from recscope.io import write_json
 
 app = typer.Typer(help="Inspect, validate and split interaction data.", no_args_is_help=True)
 
@@ -104,7 +102,7 @@ EventOpt = typer.Option(None, "--event", help="Event name for files without an e
 ValueOpt = typer.Option(None, "--value", help="Value for files without a value column.")
 DupOpt = typer.Option(Duplicates.keep, "--duplicates",
                       help="Rows equal in every column: keep, drop, or stop with an error.")
-OptionOpt = typer.Option(None, "--option", "-o", help=_OPTION_HELP)
+OptionOpt = typer.Option(None, "--option", help=_OPTION_HELP)
 UnitOpt = typer.Option("s", "--timestamp-unit", help="Unit of integer timestamps: s, ms or us.")
 
 
@@ -120,7 +118,14 @@ def describe(
     option: list[str] | None = OptionOpt,
     timestamp_unit: str = UnitOpt,
 ) -> None:
-    """Validate a data set and print its summary: counts, time range, events, activity."""
+    """Validate a data set and print its summary: counts, time range, events, activity.
+
+    Example: recscope data describe ../shared/data/ml-100k --json ml100k.json
+    """
+    if json_file is not None:
+        from recscope.cli.common import check_outputs
+
+        check_outputs(json_file, track=False)
     data, resolved = _load(path, format, mapping, event, value, duplicates, option,
                            timestamp_unit)
     summary = data.summary()
@@ -173,7 +178,12 @@ def split(
                                   help="temporal: one global time cut; leave-last: each "
                                   "user's last N items; random: a random fraction of each "
                                   "user's items; user: disjoint users."),
-    out: Path = typer.Option(..., "--out", help="Output directory (written atomically)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (written all or none): "
+                             "train/, validation/ and test/ (each a data folder with "
+                             "interactions.parquet and the side tables) and split.json."),
+    force: bool = typer.Option(False, "--force", help="Write into an existing, non-empty "
+                               "--out folder: files recscope wrote there before are "
+                               "replaced, every other file is kept."),
     test_fraction: float = typer.Option(0.2, "--test-fraction",
                                         help="Test share (temporal, random, user)."),
     validation_fraction: float = typer.Option(0.0, "--validation-fraction",
@@ -197,13 +207,29 @@ def split(
     option: list[str] | None = OptionOpt,
     timestamp_unit: str = UnitOpt,
 ) -> None:
-    """Split a data set into train/validation/test Parquet files plus split.json.
+    """Split a data set into train/, validation/ and test/ data folders plus split.json.
 
-    All parts share the source's id vocabularies (users.parquet, items.parquet). The
-    output directory appears only when complete; a failed run leaves nothing behind.
+    Each part is a data folder (interactions.parquet, the shared users.parquet and
+    items.parquet vocabularies, the item and user side tables), so `recscope train --data
+    OUT/train` and `--truth OUT/test/interactions.parquet` read them directly. The output
+    appears only when complete; a failed run leaves nothing behind.
+
+    Example: recscope data split ../shared/data/ml-100k --method random --test-fraction
+    0.25 --out split/
     """
+    from recscope.cli.common import check_outputs
     from recscope.tracking import track
 
+    if not 0 < test_fraction < 1:
+        raise ConfigError(f"must be in (0, 1), got {test_fraction}", key="--test-fraction")
+    if not 0 <= validation_fraction < 1 or test_fraction + validation_fraction >= 1:
+        raise ConfigError(f"must be in [0, 1) with --test-fraction + --validation-fraction "
+                          f"< 1, got {validation_fraction}", key="--validation-fraction")
+    if n < 1:
+        raise ConfigError(f"must be >= 1, got {n}", key="--n")
+    if validation_n < 0:
+        raise ConfigError(f"must be >= 0, got {validation_n}", key="--validation-n")
+    check_outputs(folder=out, force=force)
     data, resolved = _load(path, format, mapping, event, value, duplicates, option,
                            timestamp_unit)
     params: dict[str, Any] = {"method": method.value}
@@ -226,29 +252,14 @@ def split(
                 "fingerprint": data.fingerprint(), "params": params,
                 "parts": parts.summary(), "leakage": leakage(parts),
                 "time_ranges": {name: _time_range(part) for name, part in _named(parts)}}
-        names = ["train.parquet", "validation.parquet", "test.parquet", "users.parquet",
-                 "items.parquet", "split.json"]
-        write = bar.add_task("writing parts", total=len(names))
-        with atomic_dir(out) as tmp:
-            for name, part in _named(parts):
-                pq.write_table(part.table, tmp / f"{name}.parquet", compression="zstd")
-                bar.update(write, advance=1)
-            pq.write_table(pa.table({"user_id": data.users.ids}), tmp / "users.parquet")
-            pq.write_table(pa.table({"item_id": data.items.ids}), tmp / "items.parquet")
-            for side, table in (("item_features", data.item_features),
-                                ("user_features", data.user_features)):
-                if table is not None:
-                    pq.write_table(table, tmp / f"{side}.parquet")
-                    names.append(f"{side}.parquet")
-            bar.update(write, advance=2)
-            info["files"] = names
-            write_json(tmp / "split.json", info)
-            bar.update(write, advance=1)
+        write = bar.add_task("writing parts", total=1)
+        parts.save(out, force=force, info=info)
+        bar.update(write, advance=1)
     loading = {"duplicates": duplicates.value, "map": _pairs(mapping, "--map"),
                "event": event, "value": value, "options": _pairs(option, "--option"),
                "timestamp_unit": timestamp_unit}
     with track("data split", config={**params, "source": info["source"], "load": loading},
-               inputs={"data": info["fingerprint"]}, out_dir=out) as run:
+               inputs={"data": info["fingerprint"]}) as run:
         run.log_metrics({f"{name}.{k}": float(v) for name, d in info["parts"].items()
                          for k, v in d.items()})
         run.log_artifact(out / "split.json")

@@ -1,66 +1,36 @@
 """``recscope evaluate``: offline metrics with intervals, paired comparisons and slices.
 
 Contract: ``recscope evaluate --rankings R --truth T [--metric ndcg@10 ...] [--compare R2 ...]
-[--slice COLUMN] [--json OUT] [--html OUT]``. The JSON has, for each metric name,
-``mean``, ``ci_low``, ``ci_high``, plus ``n_users``; with ``--compare`` every compared
-system appears under ``compare`` with ``p_value`` and ``p_value_adjusted`` per metric (and,
-with exactly one ``--compare``, those two fields are also on the top-level metrics).
+[--slice COLUMN] [--json OUT] [--html OUT] [--per-user OUT]``. The JSON is the result's own
+``to_dict`` (one shape, see docs/offline.md): an
+:class:`~recscope.offline.EvaluationResult` (``kind: "evaluation"``: one row per metric
+under ``estimates`` with ``estimate``, ``ci_low``, ``ci_high``, ``se``, ``n``,
+``normal_low``, ``normal_high``; ``slices`` rows with ``--slice``) or, with ``--compare``,
+a :class:`~recscope.offline.ComparisonResult` (``kind: "comparison"``: every system's
+evaluation under ``systems`` and one paired-test row per (system, metric) under ``tests``
+with the difference, its interval, ``p_value`` and ``p_value_adjusted``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from recscope.cli.common import HtmlOut, JsonOut, Tracking
 from recscope.errors import ConfigError
+
+_TESTS = ("t", "wilcoxon", "randomisation")
+_ADJUST = ("holm", "bh", "none")
+_MISSING = ("zero", "skip", "error")
 
 
 def _names(paths: list[Path]) -> list[str]:
     """System names: file stems, made unique by falling back to the path."""
     stems = [p.stem for p in paths]
     return [s if stems.count(s) == 1 else str(p) for s, p in zip(stems, paths, strict=True)]
-
-
-def build_report(results: dict[str, Any], comparison: Any, slices: dict[str, Any],
-                 notes: dict[str, Any]) -> dict[str, Any]:
-    """The JSON document of the CLI contract (see the module docstring)."""
-    names = list(results)
-    main = results[names[0]]
-    doc: dict[str, Any] = {}
-    for metric, iv in main.summary.items():
-        doc[metric] = {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high,
-                       "normal_low": iv.normal_low, "normal_high": iv.normal_high,
-                       "n": iv.n}
-    doc["n_users"] = main.n_users
-    doc["system"] = names[0]
-    doc["confidence"] = main.confidence
-    doc["notes"] = notes
-    if comparison is not None:
-        doc["test"] = comparison.test
-        doc["adjustment"] = comparison.adjustment
-        doc["compare"] = {}
-        for name in names[1:]:
-            res = results[name]
-            entry: dict[str, Any] = {"n_users": res.n_users}
-            for t in comparison.tests[name]:
-                iv = res.summary[t.metric]
-                entry[t.metric] = {
-                    "mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high,
-                    "diff": t.diff, "diff_ci_low": t.diff_ci_low, "diff_ci_high": t.diff_ci_high,
-                    "relative": t.relative, "cohens_dz": t.cohens_dz, "n_paired": t.n,
-                    "p_value": t.p_value, "p_value_adjusted": t.p_value_adjusted,
-                    "p_t": t.p_t, "p_wilcoxon": t.p_wilcoxon,
-                    "p_randomisation": t.p_randomisation, "p_holm": t.p_holm, "p_bh": t.p_bh}
-            doc["compare"][name] = entry
-        if len(names) == 2:
-            for t in comparison.tests[names[1]]:
-                doc[t.metric]["p_value"] = t.p_value
-                doc[t.metric]["p_value_adjusted"] = t.p_value_adjusted
-    if slices:
-        doc["slices"] = {col: s.to_dict()["groups"] for col, s in slices.items()}
-    return doc
 
 
 def _per_user_table(results: dict[str, Any], users: Any) -> Any:
@@ -76,34 +46,26 @@ def _per_user_table(results: dict[str, Any], users: Any) -> Any:
     return pa.concat_tables(parts, promote_options="default")
 
 
-def _html(results: dict[str, Any], comparison: Any, slices: dict[str, Any],
-          notes: dict[str, Any]) -> str:
-    import plotly.graph_objects as go
+def _parquet_bytes(table: Any) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    from recscope.report import HtmlReport
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue().to_pybytes()
 
-    names = list(results)
-    main = results[names[0]]
-    rep = HtmlReport("Offline evaluation", f"{main.n_users} users; "
-                                           f"{round(main.confidence * 100)}% intervals")
-    fig = go.Figure()
-    for name, res in results.items():
-        ms = res.metrics
-        fig.add_bar(name=name, x=ms, y=[res.mean(m) for m in ms],
-                    error_y={"type": "data", "symmetric": False,
-                             "array": [res.ci(m)[1] - res.mean(m) for m in ms],
-                             "arrayminus": [res.mean(m) - res.ci(m)[0] for m in ms]})
-    fig.update_layout(barmode="group", height=380, margin={"t": 30})
-    rep.figure(fig)
-    for name, res in results.items():
-        rep.heading(f"System {name}").table(res.rows())
-    if comparison is not None:
-        rep.heading(f"Paired tests against {names[0]} ({comparison.test} test, "
-                    f"{comparison.adjustment} adjustment)").table(comparison.rows())
-    for col, s in slices.items():
-        rep.heading(f"Slices by {col}").table(s.rows())
-    rep.heading("Protocol and input notes").key_values({k: str(v) for k, v in notes.items()})
-    return rep.render()
+
+def _check_inputs(paths: list[Path], truth: Path, exclude: Path | None) -> None:
+    """Each input exists and is a file, named by its option, before anything runs."""
+    named = [("--truth", truth), *[("--rankings" if i == 0 else "--compare", p)
+                                   for i, p in enumerate(paths)]]
+    if exclude is not None:
+        named.append(("--exclude", exclude))
+    for option, p in named:
+        if not p.exists():
+            raise ConfigError(f"file not found: {p}", key=option)
+        if p.is_dir():
+            raise ConfigError(f"{p} is a folder; expected a file", key=option)
 
 
 def evaluate(
@@ -118,31 +80,39 @@ def evaluate(
     ] = None,
     slice_: Annotated[list[str] | None, typer.Option(
         "--slice", help="Per-user column of the truth or rankings file to slice by.")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the JSON here.")] = None,
-    html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")
-                        ] = None,
+    json_out: JsonOut = None,
+    html_out: HtmlOut = None,
     per_user: Annotated[Path | None, typer.Option(
-        "--per-user", help="Write every system's per-user values (Parquet, external ids).")
-    ] = None,
+        "--per-user", metavar="FILE",
+        help="Write every system's per-user values (Parquet, external ids).")] = None,
     exclude: Annotated[Path | None, typer.Option(
         "--exclude", help="Parquet/CSV of (user_id, item_id) pairs to drop from lists and "
         "truth, e.g. training items (full ranking with seen-item exclusion).")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over users.")] = 1000,
-    confidence: Annotated[float, typer.Option(help="Interval level.")] = 0.95,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples over users (>= 0; "
+                                           "0: normal intervals).")] = 1000,
+    confidence: Annotated[float, typer.Option(help="Interval level, in (0, 1).")] = 0.95,
     test: Annotated[str, typer.Option(help="t | wilcoxon | randomisation")] = "t",
     adjust: Annotated[str, typer.Option(help="holm | bh | none")] = "holm",
     missing: Annotated[str, typer.Option(
         help="Users with relevant items but no list: zero | skip | error.")] = "zero",
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap and randomisation.")] = 0,
-    out_dir: Annotated[Path | None, typer.Option(
-        help="Folder of the tracking store (default: beside --json, else recscope-out).")
-    ] = None,
+    tracking: Tracking = None,
 ) -> None:
-    """Evaluate ranked lists against relevance truth, with intervals and paired tests."""
+    """Evaluate ranked lists against relevance truth, with intervals and paired tests.
+
+    Example: recscope evaluate --rankings rankings.parquet --truth
+    split/test/interactions.parquet --metric ndcg@10 --metric recall@20 --json eval.json
+    """
     import warnings
 
-    from recscope.cli.common import console, file_fingerprint, progress
-    from recscope.offline import DEFAULT_METRICS
+    from recscope.cli.common import (
+        check_outputs,
+        console,
+        file_fingerprint,
+        progress,
+    )
+    from recscope.io import write_all
+    from recscope.offline import DEFAULT_METRICS, parse_metric
     from recscope.offline import evaluate as run_evaluate
     from recscope.offline.compare import compare as run_compare
     from recscope.offline.inputs import load_inputs
@@ -152,94 +122,87 @@ def evaluate(
     metrics = list(metric or DEFAULT_METRICS)
     paths = [rankings, *(compare or [])]
     names = _names(paths)
-    if missing not in ("zero", "skip", "error"):
-        raise ConfigError(f"--missing must be zero, skip or error, got {missing!r}",
-                          key="missing")
-    if test not in ("t", "wilcoxon", "randomisation"):
-        raise ConfigError(f"--test must be t, wilcoxon or randomisation, got {test!r}",
-                          key="test")
-    if adjust not in ("holm", "bh", "none"):
-        raise ConfigError(f"--adjust must be holm, bh or none, got {adjust!r}", key="adjust")
-    if not 0 < confidence < 1 or bootstrap < 0:
-        raise ConfigError("--confidence must be in (0, 1) and --bootstrap >= 0",
-                          key="confidence")
+    if missing not in _MISSING:
+        raise ConfigError(f"must be zero, skip or error, got {missing!r}", key="--missing")
+    if test not in _TESTS:
+        raise ConfigError(f"must be t, wilcoxon or randomisation, got {test!r}", key="--test")
+    if adjust not in _ADJUST:
+        raise ConfigError(f"must be holm, bh or none, got {adjust!r}", key="--adjust")
+    if bootstrap < 0:
+        raise ConfigError(f"must be >= 0, got {bootstrap}", key="--bootstrap")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"must be in (0, 1), got {confidence}", key="--confidence")
     for m in metrics:
-        from recscope.offline import parse_metric
-
         parse_metric(m)
+    _check_inputs(paths, truth, exclude)
+    check_outputs(json_out, html_out, per_user, tracking=tracking)
     config = {"metrics": metrics, "bootstrap": bootstrap, "confidence": confidence,
               "test": test, "adjust": adjust, "missing": missing, "seed": seed,
               "slice": list(slice_ or []), "systems": names,
               "exclude": str(exclude) if exclude else None}
-    inputs = {"truth": file_fingerprint(truth)} if truth.exists() else {}
-    if exclude is not None and exclude.exists():
+    with progress() as bar:
+        task = bar.add_task("reading inputs", total=len(paths) + 2)
+        data = load_inputs(truth, dict(zip(names, paths, strict=True)), exclude)
+        results = {}
+        notes: dict[str, Any] = dict(data.notes)
+        for name in names:
+            bar.update(task, advance=1, description=f"evaluating {name}")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                res = run_evaluate(data.rankings[name], data.truth, metrics,
+                                   exclude=data.exclude, n_items=len(data.items),
+                                   bootstrap=bootstrap, confidence=confidence,
+                                   missing=missing,  # type: ignore[arg-type]
+                                   seed=seed)
+            info = {**res.info,
+                    **{k.removeprefix(f"{name}."): v for k, v in data.notes.items()
+                       if k.startswith(f"{name}.") or k.startswith("exclude.")}}
+            if caught:
+                info["warnings"] = [str(w.message) for w in caught]
+            results[name] = dataclasses.replace(res, system=name, info=info)
+            notes.update({f"{name}.{k}": v for k, v in info.items()})
+        bar.update(task, advance=1, description="comparing and slicing")
+        if slice_:
+            rows = [e for col in slice_ for e in
+                    slice_users(results[names[0]], data.user_column(col), by=col,
+                                seed=seed).effects()]
+            results[names[0]] = dataclasses.replace(results[names[0]], slices=rows)
+        comparison = run_compare(results, test=test, adjustment=adjust, n_boot=bootstrap,
+                                 seed=seed) if len(names) > 1 else None
+        bar.update(task, advance=1, description="done")
+    result = comparison if comparison is not None else results[names[0]]
+    results[names[0]].print(console)
+    if comparison is not None:
+        comparison.print(console)
+    for k, v in notes.items():
+        if k.endswith("users_not_in_truth") and v:
+            console.print(f"note: {k.split('.')[0]}: {v} users in the rankings are not in "
+                          "the truth; they have no relevant items and are not counted",
+                          markup=False, highlight=False)
+        if k.endswith(".warnings"):
+            for w in v:
+                console.print(f"note: {k.split('.')[0]}: {w}", markup=False, highlight=False)
+    inputs = {"truth": file_fingerprint(truth),
+              **{f"rankings.{n}": file_fingerprint(p) for n, p in zip(names, paths, strict=True)}}
+    if exclude is not None:
         inputs["exclude"] = file_fingerprint(exclude)
-    inputs.update({f"rankings.{n}": file_fingerprint(p) for n, p in zip(names, paths, strict=True)
-                   if p.exists()})
-    store = out_dir or (json_out.parent if json_out else None)
-    with track("evaluate", config=config, inputs=inputs, store=store) as run:
-        with progress() as bar:
-            task = bar.add_task("reading inputs", total=len(paths) + 2)
-            data = load_inputs(truth, dict(zip(names, paths, strict=True)), exclude)
-            results = {}
-            notes: dict[str, Any] = dict(data.notes)
-            for name in names:
-                bar.update(task, advance=1, description=f"evaluating {name}")
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    res = run_evaluate(data.rankings[name], data.truth, metrics,
-                                       exclude=data.exclude, n_items=len(data.items), bootstrap=bootstrap,
-                                       confidence=confidence, missing=missing,  # type: ignore[arg-type]
-                                       seed=seed)
-                results[name] = res
-                for key, value in res.info.items():
-                    notes[f"{name}.{key}"] = value
-                for w in caught:
-                    notes[f"{name}.warning"] = str(w.message)
-            bar.update(task, advance=1, description="comparing")
-            comparison = run_compare(results, test=test, adjustment=adjust, n_boot=bootstrap,
-                                     seed=seed) if len(names) > 1 else None
-            slices = {col: slice_users(results[names[0]], data.user_column(col), by=col,
-                                       seed=seed) for col in (slice_ or [])}
-            bar.update(task, advance=1, description="done")
-        doc = build_report(results, comparison, slices, notes)
-        results[names[0]].print(console)
+    with track("evaluate", config=config, inputs=inputs, store=tracking) as run:
+        main = results[names[0]]
+        run.log_metrics({e.metric: e.estimate for e in main.estimates})
+        run.log_metrics({f"{e.metric}.ci_low": e.ci_low for e in main.estimates})
+        run.log_metrics({f"{e.metric}.ci_high": e.ci_high for e in main.estimates})
+        run.log_metrics({"n_users": main.n_users})
         if comparison is not None:
-            comparison.print(console)
-        for s in slices.values():
-            s.print(console)
-        skipped = {k: v for k, v in notes.items() if k.endswith("users_not_in_truth") and v}
-        for k, v in skipped.items():
-            console.print(f"[yellow]note:[/] {k.split('.')[0]}: {v} users in the rankings are "
-                          f"not in the truth; they have no relevant items and are not counted")
-        for k, v in notes.items():
-            if k.endswith(".warning"):
-                console.print(f"[yellow]note:[/] {k.split('.')[0]}: {v}")
-        run.log_metrics({m: iv.mean for m, iv in results[names[0]].summary.items()})
-        run.log_metrics({f"{m}.ci_low": iv.ci_low for m, iv in results[names[0]].summary.items()})
-        run.log_metrics({f"{m}.ci_high": iv.ci_high
-                         for m, iv in results[names[0]].summary.items()})
-        run.log_metrics({"n_users": results[names[0]].n_users})
-        if comparison is not None:
-            for name, ts in comparison.tests.items():
-                run.log_metrics({f"{name}.{t.metric}.p_value_adjusted": t.p_value_adjusted
-                                 for t in ts})
-        run.log_dict(doc, "evaluation.json")
+            run.log_metrics({f"{t['system']}.{t.metric}.p_value_adjusted":
+                             t["p_value_adjusted"] for t in comparison.tests})
+        run.log_dict(result.to_dict(), "evaluation.json")
+        outputs: dict[Path, str | bytes] = {}
         if json_out is not None:
-            from recscope.io import write_json
-
-            write_json(json_out, doc)
-            run.log_artifact(json_out)
-            console.print(f"wrote {json_out}")
-        if per_user is not None:
-            from recscope.io import write_parquet
-
-            write_parquet(per_user, _per_user_table(results, data.users))
-            run.log_artifact(per_user)
-            console.print(f"wrote {per_user}")
+            outputs[json_out] = result.to_json() + "\n"
         if html_out is not None:
-            from recscope.io import write_text
-
-            write_text(html_out, _html(results, comparison, slices, notes))
-            run.log_artifact(html_out)
-            console.print(f"wrote {html_out}")
+            outputs[html_out] = result.to_html()
+        if per_user is not None:
+            outputs[per_user] = _parquet_bytes(_per_user_table(results, data.users))
+        for path in write_all(outputs):  # all or none
+            run.log_artifact(path)
+            console.print(f"written to {path}", markup=False, highlight=False)

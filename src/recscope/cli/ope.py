@@ -3,8 +3,9 @@
 ``--policy`` is a saved model directory (scored into a deterministic, softmax or
 epsilon-greedy ranking policy), ``uniform``, or ``log:PATH`` (the policy that produced the
 log at PATH, known through its logged propensities; its observed mean reward is reported
-as ``on_policy``). The JSON gives, per estimator, ``estimate``, ``ci_low``, ``ci_high`` and
-``diagnostics``. The run is logged to tracking.
+as ``on_policy``). The JSON is the :class:`~recscope.ope.OPEResult` (``kind: "ope"``): one
+row per estimator under ``estimates`` with ``estimate``, ``ci_low``, ``ci_high``, ``se``,
+``n``, ``estimator`` and ``diagnostics`` (see docs/ope.md). The run is logged to tracking.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from typing import Annotated
 
 import typer
 
+from recscope.cli.common import HtmlOut, JsonOut, Tracking
 from recscope.errors import ConfigError
+
+_LOG_METHODS = ("harmonic", "nearest", "frequency")
+_KINDS = ("deterministic", "softmax", "epsilon-greedy")
+_REWARD_MODELS = ("logistic", "lightgbm", "ridge")
 
 
 def ope(
@@ -24,78 +30,114 @@ def ope(
     estimator: Annotated[list[str] | None, typer.Option(
         "--estimator", "-e", help="Estimator (repeatable): dm, ips, clipped-ips[:M], snips, "
         "dr, sndr, switch-dr[:tau], dr-os[:lambda], iips, rips, sips, cascade-dr.")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON.")]
-    = None,
-    html_out: Annotated[Path | None, typer.Option("--html", help="Write an HTML report.")] = None,
+    json_out: JsonOut = None,
+    html_out: HtmlOut = None,
     reward_model: Annotated[str, typer.Option(help="logistic, lightgbm or ridge.")] = "logistic",
-    n_folds: Annotated[int, typer.Option(help="Cross-fitting folds of the reward model.")] = 3,
-    n_bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 500,
-    alpha: Annotated[float, typer.Option(help="1 - confidence level.")] = 0.05,
+    n_folds: Annotated[int, typer.Option(help="Cross-fitting folds of the reward model "
+                                         "(>= 2).")] = 3,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals "
+                                           "(>= 0; 0: no interval).")] = 500,
+    confidence: Annotated[float, typer.Option(help="Interval level, in (0, 1).")] = 0.95,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
     policy_kind: Annotated[str, typer.Option(help="For MODEL_DIR: deterministic, softmax or "
                                              "epsilon-greedy.")] = "deterministic",
-    temperature: Annotated[float, typer.Option(help="Softmax temperature.")] = 1.0,
-    epsilon: Annotated[float, typer.Option(help="Epsilon of epsilon-greedy.")] = 0.1,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature (> 0).")] = 1.0,
+    epsilon: Annotated[float, typer.Option(help="Epsilon of epsilon-greedy, in [0, 1].")
+                       ] = 0.1,
     log_method: Annotated[str, typer.Option(help="For log:PATH: harmonic, nearest or "
                                             "frequency (see docs/ope.md).")] = "harmonic",
-    out_dir: Annotated[Path | None, typer.Option(help="Tracking store folder (default "
-                                                 "recscope-out or MLFLOW_TRACKING_URI).")] = None,
+    tracking: Tracking = None,
 ) -> None:
-    """Estimate a policy's value from logs with off-policy estimators."""
-    from recscope.cli.common import console, file_fingerprint, progress
+    """Estimate a policy's value from logs with off-policy estimators.
+
+    Example: recscope ope --logs ../shared/data/obd/random/all --policy
+    log:../shared/data/obd/bts/all --json ope.json
+    """
+    from recscope.cli.common import check_outputs, console, file_fingerprint, progress
     from recscope.data.loaders import load
-    from recscope.ope import policies as pol
+    from recscope.ope import action_dists as dists
     from recscope.ope.estimators import make_estimator
-    from recscope.ope.evaluate import DEFAULT_ESTIMATORS, evaluate
     from recscope.ope.feedback import LoggedFeedback
     from recscope.ope.reward import RewardModel
+    from recscope.ope.value import DEFAULT_ESTIMATORS, estimate_value
     from recscope.tracking import track
 
-    if not (policy == "uniform" or policy.startswith("log:") or Path(policy).is_dir()):
-        raise ConfigError(f"--policy must be a model directory, 'uniform' or log:PATH; "
-                          f"{policy!r} is none of these", key="policy")
+    if bootstrap < 0:
+        raise ConfigError(f"must be >= 0, got {bootstrap}", key="--bootstrap")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"must be in (0, 1), got {confidence}", key="--confidence")
+    if n_folds < 2:
+        raise ConfigError(f"must be >= 2, got {n_folds}", key="--n-folds")
+    if reward_model not in _REWARD_MODELS:
+        raise ConfigError(f"must be one of {', '.join(_REWARD_MODELS)}, got {reward_model!r}",
+                          key="--reward-model")
+    if policy_kind not in _KINDS:
+        raise ConfigError(f"must be one of {', '.join(_KINDS)}, got {policy_kind!r}",
+                          key="--policy-kind")
+    if not temperature > 0:
+        raise ConfigError(f"must be > 0, got {temperature}", key="--temperature")
+    if not 0 <= epsilon <= 1:
+        raise ConfigError(f"must be in [0, 1], got {epsilon}", key="--epsilon")
+    if log_method not in _LOG_METHODS:
+        raise ConfigError(f"must be one of {', '.join(_LOG_METHODS)}, got {log_method!r}",
+                          key="--log-method")
+    src_path = Path(policy.removeprefix("log:")) if policy.startswith("log:") else None
+    if not (policy == "uniform" or src_path is not None or Path(policy).is_dir()):
+        raise ConfigError(f"must be a model directory, 'uniform' or log:PATH; {policy!r} is "
+                          "none of these", key="--policy")
+    if not logs.exists():
+        raise ConfigError(f"logs not found: {logs}", key="--logs")
+    if src_path is not None and not src_path.exists():
+        raise ConfigError(f"policy log not found: {src_path}", key="--policy")
     names = list(estimator or DEFAULT_ESTIMATORS)
     ests = [make_estimator(n) for n in names]
+    check_outputs(json_out, html_out, tracking=tracking)
     rm = RewardModel(kind=reward_model, n_folds=n_folds, seed=seed)  # type: ignore[arg-type]
-    inputs = {"logs": file_fingerprint(logs)}
     config = {"logs": str(logs), "policy": policy, "estimators": names,
-              "reward_model": reward_model, "n_folds": n_folds, "n_bootstrap": n_bootstrap,
-              "alpha": alpha, "seed": seed, "policy_kind": policy_kind,
+              "reward_model": reward_model, "n_folds": n_folds, "bootstrap": bootstrap,
+              "confidence": confidence, "seed": seed, "policy_kind": policy_kind,
               "temperature": temperature, "epsilon": epsilon, "log_method": log_method}
-    with track("ope", config=config, inputs=inputs, store=out_dir) as run, progress() as bar:
+    with progress() as bar:
         task = bar.add_task("loading logs", total=3)
         fb = LoggedFeedback.from_interactions(load(logs), source=str(logs))
         on_policy = None
         if policy == "uniform":
-            dist = pol.uniform(fb)
-        elif policy.startswith("log:"):
-            src_path = Path(policy.removeprefix("log:"))
-            inputs["policy_log"] = file_fingerprint(src_path)
-            run.set_tags({"policy_log": str(src_path)})
+            dist = dists.uniform(fb)
+        elif src_path is not None:
             source = LoggedFeedback.from_interactions(load(src_path), source=str(src_path))
-            dist = pol.from_log(source, fb, method=log_method)  # type: ignore[arg-type]
+            dist = dists.from_log(source, fb, method=log_method)  # type: ignore[arg-type]
             on_policy = source.on_policy_value()
         else:
-            dist = pol.from_component(policy, fb, kind=policy_kind,  # type: ignore[arg-type]
-                                      temperature=temperature, epsilon=epsilon, seed=seed)
+            from recscope.models.base import Component
+
+            comp = Component.load(policy)
+            dist = dists.from_scorer(comp, fb, n_items=comp.n_items,
+                                     name=f"{comp.name}:{Path(policy).name}",
+                                     kind=policy_kind,  # type: ignore[arg-type]
+                                     temperature=temperature, epsilon=epsilon, seed=seed)
         bar.update(task, advance=1, description="fitting reward model")
         q_hat = rm.fit_predict(fb) if any(e.needs_model for e in ests) else None
         bar.update(task, advance=1, description="estimating")
-        result = evaluate(fb, dist, ests, q_hat=q_hat, n_bootstrap=n_bootstrap, alpha=alpha,
-                          seed=seed, on_policy=on_policy, logs=str(logs))
+        result = estimate_value(fb, dist, ests, q_hat=q_hat, bootstrap=bootstrap,
+                                confidence=confidence, seed=seed, on_policy=on_policy,
+                                logs=str(logs))
         if q_hat is not None:
             result.reward_model = rm.describe()
         bar.update(task, advance=1, description="done")
-        metrics = {f"{e.estimator}.estimate": e.estimate for e in result.estimates}
-        metrics.update({f"{e.estimator}.ci_low": e.ci_low for e in result.estimates})
-        metrics.update({f"{e.estimator}.ci_high": e.ci_high for e in result.estimates})
+    inputs = {"logs": file_fingerprint(logs)}
+    if src_path is not None:
+        inputs["policy_log"] = file_fingerprint(src_path)
+    with track("ope", config=config, inputs=inputs, store=tracking) as run:
+        if src_path is not None:
+            run.set_tags({"policy_log": str(src_path)})
+        metrics = {f"{e['estimator']}.{k}": getattr(e, k) for e in result.estimates
+                   for k in ("estimate", "ci_low", "ci_high")}
         metrics.update({f"{k}.relative_error": v for k, v in result.relative_errors().items()})
         if on_policy is not None:
             metrics["on_policy"] = on_policy
         run.log_metrics(metrics)
         run.log_dict(result.to_dict(), "ope.json")
-        for out in (json_out, html_out):
-            if out is not None:
-                result.save(out)
-                run.log_artifact(out)
+        from recscope.cli.common import write_outputs
+
+        write_outputs(result, json_out, html_out, run=run, what="off-policy estimates")
     console.print(result.rich_table())

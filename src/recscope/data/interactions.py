@@ -321,22 +321,30 @@ class Interactions:
     @classmethod
     def load(cls, path: str | Path) -> Interactions:
         """Read a directory written by :meth:`save`."""
+        from recscope.data.readers import read_parquet
+
         p = Path(path)
         if not (p / "interactions.parquet").exists():
             raise DataValidationError("not a saved Interactions directory "
                                       "(no interactions.parquet)", file=str(p))
-        meta = json.loads((p / "meta.json").read_text()) if (p / "meta.json").exists() else {}
-        opt = {n: pq.read_table(p / f"{n}.parquet") if (p / f"{n}.parquet").exists() else None
+        try:
+            meta = json.loads((p / "meta.json").read_text("utf-8")) \
+                if (p / "meta.json").exists() else {}
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise DataValidationError(f"cannot read: {exc}", file=str(p / "meta.json")) from None
+        opt = {n: read_parquet(p / f"{n}.parquet") if (p / f"{n}.parquet").exists() else None
                for n in ("item_features", "user_features")}
-        return cls(
-            pq.read_table(p / "interactions.parquet"),
-            Vocabulary(pq.read_table(p / "users.parquet").column("user_id").combine_chunks(),
-                       name="user_id"),
-            Vocabulary(pq.read_table(p / "items.parquet").column("item_id").combine_chunks(),
-                       name="item_id"),
-            item_features=opt["item_features"], user_features=opt["user_features"],
-            name=meta.get("name"),
-        )
+
+        def ids(name: str, column: str) -> Vocabulary:
+            t = read_parquet(p / f"{name}.parquet")
+            if column not in t.column_names:
+                raise DataValidationError(f"no {column!r} column", file=str(p / f"{name}.parquet"),
+                                          column=column)
+            return Vocabulary(t.column(column).combine_chunks(), name=column)
+
+        return cls(read_parquet(p / "interactions.parquet"), ids("users", "user_id"),
+                   ids("items", "item_id"), item_features=opt["item_features"],
+                   user_features=opt["user_features"], name=meta.get("name"))
 
 
 # ---------------------------------------------------------------------- helpers

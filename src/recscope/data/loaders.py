@@ -9,7 +9,6 @@ path by itself. The mapping decisions of each loader are documented in ``docs/da
 from __future__ import annotations
 
 import inspect
-import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -21,10 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
-import pyarrow.parquet as pq
 
 from recscope.data.interactions import Interactions
-from recscope.data.readers import read_interactions
+from recscope.data.readers import _first_line, check_file, read_interactions
 from recscope.data.schema import TIMESTAMP_TYPE
 from recscope.data.splits import Split
 from recscope.data.validate import DuplicatePolicy, parse_timestamps
@@ -33,8 +31,10 @@ from recscope.errors import ConfigError, DataValidationError
 #: Names accepted by :func:`load` (``auto`` detects one of the others).
 FORMATS: tuple[str, ...] = (
     "auto", "movielens", "obd", "coat", "amazon", "mind", "lastfm", "csv", "parquet",
-    "recscope",
+    "recscope", "split",
 )
+#: JSON files recscope writes into its own folders (never Amazon reviews).
+_OWN_JSON = ("split.json", "meta.json", ".recscope-manifest.json", "summary.json")
 Format = Literal["auto", "movielens", "obd", "coat", "amazon", "mind", "lastfm", "csv",
                  "parquet", "recscope"]
 
@@ -59,7 +59,7 @@ def _epoch(n: int, seconds: int = NO_TIME) -> pa.Array:
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise DataValidationError(f"{what} not found", file=str(path))
-    return path
+    return check_file(path)
 
 
 def _read_text_table(path: Path, names: list[str] | None = None, *, delimiter: str = "\t",
@@ -74,9 +74,9 @@ def _read_text_table(path: Path, names: list[str] | None = None, *, delimiter: s
     try:
         return pacsv.read_csv(path, read_options=read, parse_options=parse,
                               convert_options=convert)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise DataValidationError(f"cannot parse as delimited text: {exc}",
-                                  file=str(path)) from exc
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise DataValidationError(f"cannot parse as delimited text: {_first_line(exc)}",
+                                  file=str(path)) from None
 
 
 def _need_columns(table: pa.Table, columns: list[str], file: Path) -> None:
@@ -428,8 +428,8 @@ def load_amazon(path: str | Path, *, duplicates: DuplicatePolicy = "keep") -> In
     try:  # fixed types for the fields used: type inference per block breaks on late nulls
         raw = pajson.read_json(p, parse_options=pajson.ParseOptions(
             explicit_schema=known, unexpected_field_behavior="infer"))
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise DataValidationError(f"not JSON lines: {exc}", file=str(p)) from exc
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise DataValidationError(f"not JSON lines: {_first_line(exc)}", file=str(p)) from None
     _need_columns(raw, ["reviewerID", "asin", "overall", "unixReviewTime"], p)
     n = raw.num_rows
     cols: dict[str, Any] = {
@@ -628,6 +628,8 @@ def detect_format(path: str | Path) -> str:
     if p.is_dir():
         if (p / "interactions.parquet").exists():
             return "recscope"
+        if (p / "split.json").exists():
+            return "split"
         if (p / "u.data").exists() or (p / "ratings.csv").exists():
             return "movielens"
         if (p / "train.ascii").exists() and (p / "propensities.ascii").exists():
@@ -639,7 +641,8 @@ def detect_format(path: str | Path) -> str:
         if (p / "item_context.csv").exists() or any(
                 (p / pol).is_dir() for pol in _OBD_POLICIES):
             return "obd"
-        if [*p.glob("*.json"), *p.glob("*.jsonl"), *p.glob("*.json.gz")]:
+        if [f for f in (*p.glob("*.json"), *p.glob("*.jsonl"), *p.glob("*.json.gz"))
+                if f.name not in _OWN_JSON]:
             return "amazon"
     else:
         name, suffix = p.name.lower(), p.suffix.lower()
@@ -651,7 +654,7 @@ def detect_format(path: str | Path) -> str:
             return "mind"
         if name == "user_artists.dat":
             return "lastfm"
-        if name.endswith((".json", ".jsonl", ".json.gz")):
+        if name.endswith((".json", ".jsonl", ".json.gz")) and name not in _OWN_JSON:
             return "amazon"
         if suffix in (".parquet", ".pq"):
             return "parquet"
@@ -685,9 +688,9 @@ def load(path: str | Path, format: str = "auto", *,
     if not plain and (columns or event is not None or value is not None):
         raise ConfigError(f"column mapping and event/value defaults apply to csv/parquet "
                           f"files, not to format {fmt!r}", key="columns")
-    if fmt == "recscope":
+    if fmt in ("recscope", "split"):
         _no_options(options, fmt, ())
-        data = Interactions.load(path)
+        data = Interactions.load(path) if fmt == "recscope" else load_split(path).train
         return data if duplicates == "keep" else _dedupe(data, duplicates, path)
     if plain:
         _no_options(options, fmt, ("delimiter", "name"))
@@ -722,27 +725,30 @@ def _dedupe(data: Interactions, policy: DuplicatePolicy, path: str | Path) -> In
 
 
 def load_split(path: str | Path) -> Split:
-    """Read a directory written by ``recscope data split`` back as a :class:`Split`.
-
-    The parts share the vocabularies saved beside them, so indices agree across parts.
+    """Read a folder written by ``recscope data split`` (or :meth:`Split.save`) back as a
+    :class:`Split`: ``train/``, ``validation/`` and ``test/`` are saved Interactions folders
+    (with their side tables). The parts share one user and one item vocabulary, so
+    indices agree across parts. (Loading the folder with :func:`load` gives its train part.)
     """
-    from recscope.data.vocab import Vocabulary
-
     p = Path(path)
-    for name in ("train", "validation", "test", "users", "items"):
-        _require(p / f"{name}.parquet", "split part")
-    users = Vocabulary(pq.read_table(p / "users.parquet").column("user_id").combine_chunks(),
-                       name="user_id")
-    items = Vocabulary(pq.read_table(p / "items.parquet").column("item_id").combine_chunks(),
-                       name="item_id")
-    side = {n: pq.read_table(p / f"{n}.parquet") if (p / f"{n}.parquet").exists() else None
-            for n in ("item_features", "user_features")}
-    meta = json.loads((p / "split.json").read_text("utf-8")) if (p / "split.json").exists() \
-        else {}
-    name = meta.get("source", {}).get("path")
-    parts = [Interactions(pq.read_table(p / f"{n}.parquet"), users, items,
-                          item_features=side["item_features"],
-                          user_features=side["user_features"],
-                          name=Path(name).name if name else None)
-             for n in ("train", "validation", "test")]
+    if not p.is_dir():
+        raise DataValidationError("not a split folder (expected a folder with train/, "
+                                  "validation/, test/ and split.json)", file=str(p))
+    if (p / "train.parquet").exists() and not (p / "train").is_dir():
+        raise DataValidationError("a split folder in the old layout (train.parquet); "
+                                  "re-run recscope data split", file=str(p))
+    for name in Split.PARTS:
+        if not (p / name / "interactions.parquet").exists():
+            raise DataValidationError("split part not found", file=str(p / name /
+                                                                   "interactions.parquet"))
+    train = Interactions.load(p / "train")
+    parts = [train]
+    for name in Split.PARTS[1:]:
+        part = Interactions.load(p / name)
+        if part.users != train.users or part.items != train.items:
+            raise DataValidationError("the split parts do not share one vocabulary",
+                                      file=str(p / name))
+        parts.append(Interactions(part.table, train.users, train.items,
+                                  item_features=part.item_features,
+                                  user_features=part.user_features, name=part.name))
     return Split(*parts)

@@ -18,17 +18,18 @@ from recscope.errors import DataValidationError
 def read_table(path: str | Path, *, delimiter: str | None = None,
                column_types: Mapping[str, pa.DataType] | None = None,
                header: bool = True, names: list[str] | None = None) -> pa.Table:
-    """Read a CSV, TSV or Parquet file into Arrow; empty text fields become nulls."""
-    p = Path(path)
-    if not p.exists():
-        raise DataValidationError("file not found", file=str(p))
+    """Read a CSV, TSV or Parquet file into Arrow; empty text fields become nulls.
+
+    Every failure is one :class:`DataValidationError` naming the file: missing, a folder,
+    empty, not Parquet, not UTF-8 text, unparsable text."""
+    p = check_file(path)
     suffix = p.suffix.lower()
     if suffix in (".parquet", ".pq"):
-        return pq.read_table(p)
+        return read_parquet(p)
     if delimiter is None:
         delimiter = "\t" if suffix in (".tsv", ".tab") else ","
     try:
-        return pacsv.read_csv(
+        table = pacsv.read_csv(
             p,
             read_options=pacsv.ReadOptions(column_names=names, autogenerate_column_names=False)
             if not header else pacsv.ReadOptions(),
@@ -36,8 +37,67 @@ def read_table(path: str | Path, *, delimiter: str | None = None,
             convert_options=pacsv.ConvertOptions(
                 strings_can_be_null=True, column_types=dict(column_types or {})),
         )
-    except pa.ArrowInvalid as exc:
-        raise DataValidationError(f"cannot parse as delimited text: {exc}", file=str(p)) from exc
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise DataValidationError(f"cannot parse as delimited text: {_first_line(exc)}",
+                                  file=str(p)) from None
+    _check_utf8(table, p)
+    if header and table.num_columns == 1 and delimiter not in ("\t",) and \
+            any(sep in table.column_names[0] for sep in ("\t", ";", "|")):
+        raise DataValidationError(f"one column {table.column_names[0]!r} found: the file "
+                                  f"seems to use another delimiter than {delimiter!r}",
+                                  file=str(p))
+    return table
+
+
+def check_file(path: str | Path) -> Path:
+    """``path`` as a Path when it is a non-empty file; else one error naming it."""
+    p = Path(path)
+    if not p.exists():
+        hint = ""
+        if p.parent.is_dir():
+            near = sorted(x.name for x in p.parent.iterdir() if x.stem == p.stem
+                          or x.name.startswith(p.stem))[:3]
+            hint = f" (found {', '.join(near)} there)" if near else ""
+        raise DataValidationError(f"file not found{hint}", file=str(p))
+    if p.is_dir():
+        raise DataValidationError("is a folder; expected a file", file=str(p))
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise DataValidationError(f"cannot read: {exc.strerror}", file=str(p)) from None
+    if size == 0:
+        raise DataValidationError("file is empty", file=str(p))
+    return p
+
+
+def read_parquet(path: str | Path) -> pa.Table:
+    """Read a Parquet file; a corrupt or non-Parquet file is one error naming it."""
+    p = check_file(path)
+    try:
+        return pq.read_table(p)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OSError) as exc:
+        raise DataValidationError(f"cannot read as Parquet: {_first_line(exc)}",
+                                  file=str(p)) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _check_utf8(table: pa.Table, p: Path) -> None:
+    """Arrow reads text columns as binary when they are not UTF-8: refuse them, naming the
+    column (a Latin-1 file must be re-encoded, not guessed at)."""
+    for name in table.column_names:
+        if pa.types.is_binary(table.column(name).type) or \
+                pa.types.is_large_binary(table.column(name).type):
+            raise DataValidationError("text is not UTF-8; re-encode the file as UTF-8",
+                                      file=str(p), column=name)
+    for name in table.column_names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataValidationError("header is not UTF-8", file=str(p)) from None
 
 
 def read_interactions(

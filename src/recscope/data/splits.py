@@ -8,8 +8,11 @@ rows by time or by user.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +26,29 @@ class Split:
     train: Interactions
     validation: Interactions
     test: Interactions
+
+    PARTS = ("train", "validation", "test")
+
+    def save(self, path: str | Path, *, force: bool = False,
+             info: Mapping[str, Any] | None = None) -> Path:
+        """Write the split as a folder: ``train/``, ``validation/`` and ``test/`` are each a
+        saved :class:`Interactions` folder (``interactions.parquet`` with the shared user
+        and item vocabularies and the side tables), plus ``split.json`` (``info``).
+
+        ``recscope.data.loaders.load("DIR/train")`` reads one part with its side tables;
+        :func:`~recscope.data.loaders.load_split` reads all three. Written all or none; an
+        existing non-empty folder needs ``force`` (only files recscope wrote are replaced).
+        """
+        from recscope.io import atomic_dir, check_out_dir, write_json
+
+        check_out_dir(path, force=force)
+        with atomic_dir(path, force=force) as tmp:
+            for name, part in zip(self.PARTS, (self.train, self.validation, self.test),
+                                  strict=True):
+                part.save(tmp / name)
+            write_json(tmp / "split.json", {**dict(info or {}), "layout": "recscope.split/2",
+                                            "parts": self.summary()})
+        return Path(path)
 
     def summary(self) -> dict[str, object]:
         return {name: {"n_interactions": len(part),

@@ -6,6 +6,7 @@ The stable entry point is :func:`evaluate`::
     from recscope.offline import evaluate
     res = evaluate(rankings, truth, ["ndcg@10", "recall@20"])
     res.mean("ndcg@10"); res.ci("ndcg@10"); res.per_user  # Arrow table
+    res.to_dict()  # the JSON contract (Effect rows: estimate, ci_low, ci_high, se, n)
 
 See docs/offline.md for every convention.
 """
@@ -18,7 +19,6 @@ from recscope.offline.funnel import FunnelResult, funnel
 from recscope.offline.metrics import METRIC_NAMES, MetricSpec, parse_metric, parse_metrics
 from recscope.offline.sampled import SampledMetricWarning, sampled_evaluate
 from recscope.offline.slices import SliceResult, slice_items, slice_users
-from recscope.offline.stats import Interval
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -28,7 +28,6 @@ __all__ = [
     "DebiasedResult",
     "EvaluationResult",
     "FunnelResult",
-    "Interval",
     "MetricSpec",
     "SampledMetricWarning",
     "SliceResult",

@@ -17,16 +17,18 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 from rich.table import Table
+from scipy import stats as sps
 
 from recscope.data.rankings import RankedLists, Relevance
 from recscope.errors import ConfigError
-from recscope.offline.stats import Interval, _bootstrap_means, _seed64, intervals
-from recscope.report import HtmlReport, Result
+from recscope.offline.per_user import _bootstrap_means, _seed64, intervals
+from recscope.report.tables import rich_table
+from recscope.results import Effect, Result
 
 
 def _cut(rankings: RankedLists, k: int | None) -> np.ndarray:
@@ -181,7 +183,7 @@ def _exposure_matrix(items: np.ndarray, n_items: int, discount: bool) -> sp.csr_
 
 def catalogue_metrics(rankings: RankedLists, n_items: int, *, k: int | None = None,
                       n_boot: int = 200, confidence: float = 0.95,
-                      seed: int | np.random.Generator | None = 0) -> dict[str, Interval]:
+                      seed: int | np.random.Generator | None = 0) -> dict[str, Effect]:
     """Coverage and exposure Gini with basic (bias-corrected) bootstrap intervals over
     users (users resampled with replacement; the lists of the resample define exposure).
     Both are biased in finite samples (coverage low, Gini high); when that bias exceeds
@@ -209,7 +211,9 @@ def catalogue_metrics(rankings: RankedLists, n_items: int, *, k: int | None = No
         else:
             lo = hi = v
         se = float(b.std(ddof=1)) if n_boot > 1 else float("nan")
-        out[name] = Interval(v, lo, hi, v - 1.96 * se, v + 1.96 * se, se, n)
+        z = float(sps.norm.ppf(0.5 + confidence / 2))
+        out[name] = Effect(name, v, lo, hi, se, n=n,
+                           extra={"normal_low": v - z * se, "normal_high": v + z * se})
     return out
 
 
@@ -261,50 +265,38 @@ def exposure_fairness(rankings: RankedLists, truth: Relevance, groups: np.ndarra
 
 @dataclass
 class BeyondResult(Result):
-    """Beyond-accuracy aggregates with intervals, plus the exposure-fairness table."""
+    """Beyond-accuracy aggregates (one :class:`~recscope.results.Effect` per metric), plus
+    the exposure-fairness table (one row per item group)."""
 
-    summary: dict[str, Interval]
+    kind: ClassVar[str] = "beyond_accuracy"
+    title: ClassVar[str] = "Beyond-accuracy metrics"
+
+    estimates: list[Effect]
     fairness: list[dict[str, Any]] = field(default_factory=list)
     confidence: float = 0.95
-    kind = "beyond_accuracy"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"summary": {k: {"mean": v.mean, "ci_low": v.ci_low, "ci_high": v.ci_high,
-                                "normal_low": v.normal_low, "normal_high": v.normal_high,
-                                "std_err": v.std_err, "n": v.n}
-                            for k, v in self.summary.items()},
-                "fairness": self.fairness, "confidence": self.confidence}
+    @property
+    def summary(self) -> dict[str, Effect]:
+        """``{metric: Effect}``."""
+        return {e.metric: e for e in self.estimates}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BeyondResult:
-        def iv(d: dict[str, Any]) -> Interval:
-            vals = [float("nan") if d[k] is None else d[k] for k in
-                    ("mean", "ci_low", "ci_high", "normal_low", "normal_high", "std_err")]
-            return Interval(*vals, n=d["n"])
-
-        return cls({k: iv(v) for k, v in data["summary"].items()},
-                   list(data.get("fairness", [])), data.get("confidence", 0.95))
+    def effects(self) -> list[Effect]:
+        return list(self.estimates)
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"metric": k, "mean": v.mean, "CI low": v.ci_low, "CI high": v.ci_high,
-                 "users": v.n} for k, v in self.summary.items()]
+        return [{"metric": e.metric, "estimate": e.estimate, "ci_low": e.ci_low,
+                 "ci_high": e.ci_high, "n": e.n} for e in self.estimates]
 
     def rich_table(self) -> Table:
-        t = Table(title="Beyond-accuracy metrics")
-        for col in ("metric", "value", "CI", "users"):
-            t.add_column(col, justify="left" if col == "metric" else "right")
-        for k, v in self.summary.items():
-            t.add_row(k, f"{v.mean:.4f}", f"[{v.ci_low:.4f}, {v.ci_high:.4f}]", str(v.n))
-        for f in self.fairness:
-            t.add_row(f"exposure/relevance ({f['group']})", f"{f['ratio']:.3f}",
-                      f"[{f['ratio_ci_low']:.3f}, {f['ratio_ci_high']:.3f}]", "")
-        return t
+        rows = self.rows() + [{"metric": f"exposure/relevance ({f['group']})",
+                               "estimate": f["ratio"], "ci_low": f["ratio_ci_low"],
+                               "ci_high": f["ratio_ci_high"], "n": None}
+                              for f in self.fairness]
+        return rich_table(rows, title=self.title)
 
-    def to_html(self) -> str:
-        rep = HtmlReport("Beyond-accuracy metrics").table(self.rows())
+    def html_sections(self, page: Any) -> None:
         if self.fairness:
-            rep.heading("Exposure fairness").table(self.fairness)
-        return rep.render()
+            page.heading("Exposure fairness").table(self.fairness)
 
 
 def beyond_accuracy(rankings: RankedLists, train: Relevance, *, k: int | None = None,
@@ -325,13 +317,10 @@ def beyond_accuracy(rankings: RankedLists, train: Relevance, *, k: int | None = 
         if not (sp.issparse(topics) or np.ndim(topics) == 2):
             per["ild_topic"] = intra_list_diversity(rankings, topics=topics, k=k)
         per["calibration_kl"] = calibration(rankings, train, topics, k=k)
-    names = list(per)
-    summary = {}
-    for name in names:
-        summary[name] = intervals(per[name], n_boot=n_boot, confidence=confidence,
-                                  seed=seed)[0]
-    summary.update(catalogue_metrics(rankings, n_cat, k=k, n_boot=min(n_boot, 200),
-                                     confidence=confidence, seed=seed))
+    summary = [intervals(v, [name], n_boot=n_boot, confidence=confidence, seed=seed)[0]
+               for name, v in per.items()]
+    summary += list(catalogue_metrics(rankings, n_cat, k=k, n_boot=min(n_boot, 200),
+                                      confidence=confidence, seed=seed).values())
     fair = exposure_fairness(rankings, truth, groups, k=k, n_boot=n_boot,
                              confidence=confidence, seed=seed) \
         if truth is not None and groups is not None else []

@@ -6,83 +6,78 @@ metric by metric; p-values are adjusted across all (system, metric) tests at onc
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import numpy as np
 from rich.table import Table
 
 from recscope.errors import ConfigError
-from recscope.offline.evaluate import EvaluationResult
-from recscope.offline.stats import PairedTest, adjust, paired_tests
-from recscope.report import HtmlReport, Result
+from recscope.offline.evaluate import EvaluationResult, metric_bars
+from recscope.offline.per_user import PairedTest, adjust, paired_tests
+from recscope.report.tables import rich_table
+from recscope.results import Effect, Result
+
+#: Columns of the paired-test rows shown in tables (JSON keeps every field).
+ROW_COLUMNS = ("system", "metric", "estimate", "ci_low", "ci_high", "relative", "cohens_dz",
+               "p_value", "p_value_adjusted", "n")
+
+
+def _row(system: str, t: PairedTest) -> Effect:
+    """A paired test as an :class:`Effect`: the estimate is the mean paired difference
+    (system − baseline) over users counted by both, ``p_value`` the chosen test's."""
+    return Effect(t.metric, t.diff, t.diff_ci_low, t.diff_ci_high, t.se, t.p_value, t.n,
+                  extra={"system": system, "baseline_mean": t.mean_a, "system_mean": t.mean_b,
+                         "relative": t.relative, "cohens_dz": t.cohens_dz, "p_t": t.p_t,
+                         "p_wilcoxon": t.p_wilcoxon, "p_randomisation": t.p_randomisation,
+                         "p_value_adjusted": t.p_value_adjusted, "p_holm": t.p_holm,
+                         "p_bh": t.p_bh})
 
 
 @dataclass
 class ComparisonResult(Result):
-    """Each system's evaluation plus paired tests of every system against the baseline."""
+    """Each system's evaluation plus paired tests of every system against the baseline.
+
+    ``tests`` holds one :class:`~recscope.results.Effect` per (system, metric): the mean
+    paired difference with its bootstrap interval, ``se``, the chosen test's ``p_value``
+    and, in extra fields, ``system``, ``baseline_mean``, ``system_mean``, ``relative``,
+    ``cohens_dz``, the three p-values (``p_t``, ``p_wilcoxon``, ``p_randomisation``) and
+    the adjusted ones (``p_value_adjusted`` by the chosen method, ``p_holm``, ``p_bh``).
+    """
+
+    kind: ClassVar[str] = "comparison"
+    title: ClassVar[str] = "Paired comparison"
 
     baseline: str
     systems: dict[str, EvaluationResult]
-    tests: dict[str, list[PairedTest]]
+    tests: list[Effect]
     test: str = "t"
     adjustment: str = "holm"
     info: dict[str, Any] = field(default_factory=dict)
-    kind = "comparison"
 
-    def get(self, system: str, metric: str) -> PairedTest:
+    def get(self, system: str, metric: str) -> Effect:
         """The paired test of ``system`` against the baseline on ``metric``."""
         label = self.systems[self.baseline]._label(metric)
-        for t in self.tests[system]:
-            if t.metric == label:
+        for t in self.tests:
+            if t["system"] == system and t.metric == label:
                 return t
         raise ConfigError(f"no test for {system!r} on {metric!r}", key="metric")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"baseline": self.baseline, "test": self.test, "adjustment": self.adjustment,
-                "info": self.info,
-                "systems": {k: v.to_dict() for k, v in self.systems.items()},
-                "tests": {k: [asdict(t) for t in v] for k, v in self.tests.items()}}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ComparisonResult:
-        def _f(v: Any) -> Any:
-            return float("nan") if v is None else v
-
-        tests = {k: [PairedTest(**{a: _f(b) for a, b in t.items()}) for t in v]
-                 for k, v in data["tests"].items()}
-        return cls(data["baseline"],
-                   {k: EvaluationResult.from_dict(v) for k, v in data["systems"].items()},
-                   tests, data.get("test", "t"), data.get("adjustment", "holm"),
-                   dict(data.get("info", {})))
+    def effects(self) -> list[Effect]:
+        return list(self.tests)
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"system": s, "metric": t.metric, "baseline": t.mean_a, "system mean": t.mean_b,
-                 "diff": t.diff, "diff CI low": t.diff_ci_low, "diff CI high": t.diff_ci_high,
-                 "relative": t.relative, "d_z": t.cohens_dz, "p (t)": t.p_t,
-                 "p (wilcoxon)": t.p_wilcoxon, "p (randomisation)": t.p_randomisation,
-                 "p adjusted": t.p_value_adjusted, "users": t.n}
-                for s, ts in self.tests.items() for t in ts]
+        return [{c: t[c] for c in ROW_COLUMNS} for t in self.tests]
 
     def rich_table(self) -> Table:
-        t = Table(title=f"Paired comparison against {self.baseline} ({self.test} test, "
-                        f"{self.adjustment} adjustment)")
-        for col in ("system", "metric", "diff [CI]", "rel.", "d_z", "p", "p adj."):
-            t.add_column(col, justify="left" if col in ("system", "metric") else "right")
-        for s, ts in self.tests.items():
-            for x in ts:
-                t.add_row(s, x.metric,
-                          f"{x.diff:+.4f} [{x.diff_ci_low:+.4f}, {x.diff_ci_high:+.4f}]",
-                          f"{x.relative:+.1%}", f"{x.cohens_dz:.2f}", f"{x.p_value:.2g}",
-                          f"{x.p_value_adjusted:.2g}")
-        return t
+        return rich_table(self.rows(), title=f"Paired comparison against {self.baseline} "
+                                             f"({self.test} test, {self.adjustment} "
+                                             f"adjustment; estimate = system − baseline)")
 
-    def to_html(self) -> str:
-        rep = HtmlReport("Paired comparison", f"baseline: {self.baseline}")
+    def html_sections(self, page: Any) -> None:
+        page.figure(metric_bars(self.systems))
         for name, res in self.systems.items():
-            rep.heading(f"System {name}").table(res.rows())
-        rep.heading("Paired tests").table(self.rows())
-        return rep.render()
+            page.heading(f"System {name}").table(res.rows())
 
 
 def compare(systems: dict[str, EvaluationResult], *, baseline: str | None = None,
@@ -118,15 +113,8 @@ def compare(systems: dict[str, EvaluationResult], *, baseline: str | None = None
     p = np.array([t.p_value for t in flat])
     holm, bh = adjust(p, "holm"), adjust(p, "bh")
     chosen = adjust(p, adjustment)
-    i = 0
-    for name, ts in tests.items():
-        new = []
-        for t in ts:
-            d = asdict(t)
-            d.update(p_value_adjusted=float(chosen[i]), p_holm=float(holm[i]),
-                     p_bh=float(bh[i]))
-            new.append(PairedTest(**d))
-            i += 1
-        tests[name] = new
-    return ComparisonResult(base, dict(systems), tests, test, adjustment,
-                            {"n_tests": len(flat)})
+    rows = [_row(name, replace(t, p_value_adjusted=float(chosen[i]), p_holm=float(holm[i]),
+                               p_bh=float(bh[i])))
+            for i, (name, t) in enumerate((n, t) for n, ts in tests.items() for t in ts)]
+    named = {k: replace(v, system=k) for k, v in systems.items()}
+    return ComparisonResult(base, named, rows, test, adjustment, {"n_tests": len(flat)})

@@ -18,16 +18,17 @@ user with observed relevant items O:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import numpy as np
 from rich.table import Table
 
 from recscope.data.rankings import RankedLists, Relevance
 from recscope.errors import ConfigError, DataValidationError
-from recscope.offline.stats import Interval, intervals
-from recscope.report import HtmlReport, Result
+from recscope.offline.per_user import intervals
+from recscope.report.tables import rich_table
+from recscope.results import Effect, Result
 
 ESTIMATORS: tuple[str, ...] = ("naive", "snips", "ips_total")
 
@@ -69,50 +70,33 @@ def _f(name: str, k: int, ranks: np.ndarray) -> np.ndarray:
 
 @dataclass
 class DebiasedResult(Result):
-    """``estimates[estimator][metric]`` with intervals over users."""
+    """One :class:`~recscope.results.Effect` per (estimator, metric), the estimator in the
+    extra field ``estimator``, with intervals over users."""
 
-    estimates: dict[str, dict[str, Interval]]
+    kind: ClassVar[str] = "debiased"
+    title: ClassVar[str] = "Debiased metrics"
+
+    estimates: list[Effect]
     n_users: int
     info: dict[str, Any] = field(default_factory=dict)
     confidence: float = 0.95
-    kind = "debiased"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"estimates": {e: {m: {"mean": iv.mean, "ci_low": iv.ci_low,
-                                      "ci_high": iv.ci_high, "normal_low": iv.normal_low,
-                                      "normal_high": iv.normal_high, "std_err": iv.std_err,
-                                      "n": iv.n} for m, iv in ms.items()}
-                              for e, ms in self.estimates.items()},
-                "n_users": self.n_users, "info": self.info, "confidence": self.confidence}
+    def by_estimator(self) -> dict[str, dict[str, Effect]]:
+        """``by_estimator()[estimator][metric]``."""
+        out: dict[str, dict[str, Effect]] = {}
+        for e in self.estimates:
+            out.setdefault(e["estimator"], {})[e.metric] = e
+        return out
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DebiasedResult:
-        def iv(d: dict[str, Any]) -> Interval:
-            vals = [float("nan") if d[k] is None else d[k] for k in
-                    ("mean", "ci_low", "ci_high", "normal_low", "normal_high", "std_err")]
-            return Interval(*vals, n=d["n"])
-
-        return cls({e: {m: iv(v) for m, v in ms.items()} for e, ms in data["estimates"].items()},
-                   int(data["n_users"]), dict(data.get("info", {})),
-                   data.get("confidence", 0.95))
+    def effects(self) -> list[Effect]:
+        return list(self.estimates)
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"estimator": e, "metric": m, "mean": iv.mean, "CI low": iv.ci_low,
-                 "CI high": iv.ci_high, "users": iv.n}
-                for e, ms in self.estimates.items() for m, iv in ms.items()]
+        return [{"estimator": e["estimator"], "metric": e.metric, "estimate": e.estimate,
+                 "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n} for e in self.estimates]
 
     def rich_table(self) -> Table:
-        t = Table(title=f"Debiased metrics ({self.n_users} users)")
-        for col in ("estimator", "metric", "mean", "CI"):
-            t.add_column(col, justify="left" if col in ("estimator", "metric") else "right")
-        for r in self.rows():
-            t.add_row(r["estimator"], r["metric"], f"{r['mean']:.4f}",
-                      f"[{r['CI low']:.4f}, {r['CI high']:.4f}]")
-        return t
-
-    def to_html(self) -> str:
-        return HtmlReport("Debiased metrics", f"{self.n_users} users").table(
-            self.rows()).render()
+        return rich_table(self.rows(), title=f"Debiased metrics ({self.n_users} users)")
 
 
 def debiased_evaluate(rankings: RankedLists, observed: Relevance, propensities: np.ndarray,
@@ -153,10 +137,11 @@ def debiased_evaluate(rankings: RankedLists, observed: Relevance, propensities: 
         est["snips"].append(np.bincount(inv, weights=f * w) / sum_w)
         est["ips_total"].append(np.bincount(inv, weights=f * w))
     labels = [f"{n}@{k}" for n, k in parsed]
-    out = {}
+    out: list[Effect] = []
     for e, cols in est.items():
-        ivs = intervals(np.column_stack(cols), n_boot=n_boot, confidence=confidence, seed=seed)
-        out[e] = dict(zip(labels, ivs, strict=True))
+        ivs = intervals(np.column_stack(cols), labels, n_boot=n_boot, confidence=confidence,
+                        seed=seed)
+        out += [replace(iv, extra={"estimator": e, **iv.extra}) for iv in ivs]
     info = {"n_pairs": len(p), "weight_max": float(w.max()) if len(w) else float("nan"),
             "effective_sample_size": float(sum_w.sum() ** 2 / (w ** 2).sum()) if len(w)
             else 0.0, "clip": clip}

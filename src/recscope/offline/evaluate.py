@@ -8,11 +8,13 @@ and from the relevant set before scoring. The per-user table (Arrow) is always k
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 from rich.table import Table
 
@@ -24,8 +26,9 @@ from recscope.offline.metrics import (
     csr_order_problem,
     parse_metrics,
 )
-from recscope.offline.stats import Interval, intervals
-from recscope.report import HtmlReport, Result
+from recscope.offline.per_user import check_bootstrap, intervals
+from recscope.report.tables import rich_table
+from recscope.results import ArrowTable, Effect, Result
 
 DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "recall@10", "precision@10", "hit_rate@10",
                                     "mrr", "map@100")
@@ -36,38 +39,56 @@ class MissingUsersWarning(UserWarning):
     """Users with relevant items have no ranked list (they score 0 by default)."""
 
 
+#: Columns of the metric rows shown in tables (JSON keeps every field).
+ROW_COLUMNS = ("metric", "estimate", "ci_low", "ci_high", "normal_low", "normal_high", "se",
+               "n")
+
+
 @dataclass
 class EvaluationResult(Result):
     """Aggregates with intervals and the per-user table of one evaluation.
 
-    ``summary`` maps each metric label to an :class:`Interval`; ``per_user`` has a
-    ``user`` column (dense index), ``n_relevant`` and one column per metric (NaN where
-    a user has no relevant item and is therefore not counted).
+    ``estimates`` holds one :class:`~recscope.results.Effect` per metric: ``estimate`` the
+    mean over counted users, ``ci_low``/``ci_high`` the bootstrap interval, ``se`` the
+    standard error, ``n`` the users counted, and the normal interval (``normal_low``,
+    ``normal_high``) in its extra fields. ``per_user`` has a ``user`` column (dense index),
+    ``n_relevant`` and one column per metric (NaN where a user has no relevant item and is
+    therefore not counted). ``slices`` holds per-slice rows (extra ``by`` and ``slice``)
+    when the evaluation was sliced.
     """
 
-    summary: dict[str, Interval]
-    per_user: pa.Table
+    kind: ClassVar[str] = "evaluation"
+    title: ClassVar[str] = "Offline evaluation"
+
+    estimates: list[Effect]
+    per_user: ArrowTable
     n_users: int
     confidence: float = 0.95
-    n_bootstrap: int = 1000
+    bootstrap: int = 1000
     info: dict[str, Any] = field(default_factory=dict)
-    kind = "evaluation"
+    system: str = ""
+    slices: list[Effect] = field(default_factory=list)
 
     # --------------------------------------------------------------- access
     @property
+    def summary(self) -> dict[str, Effect]:
+        """``{metric: Effect}`` in evaluation order."""
+        return {e.metric: e for e in self.estimates}
+
+    @property
     def metrics(self) -> list[str]:
-        return list(self.summary)
+        return [e.metric for e in self.estimates]
 
     def mean(self, name: str) -> float:
-        """Mean of metric ``name`` over evaluated users."""
-        return self._get(name).mean
+        """Mean of metric ``name`` over evaluated users (its estimate)."""
+        return self._get(name).estimate
 
     def ci(self, name: str, kind: Literal["bootstrap", "normal"] = "bootstrap",
            ) -> tuple[float, float]:
         """The interval of metric ``name`` (bootstrap percentile or analytic normal)."""
-        iv = self._get(name)
-        return (iv.ci_low, iv.ci_high) if kind == "bootstrap" else (iv.normal_low,
-                                                                      iv.normal_high)
+        e = self._get(name)
+        return (e.ci_low, e.ci_high) if kind == "bootstrap" else (e["normal_low"],
+                                                                    e["normal_high"])
 
     def values(self, name: str) -> np.ndarray:
         """Per-user values of metric ``name`` (NaN for users not counted)."""
@@ -75,7 +96,7 @@ class EvaluationResult(Result):
 
     def as_dict(self) -> dict[str, float]:
         """``{metric: mean}``, e.g. for logging or early stopping."""
-        return {k: v.mean for k, v in self.summary.items()}
+        return {e.metric: e.estimate for e in self.estimates}
 
     def _label(self, name: str) -> str:
         if name in self.summary:
@@ -86,68 +107,68 @@ class EvaluationResult(Result):
                               key="metric")
         return label
 
-    def _get(self, name: str) -> Interval:
+    def _get(self, name: str) -> Effect:
         return self.summary[self._label(name)]
 
     # --------------------------------------------------------------- Result contract
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            name: {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high,
-                   "normal_low": iv.normal_low, "normal_high": iv.normal_high,
-                   "std_err": iv.std_err, "n": iv.n}
-            for name, iv in self.summary.items()}
-        out["n_users"] = self.n_users
-        out["confidence"] = self.confidence
-        out["n_bootstrap"] = self.n_bootstrap
-        out["info"] = self.info
-        out["per_user"] = {c: self.per_user.column(c).to_pylist()
-                           for c in self.per_user.column_names}
-        return out
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
-        def num(x: Any) -> float:
-            return float("nan") if x is None else float(x)
-
-        reserved = {"n_users", "confidence", "n_bootstrap", "info", "per_user"}
-        summary = {k: Interval(num(v["mean"]), num(v["ci_low"]), num(v["ci_high"]),
-                               num(v["normal_low"]), num(v["normal_high"]),
-                               num(v["std_err"]), int(v["n"]))
-                   for k, v in data.items() if k not in reserved}
-        cols: dict[str, pa.Array] = {}
-        for c, vals in data.get("per_user", {}).items():
-            if c == "user":
-                cols[c] = pa.array(vals, pa.int32())
-            elif c == "n_relevant":
-                cols[c] = pa.array(vals, pa.int64())
+    def from_dict(cls, data: Mapping[str, Any]) -> EvaluationResult:
+        """Inverse of ``to_dict``; the per-user table gets its types back (``user`` int32,
+        ``n_relevant`` int64, metrics float64 with NaN where JSON has null)."""
+        res = super().from_dict(data)
+        t = res.per_user
+        cols = {}
+        for name in t.column_names:
+            if name == "user":
+                cols[name] = t.column(name).cast(pa.int32())
+            elif name == "n_relevant":
+                cols[name] = t.column(name).cast(pa.int64())
             else:
-                cols[c] = pa.array([num(v) for v in vals], pa.float64())
-        return cls(summary, pa.table(cols), int(data["n_users"]),
-                   float(data.get("confidence", 0.95)), int(data.get("n_bootstrap", 0)),
-                   dict(data.get("info", {})))
+                cols[name] = pc.fill_null(t.column(name).cast(pa.float64()), float("nan"))
+        res.per_user = pa.table(cols)
+        return res
+
+    def effects(self) -> list[Effect]:
+        return list(self.estimates)
 
     def rows(self) -> list[dict[str, Any]]:
-        pct = round(self.confidence * 100)
-        return [{"metric": k, "mean": v.mean, f"{pct}% CI low": v.ci_low,
-                 f"{pct}% CI high": v.ci_high, "normal low": v.normal_low,
-                 "normal high": v.normal_high, "users": v.n} for k, v in self.summary.items()]
+        return [{c: e[c] for c in ROW_COLUMNS} for e in self.estimates]
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.info.get("n_users_missing_list"):
+            out.append(f"{self.info['n_users_missing_list']} users with relevant items have "
+                       f"no ranked list ({self.info.get('missing_policy')})")
+        return out
 
     def rich_table(self) -> Table:
         pct = round(self.confidence * 100)
-        t = Table(title=f"Offline evaluation ({self.n_users} users; {pct}% bootstrap CI)")
-        for col in ("metric", "mean", f"{pct}% CI", "normal CI", "users"):
-            t.add_column(col, justify="left" if col == "metric" else "right")
-        for k, v in self.summary.items():
-            t.add_row(k, f"{v.mean:.4f}", f"[{v.ci_low:.4f}, {v.ci_high:.4f}]",
-                      f"[{v.normal_low:.4f}, {v.normal_high:.4f}]", str(v.n))
-        return t
+        name = f"{self.system}: " if self.system else ""
+        return rich_table(self.rows(), title=f"{name}offline evaluation ({self.n_users} "
+                                            f"users; {pct}% bootstrap CI)",
+                          notes=self.notes())
 
-    def to_html(self) -> str:
-        rep = HtmlReport("Offline evaluation", f"{self.n_users} users")
-        rep.heading("Metrics").table(self.rows())
+    def html_sections(self, page: Any) -> None:
+        page.figure(metric_bars({self.system or "rankings": self}))
+        if self.slices:
+            page.heading("Slices").table([e.to_dict() for e in self.slices])
         if self.info:
-            rep.heading("Protocol").key_values({k: str(v) for k, v in self.info.items()})
-        return rep.render()
+            page.heading("Protocol").key_values({k: str(v) for k, v in self.info.items()})
+
+
+def metric_bars(results: dict[str, EvaluationResult]) -> Any:
+    """A Plotly bar chart of each system's metric estimates with their intervals."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, res in results.items():
+        fig.add_bar(name=name, x=res.metrics, y=[e.estimate for e in res.estimates],
+                    error_y={"type": "data", "symmetric": False,
+                             "array": [e.ci_high - e.estimate for e in res.estimates],
+                             "arrayminus": [e.estimate - e.ci_low for e in res.estimates]})
+    fig.update_layout(barmode="group", height=380, margin={"t": 30},
+                      yaxis_title="mean over users")
+    return fig
 
 
 def _as_csr(exclude: Relevance | sp.spmatrix | None) -> tuple[np.ndarray | None,
@@ -203,6 +224,7 @@ def evaluate(rankings: RankedLists, truth: Relevance,
     their count is reported in ``info["n_users_without_relevant"]``.
     """
     specs: list[MetricSpec] = parse_metrics(list(metrics))
+    check_bootstrap(bootstrap, confidence)
     if missing not in ("zero", "skip", "error"):
         raise ConfigError(f"missing must be zero, skip or error, got {missing!r}",
                           key="missing")
@@ -244,10 +266,11 @@ def evaluate(rankings: RankedLists, truth: Relevance,
     counted = n_rel > 0
     info["n_users_without_relevant"] = int((~counted).sum())
     info["n_users_in_rankings_not_in_truth"] = int((uniq >= truth.n_users).sum())
-    ivs = intervals(values[counted], n_boot=bootstrap, confidence=confidence, seed=seed)
+    ivs = intervals(values[counted], [s.label for s in specs], n_boot=bootstrap,
+                    confidence=confidence, seed=seed)
     columns: dict[str, Any] = {"user": pa.array(users, pa.int32()),
                                "n_relevant": pa.array(n_rel, pa.int64())}
     for j, s in enumerate(specs):
         columns[s.label] = pa.array(values[:, j], pa.float64())
-    return EvaluationResult({s.label: iv for s, iv in zip(specs, ivs, strict=True)},
-                            pa.table(columns), int(counted.sum()), confidence, bootstrap, info)
+    return EvaluationResult(ivs, pa.table(columns), int(counted.sum()), confidence, bootstrap,
+                            info)

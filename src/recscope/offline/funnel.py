@@ -8,8 +8,8 @@ paired difference on the same users, with its own interval.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import numba
 import numpy as np
@@ -17,8 +17,9 @@ from rich.table import Table
 
 from recscope.data.rankings import RankedLists, Relevance
 from recscope.errors import ConfigError
-from recscope.offline.stats import Interval, intervals
-from recscope.report import HtmlReport, Result
+from recscope.offline.per_user import intervals
+from recscope.report.tables import rich_table
+from recscope.results import Effect, Result
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -67,69 +68,59 @@ def present_share(rankings: RankedLists, candidates: np.ndarray, truth: Relevanc
 
 @dataclass
 class FunnelResult(Result):
-    """``stages[name]``: share of relevant items still present after that stage;
-    ``losses[name]``: the drop from the previous stage (paired, same users)."""
+    """``stages``: one :class:`~recscope.results.Effect` per stage, the share of relevant
+    items still present after it (extra ``share = "kept"``, ``candidates``: list width);
+    ``losses``: the drop from the previous stage (paired, same users; extra
+    ``share = "lost"``), each metric named after its stage."""
 
-    stages: dict[str, Interval]
-    losses: dict[str, Interval]
-    sizes: dict[str, int]
+    kind: ClassVar[str] = "funnel"
+    title: ClassVar[str] = "Stage funnel"
+
+    stages: list[Effect]
+    losses: list[Effect]
     n_users: int
     confidence: float = 0.95
     info: dict[str, Any] = field(default_factory=dict)
-    kind = "funnel"
 
-    def to_dict(self) -> dict[str, Any]:
-        def d(iv: Interval) -> dict[str, Any]:
-            return {"mean": iv.mean, "ci_low": iv.ci_low, "ci_high": iv.ci_high,
-                    "normal_low": iv.normal_low, "normal_high": iv.normal_high,
-                    "std_err": iv.std_err, "n": iv.n}
+    def stage(self, name: str) -> Effect:
+        """The share kept after stage ``name``."""
+        return _named(self.stages, name)
 
-        return {"stages": {k: d(v) for k, v in self.stages.items()},
-                "losses": {k: d(v) for k, v in self.losses.items()},
-                "sizes": self.sizes, "n_users": self.n_users, "confidence": self.confidence,
-                "info": self.info}
+    def loss(self, name: str) -> Effect:
+        """The share lost at stage ``name``."""
+        return _named(self.losses, name)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FunnelResult:
-        def iv(d: dict[str, Any]) -> Interval:
-            vals = [float("nan") if d[k] is None else d[k] for k in
-                    ("mean", "ci_low", "ci_high", "normal_low", "normal_high", "std_err")]
-            return Interval(*vals, n=d["n"])
-
-        return cls({k: iv(v) for k, v in data["stages"].items()},
-                   {k: iv(v) for k, v in data["losses"].items()}, dict(data["sizes"]),
-                   int(data["n_users"]), data.get("confidence", 0.95),
-                   dict(data.get("info", {})))
+    def effects(self) -> list[Effect]:
+        return [*self.stages, *self.losses]
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"stage": k, "candidates": self.sizes[k], "relevant kept": v.mean,
-                 "CI low": v.ci_low, "CI high": v.ci_high, "lost here": self.losses[k].mean,
-                 "lost CI low": self.losses[k].ci_low, "lost CI high": self.losses[k].ci_high}
-                for k, v in self.stages.items()]
+        return [{"stage": s.metric, "candidates": s["candidates"], "relevant kept": s.estimate,
+                 "kept CI low": s.ci_low, "kept CI high": s.ci_high,
+                 "lost here": lo.estimate, "lost CI low": lo.ci_low, "lost CI high": lo.ci_high}
+                for s, lo in zip(self.stages, self.losses, strict=True)]
 
     def rich_table(self) -> Table:
-        t = Table(title=f"Stage funnel ({self.n_users} users with relevant items)")
-        for col in ("stage", "candidates", "relevant kept [CI]", "lost here [CI]"):
-            t.add_column(col, justify="left" if col == "stage" else "right")
-        for k, v in self.stages.items():
-            lo = self.losses[k]
-            t.add_row(k, str(self.sizes[k]), f"{v.mean:.3f} [{v.ci_low:.3f}, {v.ci_high:.3f}]",
-                      f"{lo.mean:.3f} [{lo.ci_low:.3f}, {lo.ci_high:.3f}]")
-        return t
+        return rich_table(self.rows(), title=f"Stage funnel ({self.n_users} users with "
+                                             "relevant items)")
 
-    def to_html(self) -> str:
+    def html_sections(self, page: Any) -> None:
         import plotly.graph_objects as go
 
-        rep = HtmlReport("Stage funnel", f"{self.n_users} users with relevant items")
-        names = list(self.stages)
         fig = go.Figure(go.Bar(
-            x=names, y=[self.stages[k].mean for k in names],
+            x=[s.metric for s in self.stages], y=[s.estimate for s in self.stages],
             error_y={"type": "data", "symmetric": False,
-                     "array": [self.stages[k].ci_high - self.stages[k].mean for k in names],
-                     "arrayminus": [self.stages[k].mean - self.stages[k].ci_low
-                                    for k in names]}))
+                     "array": [s.ci_high - s.estimate for s in self.stages],
+                     "arrayminus": [s.estimate - s.ci_low for s in self.stages]}))
         fig.update_layout(yaxis_title="share of relevant items present", height=360)
-        return rep.figure(fig).table(self.rows()).render()
+        page.figure(fig)
+
+
+def _named(rows: list[Effect], name: str) -> Effect:
+    for e in rows:
+        if e.metric == name:
+            return e
+    raise ConfigError(f"no stage named {name!r}; have {[e.metric for e in rows]}",
+                      key="stage")
 
 
 def funnel(rankings: RankedLists, truth: Relevance, *, stages: list[str] | None = None,
@@ -153,11 +144,11 @@ def funnel(rankings: RankedLists, truth: Relevance, *, stages: list[str] | None 
     shares = shares[counted]
     drops = np.column_stack([1.0 - shares[:, 0]] +
                             [shares[:, j - 1] - shares[:, j] for j in range(1, shares.shape[1])])
-    ivs = intervals(np.column_stack([shares, drops]), n_boot=n_boot, confidence=confidence,
-                    seed=seed)
     names = list(cands)
+    ivs = intervals(np.column_stack([shares, drops]), names + names, n_boot=n_boot,
+                    confidence=confidence, seed=seed)
     n = len(names)
-    sizes = {k: int(v.shape[1]) for k, v in cands.items()}
-    return FunnelResult(dict(zip(names, ivs[:n], strict=True)),
-                        dict(zip(names, ivs[n:], strict=True)), sizes, int(counted.sum()),
-                        confidence)
+    kept = [replace(e, extra={**e.extra, "share": "kept",
+                              "candidates": int(cands[e.metric].shape[1])}) for e in ivs[:n]]
+    lost = [replace(e, extra={**e.extra, "share": "lost"}) for e in ivs[n:]]
+    return FunnelResult(kept, lost, int(counted.sum()), confidence)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from recscope.data.rankings import RankedLists, Relevance
+from recscope.data.rankings import RankedLists, Relevance, first_duplicate, lists_from_pairs
 from recscope.data.readers import read_table
 from recscope.data.vocab import Vocabulary
 from recscope.errors import DataValidationError
@@ -60,12 +60,6 @@ def _require(table: pa.Table, columns: list[str], file: str) -> None:
             raise DataValidationError("null value", file=file, column=c, row=row)
 
 
-def _first_duplicate(key: np.ndarray) -> int | None:
-    order = np.argsort(key, kind="stable")
-    same = np.flatnonzero(key[order][1:] == key[order][:-1])
-    return int(order[same[0] + 1]) if len(same) else None
-
-
 def read_truth(path: str | Path) -> pa.Table:
     """Read and check a truth file (``user_id``, ``item_id``, optional ``grade``)."""
     file = str(path)
@@ -89,15 +83,20 @@ def read_rankings(path: str | Path) -> pa.Table:
     if "rank" not in t.column_names and "score" not in t.column_names:
         raise DataValidationError(f"needs a 'score' or a 'rank' column; found "
                                   f"{t.column_names}", file=file, column="score")
-    col = "rank" if "rank" in t.column_names else "score"
-    _require(t, [col], file)
-    v = t.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
-    bad = np.flatnonzero(~np.isfinite(v) if col == "score" else
-                         (~np.isfinite(v) | (v < 1) | (v != np.round(v))))
-    if len(bad):
-        what = "score is NaN or infinite" if col == "score" else \
-            "rank must be an integer >= 1"
-        raise DataValidationError(what, file=file, column=col, row=int(bad[0]))
+    for col in ("rank", "score"):
+        if col not in t.column_names:
+            continue
+        _require(t, [col], file)
+        typ = t.column(col).type
+        if not (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
+            raise DataValidationError(f"expected numbers, found {typ}", file=file, column=col)
+        v = t.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(v) if col == "score" else
+                             (~np.isfinite(v) | (v < 1) | (v != np.round(v))))
+        if len(bad):
+            what = "score is NaN or infinite" if col == "score" else \
+                "rank must be an integer >= 1"
+            raise DataValidationError(what, file=file, column=col, row=int(bad[0]))
     return t
 
 
@@ -113,35 +112,13 @@ def _common_type(cols: list[pa.ChunkedArray]) -> list[pa.ChunkedArray]:
 def to_ranked_lists(t: pa.Table, users: Vocabulary, items: Vocabulary, file: str,
                     ) -> RankedLists:
     """Dense lists ordered by rank (or by score, ties by item id), padded with -1."""
-    u = users.index(t.column("user_id"))
-    i = items.index(t.column("item_id"))
-    dup = _first_duplicate(u.astype(np.int64) * max(len(items), 1) + i)
-    if dup is not None:
-        raise DataValidationError(f"item {t.column('item_id')[dup].as_py()!r} appears twice "
-                                  f"in the ranking of user {t.column('user_id')[dup].as_py()!r}",
-                                  file=file, column="item_id", row=dup)
-    if "rank" in t.column_names:
-        r = t.column("rank").to_numpy(zero_copy_only=False).astype(np.int64)
-        d = _first_duplicate(u.astype(np.int64) * (int(r.max()) + 1) + r)
-        if d is not None:
-            raise DataValidationError("rank repeated within a user's list", file=file,
-                                      column="rank", row=d)
-        order = np.lexsort((i, r, u))
-        score = -r.astype(np.float64)
-    else:
-        score = t.column("score").to_numpy(zero_copy_only=False).astype(np.float64)
-        order = np.lexsort((i, -score, u))
-    us = u[order]
-    starts = np.r_[0, np.flatnonzero(us[1:] != us[:-1]) + 1] if len(us) else np.zeros(0, int)
-    lengths = np.diff(np.r_[starts, len(us)])
-    k = int(lengths.max()) if len(lengths) else 1
-    pos = np.arange(len(us)) - np.repeat(starts, lengths)
-    row = np.repeat(np.arange(len(starts)), lengths)
-    mat = np.full((len(starts), k), -1, dtype=np.int32)
-    sc = np.full((len(starts), k), -np.inf, dtype=np.float32)
-    mat[row, pos] = i[order]
-    sc[row, pos] = score[order]
-    return RankedLists(us[starts], mat, sc)
+    col = "rank" if "rank" in t.column_names else "score"
+    values = t.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
+    return lists_from_pairs(users.index(t.column("user_id")), items.index(t.column("item_id")),
+                            score=None if col == "rank" else values,
+                            rank=values if col == "rank" else None, file=file,
+                            item_ids=t.column("item_id"), user_ids=t.column("user_id"),
+                            columns=("item_id", col))
 
 
 def load_inputs(truth_path: str | Path, rankings: dict[str, str | Path],
@@ -164,7 +141,7 @@ def load_inputs(truth_path: str | Path, rankings: dict[str, str | Path],
     items = Vocabulary.from_values(pa.chunked_array(
         [c for col in icols for c in col.chunks], icols[0].type), name="item_id")
     tu, ti = users.index(tt.column("user_id")), items.index(tt.column("item_id"))
-    dup = _first_duplicate(tu.astype(np.int64) * max(len(items), 1) + ti)
+    dup = first_duplicate(tu.astype(np.int64) * max(len(items), 1) + ti)
     if dup is not None:
         raise DataValidationError("(user_id, item_id) pair repeated in the truth",
                                   file=str(truth_path), column="item_id", row=dup)

@@ -27,7 +27,7 @@ from scipy import stats as sps
 from recscope.data.rankings import Relevance
 from recscope.errors import ConfigError
 from recscope.offline.metrics import MetricSpec, parse_metrics
-from recscope.offline.stats import Interval, intervals
+from recscope.offline.per_user import intervals
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 _SUPPORTED = {"hit_rate", "recall", "ndcg", "mrr"}
@@ -130,7 +130,7 @@ def sampled_evaluate(score: ScoreFn | np.ndarray, truth: Relevance,
     ``correct``, the Krichene & Rendle corrected estimate of the full-ranking metric.
 
     Per-pair values are averaged per user, then over users, with intervals. Returns
-    ``{"sampled": {label: Interval}, "corrected": {label: Interval}, "n_users", ...}``."""
+    ``{"sampled": {label: Effect}, "corrected": {label: Effect}, "n_users", ...}``."""
     warnings.warn("sampled-negative metrics disagree with full-ranking metrics and can "
                   "reverse comparisons (Krichene & Rendle, KDD 2020); use them only to "
                   "reproduce older papers", SampledMetricWarning, stacklevel=2)
@@ -154,9 +154,9 @@ def sampled_evaluate(score: ScoreFn | np.ndarray, truth: Relevance,
     sampled = np.column_stack([per_user(metric_at_rank(s, ranks)) for s in specs])
     out: dict[str, Any] = {"n_users": len(uniq), "n_pairs": len(ranks),
                            "n_negatives": n_negatives, "gamma": gamma}
-    out["sampled"] = dict(zip([s.label for s in specs],
-                              intervals(sampled, n_boot=n_boot, confidence=confidence,
-                                        seed=seed), strict=True))
+    labels = [s.label for s in specs]
+    out["sampled"] = {e.metric: e for e in intervals(sampled, labels, n_boot=n_boot,
+                                                     confidence=confidence, seed=seed)}
     if correct:
         # candidates per user: the item plus eligible negatives (average over users)
         n_cand = round(n_cat - truth.counts()[uniq].mean() + 1)
@@ -168,11 +168,10 @@ def sampled_evaluate(score: ScoreFn | np.ndarray, truth: Relevance,
         corr = np.column_stack([
             per_user(correction_weights(s, n_cand, n_negatives, gamma=gamma)[ranks - 1])
             for s in specs])
-        out["corrected"] = dict(zip([s.label for s in specs],
-                                    intervals(corr, n_boot=n_boot, confidence=confidence,
-                                              seed=seed), strict=True))
+        out["corrected"] = {e.metric: e for e in intervals(corr, labels, n_boot=n_boot,
+                                                           confidence=confidence, seed=seed)}
     return out
 
 
-__all__ = ["Interval", "SampledMetricWarning", "correction_weights", "metric_at_rank",
+__all__ = ["SampledMetricWarning", "correction_weights", "metric_at_rank",
            "sampled_evaluate", "sampled_ranks"]

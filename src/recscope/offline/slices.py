@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -20,59 +20,47 @@ from rich.table import Table
 from recscope.data.rankings import RankedLists, Relevance
 from recscope.errors import ConfigError
 from recscope.offline.evaluate import EvaluationResult, evaluate
-from recscope.offline.stats import Interval, intervals
-from recscope.report import HtmlReport, Result
+from recscope.offline.per_user import intervals
+from recscope.report.tables import rich_table
+from recscope.results import Effect, Result
 
 
 @dataclass
 class SliceResult(Result):
-    """``groups[label][metric]`` is an :class:`Interval`; ``sizes[label]`` users."""
+    """One :class:`~recscope.results.Effect` per (slice, metric) with extra ``by`` (what
+    the slices are of) and ``slice`` (the group's label); ``sizes[label]``: users counted."""
+
+    kind: ClassVar[str] = "slices"
+    title: ClassVar[str] = "Slices"
 
     by: str
-    groups: dict[str, dict[str, Interval]]
+    estimates: list[Effect]
     sizes: dict[str, int]
     confidence: float = 0.95
     info: dict[str, Any] = field(default_factory=dict)
-    kind = "slices"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"by": self.by, "confidence": self.confidence, "info": self.info,
-                "groups": {g: {"n_users": self.sizes[g],
-                               **{m: {"mean": iv.mean, "ci_low": iv.ci_low,
-                                      "ci_high": iv.ci_high, "normal_low": iv.normal_low,
-                                      "normal_high": iv.normal_high, "std_err": iv.std_err,
-                                      "n": iv.n} for m, iv in ms.items()}}
-                           for g, ms in self.groups.items()}}
+    @property
+    def groups(self) -> dict[str, dict[str, Effect]]:
+        """``groups[label][metric]``."""
+        out: dict[str, dict[str, Effect]] = {}
+        for e in self.estimates:
+            out.setdefault(e["slice"], {})[e.metric] = e
+        return out
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SliceResult:
-        def iv(d: dict[str, Any]) -> Interval:
-            vals = [float("nan") if d[k] is None else d[k] for k in
-                    ("mean", "ci_low", "ci_high", "normal_low", "normal_high", "std_err")]
-            return Interval(*vals, n=d["n"])
-
-        groups = {g: {m: iv(v) for m, v in ms.items() if m != "n_users"}
-                  for g, ms in data["groups"].items()}
-        sizes = {g: int(ms["n_users"]) for g, ms in data["groups"].items()}
-        return cls(data["by"], groups, sizes, data.get("confidence", 0.95),
-                   dict(data.get("info", {})))
+    def effects(self) -> list[Effect]:
+        return list(self.estimates)
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"slice": g, "metric": m, "mean": iv.mean, "CI low": iv.ci_low,
-                 "CI high": iv.ci_high, "users": iv.n}
-                for g, ms in self.groups.items() for m, iv in ms.items()]
+        return [{"slice": e["slice"], "metric": e.metric, "estimate": e.estimate,
+                 "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n} for e in self.estimates]
 
     def rich_table(self) -> Table:
-        t = Table(title=f"Slices by {self.by} ({round(self.confidence * 100)}% CI)")
-        for col in ("slice", "metric", "mean", "CI", "users"):
-            t.add_column(col, justify="left" if col in ("slice", "metric") else "right")
-        for r in self.rows():
-            t.add_row(str(r["slice"]), r["metric"], f"{r['mean']:.4f}",
-                      f"[{r['CI low']:.4f}, {r['CI high']:.4f}]", str(r["users"]))
-        return t
+        return rich_table(self.rows(), title=f"Slices by {self.by} "
+                                             f"({round(self.confidence * 100)}% CI)")
 
-    def to_html(self) -> str:
-        return HtmlReport(f"Slices by {self.by}").table(self.rows()).render()
+
+def _tag(rows: list[Effect], by: str, label: str) -> list[Effect]:
+    return [replace(e, extra={**e.extra, "by": by, "slice": label}) for e in rows]
 
 
 def slice_users(result: EvaluationResult, labels: np.ndarray | pa.Array, *, by: str = "slice",
@@ -87,17 +75,18 @@ def slice_users(result: EvaluationResult, labels: np.ndarray | pa.Array, *, by: 
         raise ConfigError(f"slice labels cover {len(lab)} users but rankings reach user "
                           f"{int(users.max())}", key="slice")
     per = np.array([lab[u] for u in users], dtype=object)
-    boots = result.n_bootstrap if n_boot is None else n_boot
-    groups: dict[str, dict[str, Interval]] = {}
+    boots = result.bootstrap if n_boot is None else n_boot
+    rows: list[Effect] = []
     sizes: dict[str, int] = {}
     values = np.column_stack([result.values(m) for m in result.metrics])
     keys = sorted({str(v) for v in per if v is not None and v == v}, key=_natural)
     for key in keys:
         mask = np.array([v is not None and v == v and str(v) == key for v in per])
-        ivs = intervals(values[mask], n_boot=boots, confidence=result.confidence, seed=seed)
-        groups[key] = dict(zip(result.metrics, ivs, strict=True))
+        ivs = intervals(values[mask], result.metrics, n_boot=boots,
+                        confidence=result.confidence, seed=seed)
+        rows += _tag(ivs, by, key)
         sizes[key] = int(np.sum(~np.isnan(values[mask]).all(axis=1)))
-    return SliceResult(by, groups, sizes, result.confidence)
+    return SliceResult(by, rows, sizes, result.confidence)
 
 
 def _natural(s: str) -> tuple[int, float | str]:
@@ -139,7 +128,7 @@ def slice_items(rankings: RankedLists, truth: Relevance, groups: np.ndarray,
     g = np.asarray(groups, dtype=object)
     csr = truth.to_csr()
     item_lab = g[csr.indices] if len(csr.indices) else np.array([], dtype=object)
-    out: dict[str, dict[str, Interval]] = {}
+    rows: list[Effect] = []
     sizes: dict[str, int] = {}
     conf = kwargs.get("confidence", 0.95)
     for key in sorted({str(x) for x in g if x is not None}, key=_natural):
@@ -149,6 +138,6 @@ def slice_items(rankings: RankedLists, truth: Relevance, groups: np.ndarray,
         sub.eliminate_zeros()
         part = Relevance.from_csr(sub, graded=truth.grades is not None)
         res = evaluate(rankings, part, metrics, missing="skip", **kwargs)
-        out[key] = res.summary
+        rows += _tag(res.estimates, by, key)
         sizes[key] = res.n_users
-    return SliceResult(by, out, sizes, conf)
+    return SliceResult(by, rows, sizes, conf)

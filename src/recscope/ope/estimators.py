@@ -22,34 +22,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from recscope.errors import ConfigError
+from recscope.ope.action_dists import ActionDist, RankingPolicy, SlateProbs
 from recscope.ope.feedback import LoggedFeedback
-from recscope.ope.policies import ActionDist, RankingPolicy, SlateProbs
+from recscope.results import Effect
 
 Combine = Callable[[np.ndarray], np.ndarray]
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """One estimator's value, percentile bootstrap interval and diagnostics."""
-
-    estimator: str
-    estimate: float
-    ci_low: float
-    ci_high: float
-    std_error: float
-    diagnostics: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"estimate": self.estimate, "ci_low": self.ci_low, "ci_high": self.ci_high,
-                "std_error": self.std_error, "diagnostics": dict(self.diagnostics)}
-
-    @classmethod
-    def from_dict(cls, name: str, d: dict[str, Any]) -> Estimate:
-        def f(x: Any) -> float:
-            return float("nan") if x is None else float(x)
-
-        return cls(name, f(d["estimate"]), f(d["ci_low"]), f(d["ci_high"]),
-                   f(d.get("std_error")), dict(d.get("diagnostics", {})))
+#: The metric name of every estimate row: the policy's expected reward per round.
+VALUE = "policy_value"
 
 
 @dataclass
@@ -132,7 +113,7 @@ class Estimator(ABC):
 
     def estimate(self, fb: LoggedFeedback, dist: ActionDist, q_hat: np.ndarray | None = None,
                  *, slate: SlateProbs | None = None, n_bootstrap: int = 500,
-                 alpha: float = 0.05, seed: int | np.random.Generator = 0) -> Estimate:
+                 alpha: float = 0.05, seed: int | np.random.Generator = 0) -> Effect:
         """Point estimate, bootstrap interval and diagnostics on ``fb`` under ``dist``."""
         return self.run(Inputs(fb, dist, q_hat, slate), n_bootstrap=n_bootstrap, alpha=alpha,
                         seed=seed)
@@ -143,7 +124,7 @@ class Estimator(ABC):
         return float(combine(cols.sum(axis=0)[None])[0])
 
     def run(self, inp: Inputs, *, n_bootstrap: int = 500, alpha: float = 0.05,
-            seed: int | np.random.Generator = 0) -> Estimate:
+            seed: int | np.random.Generator = 0) -> Effect:
         cols, combine = self.columns(inp)
         value = float(combine(cols.sum(axis=0)[None])[0])
         units = _units(inp.fb) if (self.is_slate or inp.fb.slate_id is not None) else None
@@ -154,8 +135,9 @@ class Estimator(ABC):
         diag.update(self.extra_diagnostics(inp))
         diag["n_rounds"] = inp.fb.n_rounds
         diag["n_bootstrap"] = n_bootstrap
-        return Estimate(self.label(), value, float(lo), float(hi),
-                        float(np.nanstd(boot, ddof=1)) if boot.size > 1 else float("nan"), diag)
+        se = float(np.nanstd(boot, ddof=1)) if boot.size > 1 else float("nan")
+        return Effect(VALUE, value, float(lo), float(hi), se, n=inp.fb.n_rounds,
+                      extra={"estimator": self.label(), "diagnostics": diag})
 
 
 def _units(fb: LoggedFeedback) -> np.ndarray:
@@ -450,7 +432,7 @@ class CascadeDR(_SlateEstimator):
     needs_model = True
 
     def columns(self, inp: Inputs) -> tuple[np.ndarray, Combine]:
-        from recscope.ope.policies import slate_matrix
+        from recscope.ope.action_dists import slate_matrix
 
         sp = self._probs(inp)
         w = self.weights(inp)
@@ -507,10 +489,6 @@ def make_estimator(spec: str) -> Estimator:
         raise ConfigError(f"parameter of {name!r} must be a number, not {param!r}",
                           key="estimator") from None
     return cls(value)  # type: ignore[call-arg]
-
-
-def needs_slate_policy(estimators: list[Estimator]) -> bool:
-    return any(e.is_slate for e in estimators)
 
 
 def slate_probs_for(policy: ActionDist | RankingPolicy, fb: LoggedFeedback) -> SlateProbs:

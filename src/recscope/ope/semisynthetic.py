@@ -36,9 +36,9 @@ import numpy as np
 from scipy.optimize import brentq
 
 from recscope.errors import ConfigError
+from recscope.ope.action_dists import ActionDist, from_log
 from recscope.ope.estimators import Inputs, make_estimator
 from recscope.ope.feedback import LoggedFeedback
-from recscope.ope.policies import ActionDist, from_log
 from recscope.ope.reward import Kind, RewardModel
 
 

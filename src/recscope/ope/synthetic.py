@@ -5,7 +5,7 @@ rewards from a logistic model, so the true value of any evaluation policy is com
 :class:`SyntheticSlateBandit` does the same for ranked slates with a cascade click model.
 
 :class:`GroundTruthEnvironment` is the hook for the simulator (``recscope.sim``, used by
-:class:`recscope.ope.simulated.SimulatedHomeFeed`): any environment that can log feedback
+:class:`recscope.sim.ope_check.SimulatedHomeFeed`): any environment that can log feedback
 under a policy and report a policy's true value can be passed to
 :func:`check_against_truth`, which measures bias, RMSE and interval coverage of
 estimators over repeated logs.
@@ -19,13 +19,13 @@ from typing import Protocol
 
 import numpy as np
 
+from recscope.ope.action_dists import ActionDist, RankingPolicy
 from recscope.ope.estimators import Estimator, Inputs, make_estimator, slate_probs_for
 from recscope.ope.feedback import LoggedFeedback
-from recscope.ope.policies import ActionDist, RankingPolicy
 
 
 class GroundTruthEnvironment(Protocol):
-    """What :func:`check_against_truth` needs from an environment (see ``simulated.py``)."""
+    """What :func:`check_against_truth` needs from an environment (see ``recscope.sim.ope_check``)."""
 
     def log(self, n: int, rng: np.random.Generator) -> tuple[LoggedFeedback, np.ndarray]:
         """Logged feedback from the environment's logging policy, plus true q [n, A]."""

@@ -1,11 +1,12 @@
-"""Evaluation policies expressed as action distributions over the logged rounds.
+"""Action distributions: evaluation policies expressed over the logged rounds.
 
 Every standard estimator needs ``π(a at position k | round i)`` for the logged round's
 context and position; :class:`ActionDist` holds it as an array ``[m, n_actions, len_list]``
 plus a row index per round (``m = 1`` for a context-free policy, ``m = n_rounds`` or the
 number of distinct users otherwise).
 
-Policies that rank items from scores (a recscope model, a bandit's scores) are
+Policies that rank items from scores (any :class:`Scorer`: a recscope component, a
+pipeline, a bandit's scores) are
 :class:`RankingPolicy`: a mixture ``(1 − ε) · PlackettLuce(scores / τ) + ε · uniform`` over
 rankings, which covers deterministic top-k (``τ = 0``), softmax over scores (``τ > 0``),
 epsilon-greedy (``τ = 0, ε > 0``) and uniform (``ε = 1``). They also give the slate
@@ -19,11 +20,11 @@ position), estimated from the size-biased sample of its logged propensities.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from recscope.core.plackett_luce import position_marginals
 from recscope.errors import ConfigError
 from recscope.ope.feedback import LoggedFeedback
 
@@ -71,10 +72,6 @@ class ActionDist:
     def logged(self, fb: LoggedFeedback) -> np.ndarray:
         """π of the logged action at the logged position, per round [n]."""
         return self.probs[self.row, fb.action, fb.position]
-
-    def at_position(self, fb: LoggedFeedback) -> np.ndarray:
-        """π over all actions at each round's logged position [n, A]."""
-        return self.at(np.arange(fb.n_rounds), fb.position)
 
     def at(self, rounds: np.ndarray, positions: np.ndarray) -> np.ndarray:
         """π over all actions for the given rounds at the given positions [len(rounds), A]."""
@@ -129,7 +126,7 @@ class RankingPolicy:
             greedy = _deterministic_marginals(self.scores, len_list)
         else:
             rng = np.random.default_rng(self.seed)
-            greedy = _pl_marginals(self.scores / self.temperature, len_list, self.n_sim, rng)
+            greedy = position_marginals(self.scores / self.temperature, len_list, self.n_sim, rng)
         probs = (1.0 - self.epsilon) * greedy + self.epsilon / a
         return ActionDist(probs, self.row, self.name, self.describe())
 
@@ -226,66 +223,24 @@ def slate_matrix(fb: LoggedFeedback) -> tuple[np.ndarray, np.ndarray]:
     return fb.action[rounds], rounds
 
 
-def _deterministic_marginals(scores: np.ndarray, len_list: int) -> np.ndarray:
-    from recscope.models.base import top_k
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` largest scores per row, best first; ties go to the lower index
+    and ``-inf`` entries are never chosen (-1 pads)."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    best = np.take_along_axis(scores, order, axis=1)
+    idx = np.where(np.isneginf(best), -1, order).astype(np.int32)
+    if idx.shape[1] < k:
+        idx = np.pad(idx, ((0, 0), (0, k - idx.shape[1])), constant_values=-1)
+    return idx
 
-    idx, _ = top_k(np.asarray(scores, np.float32), len_list)
+
+def _deterministic_marginals(scores: np.ndarray, len_list: int) -> np.ndarray:
+    idx = _top_k(np.asarray(scores, np.float32), len_list)
     out = np.zeros((scores.shape[0], scores.shape[1], len_list))
     rows = np.arange(scores.shape[0])
     for k in range(len_list):
         ok = idx[:, k] >= 0
         out[rows[ok], idx[ok, k], k] = 1.0
-    return out
-
-
-def _pl_marginals(logits: np.ndarray, len_list: int, n_sim: int,
-                  rng: np.random.Generator) -> np.ndarray:
-    """Plackett–Luce position marginals.
-
-    Exact for positions 0 and 1; beyond, exact by enumerating every ordered prefix when
-    there are at most 20,000 of them, else Monte Carlo over ``n_sim`` sampled rankings.
-    """
-    z = logits - np.max(logits, axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    m, a = p.shape
-    out = np.zeros((m, a, len_list))
-    out[:, :, 0] = p
-    if len_list > 1:
-        r = p / np.maximum(1.0 - p, 1e-15)
-        p1 = p * (r.sum(axis=1, keepdims=True) - r)
-        out[:, :, 1] = p1 / p1.sum(axis=1, keepdims=True)
-    if len_list <= 2:
-        return out
-    n_prefix = 1
-    for j in range(len_list):
-        n_prefix *= a - j
-    if n_prefix <= 20_000:
-        import itertools
-
-        pref = np.array(list(itertools.permutations(range(a), len_list)), dtype=np.int64)
-        chunk = max(1, 4_000_000 // n_prefix)
-        for start in range(0, m, chunk):
-            pc = p[start:start + chunk]
-            prob = np.ones((len(pc), n_prefix))
-            left = np.ones((len(pc), n_prefix))
-            for j in range(len_list):
-                pj = pc[:, pref[:, j]]
-                prob *= pj / np.maximum(left, 1e-300)
-                left = left - pj
-            for k in range(2, len_list):
-                onehot = np.zeros((n_prefix, a))
-                onehot[np.arange(n_prefix), pref[:, k]] = 1.0
-                out[start:start + chunk, :, k] = prob @ onehot
-        return out
-    chunk = max(1, 2_000_000 // max(1, n_sim * a))
-    for start in range(0, m, chunk):
-        lg = logits[start:start + chunk]
-        g = lg[:, None, :] + rng.gumbel(size=(len(lg), n_sim, a))
-        ranks = np.argsort(-g, axis=2)[:, :, :len_list]
-        for k in range(2, len_list):
-            for i in range(len(lg)):
-                out[start + i, :, k] = np.bincount(ranks[i, :, k], minlength=a) / n_sim
     return out
 
 
@@ -317,28 +272,40 @@ def from_scores(scores: np.ndarray, row: np.ndarray | None = None, *,
                       "epsilon-greedy", key="policy_kind")
 
 
-def from_component(model_dir: str | Path, fb: LoggedFeedback, **kwargs: Any) -> RankingPolicy:
-    """A saved recscope component's scores over the logged items, per logged user.
+class Scorer(Protocol):
+    """Anything that scores items for users: ``score(users [n], items [n, m]) -> [n, m]``
+    (a recscope component, a pipeline, your own model); ``-inf`` means never ranked."""
 
-    The model's user and item indices are the log's integer ids (models save no
-    vocabulary); items the model does not know score ``-inf`` (outside its greedy support).
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray: ...
+
+
+def from_scorer(scorer: Scorer, fb: LoggedFeedback, *, n_items: int | None = None,
+                name: str = "scorer", **kwargs: Any) -> RankingPolicy:
+    """A ranking policy from a scorer's scores over the logged items, per logged user.
+
+    The scorer's user and item indices are the log's integer ids (recscope components
+    carry no id vocabulary); items at or beyond ``n_items`` (the scorer's catalogue, when
+    known) score ``-inf`` (outside its greedy support). ``kwargs`` go to
+    :func:`from_scores` (``kind``, ``temperature``, ``epsilon``, ``seed``).
     """
-    from recscope.models.base import Component
-
-    comp = Component.load(model_dir)
     if fb.user_index is None:
         raise ConfigError("the log has no user ids to score", key="policy")
     try:
         item_idx = np.asarray(fb.item_ids, dtype=np.int64)
     except (TypeError, ValueError):
-        raise ConfigError(f"model {model_dir} needs integer item ids in the log (models carry "
-                          "no id vocabulary)", key="policy") from None
-    known = (item_idx >= 0) & (item_idx < comp.n_items)
+        raise ConfigError(f"{name} needs integer item ids in the log (models carry no id "
+                          "vocabulary)", key="policy") from None
+    known = item_idx >= 0
+    if n_items is not None:
+        known &= item_idx < n_items
     users, row = np.unique(fb.user_index, return_inverse=True)
     cand = np.where(known, item_idx, -1)[None, :].repeat(len(users), axis=0).astype(np.int32)
-    scores = comp.score(users.astype(np.int32), cand).astype(np.float64)
-    kwargs.setdefault("name", f"{comp.name}:{Path(model_dir).name}")
-    return from_scores(scores, row, **kwargs)
+    scores = np.asarray(scorer.score(users.astype(np.int32), cand), dtype=np.float64)
+    if scores.shape != cand.shape:
+        raise ConfigError(f"{name} returned scores of shape {scores.shape}, expected "
+                          f"{cand.shape}", key="policy")
+    scores[cand < 0] = -np.inf
+    return from_scores(scores, row, name=name, **kwargs)
 
 
 def from_log(source: LoggedFeedback, target: LoggedFeedback, *,

@@ -7,15 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recscope.core.plackett_luce import position_marginals
 from recscope.errors import ConfigError
-from recscope.ope.policies import _pl_marginals, from_log, from_scores, uniform
+from recscope.ope.action_dists import from_log, from_scores, uniform
 from tests.ope.test_estimators import tiny
 
 
 def test_plackett_luce_marginals_exact_vs_monte_carlo() -> None:
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(3, 7))
-    exact = _pl_marginals(logits, 4, 0, rng)
+    exact = position_marginals(logits, 4, 0, rng)
     np.testing.assert_allclose(exact.sum(axis=1), 1.0, atol=1e-12)  # each position
     np.testing.assert_allclose(exact.sum(axis=2), np.minimum(1, exact.sum(axis=2)), atol=1e-12)
     g = logits[:, None, :] + rng.gumbel(size=(3, 100_000, 7))
@@ -79,18 +80,51 @@ def test_from_log_rebuilds_a_context_free_policy() -> None:
 def test_saved_model_becomes_a_ranking_policy(tmp_path: Path) -> None:
     """A saved popularity model ranks every logged user's items by popularity."""
     from recscope.data.interactions import Interactions
+    from recscope.models.base import Component
     from recscope.models.popularity import Popularity
+    from recscope.ope.action_dists import from_scorer
     from recscope.ope.feedback import LoggedFeedback
-    from recscope.ope.policies import from_component
     from tests.conftest import make_log
 
     data = Interactions.from_table(make_log(n_users=20, n_items=12, n_rows=400, extra=True))
     Popularity().fit(data).save(tmp_path / "pop")
     fb = LoggedFeedback.from_interactions(data)
-    pol = from_component(tmp_path / "pop", fb, kind="epsilon-greedy", epsilon=0.3)
+    comp = Component.load(tmp_path / "pop")
+    pol = from_scorer(comp, fb, n_items=comp.n_items, kind="epsilon-greedy", epsilon=0.3)
     dist = pol.action_dist(fb.len_list)
     counts = np.bincount(data.item_index, minlength=data.n_items)
     # users have seen items, but ``score`` ranks candidates without exclusion
     top = int(np.argmax(counts))
     assert dist.probs[0, top, 0] == pytest.approx(0.7 + 0.3 / data.n_items)
     np.testing.assert_allclose(dist.probs.sum(axis=1), 1.0)
+
+
+def test_any_scorer_is_a_policy_without_models() -> None:
+    """A plain object with ``score(users, items)`` (no recscope model) ranks the logged
+    items; items beyond ``n_items`` never enter the greedy ranking; a wrong shape is named."""
+    from recscope.data.interactions import Interactions
+    from recscope.ope.action_dists import from_scorer
+    from recscope.ope.feedback import LoggedFeedback
+    from tests.conftest import make_log
+
+    data = Interactions.from_table(make_log(n_users=20, n_items=12, n_rows=400, extra=True))
+    fb = LoggedFeedback.from_interactions(data)
+    ids = np.asarray(fb.item_ids, dtype=np.int64)
+
+    class ByItemId:
+        def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+            return items.astype(np.float64)  # the largest item id first
+
+    dist = from_scorer(ByItemId(), fb).action_dist(fb.len_list)
+    assert dist.probs[0, int(np.argmax(ids)), 0] == 1.0
+    cut = int(np.sort(ids)[-2])  # the largest id is outside the scorer's catalogue
+    dist = from_scorer(ByItemId(), fb, n_items=cut + 1).action_dist(fb.len_list)
+    assert dist.probs[0, int(np.argmax(ids)), 0] == 0.0
+    assert dist.probs[0, int(np.flatnonzero(ids == cut)[0]), 0] == 1.0
+
+    class Wrong:
+        def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+            return np.zeros(3)
+
+    with pytest.raises(ConfigError, match="shape"):
+        from_scorer(Wrong(), fb)

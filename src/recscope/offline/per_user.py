@@ -1,4 +1,4 @@
-"""Statistics over users: confidence intervals and paired comparisons.
+"""Statistics over per-user values: confidence intervals and paired comparisons.
 
 * Intervals: percentile bootstrap over users (resampling users with replacement) and the
   analytic normal interval (mean ± z·sd/√n) alongside.
@@ -6,31 +6,26 @@
   sign-flip randomisation test, with Holm and Benjamini-Hochberg adjustment across all
   tests of a comparison (statsmodels ``multipletests``) and effect sizes.
 
-Random draws use a counter-based generator (splitmix64 keyed by seed and replicate), so
+Random draws use a counter-based generator (``recscope.core.splitmix``, keyed by seed and
+replicate), so
 results are identical for a given seed whatever the number of threads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 from scipy import stats as sps
 
+from recscope.core.splitmix import step
 from recscope.errors import ConfigError
+from recscope.results import Effect
 
 TESTS: tuple[str, ...] = ("t", "wilcoxon", "randomisation")
 ADJUSTMENTS: dict[str, str] = {"holm": "holm", "bh": "fdr_bh", "none": "none"}
-
-
-@numba.njit(cache=True, inline="always")
-def _splitmix(state: np.uint64) -> tuple[np.uint64, np.uint64]:
-    state = state + np.uint64(0x9E3779B97F4A7C15)
-    z = state
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return state, z ^ (z >> np.uint64(31))
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -42,7 +37,7 @@ def _bootstrap_means(values: np.ndarray, n_boot: int, seed: np.uint64) -> np.nda
         state = seed ^ (np.uint64(b + 1) * np.uint64(0xD1B54A32D192ED03))
         acc = np.zeros(m, dtype=np.float64)
         for _ in range(n):
-            state, r = _splitmix(state)
+            state, r = step(state)
             i = np.int64(((r >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
             for c in range(m):
                 acc[c] += values[i, c]
@@ -63,7 +58,7 @@ def _signflip_means(diffs: np.ndarray, n_perm: int, seed: np.uint64) -> np.ndarr
         left = 0
         for i in range(n):
             if left == 0:
-                state, bits = _splitmix(state)
+                state, bits = step(state)
                 left = 64
             s = 1.0 if (bits & np.uint64(1)) else -1.0
             bits = bits >> np.uint64(1)
@@ -81,44 +76,49 @@ def _seed64(seed: int | np.random.Generator | None) -> np.uint64:
     return np.uint64(np.random.default_rng(seed).integers(0, 2**63))
 
 
-@dataclass(frozen=True)
-class Interval:
-    """An estimate with its bootstrap and normal intervals."""
-
-    mean: float
-    ci_low: float
-    ci_high: float
-    normal_low: float
-    normal_high: float
-    std_err: float
-    n: int
-
-
-def intervals(values: np.ndarray, *, n_boot: int = 1000, confidence: float = 0.95,
-              seed: int | np.random.Generator | None = 0) -> list[Interval]:
-    """Mean and intervals of each column of ``values`` ([n_users, m], NaN rows ignored per
-    column). ``n_boot=0`` gives the normal interval in the ci fields."""
+def check_bootstrap(bootstrap: int, confidence: float) -> None:
+    """Refuse a negative number of resamples or a level outside (0, 1), each named."""
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int | np.integer) \
+            or bootstrap < 0:
+        raise ConfigError(f"bootstrap must be an integer >= 0, got {bootstrap!r}",
+                          key="bootstrap")
     if not 0 < confidence < 1:
         raise ConfigError(f"confidence must be in (0, 1), got {confidence}", key="confidence")
+
+
+def intervals(values: np.ndarray, names: Sequence[str] | None = None, *, n_boot: int = 1000,
+              confidence: float = 0.95, seed: int | np.random.Generator | None = 0,
+              ) -> list[Effect]:
+    """Mean and intervals of each column of ``values`` ([n_users, m], NaN rows ignored per
+    column), one :class:`Effect` per column named ``names[j]`` (default ``"0"``, ``"1"``...).
+
+    ``ci_low``/``ci_high`` hold the percentile bootstrap interval (the normal interval when
+    ``n_boot=0``), ``se`` the standard error sd/sqrt(n), ``extra`` the analytic normal
+    interval (``normal_low``, ``normal_high``) alongside."""
+    check_bootstrap(n_boot, confidence)
     values = np.asarray(values, dtype=np.float64)
     if values.ndim == 1:
         values = values[:, None]
+    labels = [str(j) for j in range(values.shape[1])] if names is None else list(names)
+    if len(labels) != values.shape[1]:
+        raise ConfigError(f"{len(labels)} names for {values.shape[1]} columns", key="names")
     z = float(sps.norm.ppf(0.5 + confidence / 2))
     alpha = 1 - confidence
     base = _seed64(seed)
-    out: list[Interval] = []
+    nan = float("nan")
     # columns sharing the same NaN pattern are bootstrapped together (same resamples)
     masks = ~np.isnan(values)
     groups: dict[bytes, list[int]] = {}
     for c in range(values.shape[1]):
         groups.setdefault(np.packbits(masks[:, c]).tobytes(), []).append(c)
-    res: dict[int, Interval] = {}
+    res: dict[int, Effect] = {}
     for cols in groups.values():
         sub = np.ascontiguousarray(values[masks[:, cols[0]]][:, cols])
         n = sub.shape[0]
         if n == 0:
             for c in cols:
-                res[c] = Interval(*(float("nan"),) * 6, n=0)
+                res[c] = Effect(labels[c], nan, n=0, extra={"normal_low": nan,
+                                                            "normal_high": nan})
             continue
         mean = sub.mean(axis=0)
         se = sub.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else np.full(len(cols), np.nan)
@@ -129,12 +129,11 @@ def intervals(values: np.ndarray, *, n_boot: int = 1000, confidence: float = 0.9
         else:
             lo, hi = mean - z * se, mean + z * se
         for j, c in enumerate(cols):
-            res[c] = Interval(float(mean[j]), float(lo[j]), float(hi[j]),
-                              float(mean[j] - z * se[j]), float(mean[j] + z * se[j]),
-                              float(se[j]), n)
-    for c in range(values.shape[1]):
-        out.append(res[c])
-    return out
+            res[c] = Effect(labels[c], float(mean[j]), float(lo[j]), float(hi[j]),
+                            float(se[j]), n=n,
+                            extra={"normal_low": float(mean[j] - z * se[j]),
+                                   "normal_high": float(mean[j] + z * se[j])})
+    return [res[c] for c in range(values.shape[1])]
 
 
 @dataclass(frozen=True)
@@ -148,6 +147,7 @@ class PairedTest:
     diff: float
     diff_ci_low: float
     diff_ci_high: float
+    se: float
     relative: float
     cohens_dz: float
     p_t: float
@@ -182,9 +182,10 @@ def paired_tests(a: np.ndarray, b: np.ndarray, metrics: list[str], *, test: str 
         n = len(d)
         if n < 2:
             nan = float("nan")
-            out.append(PairedTest(name, n, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan))
+            out.append(PairedTest(name, n, *(nan,) * 12))
             continue
-        ci = intervals(d, n_boot=n_boot, confidence=confidence, seed=int(base) + c)[0]
+        ci = intervals(d, [name], n_boot=n_boot, confidence=confidence,
+                       seed=int(base) + c)[0]
         sd = d.std(ddof=1)
         dz = float(d.mean() / sd) if sd > 0 else (0.0 if d.mean() == 0 else float("inf"))
         if sd > 0:
@@ -196,7 +197,7 @@ def paired_tests(a: np.ndarray, b: np.ndarray, metrics: list[str], *, test: str 
         chosen = {"t": p_t, "wilcoxon": p_w, "randomisation": p_r}[test]
         ma = float(xa.mean())
         out.append(PairedTest(
-            name, n, ma, float(xb.mean()), float(d.mean()), ci.ci_low, ci.ci_high,
+            name, n, ma, float(xb.mean()), float(d.mean()), ci.ci_low, ci.ci_high, ci.se,
             float(d.mean() / ma) if ma != 0 else float("nan"), dz, p_t, p_w, p_r, chosen))
     return out
 

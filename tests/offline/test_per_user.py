@@ -11,7 +11,7 @@ from recscope.data import RankedLists, Relevance
 from recscope.errors import ConfigError
 from recscope.offline import evaluate
 from recscope.offline.compare import ComparisonResult, compare
-from recscope.offline.stats import adjust, intervals, paired_tests, randomisation_test
+from recscope.offline.per_user import adjust, intervals, paired_tests, randomisation_test
 
 
 def test_interval_coverage_by_simulation() -> None:
@@ -24,7 +24,7 @@ def test_interval_coverage_by_simulation() -> None:
     x = rng.beta(0.6, 1.4, (n, reps))  # one simulated evaluation per column
     ivs = intervals(x, n_boot=400, seed=0)
     cover_boot = np.mean([iv.ci_low <= true_mean <= iv.ci_high for iv in ivs])
-    cover_norm = np.mean([iv.normal_low <= true_mean <= iv.normal_high for iv in ivs])
+    cover_norm = np.mean([iv["normal_low"] <= true_mean <= iv["normal_high"] for iv in ivs])
     lo, hi = sps.binom.ppf([0.0005, 0.9995], reps, 0.95) / reps
     assert lo - 0.01 <= cover_boot <= hi, cover_boot
     assert lo <= cover_norm <= hi, cover_norm
@@ -93,15 +93,19 @@ def test_compare_systems_with_holm_and_roundtrip(tmp_path: object) -> None:
     cmp = compare(res, n_perm=1000, n_boot=200)
     assert cmp.baseline == "random"
     g = cmp.get("good", "ndcg@10")
-    assert g.diff > 0 and g.p_value_adjusted < 1e-6
-    assert g.p_value <= g.p_holm and g.p_bh <= g.p_holm
+    assert g.estimate > 0 and g["p_value_adjusted"] < 1e-6
+    assert g.p_value <= g["p_holm"] and g["p_bh"] <= g["p_holm"]
+    assert g.estimate == pytest.approx(res["good"].mean("ndcg@10") - res["random"].mean("ndcg@10"))
+    assert g.ci_low < g.estimate < g.ci_high and g.se > 0 and g.n == n_users
     r2 = cmp.get("random2", "recall@10")
-    assert r2.p_value_adjusted > 0.01
+    assert r2["p_value_adjusted"] > 0.01
     path = cmp.save(tmp_path / "cmp.json")  # type: ignore[operator]
     back = ComparisonResult.load(path)
-    assert back.get("good", "ndcg@10").p_value_adjusted == g.p_value_adjusted
+    assert back.get("good", "ndcg@10")["p_value_adjusted"] == g["p_value_adjusted"]
     assert back.systems["good"].mean("ndcg@10") == res["good"].mean("ndcg@10")
-    assert "Paired tests" in cmp.to_html()
+    assert back.systems["good"].system == "good"
+    html = cmp.to_html()
+    assert "System good" in html and "p_value_adjusted" in html
 
 
 def test_bootstrap_is_deterministic_per_seed() -> None:
