@@ -1,0 +1,56 @@
+"""The launch report renders in headless Chromium: no console error, no network request,
+every plot drawn as SVG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recscope.launch import decide, load_experiment, load_launch
+from tests.launch._data import ROOT, experiment_dir
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def render(html_path: Path) -> tuple[list[str], list[str], int, int, str]:
+    """Console errors, requests other than the page itself, plots, plots with an SVG,
+    and the page's text."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium")
+    errors: list[str] = []
+    requests: list[str] = []
+    url = html_path.resolve().as_uri()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: requests.append(r.url) if r.url != url else None)
+        page.goto(url)
+        page.wait_for_timeout(1500)
+        plots = page.locator(".plotly-graph-div").count()
+        with_svg = page.locator(".plotly-graph-div svg.main-svg").count()
+        drawn = page.evaluate("""() => [...document.querySelectorAll('.plotly-graph-div')]
+            .filter(d => d.querySelector('svg.main-svg')).length""")
+        text = page.inner_text("body")
+        browser.close()
+    assert with_svg >= drawn
+    return errors, requests, plots, drawn, text
+
+
+def test_launch_report_renders_in_chromium(tmp_path: Path) -> None:
+    folder = experiment_dir(tmp_path / "exp", n=20000, saves_lift=1.15)
+    cfg = load_launch(ROOT / "examples" / "launch.toml")
+    dec = decide(cfg, load_experiment(folder, trees=cfg.tree))
+    out = tmp_path / "launch.html"
+    dec.save(out)
+    errors, requests, plots, drawn, text = render(out)
+    assert errors == []
+    assert requests == []
+    assert plots >= 3 and drawn == plots
+    assert f"Decision: {dec.decision.upper()}" in text
+    assert "Ground truth" in text and "Per surface" in text
