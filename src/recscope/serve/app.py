@@ -28,7 +28,6 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -170,6 +169,33 @@ class _Batcher:
         task.add_done_callback(done)
 
 
+class _Measure:
+    """Pure ASGI middleware: request count, latency and 5xx per path (cheaper than
+    Starlette's BaseHTTPMiddleware, which runs every request in an extra task)."""
+
+    def __init__(self, app: Any, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 500
+
+        async def capture(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            self.metrics.observe(scope["path"], status, time.perf_counter() - t0)
+
+
 class _Error(Exception):
     def __init__(self, status: int, detail: str) -> None:
         self.status = status
@@ -266,23 +292,17 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
         status, detail = _one_line(exc)
         return JSONResponse({"detail": detail}, status_code=status)
 
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__} (see the "
+                             "service log)"}, status_code=500)
+
     @app.exception_handler(_Error)
     async def _err(request: Request, exc: _Error) -> Response:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status)
 
-    @app.middleware("http")
-    async def _measure(request: Request,
-                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        t0 = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:
-            st.metrics.observe(request.url.path, 500, time.perf_counter() - t0)
-            log.exception("unhandled error on %s", request.url.path)
-            return JSONResponse({"detail": "internal error (see the service log)"},
-                                status_code=500)
-        st.metrics.observe(request.url.path, response.status_code, time.perf_counter() - t0)
-        return response
+    app.add_middleware(_Measure, metrics=st.metrics)
 
     def _admin(request: Request) -> None:
         key = settings.api_key if settings.api_key is not None else os.environ.get(API_KEY_ENV)
