@@ -210,3 +210,96 @@ def test_bad_options_fail_before_reading(small: dict[str, Path], monkeypatch: py
         code, _, err = run_cli(["evaluate", "--rankings", str(small["ranks"]), "--truth",
                                 str(small["truth"]), *extra], monkeypatch, capsys)
         assert code == 2 and message in err
+
+
+def test_from_table_with_own_ids_equals_the_file_path(tmp_path: Path) -> None:
+    """``Relevance.from_table`` / ``RankedLists.from_table`` on pandas frames with string
+    ids give the same metrics as the file loader; the vocabularies align both."""
+    import pandas as pd
+
+    from recscope.data import RankedLists, Relevance
+    from recscope.offline import evaluate, load_inputs
+
+    truth = pd.DataFrame({"user_id": ["a", "a", "b", "c"], "item_id": ["x", "y", "x", "z"]})
+    recs = pd.DataFrame({"user_id": ["a", "a", "b", "b", "c", "d"],
+                         "item_id": ["y", "w", "z", "x", "z", "x"],
+                         "score": [0.9, 0.1, 0.8, 0.3, 0.5, 0.2]})
+    rel, users, items = Relevance.from_table(truth)
+    lists, users2, items2 = RankedLists.from_table(recs, users=users, items=items)
+    # ids the truth lacks are appended; indices the truth gave keep their meaning
+    assert users2.ids.to_pylist() == ["a", "b", "c", "d"]
+    assert items2.ids.to_pylist() == ["x", "y", "z", "w"]
+    assert lists.items[0].tolist() == [1, 3]  # a: y (0.9) then w
+    got = evaluate(lists, rel, ["ndcg@2", "mrr"], bootstrap=0)
+    _write(tmp_path / "t.parquet", {c: truth[c].tolist() for c in truth})
+    _write(tmp_path / "r.parquet", {c: recs[c].tolist() for c in recs})
+    data = load_inputs(tmp_path / "t.parquet", {"r": tmp_path / "r.parquet"})
+    want = evaluate(data.rankings["r"], data.truth, ["ndcg@2", "mrr"], bootstrap=0)
+    assert got.mean("ndcg@2") == want.mean("ndcg@2") and got.mean("mrr") == want.mean("mrr")
+    # rank columns and Arrow tables work too; bad rows are named
+    ranked = pa.table({"uid": ["a", "a"], "iid": ["y", "x"], "pos": [1, 2]})
+    rl, _, its = RankedLists.from_table(ranked, user_col="uid", item_col="iid", rank_col="pos")
+    assert its.lookup(rl.items[0]).to_pylist() == ["y", "x"]
+    from recscope.errors import DataValidationError
+
+    with pytest.raises(DataValidationError, match="row 1"):
+        RankedLists.from_table(recs.assign(score=[0.9, np.nan, 0.8, 0.3, 0.5, 0.2]))
+    with pytest.raises(DataValidationError, match="repeated in the truth"):
+        Relevance.from_table(pd.concat([truth, truth.iloc[:1]]))
+    with pytest.raises(DataValidationError, match="score"):
+        RankedLists.from_table(recs.drop(columns="score"))
+
+
+@pytest.mark.parametrize(("setup", "extra", "words"), [
+    ("missing", [], ["--rankings", "nope.parquet", "not found"]),
+    ("folder", [], ["--rankings", "is a folder"]),
+    ("empty", [], ["ranks.parquet", "empty"]),
+    ("corrupt", [], ["ranks.parquet", "Parquet"]),
+    ("latin1", [], ["ranks.csv", "UTF-8"]),
+    ("text-score", [], ["ranks.parquet", "'score'", "expected numbers"]),
+    ("inf-score", [], ["ranks.parquet", "'score'", "row 1", "NaN or infinite"]),
+    ("ok", ["--bootstrap", "-1"], ["--bootstrap"]),
+    ("ok", ["--confidence", "1.5"], ["--confidence"]),
+    ("ok", ["--missing", "drop"], ["--missing"]),
+    ("ok", ["--json", "{dir}"], ["is a folder"]),
+    ("ok", ["--json", "{dir}/truth.csv"], ["truth.csv"]),
+])
+def test_bad_inputs_exit_2_naming_the_problem_and_write_nothing(
+        small: dict[str, Path], setup: str, extra: list[str], words: list[str],
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    d = small["dir"]
+    ranks = d / "ranks.parquet"
+    if setup == "missing":
+        ranks = d / "nope.parquet"
+    elif setup == "folder":
+        ranks = d / "folder.parquet"
+        ranks.mkdir()
+    elif setup == "empty":
+        ranks.write_bytes(b"")
+    elif setup == "corrupt":
+        ranks.write_bytes(b"PAR1 but not really")
+    elif setup == "latin1":
+        ranks = d / "ranks.csv"
+        ranks.write_bytes(b"user_id,item_id,score\na,caf\xe9,1.0\n")
+    elif setup == "text-score":
+        _write(ranks, {"user_id": ["a", "b"], "item_id": ["x", "y"], "score": ["1", "n/a"]})
+    elif setup == "inf-score":
+        _write(ranks, {"user_id": ["a", "b"], "item_id": ["x", "y"],
+                       "score": [1.0, float("inf")]})
+    else:
+        ranks = small["ranks"]
+    before = {p.name: p.stat().st_mtime_ns for p in d.iterdir()}
+    args = [a.replace("{dir}", str(d)) for a in extra]
+    code, _, err = run_cli(["evaluate", "--rankings", str(ranks), "--truth", str(small["truth"]),
+                            *args], monkeypatch, capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert all(w in err for w in words), err
+    assert {p.name: p.stat().st_mtime_ns for p in d.iterdir()} == before  # nothing written
+
+
+def test_help_shows_an_example(monkeypatch: pytest.MonkeyPatch,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    for cmd in (["evaluate"], ["ope"], ["data", "split"], ["data", "describe"]):
+        code, out, _ = run_cli([*cmd, "--help"], monkeypatch, capsys)
+        assert code == 0 and "Example" in out, cmd

@@ -62,6 +62,9 @@ _OPTION_HELP = ("Loader option KEY=VALUE (repeatable): part=train|test (coat), "
                 "policy=random|bts and campaign=all|men|women (obd), history=false (mind).")
 
 
+_UNITS = ("s", "ms", "us")
+
+
 def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values or []:
@@ -84,6 +87,9 @@ def _option_value(text: str) -> Any:
 def _load(path: Path, fmt: DataFormat, mapping: list[str] | None, event: str | None,
           value: float | None, duplicates: Duplicates, options: list[str] | None,
           timestamp_unit: str) -> tuple[Interactions, str]:
+    if timestamp_unit not in _UNITS:
+        raise ConfigError(f"must be one of {', '.join(_UNITS)}, got {timestamp_unit!r}",
+                          key="--timestamp-unit")
     resolved = detect_format(path) if fmt is DataFormat.auto else fmt.value
     opts = {k: _option_value(v) for k, v in _pairs(options, "--option").items()}
     with progress() as bar:
@@ -103,7 +109,8 @@ ValueOpt = typer.Option(None, "--value", help="Value for files without a value c
 DupOpt = typer.Option(Duplicates.keep, "--duplicates",
                       help="Rows equal in every column: keep, drop, or stop with an error.")
 OptionOpt = typer.Option(None, "--option", help=_OPTION_HELP)
-UnitOpt = typer.Option("s", "--timestamp-unit", help="Unit of integer timestamps: s, ms or us.")
+UnitOpt = typer.Option("s", "--timestamp-unit",
+                       help="Unit of integer timestamps: s, ms or us.")
 
 
 @app.command()
@@ -229,6 +236,8 @@ def split(
         raise ConfigError(f"must be >= 1, got {n}", key="--n")
     if validation_n < 0:
         raise ConfigError(f"must be >= 0, got {validation_n}", key="--validation-n")
+    if seed < 0:
+        raise ConfigError(f"must be >= 0, got {seed}", key="--seed")
     check_outputs(folder=out, force=force)
     data, resolved = _load(path, format, mapping, event, value, duplicates, option,
                            timestamp_unit)

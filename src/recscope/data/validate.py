@@ -41,6 +41,11 @@ def parse_timestamps(col: pa.ChunkedArray | pa.Array, *, file: str | None = None
 
     Raises with the first row that cannot be parsed.
     """
+    if unit not in ("s", "ms", "us"):
+        from recscope.errors import ConfigError
+
+        raise ConfigError(f"timestamp unit must be s, ms or us, got {unit!r}",
+                          key="timestamp_unit")
     t = col.type
     if pa.types.is_timestamp(t):
         if t.tz is None:
@@ -117,6 +122,10 @@ def validate_interactions(
             col = pc.cast(col, pa.string())
         elif name in ("value", "propensity"):
             col = _check_numeric(col, name, file)
+            bad = _first_true(pc.invert(pc.is_finite(col)))
+            if bad is not None:
+                raise DataValidationError(f"{name} {col[bad].as_py()} is not a finite number",
+                                          file=file, column=name, row=bad)
             if name == "propensity":
                 bad = _first_true(pc.or_(pc.less_equal(col, 0.0), pc.greater(col, 1.0)))
                 if bad is not None:
