@@ -56,6 +56,20 @@ def _make_parent(target: Path) -> None:
         raise OutputError(f"cannot create the folder: {exc.strerror}", path=str(parent)) from None
 
 
+def _check_writable(target: Path, path: str | os.PathLike[str]) -> None:
+    """Refuse an output whose nearest existing folder cannot be written (tried by creating
+    and removing a probe file, which also holds for the root user)."""
+    folder = next((p for p in target.parents if p.exists()), None)
+    if folder is None or not folder.is_dir():
+        return
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".recscope-probe.", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write in {folder}: {exc.strerror}", path=str(path)) from None
+    os.close(fd)
+    os.unlink(probe)
+
+
 def check_out_file(path: str | os.PathLike[str]) -> Path:
     """Refuse an output file path before any work: a folder there, a parent that is a file,
     or an existing file recscope did not write (it is never replaced)."""
@@ -68,6 +82,7 @@ def check_out_file(path: str | os.PathLike[str]) -> Path:
     if target.exists() and target.name not in _owned(target.parent):
         raise OutputError("exists and was not written by recscope; it is left as it is "
                           "(remove it or choose another name)", path=str(path))
+    _check_writable(target, path)
     return target
 
 
@@ -83,6 +98,7 @@ def check_out_dir(path: str | os.PathLike[str], *, force: bool) -> Path:
     if target.is_dir() and any(target.iterdir()) and not force:
         raise OutputError("exists and is not empty; pass --force to replace the files "
                           "recscope wrote there (other files are kept)", path=str(path))
+    _check_writable(target / "x", path)
     return target
 
 
@@ -224,9 +240,18 @@ def read_toml(path: str | os.PathLike[str], what: str = "config") -> dict[str, A
     """Parse a TOML file; a missing file or bad TOML raises ConfigError naming the file
     (``what`` names the kind of file in the message: "metrics file not found")."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"is a folder; expected a {what} file (TOML)", file=str(p))
     if not p.is_file():
         raise ConfigError(f"{what} file not found", file=str(p))
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                          f"{exc.start}); save the {what} file as UTF-8", file=str(p)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} file: {exc.strerror}", file=str(p)) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", file=str(p)) from None

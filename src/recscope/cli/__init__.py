@@ -60,16 +60,23 @@ def _register() -> None:
         demo,
         evaluate,
         experiment,
+        history,
+        launch,
         ope,
+        registry,
         serve,
         simulate,
         train,
+        tune,
+        workflow,
         world,
     )
 
     app.add_typer(data.app, name="data")
     app.add_typer(world.app, name="world")
     app.add_typer(experiment.app, name="experiment")
+    app.add_typer(launch.app, name="launch")
+    app.add_typer(history.app, name="history")
     app.command("demo")(demo.demo)
     app.command("train")(train.train)
     app.command("recommend")(train.recommend)
@@ -77,6 +84,9 @@ def _register() -> None:
     app.command("ope")(ope.ope)
     app.command("simulate")(simulate.simulate)
     app.command("attribute")(attribute.attribute)
+    app.command("tune")(tune.tune)
+    app.add_typer(registry.app, name="registry")
+    app.add_typer(workflow.app, name="workflow")
     app.add_typer(serve.app, name="serve")
     _registered = True
 
@@ -112,8 +122,8 @@ def one_line(exc: BaseException) -> str:
         return f"{where}: {exc.strerror}" if where else str(exc.strerror)
     if isinstance(exc, MemoryError):
         return "out of memory (try a smaller input or sample)"
-    text = _flat(str(exc)) or type(exc).__name__
-    engine = _ENGINES.get(type(exc).__module__.split(".")[0])
+    text = _flat(str(exc).split("\nLINE ")[0]) or type(exc).__name__  # DuckDB's SQL excerpt
+    engine = _ENGINES.get(type(exc).__module__.lstrip("_").split(".")[0])
     if engine:
         return f"{engine}: {text}"
     return f"{type(exc).__name__}: {text} (set RECSCOPE_DEBUG=1 for the traceback)"
