@@ -12,8 +12,8 @@ from recscope.launch.decide import LaunchDecision, decide
 from recscope.launch.inputs import Experiment, load_experiment
 from recscope.launch.portfolio import Portfolio, load_decisions, portfolio
 from recscope.launch.report import render_report
-from recscope.launch.simulated import decide_simulated
+from recscope.launch.simulated import SIM_LAUNCH, SIM_METRICS, decide_simulated
 
-__all__ = ["Experiment", "LaunchConfig", "LaunchDecision", "Portfolio", "decide",
+__all__ = ["SIM_LAUNCH", "SIM_METRICS", "Experiment", "LaunchConfig", "LaunchDecision", "Portfolio", "decide",
            "decide_simulated", "load_decisions", "load_experiment", "load_launch",
            "portfolio", "render_report"]

@@ -287,10 +287,11 @@ def decide(cfg: LaunchConfig, exp: Experiment, *, offline: tuple[list[Effect], s
             key = {"--offline": "offline", "--ope": "ope", "--long-run": "long_run"}[flag]
             raise ConfigError(f"this gate needs {flag}", key=f"gates.{key}", file=cfg.source)
     cfg.check_metrics(exp.metrics(), f"experiment {exp.source}")
-    if cfg.tree is not None and exp.trees is not None and cfg.tree not in exp.trees.trees:
-        raise ConfigError(f"tree {cfg.tree!r} is not in the experiment's metric trees (has: "
-                          f"{', '.join(exp.trees.trees) or 'none'})", key="tree",
-                          file=cfg.source)
+    if cfg.tree is not None and cfg.tree not in exp.tree_names:
+        raise ConfigError(f"tree {cfg.tree!r} is not among the experiment's metric trees "
+                          f"(has: {', '.join(exp.tree_names) or 'none'}; trees come from the "
+                          "metrics TOML's [trees.NAME] or the folder's trees.json)",
+                          key="tree", file=cfg.source)
     variant = _variant(cfg, exp)
     checks: list[Effect] = []
     srm_p = exp.srm.get("p_value")

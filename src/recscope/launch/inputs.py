@@ -72,6 +72,7 @@ class Experiment:
     truth: dict[str, Any] | None = None
     metrics_config: Any = None
     raw: dict[str, Any] = field(default_factory=dict)
+    tree_names: list[str] = field(default_factory=list)
 
     def variants(self) -> list[str]:
         return list(dict.fromkeys(str(e.extra["variant"]) for e in self.effects))
@@ -125,20 +126,12 @@ def load_experiment(folder: str | Path, *, trees: str | None = None,
     if metrics is not None and not metrics_path.is_file():
         raise ConfigError("metrics file not found", file=str(metrics_path))
     if all((d / f).is_file() for f in RAW_FILES[:2]) and metrics_path.is_file():
-        from recscope.experiments import analyze
-        from recscope.experiments.trees import decompose_experiment, load_metrics_with_trees
+        from recscope.experiments.trees import load_metrics_with_trees
 
         config, specs = load_metrics_with_trees(metrics_path)
-        if trees is not None and trees not in specs:
-            raise ConfigError(f"tree {trees!r} is not defined in {metrics_path} (has: "
-                              f"{', '.join(specs) or 'none'})", key="tree")
-        card = analyze(d / "assignments.parquet", d / "events.parquet", config, engine=engine)
-        data = card.to_dict()
-        chosen = specs if trees is None else {trees: specs[trees]}
-        dec = (decompose_experiment(d / "assignments.parquet", d / "events.parquet", config,
-                                    chosen, engine=engine) if chosen else None)
-        return Experiment(scorecard_effects(data, source=str(d)), str(config.control),
-                          dict(data.get("srm") or {}), str(d), dec, truth, config, data)
+        return experiment_from_tables(d / "assignments.parquet", d / "events.parquet", config,
+                                      specs, tree=trees, truth=truth, source=str(d),
+                                      engine=engine)
     card_path = d / "scorecard.json"
     if not card_path.is_file():
         raise ConfigError("the experiment folder holds neither scorecard.json nor "
@@ -149,7 +142,27 @@ def load_experiment(folder: str | Path, *, trees: str | None = None,
     if (d / "trees.json").is_file():
         dec = TreeDecomposition.load(d / "trees.json")
     return Experiment(scorecard_effects(data, source=str(card_path)), control,
-                      dict(data.get("srm") or {}), str(card_path), dec, truth, None, data)
+                      dict(data.get("srm") or {}), str(card_path), dec, truth, None, data,
+                      tree_names=list(dec.trees) if dec is not None else [])
+
+
+def experiment_from_tables(assignments: Any, events: Any, config: Any,
+                           specs: dict[str, Any], *, tree: str | None = None,
+                           truth: dict[str, Any] | None = None, source: str = "tables",
+                           engine: Any = "duckdb") -> Experiment:
+    """Analyse the tables (``analyze``) and decompose the metric trees (``tree``: only that
+    one; all when None): the experiment a decision reads."""
+    from recscope.experiments import analyze
+    from recscope.experiments.trees import decompose_experiment
+
+    card = analyze(assignments, events, config, engine=engine)
+    data = card.to_dict()
+    chosen = specs if tree is None else {k: v for k, v in specs.items() if k == tree}
+    dec = (decompose_experiment(assignments, events, config, chosen, engine=engine)
+           if chosen else None)
+    return Experiment(scorecard_effects(data, source=source), str(config.control),
+                      dict(data.get("srm") or {}), source, dec, truth, config, data,
+                      tree_names=list(specs))
 
 
 def truth_effects(truth: dict[str, Any], variant: str) -> dict[str, dict[str, float]]:
@@ -196,7 +209,13 @@ def ope_effects(path: str | Path) -> tuple[list[Effect], float | None]:
 def attribution_effects(path: str | Path) -> list[Effect]:
     """Per (metric, component) Shapley effects of an ``attribute`` JSON, with shares
     (extra ``component``, ``share``, ``share_ci_low``, ``share_ci_high``)."""
-    data = read_json(path, "attribution")
+    return attribution_rows(read_json(path, "attribution"), source=str(path))
+
+
+def attribution_rows(data: dict[str, Any], *, source: str = "attribution") -> list[Effect]:
+    """:func:`attribution_effects` on the parsed JSON (``{"metrics": {metric: {"total",
+    "components": {name: {effect, se, effect_ci_low, effect_ci_high, share, ci_low,
+    ci_high}}}}}``, or effect rows with a ``component``)."""
     out: list[Effect] = []
     if isinstance(data.get("metrics"), dict):
         for metric, m in data["metrics"].items():
@@ -212,7 +231,7 @@ def attribution_effects(path: str | Path) -> list[Effect]:
     else:
         out = [Effect.from_dict(r) for r in _rows(data) if "component" in r]
     if not out:
-        raise ConfigError("no component rows in the attribution", file=str(path))
+        raise ConfigError("no component rows in the attribution", file=source)
     return out
 
 
