@@ -164,7 +164,9 @@ def _print(dec: object) -> None:
     colour = {"ship": "green", "iterate": "yellow", "stop": "red"}[dec.decision]
     console.print(f"[bold {colour}]{dec.decision.upper()}[/] {escape(dec.name)}: "
                   f"{escape(dec.variant)} vs {escape(dec.control)}")
-    for c in dec.reasons():
-        console.print(f"  - {escape(c.extra['text'])}  [dim]({escape(c.extra['statistic'])} "
-                      f"= {c.extra['value']:.4g}; {escape(str(c.extra['source']))})[/]")
-    console.print(dec.rich_table())
+    reasons = dec.reasons()
+    marks = {"ship": "[green]pass[/]", "iterate": "[yellow]iterate[/]", "stop": "[red]stop[/]"}
+    for c in [*reasons, *(c for c in dec.checks if c not in reasons)]:
+        console.print(f"  {marks.get(c.extra['outcome'], 'info')}  {escape(c.extra['text'])} "
+                      f"[dim]({escape(c.extra['statistic'])} = {c.extra['value']:.4g}; "
+                      f"{escape(str(c.extra['source']))})[/]", soft_wrap=True)
