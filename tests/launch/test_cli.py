@@ -164,3 +164,23 @@ def test_unknown_key_and_bad_folder(good: Path, tmp_path: Path,
     assert "alfa" in err
     err = _bad(capsys, tmp_path, LAUNCH, tmp_path)
     assert "scorecard.json" in err
+
+
+def test_long_run_gate_and_report_from_launch_toml(good: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    long_run = tmp_path / "long.json"
+    long_run.write_text(json.dumps({"kind": "projection", "effects": [
+        {"metric": "saves", "estimate": 0.02, "ci_low": -0.01, "ci_high": 0.05, "se": 0.015,
+         "p_value": None, "n": 100, "rel_effect": 0.04, "horizon": "long_run"},
+        {"metric": "saves", "estimate": 0.5, "horizon": "short_run"}]}))
+    launch = tmp_path / "launch.toml"
+    launch.write_text(LAUNCH + '\n[gates.long_run]\nmetric = "saves"\nthreshold = 0.0\n')
+    page = tmp_path / "launch.html"
+    rc, out, err = cli(capsys, "report", launch, "--experiment", good, "--long-run", long_run,
+                       "--out", page)
+    assert rc == 0, err
+    assert "ITERATE" in out
+    html = page.read_text()
+    assert "Long run" in html and "+4.00%" in html and "[-2.00%, +10.00%]" in html
+    # the relative interval is the absolute one scaled by rel_effect / estimate
+    assert "long-run saves +4.00% [-2.00%, +10.00%]: lower bound &lt;= +0.00%" in html
