@@ -9,6 +9,7 @@ virtual environment, see the ``airflow`` extra and ``make airflow``) only schedu
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from airflow.operators.bash import BashOperator
 
 PYTHON = {python!r}
 WORKFLOW = {workflow!r}
-RUN = f"{{PYTHON}} -m recscope.cli workflow run {{WORKFLOW}} --retries 0 --task "
+RUN = {run!r}
 
 with DAG(
     dag_id={dag_id!r},
@@ -51,12 +52,14 @@ def render_dag(wf: Workflow, *, python: str | None = None) -> str:
     py = python or sys.executable
     tasks = "\n".join(
         f"    t_{_ident(t.name)} = BashOperator(task_id={t.name!r}, "
-        f"bash_command=RUN + {t.name!r}, cwd={str(wf.root)!r})"
+        f"bash_command=RUN + {shlex.quote(t.name)!r}, cwd={str(wf.root)!r})"
         for t in wf.order)
     edges = "\n".join(
         f"    t_{_ident(u)} >> t_{_ident(t.name)}"
         for t in wf.order for u in sorted({u for u, _ in wf.upstream[t.name].values()}))
-    return _TEMPLATE.format(name=wf.config.name, file_arg=wf.file.name, python=py,
+    run = (f"{shlex.quote(py)} -m recscope.cli workflow run {shlex.quote(str(wf.file))} "
+           "--retries 0 --task ")
+    return _TEMPLATE.format(name=wf.config.name, file_arg=wf.file.name, python=py, run=run,
                             workflow=str(wf.file), dag_id=dag_id(wf),
                             schedule=wf.config.schedule, retries=wf.config.retries,
                             delay=wf.config.retry_delay_seconds, tasks=tasks,

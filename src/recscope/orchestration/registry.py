@@ -272,7 +272,13 @@ def register(model_dir: str | Path, name: str, *, uri: str, gate: Gate | None = 
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    import os
+    import warnings
+
     from recscope.tracking.runs import EXPERIMENT
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", module="mlflow")
 
     exp = client.get_experiment_by_name(EXPERIMENT)
     exp_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT)
@@ -437,12 +443,15 @@ def load_registered(uri: str, *, store: str | None = None) -> ModelDir:
     ``store``: the MLflow store (folder or URI; default as :func:`recscope.tracking.
     tracking_uri`). The version's model files are downloaded from the store's artifacts.
     """
+    import os
+
     import mlflow
     from mlflow.exceptions import MlflowException
 
     from recscope.tracking import tracking_uri
 
     parse_uri(uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tracking = tracking_uri(store)
     mlflow.set_tracking_uri(tracking)
     mlflow.set_registry_uri(tracking)

@@ -190,7 +190,7 @@ class Scorer:
 
         self.calls += 1
         ranked = model.recommend(self.users, self.k, exclude="train")
-        res = evaluate(ranked, self.truth, [self.metric], bootstrap=0, missing="zero")
+        res = evaluate(ranked, self.truth, [self.metric], bootstrap=0, missing="skip")
         value = float(res.mean(self.metric))
         if not math.isfinite(value):
             raise ConfigError(f"the validation {self.metric} is not finite (no validation "
