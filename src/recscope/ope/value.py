@@ -52,7 +52,7 @@ def estimate_value(
     slate = slate_probs_for(policy, fb) if any(e.is_slate for e in ests) else None
     inp = Inputs(fb, dist, q_hat, slate)
     rng = np.random.default_rng(seed)
-    alpha = 1.0 - confidence
+    alpha = round(1.0 - confidence, 12)  # 0.95 -> 0.05 exactly, as the former alpha option
     results = [e.run(inp, n_bootstrap=bootstrap, alpha=alpha, seed=rng) for e in ests]
     if on_policy:
         results = [replace(r, extra={**r.extra, "rel_error": abs(r.estimate - on_policy)
