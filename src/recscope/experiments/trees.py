@@ -425,6 +425,18 @@ class TreeDecomposition(Result):
     def effects(self) -> list[Effect]:
         return list(self.estimates)
 
+    def rich_table(self) -> Any:
+        """A compact terminal table: tree, variant, row, contribution and interval (%)."""
+        from recscope.report.tables import rich_table
+
+        rows = [{"tree": r.extra["tree"], "variant": r.extra["variant"],
+                 "row": ("  " if r.extra["level"] in ("child", "part_child") else "")
+                 + r.metric, "contribution %": 100 * r.estimate,
+                 "ci_low %": 100 * r.ci_low, "ci_high %": 100 * r.ci_high}
+                for r in self.estimates]
+        return rich_table(rows, title=self.title + " (percentage points of the parent's "
+                          "relative effect)")
+
     def select(self, tree: str, variant: str, level: str | None = None) -> list[Effect]:
         """Rows of one tree and variant (and level)."""
         return [r for r in self.estimates if r.extra.get("tree") == tree
