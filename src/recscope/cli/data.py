@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import typer
 from rich.table import Table
 
-from recscope.cli.common import console, progress
+from recscope.cli.common import Tracking, console, progress
 from recscope.data import Interactions
 from recscope.data.loaders import detect_format, load
 from recscope.data.splits import (
@@ -213,6 +213,7 @@ def split(
     duplicates: Duplicates = DupOpt,
     option: list[str] | None = OptionOpt,
     timestamp_unit: str = UnitOpt,
+    tracking: Tracking = None,
 ) -> None:
     """Split a data set into train/, validation/ and test/ data folders plus split.json.
 
@@ -238,7 +239,7 @@ def split(
         raise ConfigError(f"must be >= 0, got {validation_n}", key="--validation-n")
     if seed < 0:
         raise ConfigError(f"must be >= 0, got {seed}", key="--seed")
-    check_outputs(folder=out, force=force)
+    check_outputs(folder=out, force=force, tracking=tracking)
     data, resolved = _load(path, format, mapping, event, value, duplicates, option,
                            timestamp_unit)
     params: dict[str, Any] = {"method": method.value}
@@ -268,7 +269,7 @@ def split(
                "event": event, "value": value, "options": _pairs(option, "--option"),
                "timestamp_unit": timestamp_unit}
     with track("data split", config={**params, "source": info["source"], "load": loading},
-               inputs={"data": info["fingerprint"]}) as run:
+               inputs={"data": info["fingerprint"]}, store=tracking) as run:
         run.log_metrics({f"{name}.{k}": float(v) for name, d in info["parts"].items()
                          for k, v in d.items()})
         run.log_artifact(out / "split.json")
