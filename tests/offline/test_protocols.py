@@ -93,8 +93,9 @@ def test_sampled_metrics_warn_and_correction_recovers_full_ranking() -> None:
                                n_boot=200)
     for m in ("hit_rate@10", "ndcg@10"):
         truth_value = exact.mean(m)
-        assert res["sampled"][m].estimate > 5 * truth_value
-        corrected = res["corrected"][m]
+        assert res.sampled[m].estimate > 5 * truth_value
+        assert res.sampled[m].n == n_users and res.sampled[m]["protocol"] == "sampled"
+        corrected = res.corrected[m]
         assert abs(corrected.estimate - truth_value) < 0.2 * truth_value + 0.005, m
     # a scoring function gives the same ranks as the matrix
     with warnings.catch_warnings():
@@ -103,4 +104,9 @@ def test_sampled_metrics_warn_and_correction_recovers_full_ranking() -> None:
                                   n_negatives=100, n_boot=0, correct=False)
         with pytest.raises(ConfigError, match="not available"):
             sampled_evaluate(scores, truth, ["map@10"])
-    assert res_fn["sampled"]["hit_rate@10"].estimate == res["sampled"]["hit_rate@10"].estimate
+    assert res_fn.sampled["hit_rate@10"].estimate == res.sampled["hit_rate@10"].estimate
+    from recscope.offline import SampledResult
+
+    back = SampledResult.from_dict(res.to_dict())
+    assert back.corrected["ndcg@10"] == res.corrected["ndcg@10"] and back.n_pairs == res.n_pairs
+    assert "Krichene" in res.to_html()

@@ -22,7 +22,7 @@ from recscope.offline.evaluate import DEFAULT_METRICS, EvaluationResult, evaluat
 from recscope.offline.funnel import FunnelResult, funnel
 from recscope.offline.inputs import EvaluationInputs, load_inputs, read_rankings, read_truth
 from recscope.offline.metrics import METRIC_NAMES, MetricSpec, parse_metric, parse_metrics
-from recscope.offline.sampled import SampledMetricWarning, sampled_evaluate
+from recscope.offline.sampled import SampledMetricWarning, SampledResult, sampled_evaluate
 from recscope.offline.slices import SliceResult, slice_items, slice_users
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "FunnelResult",
     "MetricSpec",
     "SampledMetricWarning",
+    "SampledResult",
     "SliceResult",
     "beyond_accuracy",
     "compare",

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,6 +29,7 @@ from recscope.data.rankings import Relevance
 from recscope.errors import ConfigError
 from recscope.offline.metrics import MetricSpec, parse_metrics
 from recscope.offline.per_user import intervals
+from recscope.results import Effect, Result
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 _SUPPORTED = {"hit_rate", "recall", "ndcg", "mrr"}
@@ -125,12 +127,12 @@ def sampled_evaluate(score: ScoreFn | np.ndarray, truth: Relevance,
                      n_negatives: int = 100, n_items: int | None = None,
                      exclude: Relevance | sp.spmatrix | None = None, correct: bool = True,
                      gamma: float = 0.1, n_boot: int = 1000, confidence: float = 0.95,
-                     seed: int | np.random.Generator | None = 0) -> dict[str, Any]:
+                     seed: int | np.random.Generator | None = 0) -> SampledResult:
     """Sampled-negative metrics (with a :class:`SampledMetricWarning`) and, with
     ``correct``, the Krichene & Rendle corrected estimate of the full-ranking metric.
 
-    Per-pair values are averaged per user, then over users, with intervals. Returns
-    ``{"sampled": {label: Effect}, "corrected": {label: Effect}, "n_users", ...}``."""
+    Per-pair values are averaged per user, then over users, with intervals. Returns a
+    :class:`SampledResult` (``res.sampled[label]``, ``res.corrected[label]``)."""
     warnings.warn("sampled-negative metrics disagree with full-ranking metrics and can "
                   "reverse comparisons (Krichene & Rendle, KDD 2020); use them only to "
                   "reproduce older papers", SampledMetricWarning, stacklevel=2)
@@ -152,11 +154,9 @@ def sampled_evaluate(score: ScoreFn | np.ndarray, truth: Relevance,
         return np.bincount(inv, weights=v) / counts
 
     sampled = np.column_stack([per_user(metric_at_rank(s, ranks)) for s in specs])
-    out: dict[str, Any] = {"n_users": len(uniq), "n_pairs": len(ranks),
-                           "n_negatives": n_negatives, "gamma": gamma}
     labels = [s.label for s in specs]
-    out["sampled"] = {e.metric: e for e in intervals(sampled, labels, n_boot=n_boot,
-                                                     confidence=confidence, seed=seed)}
+    rows = _tag(intervals(sampled, labels, n_boot=n_boot, confidence=confidence, seed=seed),
+                "sampled")
     if correct:
         # candidates per user: the item plus eligible negatives (average over users)
         n_cand = round(n_cat - truth.counts()[uniq].mean() + 1)
@@ -168,10 +168,50 @@ def sampled_evaluate(score: ScoreFn | np.ndarray, truth: Relevance,
         corr = np.column_stack([
             per_user(correction_weights(s, n_cand, n_negatives, gamma=gamma)[ranks - 1])
             for s in specs])
-        out["corrected"] = {e.metric: e for e in intervals(corr, labels, n_boot=n_boot,
-                                                           confidence=confidence, seed=seed)}
-    return out
+        rows += _tag(intervals(corr, labels, n_boot=n_boot, confidence=confidence,
+                               seed=seed), "corrected")
+    return SampledResult(rows, len(uniq), len(ranks), n_negatives, gamma, confidence)
 
 
-__all__ = ["SampledMetricWarning", "correction_weights", "metric_at_rank",
+def _tag(rows: list[Effect], protocol: str) -> list[Effect]:
+    return [replace(e, extra={**e.extra, "protocol": protocol}) for e in rows]
+
+
+@dataclass
+class SampledResult(Result):
+    """Sampled-negative metrics (rows with ``protocol = "sampled"``) and their Krichene &
+    Rendle corrections (``protocol = "corrected"``), one :class:`Effect` per metric each."""
+
+    kind: ClassVar[str] = "sampled"
+    title: ClassVar[str] = "Sampled-negative metrics (only to reproduce older papers)"
+
+    estimates: list[Effect]
+    n_users: int
+    n_pairs: int
+    n_negatives: int
+    gamma: float
+    confidence: float = 0.95
+
+    @property
+    def sampled(self) -> dict[str, Effect]:
+        """``{metric: Effect}`` of the plain sampled metrics (inflated, biased)."""
+        return {e.metric: e for e in self.estimates if e["protocol"] == "sampled"}
+
+    @property
+    def corrected(self) -> dict[str, Effect]:
+        """``{metric: Effect}`` of the corrected estimates (empty without ``correct``)."""
+        return {e.metric: e for e in self.estimates if e["protocol"] == "corrected"}
+
+    def effects(self) -> list[Effect]:
+        return list(self.estimates)
+
+    def notes(self) -> list[str]:
+        return ["Sampled-negative metrics disagree with full-ranking metrics and can reverse "
+                "comparisons (Krichene & Rendle, KDD 2020)."]
+
+
+
+
+
+__all__ = ["SampledMetricWarning", "SampledResult", "correction_weights", "metric_at_rank",
            "sampled_evaluate", "sampled_ranks"]
