@@ -14,14 +14,12 @@ A SIGINT during a long write runs the installed script in a subprocess.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,113 +28,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from recscope.cli import run
-from tests.conftest import make_log, make_read_only, undo_read_only
+from tests.cli.inputs import METRICS, PIPELINE, SIM, invoke, write_inputs
+from tests.conftest import make_read_only, undo_read_only
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
 # ----------------------------------------------------------------------------- inputs
-PIPELINE = 'name = "pop"\n\n[[retrievers]]\ncomponent = "popularity"\nquota = 20\n'
-WORLD = "n_users = 200\nn_items = 150\nn_impressions = 3000\nn_creators = 20\n"
-SIM = """name = "tiny"
-seed = 1
-days = 2
-warmup_days = 1
-long_run_days = 0
-truth = false
-
-[world]
-scale = 0.01
-
-[policy]
-retriever = "embedding"
-ranker = "affinity"
-
-[[experiment]]
-name = "ranker"
-[experiment.variants.control]
-[experiment.variants.treatment]
-ranker = "affinity_quality"
-"""
-METRICS = """unit = "unit_id"
-variant = "variant"
-control = "control"
-
-[metrics.clicks]
-kind = "mean"
-column = "clicks"
-
-[metrics.ctr]
-kind = "ratio"
-numerator = "clicks"
-denominator = "impressions"
-"""
-POWER_METRICS = METRICS + '\n[metrics.pre]\nkind = "mean"\ncolumn = "pre"\n'
-
-
-def _write_inputs(d: Path) -> None:
-    """Small valid inputs for every command (each case breaks one of them)."""
-    rng = np.random.default_rng(0)
-    log = make_log(n_users=40, n_items=30, n_rows=500, seed=1, extra=True)
-    log = log.set_column(log.schema.get_field_index("value"), "value",
-                         pa.array(rng.integers(0, 2, log.num_rows).astype(float)))
-    pq.write_table(log, d / "log.parquet")
-    log.drop_columns(["timestamp"]).to_pandas().to_csv(d / "log.csv", index=False)
-    (d / "pipe.toml").write_text(PIPELINE)
-    (d / "world.toml").write_text(WORLD)
-    (d / "sim.toml").write_text(SIM)
-    # rankings and truth with external ids
-    users = np.repeat(np.arange(20), 10)
-    items = np.tile(np.arange(10), 20)
-    pq.write_table(pa.table({"user_id": users, "item_id": (items + users) % 30,
-                             "score": np.tile(np.linspace(1, 0.1, 10), 20)}),
-                   d / "rankings.parquet")
-    pq.write_table(pa.table({"user_id": np.arange(20), "item_id": np.arange(20) % 30}),
-                   d / "truth.parquet")
-    # a 2x2 factorial experiment (one row per unit and layer) and its events
-    n = 400
-    units = np.arange(n)
-    z = rng.integers(0, 2, (n, 2))
-    imp = rng.poisson(20, n) + 1
-    clicks = rng.binomial(imp, 0.1)
-    pq.write_table(pa.table({"unit_id": units,
-                             "variant": np.where(z[:, 0] == 1, "treatment", "control")}),
-                   d / "assignments.parquet")
-    pq.write_table(pa.concat_tables([pa.table({
-        "unit_id": units, "layer": [layer] * n,
-        "variant": np.where(z[:, j] == 1, "treatment", "control")})
-        for j, layer in enumerate(["retriever", "ranker"])]), d / "factorial.parquet")
-    pq.write_table(pa.table({"unit_id": units, "clicks": clicks.astype(float),
-                             "impressions": imp.astype(float)}), d / "events.parquet")
-    pq.write_table(pa.table({"unit_id": units, "variant": ["control"] * n,
-                             "pre": rng.gamma(2.0, 1.0, n)}), d / "units.parquet")
-    (d / "metrics.toml").write_text(METRICS)
-    (d / "power.toml").write_text(POWER_METRICS)
-
-
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The valid inputs, plus a model trained once from them (for ``recommend``)."""
     d = tmp_path_factory.mktemp("inputs")
-    _write_inputs(d)
-    code, out, err = _invoke(["train", str(d / "pipe.toml"), "--data", str(d / "log.parquet"),
+    write_inputs(d)
+    code, out, err = invoke(["train", str(d / "pipe.toml"), "--data", str(d / "log.parquet"),
                               "--out", str(d / "model")], d)
     if code != 0:
         pytest.fail(f"training the catalogue's model failed: {err or out}")
     return d
-
-
-def _invoke(args: list[str], cwd: Path) -> tuple[int, str, str]:
-    """Run ``recscope ARGS`` in-process in ``cwd``; (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    old = Path.cwd()
-    os.chdir(cwd)
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            code = run(args)
-    finally:
-        os.chdir(old)
-    return code, out.getvalue(), err.getvalue()
 
 
 def _snapshot(d: Path) -> dict[str, str]:
@@ -543,9 +451,6 @@ CASES: list[Case] = [
 
 # Cases that fail today, with the owner told in /work/notes (re-checked; strict: a fix shows).
 KNOWN: dict[str, str] = {
-    "describe-value-inf": "offline: +inf in 'value' is accepted by data validation",
-    "describe-bad-timestamp-unit": "offline: --timestamp-unit is not range-checked",
-    "split-seed-negative": "offline: --seed -1 is blamed on --test-fraction",
     "train-out-has-user-file": "sim: train writes into a non-empty --out without --force",
     "train-out-dot": "sim: train --out . is accepted",
     "recommend-users-non-utf8": "sim: a non-UTF-8 --users file is not named",
@@ -576,7 +481,7 @@ def test_bad_input(case: Case, base: Path, tmp_path: Path,
     before = _snapshot(d)
     args = [a.replace("{d}", str(d)) for a in case.args]
     try:
-        code, out, err = _invoke(args, d)
+        code, out, err = invoke(args, d)
     finally:
         if case.read_only is not None:
             undo_read_only(d / case.read_only)

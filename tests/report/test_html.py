@@ -1,14 +1,16 @@
-"""HTML reports are self-contained and escape their content; Result round-trips."""
+"""HTML reports are self-contained and escape their content; terminal and HTML tables show
+numbers the same way (one format, shares and relative effects as percent, no reprs)."""
 
 from __future__ import annotations
 
+import io
+import math
 from pathlib import Path
-from typing import Any, Self
 
 import plotly.graph_objects as go
-from rich.table import Table
+from rich.console import Console
 
-from recscope.report import HtmlReport, Result
+from recscope.report import HtmlReport, fmt_cell, fmt_number, rich_table
 
 
 def test_report_inlines_plotly_once_and_escapes_text(tmp_path: Path) -> None:
@@ -24,28 +26,40 @@ def test_report_inlines_plotly_once_and_escapes_text(tmp_path: Path) -> None:
     assert "0.4123" in page and "–" in page
 
 
-class _R(Result):
-    def __init__(self, x: float) -> None:
-        self.x = x
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"x": self.x}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        return cls(data["x"])
-
-    def rich_table(self) -> Table:
-        t = Table("x")
-        t.add_row(str(self.x))
-        return t
-
-    def to_html(self) -> str:
-        return HtmlReport("r").key_values({"x": self.x}).render()
+def test_one_number_format() -> None:
+    assert fmt_number(0.41234567) == "0.4123"
+    assert fmt_number(1234.5678) == "1,235"
+    assert fmt_number(12_345_678.0) == "1.235e+07"
+    assert fmt_number(0.00001234) == "1.234e-05"
+    assert fmt_number(math.nan) == fmt_number(None) == "–"
+    assert fmt_number(1200) == "1,200" and fmt_number(True) == "True"
 
 
-def test_result_save_load_and_render(tmp_path: Path) -> None:
-    r = _R(1.5)
-    assert _R.load(r.save(tmp_path / "r.json")).x == 1.5
-    assert "1.5" in r.save(tmp_path / "r.html").read_text()
-    assert list(tmp_path.iterdir()) and not list(tmp_path.glob(".*tmp"))
+def test_shares_and_relative_effects_are_percent_everywhere() -> None:
+    assert fmt_cell("share", 0.4567) == "45.7%"
+    assert fmt_cell("rel_ci_low", -0.0123) == "-1.23%"
+    assert fmt_cell("true_share", 1.0) == "100%"
+    assert fmt_cell("related", 0.5) == "0.5" and fmt_cell("n_relevant", 3) == "3"
+    assert fmt_cell("share", math.nan) == "–"
+    row = {"component": "ranker", "share": 0.25, "cells": {"control": 4102, "t": 0.5}}
+    page = HtmlReport("x").table([row]).render()
+    console = Console(file=io.StringIO(), width=200)
+    console.print(rich_table([row]))
+    terminal = console.file.getvalue()
+    for text in (page, terminal):
+        assert "25%" in text and "control: 4,102, t: 0.5" in text
+        assert "{'control'" not in text and "0.25" not in text
+
+
+def test_wide_tables_scroll_and_figures_keep_room_for_labels() -> None:
+    row = {f"column_{i}": i * 1.5 for i in range(40)}
+    fig = go.Figure(go.Bar(x=["a very long category name"] * 3, y=[1, 2, 3]))
+    page = HtmlReport("wide").table([row]).figure(fig).render()
+    assert "<div class='scroll'><table>" in page and ".scroll{overflow-x:auto" in page
+    assert '"automargin":true' in page
+    assert fig.layout.xaxis.automargin is None  # the caller's figure is not changed
+
+
+def test_table_columns_are_the_union_of_row_keys() -> None:
+    page = HtmlReport("x").table([{"a": 1}, {"a": 2, "b": 3}]).render()
+    assert "<th>b</th>" in page

@@ -1,4 +1,5 @@
-"""Terminal tables of result rows: one number format, nothing cut at 80 columns."""
+"""Terminal tables of result rows: one number format (shared with the HTML tables), shares
+and relative effects as percent, nothing cut at 80 columns."""
 
 from __future__ import annotations
 
@@ -33,11 +34,31 @@ def fmt_number(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, Mapping | list | tuple):
-        return escape(", ".join(f"{k}={fmt_number(v)}" for k, v in value.items())
-                      if isinstance(value, Mapping) else ", ".join(map(fmt_number, value)))
-    return escape(fmt_number(value))
+def is_percent(column: str) -> bool:
+    """Whether a column holds a share or a relative effect (a fraction shown as percent):
+    ``share``, ``*_share``, ``share_*``, ``relative``, ``rel``, ``rel_*``, ``*_rel_*``,
+    ``mde_rel*``."""
+    c = column.lower()
+    return (c in ("share", "relative", "rel") or c.endswith("_share") or c.startswith("share_")
+            or c.startswith("rel_") or "_rel_" in c or c.startswith("mde_rel"))
+
+
+def fmt_cell(column: str, value: Any) -> str:
+    """One table cell, the same in the terminal and in HTML: numbers through
+    :func:`fmt_number`, shares and relative effects as percent, mappings as
+    ``key: value, ...`` and lists comma-separated (never a Python repr)."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {fmt_cell(str(k), v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return ", ".join(fmt_cell(column, v) for v in value)
+    if (isinstance(value, int | float) and not isinstance(value, bool) and is_percent(column)
+            and math.isfinite(value)):
+        return f"{fmt_number(float(value) * 100, 3)}%"
+    return fmt_number(value)
+
+
+def _cell(column: str, value: Any) -> str:
+    return escape(fmt_cell(column, value))
 
 
 def rich_table(rows: Sequence[Mapping[str, Any]], *, title: str = "",
@@ -63,9 +84,10 @@ def rich_table(rows: Sequence[Mapping[str, Any]], *, title: str = "",
         cells = []
         for c in shown:
             if merge and c == "estimate":
-                cells.append(f"{_cell(r.get('estimate'))} [{_cell(r.get('ci_low'))}, "
-                             f"{_cell(r.get('ci_high'))}]")
+                cells.append(f"{_cell('estimate', r.get('estimate'))} "
+                             f"[{_cell('ci_low', r.get('ci_low'))}, "
+                             f"{_cell('ci_high', r.get('ci_high'))}]")
             else:
-                cells.append(_cell(r.get(c)))
+                cells.append(_cell(c, r.get(c)))
         table.add_row(*cells)
     return table
