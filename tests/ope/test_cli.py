@@ -136,3 +136,25 @@ def test_registered_in_main_cli(tmp_path: Path) -> None:
                           "'--help']; from recscope.cli import main; main()"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 0 and "--policy" in res.stdout
+
+
+@pytest.mark.parametrize(("name", "content", "words"), [
+    ("empty.csv", b"", ["empty.csv", "empty"]),
+    ("corrupt.parquet", b"PAR1 not really", ["corrupt.parquet", "Parquet"]),
+    ("latin1.csv", b"user_id,item_id,timestamp,event,value,position,propensity\n"
+                   b"u,caf\xe9,1,click,1,0,0.5\n", ["latin1.csv", "UTF-8"]),
+    ("text.csv", b"user_id,item_id,timestamp,event,value,position,propensity\n"
+                 b"u,i,1,click,1,0,n/a\n", ["text.csv", "'propensity'"]),
+    ("nan.csv", b"user_id,item_id,timestamp,event,value,position,propensity\n"
+                b"u,i,1,click,1,0,0.5\nu,j,2,click,nan,0,0.5\n", ["nan.csv", "'value'", "row 1"]),
+])
+def test_unreadable_logs_are_named_and_nothing_is_written(tmp_path: Path, name: str,
+                                                          content: bytes,
+                                                          words: list[str]) -> None:
+    log = tmp_path / name
+    log.write_bytes(content)
+    out = tmp_path / "x.json"
+    code, _, exc = run("--logs", str(log), "--policy", "uniform", "--json", str(out))
+    assert code == 2 and all(w in str(exc) for w in words), exc
+    assert "\n" not in str(exc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
