@@ -1,0 +1,199 @@
+"""Workflows: checks with file and key, content keys, skipping, retries, kill and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from recscope.errors import ConfigError, RecscopeError
+from recscope.orchestration import tasks as ops
+from recscope.orchestration.workflow import load_workflow, run, status
+from tests.conftest import data_path
+from tests.orchestration.helpers import ALS_PIPELINE, cli, one_error_line, snapshot
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def workflow_text(data: Path, *, iterations: int = 4, extra: str = "") -> str:
+    return f"""name = "wf-test"
+retries = 0
+retry_delay_seconds = 0
+workdir = "work"
+tracking = "store"
+
+[[tasks]]
+name = "data"
+op = "load"
+params = {{ path = "{data}" }}
+
+[[tasks]]
+name = "split"
+op = "split"
+inputs = {{ data = "data" }}
+params = {{ test_fraction = 0.2, seed = 0 }}
+
+[[tasks]]
+name = "train"
+op = "train"
+inputs = {{ data = "split.train" }}
+params = {{ config = "als.toml" }}
+
+[[tasks]]
+name = "evaluate"
+op = "evaluate"
+inputs = {{ model = "train", test = "split.test" }}
+params = {{ metrics = ["ndcg@10", "recall@20"] }}
+{extra}"""
+
+
+def make(tmp: Path, *, iterations: int = 4, extra: str = "") -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "als.toml").write_text(ALS_PIPELINE.replace("iterations = 4",
+                                                       f"iterations = {iterations}"))
+    wf = tmp / "wf.toml"
+    wf.write_text(workflow_text(data_path("ml-100k"), iterations=iterations, extra=extra))
+    return wf
+
+
+def outputs(workdir: Path) -> dict[str, str]:
+    return {k: v for k, v in snapshot(workdir / "tasks").items() if not k.startswith(".")}
+
+
+def test_rerun_skips_and_changes_rerun_downstream(tmp_path: Path) -> None:
+    wf_file = make(tmp_path)
+    first = run(load_workflow(wf_file))
+    assert [o.status for o in first] == ["done"] * 4
+    before = outputs(tmp_path / "work")
+    again = run(load_workflow(wf_file))
+    assert [o.status for o in again] == ["skipped"] * 4
+    assert outputs(tmp_path / "work") == before
+    # a changed pipeline file re-runs train and evaluate only
+    (tmp_path / "als.toml").write_text(ALS_PIPELINE.replace("factors = 16", "factors = 8"))
+    third = run(load_workflow(wf_file))
+    assert [o.status for o in third] == ["skipped", "skipped", "done", "done"]
+    rows = status(load_workflow(wf_file))
+    assert {r["state"] for r in rows} == {"done"}
+    logs = (tmp_path / "work" / "logs" / "train.log").read_text()
+    assert logs.count("start attempt 1") == 2 and "done in" in logs
+
+
+def test_retries_then_success_and_failure_names_task(tmp_path: Path, monkeypatch: Any
+                                                     ) -> None:
+    wf = load_workflow(make(tmp_path))
+    real = ops.OPS["evaluate"]
+    calls = {"n": 0}
+
+    def flaky(*args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("transient failure")
+        return real(*args)
+
+    monkeypatch.setitem(ops.OPS, "evaluate", flaky)
+    out = run(wf, retries=1)
+    assert out[-1].status == "done" and out[-1].attempts == 2
+    log = (tmp_path / "work" / "logs" / "evaluate.log").read_text()
+    assert "transient failure" in log and "start attempt 2 of 2" in log
+
+    def broken(*_a: Any) -> Any:
+        raise RuntimeError("always broken")
+
+    monkeypatch.setitem(ops.OPS, "train", broken)
+    (tmp_path / "als.toml").write_text(ALS_PIPELINE.replace("factors = 16", "factors = 12"))
+    with pytest.raises(RecscopeError, match=r"task 'train' failed after 2 attempt"):
+        run(load_workflow(tmp_path / "wf.toml"), retries=1)
+    assert not (tmp_path / "work" / "tasks" / "train" / "done.json").exists() or \
+        "factors" not in (tmp_path / "work" / "tasks" / "train" / "done.json").read_text()
+
+
+CYCLE = """
+[[tasks]]
+name = "a"
+op = "split"
+inputs = { data = "b.train" }
+
+[[tasks]]
+name = "b"
+op = "split"
+inputs = { data = "a.train" }
+"""
+
+@pytest.mark.parametrize(("extra", "key", "words"), [
+    (CYCLE, "tasks.4.inputs", "cycle"),
+    ('\n[[tasks]]\nname = "x"\nop = "evaluate"\ninputs = { model = "nope", test = "split.test" }\n',
+     "tasks.4.inputs.model", "names no task"),
+    ('\n[[tasks]]\nname = "x"\nop = "evaluate"\ninputs = { test = "split.test" }\n',
+     "tasks.4.inputs.model", "needs input"),
+    ('\n[[tasks]]\nname = "x"\nop = "evaluate"\ninputs = { model = "split.train", test = "split.test" }\n',
+     "tasks.4.inputs.model", "expects model"),
+    ('\n[[tasks]]\nname = "x"\nop = "train"\ninputs = { data = "data" }\nparams = { config = "missing.toml" }\n',
+     "tasks.4.params.config", "not found"),
+    ('\n[[tasks]]\nname = "x"\nop = "evaluate"\ninputs = { model = "train", test = "split.test" }\nparams = { metrics = ["ndcg@x"] }\n',
+     "tasks.4.params.metrics", ""),
+    ('\n[[tasks]]\nname = "x"\nop = "evaluate"\ninputs = { model = "train", test = "split.test" }\nparams = { colour = 1 }\n',
+     "tasks.4.params.colour", ""),
+    ('\n[[tasks]]\nname = "x"\nop = "explode"\n', "tasks.4.op", ""),
+])
+def test_bad_workflows_exit_2_naming_file_and_key(tmp_path: Path, extra: str, key: str,
+                                                  words: str) -> None:
+    wf_file = make(tmp_path, extra=extra)
+    with pytest.raises(ConfigError) as exc:
+        load_workflow(wf_file)
+    assert key in str(exc.value) and words in str(exc.value), str(exc.value)
+    before = snapshot(tmp_path)
+    rc, _o, err = cli("workflow", "run", wf_file)
+    line = one_error_line(err)
+    assert rc == 2 and key in line and "wf.toml" in line, line
+    assert snapshot(tmp_path) == before and not (tmp_path / "work").exists()
+
+
+def test_single_task_needs_its_inputs(tmp_path: Path) -> None:
+    wf = load_workflow(make(tmp_path))
+    with pytest.raises(RecscopeError, match="needs 'data'"):
+        run(wf, only="split")
+    run(wf, only="data")
+    out = run(wf, only="split")
+    assert [o.name for o in out] == ["split"]
+
+
+def test_airflow_dag_renders_the_graph(tmp_path: Path) -> None:
+    wf_file = make(tmp_path)
+    rc, _out, err = cli("workflow", "airflow", wf_file, "--out", tmp_path / "dags")
+    assert rc == 0, err
+    text = (tmp_path / "dags" / "recscope_wf-test.py").read_text()
+    compile(text, "dag.py", "exec")
+    assert text.count("BashOperator(task_id=") == 4
+    assert "t_split >> t_train" in text and "t_train >> t_evaluate" in text
+    assert "--task " in text and sys.executable in text
+
+
+@pytest.mark.slow
+def test_killed_mid_training_resumes_byte_identical(tmp_path: Path) -> None:
+    """SIGKILL while the train task runs, run again: the outputs equal a clean run's."""
+    clean = make(tmp_path / "clean", iterations=60)
+    run(load_workflow(clean))
+    killed = make(tmp_path / "killed", iterations=60)
+    exe = ROOT / ".venv" / "bin" / "recscope"
+    cmd = [str(exe) if exe.exists() else "recscope", "workflow", "run", str(killed)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    log = tmp_path / "killed" / "work" / "logs" / "train.log"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (log.exists() and "start attempt" in log.read_text()):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    work = tmp_path / "killed" / "work"
+    assert not (work / "tasks" / "train" / "done.json").exists()
+    resumed = run(load_workflow(killed))
+    assert [o.status for o in resumed] == ["skipped", "skipped", "done", "done"]
+    assert outputs(work) == outputs(tmp_path / "clean" / "work")
