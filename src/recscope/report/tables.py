@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -65,21 +66,19 @@ def rich_table(rows: Sequence[Mapping[str, Any]], *, title: str = "",
                notes: Sequence[str] = (), columns: Sequence[str] | None = None) -> Table:
     """A Rich table of flat rows; the interval columns are shown as ``est [lo, hi]``.
 
-    Cells fold instead of being cut, so a narrow terminal wraps long names and numbers.
+    Cells wrap at spaces instead of being cut, and a column is never narrower than its
+    longest word or number, so a narrow terminal shows every digit.
     """
     table = Table(title=escape(title) if title else None,
                   caption="\n".join(escape(n) for n in notes) or None,
-                  caption_style="bold red")
+                  caption_style="bold red", box=box.SIMPLE_HEAVY, pad_edge=False)
     if not rows:
         table.add_column("(no rows)")
         return table
     cols = list(columns or dict.fromkeys(k for r in rows for k in r))
     merge = all(c in cols for c in _INTERVAL)
     shown = [c for c in cols if not (merge and c in _INTERVAL[1:])]
-    for c in shown:
-        head = "estimate [CI]" if merge and c == "estimate" else c
-        table.add_column(escape(head), overflow="fold",
-                         justify="left" if c == shown[0] else "right")
+    body: list[list[str]] = []
     for r in rows:
         cells = []
         for c in shown:
@@ -89,5 +88,17 @@ def rich_table(rows: Sequence[Mapping[str, Any]], *, title: str = "",
                              f"{_cell('ci_high', r.get('ci_high'))}]")
             else:
                 cells.append(_cell(c, r.get(c)))
+        body.append(cells)
+    for j, c in enumerate(shown):
+        head = "estimate [CI]" if merge and c == "estimate" else c
+        # never fold inside a number: a numeric column is at least its longest number;
+        # names fold (at 12 characters at most) when the terminal is narrow
+        longest = max((len(tok) for row in body for tok in row[j].split()), default=1)
+        numeric = (merge and c == "estimate") or all(
+            isinstance(r.get(c), int | float) or r.get(c) is None for r in rows)
+        table.add_column(escape(head), overflow="fold",
+                         min_width=min(longest, 24 if numeric else 12),
+                         justify="left" if j == 0 else "right")
+    for cells in body:
         table.add_row(*cells)
     return table
