@@ -106,6 +106,11 @@ def test_compare_systems_with_holm_and_roundtrip(tmp_path: object) -> None:
     assert back.systems["good"].system == "good"
     html = cmp.to_html()
     assert "System good" in html and "p_value_adjusted" in html
+    for bad, key in (({"adjustment": "bonf"}, "adjustment"), ({"test": "z"}, "test"),
+                     ({"n_boot": -1}, "bootstrap")):
+        with pytest.raises(ConfigError) as exc:
+            compare(res, **bad)  # type: ignore[arg-type]
+        assert exc.value.key == key
 
 
 def test_bootstrap_is_deterministic_per_seed() -> None:

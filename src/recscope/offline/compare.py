@@ -14,7 +14,14 @@ from rich.table import Table
 
 from recscope.errors import ConfigError
 from recscope.offline.evaluate import EvaluationResult, metric_bars
-from recscope.offline.per_user import PairedTest, adjust, paired_tests
+from recscope.offline.per_user import (
+    ADJUSTMENTS,
+    TESTS,
+    PairedTest,
+    adjust,
+    check_bootstrap,
+    paired_tests,
+)
 from recscope.report.tables import rich_table
 from recscope.results import Effect, Result
 
@@ -88,6 +95,14 @@ def compare(systems: dict[str, EvaluationResult], *, baseline: str | None = None
     metrics they share, over users counted by both; Holm or BH across all tests."""
     if len(systems) < 2:
         raise ConfigError("compare needs at least two systems", key="compare")
+    if test not in TESTS:
+        raise ConfigError(f"unknown test {test!r}; choose one of {TESTS}", key="test")
+    if adjustment not in ADJUSTMENTS:
+        raise ConfigError(f"unknown adjustment {adjustment!r}; choose one of "
+                          f"{tuple(ADJUSTMENTS)}", key="adjustment")
+    if n_perm < 1:
+        raise ConfigError(f"n_perm must be >= 1, got {n_perm}", key="n_perm")
+    check_bootstrap(n_boot, next(iter(systems.values())).confidence)
     names = list(systems)
     base = baseline or names[0]
     if base not in systems:
