@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from recscope.experiments.analysis import analyze
 from recscope.experiments.assignment import Experiment, assign
 from recscope.experiments.engines import DuckDBEngine
-from recscope.experiments.metrics import parse_config
+from recscope.experiments.metrics import parse_metrics
 
 OUT = Path(__file__).resolve().parent / "out"
 EVENT_COLUMNS = ("clicks", "views", "revenue", "dwell", "carts")
@@ -107,7 +107,7 @@ def recscope_run(assignments: Path, events: Path, threads: int | None,
                  memory_limit: str | None) -> tuple[float, list[dict]]:
     metrics = {name: {**spec, "covariates": ["pre_activity"], "test": "t"}
                for name, spec in METRICS.items()}
-    cfg = parse_config({"unit": "unit_id", "variant": "variant", "control": "control",
+    cfg = parse_metrics({"unit": "unit_id", "variant": "variant", "control": "control",
                         "metrics": metrics})
     eng = DuckDBEngine(threads=threads, memory_limit=memory_limit)
     t0 = time.perf_counter()
@@ -182,7 +182,7 @@ def main() -> None:
         ours = {r["metric"]: r for r in results}
         for r in tea["results"]:
             o = ours[r["metric"]]
-            diff["effect"] = max(diff["effect"], abs(o["effect"] - r["effect_size"]))
+            diff["effect"] = max(diff["effect"], abs(o["estimate"] - r["effect_size"]))
             diff["ci"] = max(diff["ci"], abs(o["ci_low"] - r["effect_size_ci_lower"]),
                              abs(o["ci_high"] - r["effect_size_ci_upper"]))
             diff["p_value"] = max(diff["p_value"], abs(o["p_value"] - r["pvalue"]))
@@ -191,7 +191,7 @@ def main() -> None:
         print("largest |recscope - tea-tasting| over 10 metrics: " +
               ", ".join(f"{k} {v:.2e}" for k, v in diff.items()))
     for r in results:
-        print(f"  {r['metric']:<18} effect {r['effect']:+.5g}  p {r['p_value']:.3g}  "
+        print(f"  {r['metric']:<18} effect {r['estimate']:+.5g}  p {r['p_value']:.3g}  "
               f"variance reduction {r['variance_reduction']:.1%}")
     sys.stdout.flush()
 

@@ -13,9 +13,9 @@ from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 from typer.testing import CliRunner
 
 from recscope.errors import ConfigError, DataValidationError
-from recscope.experiments import stats
+from recscope.experiments import moments
 from recscope.experiments.analysis import RESULT_KEYS, Scorecard, analyze, compare_moments
-from recscope.experiments.metrics import parse_config
+from recscope.experiments.metrics import parse_metrics
 from tests.experiments._data import TOML, hillstrom_parquet, make_experiment
 
 
@@ -27,7 +27,7 @@ def experiment() -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def card(experiment: tuple[pd.DataFrame, pd.DataFrame]) -> Scorecard:
     assign, events = experiment
-    return analyze(assign, events, parse_config(tomllib.loads(TOML)))
+    return analyze(assign, events, parse_metrics(tomllib.loads(TOML)))
 
 
 def _per_unit(assign: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
@@ -60,7 +60,7 @@ def test_engine_results_equal_an_independent_pandas_computation(
         experiment: tuple[pd.DataFrame, pd.DataFrame], card: Scorecard) -> None:
     assign, events = experiment
     u = _per_unit(assign, events)
-    cfg = parse_config(tomllib.loads(TOML))
+    cfg = parse_metrics(tomllib.loads(TOML))
     specs = {
         "revenue_7d": (["rev7", "rev7_pre"], (0, None), [(1, None)], "t"),
         "ctr_home": (["clicks", "impr", "clicks_pre", "impr_pre"], (0, 1), [(2, 3)], "z"),
@@ -70,23 +70,24 @@ def test_engine_results_equal_an_independent_pandas_computation(
     }
     got = {(r["metric"], r["variant"]): r for r in card.results}
     for name, (cols, term, covs, dist) in specs.items():
-        mc = stats.Moments.from_data(u.loc[u.variant == "control", cols].to_numpy(float))
+        mc = moments.Moments.from_data(u.loc[u.variant == "control", cols].to_numpy(float))
         for v in ("t1", "t2"):
-            mt = stats.Moments.from_data(u.loc[u.variant == v, cols].to_numpy(float))
+            mt = moments.Moments.from_data(u.loc[u.variant == v, cols].to_numpy(float))
             want = compare_moments(name, v, mc, mt, term, covs, cfg, dist)
-            for key in ("control_mean", "treatment_mean", "effect", "ci_low", "ci_high",
+            for key in ("control_mean", "treatment_mean", "estimate", "ci_low", "ci_high",
                         "rel_ci_low", "p_value", "n_control", "n_treatment"):
                 assert got[(name, v)][key] == pytest.approx(want[key], rel=1e-9, abs=1e-12), \
                     (name, v, key)
-    # quantile: the engine's median equals numpy's
-    med = u.loc[u.variant == "control", "revenue"].median()
+    # quantile: the engine's mid-quantile equals numpy's Hazen median (data without ties
+    # at the median)
+    med = np.quantile(u.loc[u.variant == "control", "revenue"], 0.5, method="hazen")
     assert got[("revenue_p50", "t1")]["control_mean"] == pytest.approx(med, rel=1e-12)
 
 
 def test_scorecard_contract_and_round_trip(card: Scorecard, tmp_path: Path) -> None:
     assert len(card.results) == 6 * 2
     for r in card.results:
-        assert set(RESULT_KEYS) <= set(r)
+        assert set(RESULT_KEYS) <= set(r.to_dict())
     assert card.results[0]["cuped"] and card.results[0]["variance_reduction"] > 0
     assert 0 <= card.srm["p_value"] <= 1
     # segments: 3 countries x 2 treatments x 5 non-quantile metrics, corrected jointly
@@ -97,7 +98,8 @@ def test_scorecard_contract_and_round_trip(card: Scorecard, tmp_path: Path) -> N
     assert json.loads(again.to_json()) == json.loads(card.to_json())
     card.save(tmp_path / "card.html")
     assert "Experiment scorecard" in (tmp_path / "card.html").read_text()
-    assert list(card.to_pandas().columns[:3]) == ["metric", "variant", "control_mean"]
+    assert list(card.to_frame().columns[:4]) == ["metric", "estimate", "ci_low", "ci_high"]
+    assert card.to_dict()["results"][0]["estimate"] == card.results[0].estimate
 
 
 def test_unit_in_two_variants_is_reported_and_excluded(
@@ -105,7 +107,7 @@ def test_unit_in_two_variants_is_reported_and_excluded(
     assign, events = experiment
     dup = assign.iloc[[0]].copy()
     dup["variant"] = "t1" if assign.iloc[0]["variant"] != "t1" else "t2"
-    cfg = parse_config({"unit": "user_id", "metrics": {"r": {"kind": "mean",
+    cfg = parse_metrics({"unit": "user_id", "metrics": {"r": {"kind": "mean",
                                                              "column": "revenue"}}})
     base = analyze(assign, events, cfg)
     card = analyze(pd.concat([assign, dup]), events, cfg)
@@ -125,14 +127,14 @@ def test_exposure_log_with_repeated_rows_equals_one_row_per_unit(
     later = assign.sample(frac=0.5, random_state=1).assign(
         first_exposure_ts=lambda d: d.first_exposure_ts + pd.Timedelta(days=2))
     log = pd.concat([later, assign]).sample(frac=1.0, random_state=2)
-    cfg = parse_config(tomllib.loads(TOML))
+    cfg = parse_metrics(tomllib.loads(TOML))
     scan, grouped = analyze(assign, events, cfg), analyze(log, events, cfg)
     assert "GROUP BY" not in scan.sql[1].split("e0 AS")[0]
     assert "GROUP BY" in grouped.sql[1].split("e0 AS")[0]
     assert grouped.data_checks == scan.data_checks
     for a, b in zip(scan.results + scan.segment_results,
                     grouped.results + grouped.segment_results, strict=True):
-        for k in ("effect", "ci_low", "ci_high", "p_value", "n_control", "n_treatment"):
+        for k in ("estimate", "ci_low", "ci_high", "p_value", "n_control", "n_treatment"):
             assert a[k] == pytest.approx(b[k], rel=1e-12, abs=1e-12), k
 
 
@@ -145,7 +147,7 @@ def test_proportion_is_right_with_and_without_negative_values() -> None:
     who = rng.integers(0, n, 3000)
     events = pd.DataFrame({"user_id": who, "clicks": rng.integers(0, 2, 3000),
                            "delta": rng.choice([-5.0, 0.0, 1.0], 3000)})
-    cfg = parse_config({"unit": "user_id", "metrics": {
+    cfg = parse_metrics({"unit": "user_id", "metrics": {
         "clickers": {"kind": "proportion", "column": "clicks"},
         "gainers": {"kind": "proportion", "column": "delta"}}})
     card = analyze(assign, events, cfg)
@@ -164,7 +166,7 @@ def test_srm_banner(experiment: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     assign, events = experiment
     skew = pd.concat([assign, assign[assign.variant == "t1"].assign(
         user_id=lambda d: d.user_id + 10_000)] * 1)
-    cfg = parse_config({"unit": "user_id", "metrics": {"r": {"kind": "mean",
+    cfg = parse_metrics({"unit": "user_id", "metrics": {"r": {"kind": "mean",
                                                              "column": "revenue"}}})
     card = analyze(skew, events, cfg)
     assert not card.srm["ok"]
@@ -180,7 +182,7 @@ def test_srm_banner(experiment: tuple[pd.DataFrame, pd.DataFrame]) -> None:
 def test_unknown_columns_raise_config_errors(
         experiment: tuple[pd.DataFrame, pd.DataFrame], spec: dict, match: str) -> None:
     assign, events = experiment
-    cfg = parse_config({"unit": "user_id", "metrics": {"m": spec}})
+    cfg = parse_metrics({"unit": "user_id", "metrics": {"m": spec}})
     with pytest.raises(ConfigError, match=match):
         analyze(assign, events, cfg)
 
@@ -189,10 +191,10 @@ def test_absent_variants_raise(experiment: tuple[pd.DataFrame, pd.DataFrame]) ->
     assign, events = experiment
     metrics = {"r": {"kind": "mean", "column": "revenue"}}
     with pytest.raises(DataValidationError, match="control variant 'ctrl' not found"):
-        analyze(assign, events, parse_config({"unit": "user_id", "control": "ctrl",
+        analyze(assign, events, parse_metrics({"unit": "user_id", "control": "ctrl",
                                               "metrics": metrics}))
     with pytest.raises(DataValidationError, match="'t3' listed in the config is absent"):
-        analyze(assign, events, parse_config({
+        analyze(assign, events, parse_metrics({
             "unit": "user_id", "variants": ["control", "t1", "t2", "t3"], "metrics": metrics}))
 
 
@@ -205,7 +207,7 @@ def test_absent_variants_raise(experiment: tuple[pd.DataFrame, pd.DataFrame]) ->
 ])
 def test_bad_config_names_the_key(data: dict, key: str) -> None:
     with pytest.raises(ConfigError) as err:
-        parse_config(data, source="m.toml")
+        parse_metrics(data, source="m.toml")
     assert err.value.key == key and err.value.file == "m.toml"
 
 
@@ -244,7 +246,7 @@ def test_cli_contract_with_the_smallest_metrics_file(tmp_path: Path) -> None:
     args = ["experiment", "analyze", "--assignments", str(tmp_path / "a.csv"), "--events",
             str(tmp_path / "e.parquet"), "--metrics", str(tmp_path / "m.toml"), "--json",
             str(tmp_path / "out.json"), "--html", str(tmp_path / "out.html"), "--show-sql",
-            "--out-dir", str(tmp_path)]
+            "--tracking", str(tmp_path)]
     res = CliRunner().invoke(app, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert "COVAR_SAMP" in res.output and "GROUP BY" in res.output
@@ -266,7 +268,7 @@ def test_cli_error_is_one_line_and_exit_code_2(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr("sys.argv", [
         "recscope", "experiment", "analyze", "--assignments", str(tmp_path / "a.csv"),
         "--events", str(tmp_path / "a.csv"), "--metrics", str(tmp_path / "m.toml"),
-        "--out-dir", str(tmp_path)])
+        "--tracking", str(tmp_path)])
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2
@@ -278,7 +280,7 @@ def test_cli_error_is_one_line_and_exit_code_2(tmp_path: Path, monkeypatch: pyte
 @pytest.mark.data
 def test_hillstrom_end_to_end_matches_statsmodels(tmp_path: Path) -> None:
     h, path = hillstrom_parquet(tmp_path)
-    cfg = parse_config({"unit": "uid", "variant": "segment", "control": "No E-Mail",
+    cfg = parse_metrics({"unit": "uid", "variant": "segment", "control": "No E-Mail",
                         "metrics": {"spend": {"kind": "mean", "column": "spend"},
                                     "visit": {"kind": "proportion", "column": "visit",
                                               "covariates": ["history", "recency"]}}})
@@ -297,10 +299,10 @@ def test_hillstrom_end_to_end_matches_statsmodels(tmp_path: Path) -> None:
 def test_sequential_intervals_are_wider_and_valid(
         experiment: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     assign, events = experiment
-    cfg = parse_config({"unit": "user_id", "sequential": True, "metrics": {
+    cfg = parse_metrics({"unit": "user_id", "sequential": True, "metrics": {
         "r": {"kind": "mean", "column": "revenue"}}})
     for r in analyze(assign, events, cfg).results:
-        assert r["seq_ci_low"] < r["ci_low"] < r["effect"] < r["ci_high"] < r["seq_ci_high"]
+        assert r["seq_ci_low"] < r["ci_low"] < r["estimate"] < r["ci_high"] < r["seq_ci_high"]
         assert r["seq_p_value"] >= r["p_value"]
 
 
@@ -318,20 +320,30 @@ def test_duckdb_database_tables(experiment: tuple[pd.DataFrame, pd.DataFrame],
     con.execute("CREATE TABLE assignments AS SELECT * FROM a_df")
     con.execute('CREATE TABLE "my events" AS SELECT * FROM e_df')
     con.close()
-    cfg = parse_config({"unit": "user_id", "metrics": {
+    cfg = parse_metrics({"unit": "user_id", "metrics": {
         "ctr": {"kind": "ratio", "numerator": "clicks", "denominator": "impressions"}}})
     from_db = analyze("table:assignments", "table:my events", cfg, engine=DuckDBEngine(db))
     from_df = analyze(assign, events, cfg)
-    assert from_db.results[0]["effect"] == pytest.approx(from_df.results[0]["effect"],
-                                                         rel=1e-12)
+    assert from_db.results[0].estimate == pytest.approx(from_df.results[0].estimate,
+                                                        rel=1e-12)
     with pytest.raises(DataValidationError, match="cannot read table"):
         analyze("table:nope", "table:my events", cfg, engine=DuckDBEngine(db))
 
 
-def test_ratio_with_zero_denominator_is_a_clear_error() -> None:
-    a = pd.DataFrame({"user_id": [1, 2, 3, 4], "variant": [0, 1, 0, 1]})
-    e = pd.DataFrame({"user_id": [1, 2, 3, 4], "x": [1.0, 2.0, 3.0, 4.0], "d": 0.0})
-    cfg = parse_config({"unit": "user_id", "control": "0", "metrics": {
-        "r": {"kind": "ratio", "numerator": "x", "denominator": "d"}}})
-    with pytest.raises(DataValidationError, match="denominator sums to zero"):
-        analyze(a, e, cfg)
+def test_ratio_with_zero_denominator_is_not_computable() -> None:
+    """A statistic that cannot be computed is reported as such, with its reason, and is
+    left out of the correction family: it never becomes p = 0."""
+    a = pd.DataFrame({"user_id": [1, 2, 3, 4, 5, 6], "variant": [0, 1, 0, 1, 0, 1]})
+    e = pd.DataFrame({"user_id": [1, 2, 3, 4, 5, 6], "x": [1.0, 2.0, 3.0, 4.0, 5, 7],
+                      "d": 0.0})
+    cfg = parse_metrics({"unit": "user_id", "control": "0", "metrics": {
+        "r": {"kind": "ratio", "numerator": "x", "denominator": "d"},
+        "m": {"kind": "mean", "column": "x"}}})
+    card = analyze(a, e, cfg)
+    r, m = card.results
+    assert "denominator sums to zero" in r["not_computable"]
+    assert np.isnan(r.p_value) and np.isnan(r["p_value_adjusted"])
+    # the family has one test: Holm leaves the mean's p-value unchanged
+    assert m["p_value_adjusted"] == pytest.approx(m.p_value)
+    assert card.data_checks["not_computable"] == 1
+    assert any("could not be computed" in n for n in card.notes())

@@ -3,7 +3,6 @@ CUPED's sqrt(1 - rho^2), engine moments against numpy, and the CLI contract."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import tomllib
@@ -16,17 +15,17 @@ from statsmodels.stats.power import NormalIndPower, TTestIndPower
 from typer.testing import CliRunner
 
 from recscope.errors import ConfigError
-from recscope.experiments import stats
+from recscope.experiments import moments
 from recscope.experiments.analysis import compare_moments
 from recscope.experiments.design import (
-    Design,
+    ExperimentDesign,
     PowerAnalysis,
     min_detectable_effect,
-    power,
     power_analysis,
+    two_sample_power,
     units_per_arm,
 )
-from recscope.experiments.metrics import parse_config
+from recscope.experiments.metrics import parse_metrics
 from tests.experiments._data import TOML, hillstrom_parquet, make_experiment
 
 RHO = 0.6
@@ -77,8 +76,8 @@ def history() -> tuple[pd.DataFrame, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def planned(history: tuple[pd.DataFrame, pd.DataFrame]) -> PowerAnalysis:
     units, events = history
-    design = Design(units_per_day=500, days=(2.0,), mde=(0.05, 0.2))
-    return power_analysis(units, events, parse_config(tomllib.loads(HISTORY_TOML)), design)
+    design = ExperimentDesign(units_per_day=500, days=(2.0,), mde=(0.05, 0.2))
+    return power_analysis(units, events, parse_metrics(tomllib.loads(HISTORY_TOML)), design)
 
 
 # -- (a) formulas against statsmodels ---------------------------------------------------------
@@ -96,7 +95,7 @@ def test_power_mde_and_sample_size_equal_statsmodels(alpha: float, ratio: float,
     for test, peer in (("z", NormalIndPower()), ("t", TTestIndPower())):
         d = 0.9 / math.sqrt(n1)
         want = peer.power(effect_size=d, nobs1=n1, alpha=alpha, ratio=ratio)
-        assert power(d * sd, var, n1, n1 * ratio, alpha=alpha, test=test) == pytest.approx(
+        assert two_sample_power(d * sd, var, n1, n1 * ratio, alpha=alpha, test=test) == pytest.approx(
             want, abs=1e-9)
         e = min_detectable_effect(var, n1, n1 * ratio, alpha=alpha, target=0.8, test=test)
         assert peer.power(effect_size=e / sd, nobs1=n1, alpha=alpha, ratio=ratio
@@ -135,14 +134,14 @@ def test_proportion_power_uses_the_shifted_rate_like_statsmodels(p: float, n1: i
     assert math.isnan(units_per_arm(-0.15, 0.09, proportion=0.1))
     assert math.isnan(min_detectable_effect(0.0, 100, 100))
     # the t power's far lower tail, where scipy's nctdtr gives NaN, counts as 0
-    assert power(0.0925, 0.9075 * 0.0925, 400, 400, alpha=0.05 / 6, test="t",
+    assert two_sample_power(0.0925, 0.9075 * 0.0925, 400, 400, alpha=0.05 / 6, test="t",
                  proportion=0.9075) == pytest.approx(1.0, abs=1e-3)
     assert math.isnan(min_detectable_effect(0.01 * 0.99, 3, 3, proportion=0.99, test="t"))
 
 
 def test_z_formulas_equal_the_analysis_stats_module() -> None:
     assert min_detectable_effect(4.0, 300, 500, alpha=0.05, target=0.9) == pytest.approx(
-        stats.mde(4.0, 300, 4.0, 500, alpha=0.05, power_target=0.9), rel=1e-9)
+        moments.mde(4.0, 300, 4.0, 500, alpha=0.05, power_target=0.9), rel=1e-9)
     sm_n = NormalIndPower().solve_power(effect_size=0.3 / 2.0, ratio=2.0, alpha=0.05,
                                         power=0.8)
     assert units_per_arm(0.3, 4.0, ratio=2.0) == pytest.approx(sm_n, rel=1e-4)
@@ -157,29 +156,29 @@ def test_simulated_power_at_the_planned_mde_is_the_target(planned: PowerAnalysis
     assert n == value["n_treatment"] == 500
     alpha = planned.settings["alpha_per_comparison"]  # the level analyze's Holm reaches
     assert alpha == pytest.approx(0.05 / 2)
-    cfg = parse_config({"metrics": {"m": {"kind": "mean", "column": "y"}}})
+    cfg = parse_metrics({"metrics": {"m": {"kind": "mean", "column": "y"}}})
     rng = np.random.default_rng(11)
     sims = 1000
     hits = {"raw": 0, "cuped": 0, "conversion": 0}
     for _ in range(sims):
         xc, yc, cc = _draw(n, rng)
         xt, yt, ct = _draw(n, rng)
-        for key, shift in (("raw", value["mde"]), ("cuped", value["mde_cuped"])):
+        for key, shift in (("raw", value["estimate"]), ("cuped", value["mde_cuped"])):
             covs = [(1, None)] if key == "cuped" else []
-            r = compare_moments("m", "t", stats.Moments.from_data(np.c_[yc, xc]),
-                                stats.Moments.from_data(np.c_[yt + shift, xt]),
+            r = compare_moments("m", "t", moments.Moments.from_data(np.c_[yc, xc]),
+                                moments.Moments.from_data(np.c_[yt + shift, xt]),
                                 (0, None), covs, cfg, "t")
             hits[key] += r["p_value"] < alpha
         # the proportion: the planted effect raises the conversion probability
-        ct = (rng.random(n) < P_CONV + conv["mde"]).astype(float)
-        c = stats.compare(stats.estimate(stats.Moments.from_data(cc), (0, None)),
-                          stats.estimate(stats.Moments.from_data(ct), (0, None)))
+        ct = (rng.random(n) < P_CONV + conv["estimate"]).astype(float)
+        c = moments.compare_variants(moments.variant_estimate(moments.Moments.from_data(cc), (0, None)),
+                          moments.variant_estimate(moments.Moments.from_data(ct), (0, None)))
         hits["conversion"] += c.p_value < alpha
     print({k: h / sims for k, h in hits.items()})
     for key, h in hits.items():
         assert 0.75 <= h / sims <= 0.85, (key, h / sims)
     # and half the MDE is clearly underpowered (the test can fail)
-    half = power(value["mde"] / 2, planned.metrics[0]["var"], n, n, alpha=alpha, test="t")
+    half = two_sample_power(value["estimate"] / 2, planned.metrics[0]["var"], n, n, alpha=alpha, test="t")
     assert half < 0.3
 
 
@@ -194,11 +193,11 @@ def test_cuped_mde_shrinks_by_sqrt_one_minus_rho_squared(
     assert m["variance_reduction"] == pytest.approx(r**2, rel=1e-9)
     assert m["var"] == pytest.approx(np.var(y, ddof=1), rel=1e-9)
     for row in (r for r in planned.mde if r["metric"] == "value"):
-        factor = row["mde_cuped"] / row["mde"]
+        factor = row["mde_cuped"] / row["estimate"]
         assert factor == pytest.approx(math.sqrt(1 - r**2), rel=1e-9)
         assert abs(factor - math.sqrt(1 - RHO**2)) < 0.01  # truth, within sampling error
     conv = next(r for r in planned.mde if r["metric"] == "conversion")
-    assert conv["mde_cuped"] == conv["mde"]  # no covariate, no change
+    assert conv["mde_cuped"] == conv["estimate"]  # no covariate, no change
     for s in planned.sample_size:
         if s["metric"] == "value":
             assert s["n_control_cuped"] < s["n_control"] * (1 - r**2) * 1.01 + 2
@@ -215,9 +214,9 @@ def test_sample_sizes_reach_the_power_and_days_follow_traffic(
         assert s["effect"] == pytest.approx(s["rel_effect"] * base)
         for suffix, vv in (("", v), ("_cuped", vc)):
             n = s[f"n_control{suffix}"]
-            assert power(s["effect"], vv, n, n, alpha=alpha, test="t",
+            assert two_sample_power(s["effect"], vv, n, n, alpha=alpha, test="t",
                          proportion=prop) >= 0.8
-            assert power(s["effect"], vv, n - 1, n - 1, alpha=alpha, test="t",
+            assert two_sample_power(s["effect"], vv, n - 1, n - 1, alpha=alpha, test="t",
                          proportion=prop) < 0.8
             assert s[f"units{suffix}"] == 2 * n or s[f"units{suffix}"] == 2 * n - 1
             assert s[f"days{suffix}"] == math.ceil(s[f"units{suffix}"] / 500)
@@ -226,27 +225,27 @@ def test_sample_sizes_reach_the_power_and_days_follow_traffic(
 def test_several_arms_split_alpha_and_unequal_allocation(
         history: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     units, events = history
-    cfg = parse_config(tomllib.loads(HISTORY_TOML))
-    res = power_analysis(units, events, cfg, Design(arms=3, treatment_share=0.6, mde=(0.1,)))
+    cfg = parse_metrics(tomllib.loads(HISTORY_TOML))
+    res = power_analysis(units, events, cfg, ExperimentDesign(arms=3, treatment_share=0.6, mde=(0.1,)))
     # analyze corrects (Holm) across 2 metrics x 2 treatment arms
     assert res.settings["alpha_per_comparison"] == pytest.approx(0.05 / 4)
     assert res.settings["control_share"] == pytest.approx(0.4)
     assert res.settings["treatment_share_per_arm"] == pytest.approx(0.3)
-    assert any("Bonferroni" in n for n in res.notes)
+    assert any("Bonferroni" in n for n in res.remarks)
     m = res.metrics[0]
     row = res.mde[0]
     assert (row["n_control"], row["n_treatment"]) == (24_000, 18_000)
-    assert row["mde"] == pytest.approx(min_detectable_effect(
+    assert row["estimate"] == pytest.approx(min_detectable_effect(
         m["var"], 24_000, 18_000, alpha=0.0125, test="t"), rel=1e-12)
     s = res.sample_size[0]
     assert abs(s["n_treatment"] - 0.75 * s["n_control"]) <= 1
-    assert power(s["effect"], m["var"], s["n_control"], s["n_treatment"], alpha=0.0125,
+    assert two_sample_power(s["effect"], m["var"], s["n_control"], s["n_treatment"], alpha=0.0125,
                  test="t") >= 0.8
-    assert power(s["effect"], m["var"], s["n_control"] - 1, s["n_treatment"] - 1,
+    assert two_sample_power(s["effect"], m["var"], s["n_control"] - 1, s["n_treatment"] - 1,
                  alpha=0.0125, test="t") < 0.8
     assert s["days"] is None  # no traffic given
-    no_correction = dataclasses.replace(cfg, correction="none")
-    res = power_analysis(units, events, no_correction, Design(arms=3, mde=(0.1,)))
+    no_correction = cfg.replace(correction="none")
+    res = power_analysis(units, events, no_correction, ExperimentDesign(arms=3, mde=(0.1,)))
     assert res.settings["alpha_per_comparison"] == pytest.approx(0.05)
 
 
@@ -255,11 +254,11 @@ def test_several_arms_split_alpha_and_unequal_allocation(
 def test_history_moments_equal_numpy_with_windows_and_ratio_cuped() -> None:
     assign, events = make_experiment(n_units=800, seed=3)
     units = assign.drop(columns=["variant"])  # a history has no variant
-    cfg = parse_config(tomllib.loads(TOML))
+    cfg = parse_metrics(tomllib.loads(TOML))
     res = power_analysis(units, events, cfg)
     got = {m["metric"]: m for m in res.metrics}
     assert set(got) == {"revenue_7d", "ctr_home", "buyers", "items", "revenue_adj"}
-    assert any("revenue_p50" in n and "quantile" in n for n in res.notes)
+    assert any("revenue_p50" in n and "quantile" in n for n in res.remarks)
     e = events.merge(units[["user_id", "first_exposure_ts"]], on="user_id")
     days = (e.ts - e.first_exposure_ts).dt.total_seconds() / 86400
     home = e.surface == "home"
@@ -296,7 +295,7 @@ def test_history_moments_equal_numpy_with_windows_and_ratio_cuped() -> None:
 ])
 def test_bad_design_settings_name_the_option(kwargs: dict, key: str) -> None:
     with pytest.raises(ConfigError) as info:
-        Design(**kwargs)
+        ExperimentDesign(**kwargs)
     assert info.value.key == key
 
 
@@ -304,13 +303,13 @@ def test_history_variant_selects_units_and_checks_the_column(
         history: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     units, events = history
     units = units.assign(variant=np.where(units.user_id % 3 == 0, "control", "old"))
-    cfg = parse_config(tomllib.loads(HISTORY_TOML))
+    cfg = parse_metrics(tomllib.loads(HISTORY_TOML))
     res = power_analysis(units, events, cfg, only_variant="control")
     assert res.settings["history_units"] == 20_000
-    assert not any("every unit is history" in n for n in res.notes)
+    assert not any("every unit is history" in n for n in res.remarks)
     everyone = power_analysis(units, events, cfg)
     assert everyone.settings["history_units"] == 60_000
-    assert any("every unit is history" in n for n in everyone.notes)
+    assert any("every unit is history" in n for n in everyone.remarks)
     with pytest.raises(ConfigError, match="not found"):
         power_analysis(units.drop(columns=["variant"]), events, cfg, only_variant="control")
 
@@ -342,7 +341,7 @@ def _write_history(tmp_path: Path) -> list[str]:
     (tmp_path / "m.toml").write_text(SMALL)
     return ["experiment", "power", "--units", str(tmp_path / "u.csv"), "--events",
             str(tmp_path / "e.parquet"), "--metrics", str(tmp_path / "m.toml"),
-            "--out-dir", str(tmp_path)]
+            "--tracking", str(tmp_path)]
 
 
 def test_cli_contract_json_html_and_round_trip(tmp_path: Path) -> None:
@@ -357,12 +356,12 @@ def test_cli_contract_json_html_and_round_trip(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "COVAR_SAMP" in res.output and "Bonferroni" in res.output
     out = json.loads((tmp_path / "p.json").read_text())
-    assert set(out) == {"kind", "settings", "metrics", "mde", "sample_size", "notes",
+    assert set(out) == {"kind", "settings", "metrics", "mde", "sample_size", "remarks",
                         "config", "sql"}
     assert out["kind"] == "experiment_power" and out["settings"]["arms"] == 3
     assert {"metric", "kind", "test", "n", "baseline", "sd", "sd_cuped", "var", "var_cuped",
             "variance_reduction", "covariates"} <= set(out["metrics"][0])
-    assert {"metric", "horizon", "days", "units", "n_control", "n_treatment", "mde",
+    assert {"metric", "estimate", "n", "horizon", "days", "n_control", "n_treatment",
             "mde_rel", "mde_cuped", "mde_rel_cuped"} <= set(out["mde"][0])
     assert {"metric", "rel_effect", "effect", "n_control", "n_treatment", "units", "days",
             "n_control_cuped", "n_treatment_cuped", "units_cuped", "days_cuped"
@@ -402,7 +401,7 @@ def test_cli_errors_are_one_line_and_exit_code_2(
 @pytest.mark.data
 def test_hillstrom_variance_reduction_is_the_squared_correlation(tmp_path: Path) -> None:
     h, path = hillstrom_parquet(tmp_path)
-    cfg = parse_config({"unit": "uid", "variant": "segment", "control": "No E-Mail",
+    cfg = parse_metrics({"unit": "uid", "variant": "segment", "control": "No E-Mail",
                         "metrics": {k: {"kind": "proportion" if k != "spend" else "mean",
                                         "column": k, "covariates": ["history"]}
                                     for k in ("visit", "conversion", "spend")}})

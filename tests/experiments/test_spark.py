@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from recscope.experiments.analysis import Scorecard, analyze
-from recscope.experiments.metrics import parse_config
+from recscope.experiments.metrics import parse_metrics
 from tests.experiments._data import TOML, make_experiment
 
 pyspark = pytest.importorskip("pyspark", reason="the spark extra is not installed")
@@ -56,7 +56,7 @@ def _close(a: Scorecard, b: Scorecard) -> None:
         assert (ra["metric"], ra["variant"], ra.get("segment_value")) == (
             rb["metric"], rb["variant"], rb.get("segment_value"))
         assert (ra["metric"], ra["variant"]) == (rb["metric"], rb["variant"])
-        for key, va in ra.items():
+        for key, va in ra.to_dict().items():
             vb = rb[key]
             if isinstance(va, float) and math.isfinite(va):
                 assert vb == pytest.approx(va, rel=1e-9, abs=1e-9), (ra["metric"], key)
@@ -73,7 +73,7 @@ def test_spark_matches_duckdb(spark: object, files: tuple[str, str]) -> None:
 
     assign, events = files
     spark.read.parquet(events).createOrReplaceTempView("exp_events")  # type: ignore[attr-defined]
-    cfg = parse_config(tomllib.loads(TOML))
+    cfg = parse_metrics(tomllib.loads(TOML))
     duck = analyze(assign, events, cfg, engine="duckdb")
     spk = analyze(assign, "table:exp_events", cfg, engine=SparkEngine(spark))
     _close(duck, spk)
@@ -83,12 +83,12 @@ def test_spark_matches_duckdb(spark: object, files: tuple[str, str]) -> None:
 def test_spark_power_analysis_matches_duckdb(spark: object, files: tuple[str, str]) -> None:
     """The design command's history statistics (windows, pre-period CUPED, ratios) are
     the same on Spark."""
-    from recscope.experiments.design import Design, power_analysis
+    from recscope.experiments.design import ExperimentDesign, power_analysis
     from recscope.experiments.engines import SparkEngine
 
     assign, events = files
-    cfg = parse_config(tomllib.loads(TOML))
-    design = Design(units_per_day=100, days=(7,), mde=(0.1,))
+    cfg = parse_metrics(tomllib.loads(TOML))
+    design = ExperimentDesign(units_per_day=100, days=(7,), mde=(0.1,))
     duck = power_analysis(assign, events, cfg, design, engine="duckdb").to_dict()
     spk = power_analysis(assign, events, cfg, design, engine=SparkEngine(spark)).to_dict()
     compared = 0

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recscope.experiments import stats
+from recscope.experiments import moments
 from recscope.experiments.sequential import replay
 from recscope.experiments.validation import aa_study, sequential_null_study
 from tests.conftest import data_path
@@ -59,7 +59,7 @@ def test_msprt_confidence_sequence_covers_a_true_effect_at_all_looks() -> None:
     t = np.cumsum(rng.normal(0.2, 1.0, (sims, looks, per)).sum(axis=2), axis=1)
     n = per * np.arange(1, looks + 1.0)
     v = 2.0 / n
-    half, _ = stats.msprt(t / n - c / n, v, 0.01, 0.05)
+    half, _ = moments.msprt(t / n - c / n, v, 0.01, 0.05)
     always = np.all(np.abs(t / n - c / n - 0.2) <= half, axis=1).mean()
     assert always >= 0.95
 

@@ -11,82 +11,105 @@ sufficient statistics of every metric; Python sees 2^K rows per metric.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from rich.table import Table as RichTable
 from sqlglot import exp
 
 from recscope.attribution.factorial import CellStats, MetricAttribution, attribute_metric
 from recscope.errors import ConfigError, DataValidationError
-from recscope.experiments import stats as xstats
-from recscope.experiments.engines import Engine, Source, make_engine, source_name
+from recscope.experiments import moments
+from recscope.experiments.analysis import apply_caps, make_plan
+from recscope.experiments.engines import Engine, Source, SqlRunner, make_engine, source_name
 from recscope.experiments.metrics import AnalysisConfig
 from recscope.experiments.sql import MetricPlan, Plan, Table, aliased, col, lit, q
-from recscope.report import HtmlReport, Result
+from recscope.results import Effect, Result
 
 CELL = "recscope_cell"
+MAX_BOOT = 1_000_000
 
 
 @dataclass
 class AttributionResult(Result):
-    """Per metric: the total effect, each component's Shapley share and the interactions."""
+    """Per metric: the total effect, each component's Shapley value and share, the main
+    effects and the interactions, as :class:`~recscope.results.Effect` rows (see
+    :meth:`MetricAttribution.effects`); ``cells`` per metric; ``data_checks``; ``sql``."""
 
     kind = "attribution"
+    title = "Attribution of the full-stack effect (Shapley values and shares)"
 
     components: list[str]
-    metrics: dict[str, dict[str, Any]]
+    estimates: list[Effect]
+    cells: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     data_checks: dict[str, Any] = field(default_factory=dict)
     sql: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "components": self.components, "metrics": self.metrics,
-                "data_checks": self.data_checks, "sql": self.sql}
+    def effects(self) -> list[Effect]:
+        return list(self.estimates)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AttributionResult:
-        return cls(list(data["components"]), dict(data["metrics"]),
-                   dict(data.get("data_checks", {})), list(data.get("sql", [])))
+    def by_metric(self) -> dict[str, dict[str, Any]]:
+        """``{metric: {"total": Effect, "components": {name: Effect}, "main_effects":
+        {...}, "interactions": {...}}}`` for reading one number from Python."""
+        out: dict[str, dict[str, Any]] = {}
+        key = {"shapley": "components", "main_effect": "main_effects",
+               "interaction": "interactions"}
+        for e in self.estimates:
+            m = out.setdefault(e.metric, {"total": None, "components": {}, "main_effects": {},
+                                          "interactions": {}})
+            if e.extra["role"] == "total":
+                m["total"] = e
+            else:
+                m[key[e.extra["role"]]][e.extra["term"]] = e
+        return out
 
-    def rich_table(self) -> RichTable:
-        t = RichTable(title="Attribution of the full-stack effect (Shapley shares)")
-        for c in ("metric", "component / term", "effect", "95% CI", "share", "share 95% CI"):
-            t.add_column(c, justify="left" if c in ("metric", "component / term") else "right")
-        for name, m in self.metrics.items():
-            tot = m["total"]
-            t.add_row(name, "total", _f(tot["effect"]), _ci(tot["ci_low"], tot["ci_high"]),
-                      "100%", "")
-            for comp, c in m["components"].items():
-                t.add_row("", comp, _f(c["effect"]), _ci(c["effect_ci_low"],
-                                                         c["effect_ci_high"]),
-                          _pct(c["share"]), _ci(c["ci_low"], c["ci_high"], pct=True))
-            for term, c in m["interactions"].items():
-                t.add_row("", f"interaction {term}", _f(c["effect"]),
-                          _ci(c["ci_low"], c["ci_high"]), "", "")
-        return t
+    def notes(self) -> list[str]:
+        out = []
+        if self.data_checks.get("units_excluded"):
+            out.append(f"{self.data_checks['units_excluded']:,} unit(s) with a missing or "
+                       "conflicting layer were excluded.")
+        shaky = sorted({e.metric for e in self.estimates if e.extra.get("share_note")})
+        if shaky:
+            out.append("Shares are unstable for " + ", ".join(shaky) + " (the total effect's "
+                       "interval includes 0, or a share lies outside its interval): read the "
+                       "Shapley values in metric units instead.")
+        return out
+
+    def _display(self) -> list[dict[str, Any]]:
+        rows = []
+        for e in self.estimates:
+            x = e.extra
+            share = ("" if x["role"] != "shapley" else
+                     f"{_pct(x['share'])} [{_pct(x['share_ci_low'])}, "
+                     f"{_pct(x['share_ci_high'])}]" + (" (unstable)" if x["share_note"]
+                                                       else ""))
+            rows.append({"metric": e.metric, "term": x["term"] if x["role"] != "interaction"
+                         else f"interaction {x['term']}", "estimate": e.estimate,
+                         "ci_low": e.ci_low, "ci_high": e.ci_high, "share [CI]": share})
+        return rows
+
+    def rich_table(self) -> Any:
+        from recscope.report.tables import rich_table
+
+        return rich_table(self._display(), title=self.title, notes=self.notes())
 
     def to_html(self) -> str:
         import plotly.graph_objects as go
 
+        from recscope.report.html import HtmlReport
+
         rep = HtmlReport("Attribution", f"components: {', '.join(self.components)}")
-        for name, m in self.metrics.items():
+        for note in self.notes():
+            rep.banner(note, "warn")
+        for name, m in self.by_metric().items():
             rep.heading(f"Metric {name}")
-            rows = [{"component": "total", "effect": m["total"]["effect"],
-                     "ci_low": m["total"]["ci_low"], "ci_high": m["total"]["ci_high"]}]
-            rows += [{"component": comp, "effect": c["effect"], "ci_low": c["effect_ci_low"],
-                      "ci_high": c["effect_ci_high"], "share": c["share"],
-                      "share_ci_low": c["ci_low"], "share_ci_high": c["ci_high"]}
-                     for comp, c in m["components"].items()]
-            rep.table(rows, ["component", "effect", "ci_low", "ci_high", "share",
-                             "share_ci_low", "share_ci_high"])
-            rep.table([{"term": k, **v} for k, v in m["interactions"].items()],
-                      ["term", "effect", "se", "ci_low", "ci_high", "p_value"])
+            rep.table([r for r in self._display() if r["metric"] == name])
             comps = list(m["components"])
-            eff = [m["components"][c]["effect"] for c in comps]
-            lo = [m["components"][c]["effect_ci_low"] for c in comps]
-            hi = [m["components"][c]["effect_ci_high"] for c in comps]
+            eff = [m["components"][c].estimate for c in comps]
+            lo = [m["components"][c].ci_low for c in comps]
+            hi = [m["components"][c].ci_high for c in comps]
             fig = go.Figure(go.Bar(x=comps, y=eff, error_y={
                 "type": "data", "symmetric": False,
                 "array": [h - e for h, e in zip(hi, eff, strict=True)],
@@ -94,21 +117,15 @@ class AttributionResult(Result):
             fig.update_layout(title=f"{name}: Shapley value per component (95% CI)",
                               height=320, margin={"t": 40, "b": 30})
             rep.figure(fig)
-        rep.heading("Data checks").key_values(self.data_checks)
+            if name in self.cells:
+                rep.table(self.cells[name])
+        rep.heading("Data checks").key_values({k: v for k, v in self.data_checks.items()
+                                               if not isinstance(v, dict)})
         return rep.render()
 
 
-def _f(v: float) -> str:
-    return "–" if v is None or not np.isfinite(v) else f"{v:.4g}"
-
-
 def _pct(v: float) -> str:
-    return "–" if v is None or not np.isfinite(v) else f"{100 * v:.1f}%"
-
-
-def _ci(lo: float, hi: float, pct: bool = False) -> str:
-    fmt = _pct if pct else _f
-    return f"[{fmt(lo)}, {fmt(hi)}]"
+    return "–" if v is None or not math.isfinite(v) else f"{100 * v:.1f}%"
 
 
 def _cells_sql(a: Table, config: AnalysisConfig, layer: str, components: Sequence[str],
@@ -165,6 +182,9 @@ def attribute(assignments: Source, events: Source | Sequence[Source], config: An
               show_sql: Callable[[str], None] | None = None) -> AttributionResult:
     """Decompose each metric's full-stack effect over the components (layers) of a 2^K
     factorial experiment; see the module docstring for the input formats."""
+    if not 100 <= n_boot <= MAX_BOOT:
+        raise ConfigError(f"the bootstrap needs 100 to {MAX_BOOT:,} draws, got {n_boot}",
+                          key="bootstrap")
     eng = make_engine(engine) if isinstance(engine, str) else engine
     a_tbl = eng.table(assignments, source_name(assignments))
     for column, key in ((config.unit, "unit"), (config.variant, "variant")):
@@ -178,13 +198,9 @@ def attribute(assignments: Source, events: Source | Sequence[Source], config: An
                           f"{', '.join(a_tbl.columns)}): name the layer column, or the "
                           "component columns of a one-row-per-unit table", key="layer",
                           file=config.source)
-    executed: list[str] = []
-
-    def run(sql: str) -> list[dict[str, Any]]:
-        executed.append(sql)
-        if show_sql is not None:
-            show_sql(sql)
-        return eng.execute(sql)
+    ev_sources = [events] if not isinstance(events, list | tuple) else list(events)
+    ev_tbls = [eng.table(s, f"{source_name(s)}#{i}") for i, s in enumerate(ev_sources)]
+    run = SqlRunner(eng, [a_tbl, *ev_tbls], show_sql)
 
     if wide:
         present = [c for c in a_tbl.columns if c not in (config.unit, config.variant)]
@@ -217,10 +233,12 @@ def attribute(assignments: Source, events: Source | Sequence[Source], config: An
     cfg = AnalysisConfig(metrics=config.metrics, unit=config.unit, variant=CELL,
                          control="0", exposure=exposure, timestamp=config.timestamp,
                          alpha=config.alpha, source=config.source)
-    ev_sources = [events] if not isinstance(events, list | tuple) else list(events)
-    ev_tbls = [eng.table(s, f"{source_name(s)}#{i}") for i, s in enumerate(ev_sources)]
-    plan = Plan(cfg, cells_tbl, ev_tbls, eng.dialect)
+    plan = make_plan(cfg, cells_tbl, ev_tbls, eng)
+    checks = plan.apply_checks(run(plan.checks_sql())[0])
+    apply_caps(plan, run)
     rows = run(plan.stats_sql(segments=False))
+    drop_rows = {mp.index: run(plan.stats_sql(segments=False, metric=mp))
+                 for mp in plan.dropping()}
     excluded = next((r for r in rows if r["v"] is None), None)
     by_cell = {int(r["v"]): r for r in rows if r["v"] is not None}
     n_cells = 1 << len(comps)
@@ -229,19 +247,30 @@ def attribute(assignments: Source, events: Source | Sequence[Source], config: An
         raise DataValidationError(f"factorial cell {absent[0]} (bit mask over "
                                   f"{', '.join(comps)}) has no units", file=a_tbl.name,
                                   column=layer)
-    out: dict[str, dict[str, Any]] = {}
+    estimates: list[Effect] = []
+    cells: dict[str, list[dict[str, Any]]] = {}
     for mp in plan.metrics:
-        n = np.array([float(by_cell[c]["n"]) for c in range(n_cells)])
-        value, var = (np.array(v) for v in zip(*(_cell_value(plan, by_cell[c], mp)
+        src = by_cell
+        if mp.index in drop_rows:
+            src = {int(r["v"]): r for r in drop_rows[mp.index] if r["v"] is not None}
+        missing = [c for c in range(n_cells) if c not in src]
+        if missing:
+            raise DataValidationError(f"metric {mp.metric.name!r}: factorial cell "
+                                      f"{missing[0]} has no unit without missing values",
+                                      file=a_tbl.name)
+        n = np.array([float(src[c]["n"]) for c in range(n_cells)])
+        value, var = (np.array(v) for v in zip(*(_cell_value(plan, src[c], mp)
                                                  for c in range(n_cells)), strict=True))
         res: MetricAttribution = attribute_metric(CellStats(n, value, var), comps,
                                                   metric=mp.metric.name, alpha=config.alpha,
                                                   n_boot=n_boot, seed=seed)
-        out[mp.metric.name] = res.to_dict()
-    checks = {"units": int(sum(r["n"] for r in rows)),
-              "units_excluded": int(excluded["n"]) if excluded else 0,
-              "cells": {str(c): int(by_cell[c]["n"]) for c in range(n_cells)}}
-    return AttributionResult(comps, out, checks, executed)
+        estimates += res.effects()
+        cells[mp.metric.name] = res.cell_rows()
+    data_checks = {"units": int(sum(r["n"] for r in rows)),
+                   "units_excluded": int(excluded["n"]) if excluded else 0,
+                   "cells": {str(c): int(by_cell[c]["n"]) for c in range(n_cells)},
+                   **checks}
+    return AttributionResult(comps, estimates, cells, data_checks, run.executed)
 
 
 def _cell_value(plan: Plan, row: dict[str, Any], mp: MetricPlan) -> tuple[float, float]:
@@ -250,5 +279,5 @@ def _cell_value(plan: Plan, row: dict[str, Any], mp: MetricPlan) -> tuple[float,
     if mp.term[1] is not None and m.mean[mp.term[1]] == 0:
         raise DataValidationError("ratio denominator is zero in a factorial cell",
                                   column=mp.metric.name)
-    g = xstats.term_gradient(m, mp.term)
-    return xstats.term_value(m, mp.term), float(g @ m.cov @ g) / m.n
+    g = moments.term_gradient(m, mp.term)
+    return moments.term_value(m, mp.term), float(g @ m.cov @ g) / m.n

@@ -22,6 +22,7 @@ from scipy import stats
 
 from recscope.attribution.shapley import interaction_weights, shapley_weights, total_weights
 from recscope.errors import DataValidationError
+from recscope.results import Effect
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,46 @@ class MetricAttribution:
                        "se": float(np.sqrt(self.cells.var[c]))}
                       for c in range(len(self.cells.n))],
         }
+
+
+    def effects(self) -> list[Effect]:
+        """The estimate rows: the total, each component's Shapley value (``ci_low`` /
+        ``ci_high`` its bootstrap interval; ``share`` with ``share_ci_low`` /
+        ``share_ci_high``), the main effects and the interactions. ``extra`` names the
+        ``term`` and its ``role`` (``total``, ``shapley``, ``main_effect``,
+        ``interaction``); ``share_note`` says when a share is not to be read."""
+        n = float(np.sum(self.cells.n))
+        t = self.total
+        total_clear = t["ci_low"] > 0 or t["ci_high"] < 0
+        out = [Effect(self.metric, t["effect"], t["ci_low"], t["ci_high"], t["se"],
+                      t["p_value"], n, {"term": "total", "role": "total", "share": 1.0,
+                                        "share_ci_low": float("nan"),
+                                        "share_ci_high": float("nan"), "share_note": None})]
+        for comp, v in self.shapley.items():
+            note = None
+            if not total_clear:
+                note = "the total effect's interval includes 0: the share is unstable"
+            elif not v["ci_low"] <= v["share"] <= v["ci_high"]:
+                note = "the share lies outside its bootstrap interval: unstable"
+            out.append(Effect(self.metric, v["effect"], v["effect_ci_low"],
+                              v["effect_ci_high"], v["se"], float("nan"), n, {
+                                  "term": comp, "role": "shapley", "share": v["share"],
+                                  "share_ci_low": v["ci_low"], "share_ci_high": v["ci_high"],
+                                  "share_note": note}))
+        for term, v in self.terms.items():
+            out.append(Effect(self.metric, v["effect"], v["ci_low"], v["ci_high"], v["se"],
+                              v["p_value"], n, {
+                                  "term": term,
+                                  "role": "interaction" if "×" in term else "main_effect",
+                                  "share": float("nan"), "share_ci_low": float("nan"),
+                                  "share_ci_high": float("nan"), "share_note": None}))
+        return out
+
+    def cell_rows(self) -> list[dict[str, Any]]:
+        """Per cell: its name, units, value and standard error."""
+        return [{"cell": _cell_name(c, self.components), "n": int(self.cells.n[c]),
+                 "value": float(self.cells.value[c]),
+                 "se": float(np.sqrt(self.cells.var[c]))} for c in range(len(self.cells.n))]
 
 
 def _cell_name(mask: int, components: list[str]) -> str:

@@ -1,4 +1,9 @@
-"""``recscope experiment ...`` commands (analyze, power)."""
+"""``recscope experiment ...`` commands (analyze, power).
+
+Order in each command: options checked, outputs checked, inputs read and the analysis run
+(every data problem is raised here, before any tracking run exists), then the run is
+recorded and the outputs written all or none.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,43 @@ from pathlib import Path
 
 import typer
 
-from recscope.cli.common import console, experiment_inputs, print_sql, progress
+from recscope.cli.common import (
+    HtmlOut,
+    JsonOut,
+    Tracking,
+    check_outputs,
+    console,
+    experiment_inputs,
+    print_sql,
+    progress,
+    write_outputs,
+)
+from recscope.errors import ConfigError
 
 app = typer.Typer(help="Analyse online experiments (warehouse-native, on DuckDB or Spark).",
                   no_args_is_help=True)
+
+ENGINES = ("duckdb", "spark")
+
+
+def check_engine(engine: str, database: str | None) -> None:
+    """``--engine`` is duckdb or spark; ``--database`` goes with duckdb only."""
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r} (expected duckdb or spark)",
+                          key="--engine")
+    if database is not None and engine != "duckdb":
+        raise ConfigError("--database applies to the duckdb engine only", key="--database")
+    if database is not None and not Path(database).is_file():
+        raise ConfigError("database file not found", key="--database", file=database)
+
+
+def check_metrics_file(metrics: Path) -> None:
+    """The metrics file exists and is a file (one line naming it otherwise)."""
+    if not metrics.exists():
+        raise ConfigError("file not found", key="--metrics", file=str(metrics))
+    if metrics.is_dir():
+        raise ConfigError("is a folder; expected a metrics TOML file", key="--metrics",
+                          file=str(metrics))
 
 
 @app.command()
@@ -21,40 +59,46 @@ def analyze(
     engine: str = typer.Option("duckdb", "--engine", help="duckdb or spark."),
     database: str | None = typer.Option(None, "--database",
                                         help="DuckDB database file for table:NAME sources."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the scorecard as JSON."),
-    html_out: Path | None = typer.Option(None, "--html", help="Write the scorecard as HTML."),
+    json_out: JsonOut = None,
+    html_out: HtmlOut = None,
     show_sql: bool = typer.Option(False, "--show-sql", help="Print the SQL that runs."),
-    out_dir: Path = typer.Option(Path("recscope-out"), "--out-dir",
-                                 help="Folder of the local tracking store."),
+    tracking: Tracking = None,
 ) -> None:
-    """Compare every treatment with the control on every metric; print the scorecard."""
+    """Compare every treatment with the control on every metric; print the scorecard.
+
+    Example: recscope experiment analyze --assignments sim/assignments.parquet
+    --events sim/events.parquet --metrics sim/metrics.toml --json card.json --html card.html
+    """
     from recscope.experiments.analysis import analyze as run_analysis
     from recscope.experiments.engines import make_engine
-    from recscope.experiments.metrics import load_config
+    from recscope.experiments.metrics import load_metrics
     from recscope.tracking import track
 
-    config = load_config(metrics)
+    check_engine(engine, database)
+    check_metrics_file(metrics)
+    check_outputs(json_out, html_out, tracking=tracking)
+    config = load_metrics(metrics)
+    with progress() as bar:
+        task = bar.add_task(f"analysing on {engine}", total=1)
+        card = run_analysis(assignments, events, config,
+                            engine=make_engine(engine, database=database),
+                            show_sql=print_sql if show_sql else None)
+        bar.update(task, advance=1)
+    console.print(card.rich_table())
     inputs = experiment_inputs(assignments, events)
-
     with track("experiment.analyze", config=config.to_dict(), inputs=inputs,
-               out_dir=out_dir) as run:
-        with progress() as bar:
-            task = bar.add_task(f"analysing on {engine}", total=1)
-            eng = make_engine(engine, database=database)
-            card = run_analysis(assignments, events, config, engine=eng,
-                                show_sql=print_sql if show_sql else None)
-            bar.update(task, advance=1)
-        console.print(card.rich_table())
+               store=tracking) as run:
         run.log_metrics({"srm_p_value": card.srm["p_value"],
-                         **{f"{r['metric']}.{r['variant']}.effect": r["effect"]
-                            for r in card.results},
-                         **{f"{r['metric']}.{r['variant']}.p_value": r["p_value"]
-                            for r in card.results}})
-        for path in (json_out, html_out):
-            if path is not None:
-                card.save(path)
-                run.log_artifact(path)
-                console.print(f"scorecard written to {path}")
+                         **{f"{e.metric}.{e.extra['variant']}.estimate": e.estimate
+                            for e in card.results},
+                         **{f"{e.metric}.{e.extra['variant']}.p_value": e.p_value
+                            for e in card.results}})
+        write_outputs(card, json_out, html_out, run=run, what="scorecard")
+
+
+_DESIGN_OPTIONS = {"alpha": "--alpha", "power": "--power", "variants": "--variants",
+                   "treatment_share": "--treatment-share", "units_per_day": "--units-per-day",
+                   "days": "--days", "mde": "--mde"}
 
 
 @app.command()
@@ -85,38 +129,45 @@ def power(
                                             "7 14 21 28)."),
     mde: list[float] | None = typer.Option(None, "--mde", help="Relative effect to size the "
                                            "experiment for, 0.02 = 2% (repeatable)."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON."),
-    html_out: Path | None = typer.Option(None, "--html", help="Write the result as HTML."),
+    json_out: JsonOut = None,
+    html_out: HtmlOut = None,
     show_sql: bool = typer.Option(False, "--show-sql", help="Print the SQL that runs."),
-    out_dir: Path = typer.Option(Path("recscope-out"), "--out-dir",
-                                 help="Folder of the local tracking store."),
+    tracking: Tracking = None,
 ) -> None:
     """Plan an experiment from historical data: per metric, the minimum detectable effect
-    and the sample size for given effects, with and without CUPED."""
-    from recscope.experiments.design import Design, log_metrics, power_analysis
+    and the sample size for given effects, with and without CUPED.
+
+    Example: recscope experiment power --units history.parquet --events events.parquet
+    --metrics metrics.toml --units-per-day 20000 --mde 0.02 --json plan.json
+    """
+    from recscope.experiments.design import ExperimentDesign, log_metrics, power_analysis
     from recscope.experiments.engines import make_engine
-    from recscope.experiments.metrics import load_config
+    from recscope.experiments.metrics import load_metrics
     from recscope.tracking import track
 
-    config = load_config(metrics)
-    design = Design(alpha=alpha, power=power_target, arms=variants,
-                    treatment_share=treatment_share, units_per_day=units_per_day,
-                    days=tuple(days or ()), mde=tuple(mde or ()))
+    check_engine(engine, database)
+    check_metrics_file(metrics)
+    try:
+        design = ExperimentDesign(alpha=alpha, power=power_target, arms=variants,
+                                  treatment_share=treatment_share,
+                                  units_per_day=units_per_day, days=tuple(days or ()),
+                                  mde=tuple(mde or ()))
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, key=_DESIGN_OPTIONS.get(exc.key or "", exc.key)
+                          ) from None
+    check_outputs(json_out, html_out, tracking=tracking)
+    config = load_metrics(metrics)
+    with progress() as bar:
+        task = bar.add_task(f"planning on {engine}", total=1)
+        result = power_analysis(units, events, config, design,
+                                engine=make_engine(engine, database=database),
+                                only_variant=history_variant,
+                                show_sql=print_sql if show_sql else None)
+        bar.update(task, advance=1)
+    console.print(result.rich_table())
     inputs = experiment_inputs(units, events)
     with track("experiment.power", config={**config.to_dict(), "design": vars(design),
                                            "history_variant": history_variant},
-               inputs=inputs, out_dir=out_dir) as run:
-        with progress() as bar:
-            task = bar.add_task(f"planning on {engine}", total=1)
-            eng = make_engine(engine, database=database)
-            result = power_analysis(units, events, config, design, engine=eng,
-                                    only_variant=history_variant,
-                                    show_sql=print_sql if show_sql else None)
-            bar.update(task, advance=1)
-        console.print(result.rich_table())
+               inputs=inputs, store=tracking) as run:
         run.log_metrics(log_metrics(result))
-        for path in (json_out, html_out):
-            if path is not None:
-                result.save(path)
-                run.log_artifact(path)
-                console.print(f"power analysis written to {path}")
+        write_outputs(result, json_out, html_out, run=run, what="power analysis")

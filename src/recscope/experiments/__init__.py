@@ -5,7 +5,7 @@
 - :func:`recscope.experiments.analysis.analyze`: per-unit aggregation and sufficient
   statistics in DuckDB or Spark SQL (generated with SQLGlot), inference in Python,
   returning a :class:`~recscope.experiments.analysis.Scorecard`;
-- :mod:`recscope.experiments.stats`, :mod:`~recscope.experiments.sequential`,
+- :mod:`recscope.experiments.moments`, :mod:`~recscope.experiments.sequential`,
   :mod:`~recscope.experiments.validation`: the statistics and their simulation checks.
 
 See docs/experiments.md.
@@ -13,7 +13,7 @@ See docs/experiments.md.
 
 from recscope.experiments.analysis import Scorecard, analyze
 from recscope.experiments.assignment import HOLDOUT, Experiment, Holdout, assign
-from recscope.experiments.metrics import AnalysisConfig, Metric, load_config, parse_config
+from recscope.experiments.metrics import AnalysisConfig, Metric, load_metrics, parse_metrics
 
 __all__ = ["HOLDOUT", "AnalysisConfig", "Experiment", "Holdout", "Metric", "Scorecard",
-           "analyze", "assign", "load_config", "parse_config"]
+           "analyze", "assign", "load_metrics", "parse_metrics"]

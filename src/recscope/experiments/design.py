@@ -26,7 +26,6 @@ analysis also corrects across, are not part of the plan.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import math
 from collections.abc import Callable, Sequence
@@ -40,11 +39,12 @@ from scipy.optimize import brentq
 from sqlglot import exp
 
 from recscope.errors import ConfigError, DataValidationError
-from recscope.experiments import stats
-from recscope.experiments.engines import Engine, Source, open_tables
+from recscope.experiments import moments
+from recscope.experiments.analysis import apply_caps, make_plan
+from recscope.experiments.engines import Engine, Source, SqlRunner, open_tables
 from recscope.experiments.metrics import AnalysisConfig
-from recscope.experiments.sql import Plan, Table, aliased, col, is_numeric, lit, q
-from recscope.report import HtmlReport, Result
+from recscope.experiments.sql import Table, aliased, col, is_numeric, lit, q
+from recscope.results import Effect, Result
 
 HISTORY = "history"
 """The constant variant every unit of the history gets."""
@@ -65,7 +65,7 @@ def _treatment_var(var: float, effect: float, proportion: float | None) -> float
     return var * pt * (1 - pt) / (proportion * (1 - proportion))
 
 
-def power(effect: float, var: float, n_control: float, n_treatment: float, *,
+def two_sample_power(effect: float, var: float, n_control: float, n_treatment: float, *,
           alpha: float = 0.05, test: str = "z", proportion: float | None = None) -> float:
     """Power of the two-sided level-``alpha`` two-sample test of an absolute ``effect``
     when the control's per-unit variance is ``var``.
@@ -84,7 +84,7 @@ def power(effect: float, var: float, n_control: float, n_treatment: float, *,
     if se2 <= 0:
         return 1.0 if effect != 0 else alpha
     if test == "z":
-        return stats.power(effect, math.sqrt(se2), alpha=alpha)
+        return moments.z_power(effect, math.sqrt(se2), alpha=alpha)
     nc = abs(effect) / math.sqrt(se2)
     df = n_control + n_treatment - 2.0
     if df <= 0:
@@ -104,7 +104,7 @@ def min_detectable_effect(var: float, n_control: float, n_treatment: float, *,
                           alpha: float = 0.05, target: float = 0.8, test: str = "z",
                           proportion: float | None = None) -> float:
     """Smallest positive absolute effect detected with probability ``target`` (see
-    :func:`power`; NaN for a metric without variance, and for a proportion when no rate
+    :func:`two_sample_power`; NaN for a metric without variance, and for a proportion when no rate
     up to 1 is detectable)."""
     if var <= 0:
         return math.nan
@@ -113,7 +113,7 @@ def min_detectable_effect(var: float, n_control: float, n_treatment: float, *,
     se = math.sqrt(var * (1.0 / n_control + 1.0 / n_treatment))
 
     def gap(e: float) -> float:
-        return power(e, var, n_control, n_treatment, alpha=alpha, test=test,
+        return two_sample_power(e, var, n_control, n_treatment, alpha=alpha, test=test,
                      proportion=proportion) - target
 
     cap = 1.0 - proportion if proportion is not None and 0 < proportion < 1 else math.inf
@@ -129,7 +129,7 @@ def units_per_arm(effect: float, var: float, *, ratio: float = 1.0, alpha: float
                   target: float = 0.8, test: str = "z", proportion: float | None = None
                   ) -> float:
     """Control-arm size (continuous; round up) detecting ``effect`` with probability
-    ``target``, the treatment arm being ``ratio`` times as large (see :func:`power`)."""
+    ``target``, the treatment arm being ``ratio`` times as large (see :func:`two_sample_power`)."""
     if effect == 0:
         raise ValueError("effect must be non-zero")
     var_t = _treatment_var(var, effect, proportion)
@@ -137,7 +137,7 @@ def units_per_arm(effect: float, var: float, *, ratio: float = 1.0, alpha: float
         return math.nan  # no variance, or a proportion pushed outside [0, 1]
 
     def gap(n: float) -> float:
-        return power(effect, var, n, n * ratio, alpha=alpha, test=test,
+        return two_sample_power(effect, var, n, n * ratio, alpha=alpha, test=test,
                      proportion=proportion) - target
 
     z_n = (var + var_t / ratio) * (_z_guess(alpha, target) / effect) ** 2
@@ -153,7 +153,7 @@ def units_per_arm(effect: float, var: float, *, ratio: float = 1.0, alpha: float
 # -- settings --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Design:
+class ExperimentDesign:
     """What the experiment will look like.
 
     ``arms``: variants including the control; ``treatment_share``: the share of the
@@ -220,38 +220,34 @@ class PowerAnalysis(Result):
     """Per metric: history moments, CUPED variance reduction, MDEs and sample sizes.
 
     ``metrics``: one row per metric (``baseline``, ``sd``, ``sd_cuped``,
-    ``variance_reduction``, ...); ``mde``: per metric and horizon (the history's size,
-    then each duration); ``sample_size``: per metric and relative effect; raw and
-    ``*_cuped`` values side by side.
+    ``variance_reduction``, ...); ``mde``: one :class:`~recscope.results.Effect` per
+    metric and horizon (the history's size, then each duration) whose ``estimate`` is the
+    minimum detectable effect and ``n`` the experiment's units, with ``horizon``,
+    ``days``, ``n_control``, ``n_treatment``, ``mde_rel``, ``mde_cuped`` and
+    ``mde_rel_cuped`` in ``extra``; ``sample_size``: per metric and relative effect; raw
+    and ``*_cuped`` values side by side; ``remarks``: how the plan was made.
     """
 
     kind = "experiment_power"
+    title = "Experiment design: power and sample size"
 
     settings: dict[str, Any]
     metrics: list[dict[str, Any]]
-    mde: list[dict[str, Any]]
+    mde: list[Effect]
     sample_size: list[dict[str, Any]]
-    notes: list[str] = field(default_factory=list)
+    remarks: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     sql: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "settings": self.settings, "metrics": self.metrics,
-                "mde": self.mde, "sample_size": self.sample_size, "notes": self.notes,
-                "config": self.config, "sql": self.sql}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PowerAnalysis:
-        return cls(settings=dict(data["settings"]), metrics=list(data["metrics"]),
-                   mde=list(data["mde"]), sample_size=list(data["sample_size"]),
-                   notes=list(data.get("notes", [])), config=dict(data.get("config", {})),
-                   sql=list(data.get("sql", [])))
+    def effects(self) -> list[Effect]:
+        return list(self.mde)
 
     def to_pandas(self, which: str = "mde") -> Any:
         """``metrics``, ``mde`` or ``sample_size`` as a pandas DataFrame."""
         import pandas as pd
 
-        return pd.DataFrame(getattr(self, which))
+        rows = getattr(self, which)
+        return pd.DataFrame([r.to_dict() if isinstance(r, Effect) else r for r in rows])
 
     def _tables(self) -> list[tuple[str, list[dict[str, str]]]]:
         out = [("Metrics in the history", [_show_metric(r) for r in self.metrics]),
@@ -278,12 +274,14 @@ class PowerAnalysis(Result):
             for r in rows:
                 t.add_row(*r.values())
             grid.add_row(t)
-        grid.caption = "\n".join(self.notes)
+        grid.caption = "\n".join(self.remarks)
         grid.caption_style = "dim"
         return grid
 
     def to_html(self) -> str:
         s = self.settings
+        from recscope.report.html import HtmlReport
+
         rep = HtmlReport("Experiment design: power and sample size",
                          f"power {s['power']:.0%}, alpha {s['alpha']:g} "
                          f"({s['alpha_per_comparison']:g} per comparison), {s['arms']} arms, "
@@ -291,7 +289,7 @@ class PowerAnalysis(Result):
         for title, rows in self._tables():
             rep.heading(title).table(rows)
         rep.heading("Notes")
-        for n in self.notes:
+        for n in self.remarks:
             rep.paragraph(n)
         rep.heading("Settings").key_values({k: v for k, v in s.items()
                                             if not isinstance(v, list | dict)})
@@ -330,10 +328,11 @@ def _show_metric(r: dict[str, Any]) -> dict[str, str]:
             "variance reduction": _pct(r["variance_reduction"]) if r["covariates"] else "–"}
 
 
-def _show_mde(r: dict[str, Any]) -> dict[str, str]:
-    return {"metric": r["metric"], "horizon": r["horizon"],
+def _show_mde(e: Effect) -> dict[str, str]:
+    r = e.extra
+    return {"metric": e.metric, "horizon": r["horizon"],
             "n per arm": _arms(r["n_control"], r["n_treatment"]),
-            "MDE": _g(r["mde"]), "MDE rel": _pct(r["mde_rel"]),
+            "MDE": _g(e.estimate), "MDE rel": _pct(r["mde_rel"]),
             "MDE CUPED": _g(r["mde_cuped"]), "MDE rel CUPED": _pct(r["mde_rel_cuped"])}
 
 
@@ -391,7 +390,7 @@ def _number(text: str, column: str) -> int | float:
 # -- the analysis ------------------------------------------------------------------------------
 
 def power_analysis(units: Source, events: Source | Sequence[Source], config: AnalysisConfig,
-                   design: Design | None = None, *, engine: str | Engine = "duckdb",
+                   design: ExperimentDesign | None = None, *, engine: str | Engine = "duckdb",
                    only_variant: str | None = None,
                    show_sql: Callable[[str], None] | None = None) -> PowerAnalysis:
     """Power, MDE and sample size of every metric of ``config`` from historical data.
@@ -401,19 +400,19 @@ def power_analysis(units: Source, events: Source | Sequence[Source], config: Ana
     Per-unit aggregation and moments run in the engine (one statement); ``show_sql``
     receives it before it runs.
     """
-    design = design or Design()
+    design = design or ExperimentDesign()
     alpha = design.alpha if design.alpha is not None else config.alpha
     if design.power <= alpha:
         raise ConfigError("power must exceed alpha", key="power")
     eng, u_tbl, ev_tbls = open_tables(engine, units, events)
     h_tbl, arm = history_table(u_tbl, config, only_variant)
-    cfg = dataclasses.replace(config, variant=arm, control=HISTORY, variants=None,
-                              weights=None, segments=(), sequential=False)
-    plan = Plan(cfg, h_tbl, ev_tbls, eng.dialect)
-    sql = plan.stats_sql(segments=False)
-    if show_sql is not None:
-        show_sql(sql)
-    row = next((r for r in eng.execute(sql) if r["v"] == HISTORY), None)
+    cfg = config.replace(variant=arm, control=HISTORY, variants=None, weights=None,
+                         segments=(), sequential=False)
+    plan = make_plan(cfg, h_tbl, ev_tbls, eng)
+    run = SqlRunner(eng, [u_tbl, *ev_tbls], show_sql)
+    checks = plan.apply_checks(run(plan.checks_sql())[0])
+    apply_caps(plan, run)
+    row = next((r for r in run(plan.stats_sql(segments=False)) if r["v"] == HISTORY), None)
     if row is None or not row["n"]:
         raise DataValidationError("no units in the history" + (
             f" with {config.variant} = {only_variant!r}" if only_variant is not None else ""),
@@ -437,7 +436,14 @@ def power_analysis(units: Source, events: Source | Sequence[Source], config: Ana
             notes.append(f"{m.name}: quantile metrics are not planned here (no per-unit "
                          "variance); plan on the mean of the same column instead.")
             continue
-        mom = plan.moments(row, mp)
+        src = row
+        if mp in plan.dropping():  # units with missing values left out of this metric
+            src = next((r for r in run(plan.stats_sql(segments=False, metric=mp))
+                        if r["v"] == HISTORY), None) or {**row, "n": 0}
+            if not src["n"]:
+                raise DataValidationError(f"metric {m.name!r}: no unit without missing "
+                                          "values in the history", file=u_tbl.name)
+        mom = plan.moments(src, mp)
         if m.kind == "ratio" and not mom.mean[1] != 0:
             raise DataValidationError(f"metric {m.name!r}: the denominator sums to zero in "
                                       "the history", column=m.denominator)
@@ -461,12 +467,10 @@ def power_analysis(units: Source, events: Source | Sequence[Source], config: Ana
                                                    target=design.power, test=test,
                                                    proportion=prop) if ok else math.nan)
                             for v in (summary["var"], summary["var_cuped"]))
-            mde_rows.append({"metric": m.name, "horizon": label, "days": days,
-                             "units": round(total), "n_control": nc,
-                             "n_treatment": nt, "mde": e_raw,
-                             "mde_rel": e_raw / base if base else math.nan,
-                             "mde_cuped": e_cup,
-                             "mde_rel_cuped": e_cup / base if base else math.nan})
+            mde_rows.append(Effect(m.name, e_raw, n=float(round(total)), extra={
+                "horizon": label, "days": days, "n_control": nc, "n_treatment": nt,
+                "mde_rel": e_raw / base if base else math.nan, "mde_cuped": e_cup,
+                "mde_rel_cuped": e_cup / base if base else math.nan}))
         for rel in design.mde:
             n_rows.append(_sample_size_row(m.name, rel, summary, a_cmp, design, ratio,
                                            share_c, test, prop))
@@ -478,25 +482,33 @@ def power_analysis(units: Source, events: Source | Sequence[Source], config: Ana
                 "days": list(design.horizons()), "mde": list(design.mde),
                 "history_units": int(n_hist), "history_variant": only_variant,
                 "correction": "bonferroni"}
+    if checks["units_with_events_but_no_assignment"]:
+        notes.append(f"{checks['units_with_events_but_no_assignment']:,} unit(s) have events "
+                     "but are not in the units table; they were left out (e.g. "
+                     f"{checks['example_unit_without_assignment']}).")
+    for name, info in checks["nulls"].items():
+        notes.append(f"{name}: NULL/NaN values {info['values']} handled as "
+                     f"nulls = {info['policy']!r}.")
     return PowerAnalysis(settings=settings, metrics=metric_rows, mde=mde_rows,
-                         sample_size=n_rows, notes=notes, config=config.to_dict(), sql=[sql])
+                         sample_size=n_rows, remarks=notes, config=config.to_dict(),
+                         sql=run.executed)
 
 
-def _summarise(mom: stats.Moments, term: stats.Term, covariates: Sequence[stats.Term]
+def _summarise(mom: moments.Moments, term: moments.Term, covariates: Sequence[moments.Term]
                ) -> dict[str, float]:
     """Baseline, per-unit variance (delta method) and the variance after CUPED."""
-    raw = stats.estimate(mom, term)
+    raw = moments.variant_estimate(mom, term)
     var_c = raw.var
     if covariates and mom.n > 2:
-        theta, centre = stats.cuped_theta(mom, term, covariates)
-        var_c = stats.estimate(mom, term, covariates, theta, centre).var
+        theta, centre = moments.cuped_theta(mom, term, covariates)
+        var_c = moments.variant_estimate(mom, term, covariates, theta, centre).var
     return {"baseline": raw.value, "var": raw.var, "sd": math.sqrt(raw.var),
             "var_cuped": var_c, "sd_cuped": math.sqrt(var_c),
             "variance_reduction": 1.0 - var_c / raw.var if raw.var > 0 else 0.0}
 
 
 def _sample_size_row(metric: str, rel: float, summary: dict[str, float], a_cmp: float,
-                     design: Design, ratio: float, share_c: float, test: str,
+                     design: ExperimentDesign, ratio: float, share_c: float, test: str,
                      proportion: float | None) -> dict[str, Any]:
     effect = rel * abs(summary["baseline"])
     out: dict[str, Any] = {"metric": metric, "rel_effect": rel, "effect": effect}
@@ -519,7 +531,7 @@ def _sample_size_row(metric: str, rel: float, summary: dict[str, float], a_cmp: 
     return out
 
 
-def _notes(design: Design, alpha: float, a_cmp: float, share_c: float, share_t: float,
+def _notes(design: ExperimentDesign, alpha: float, a_cmp: float, share_c: float, share_t: float,
            metrics: int, correction: str) -> list[str]:
     k = (design.arms - 1) * metrics
     out = [f"Two-sided tests at alpha = {alpha:g}, power {design.power:.0%}; "
@@ -544,10 +556,10 @@ def log_metrics(result: PowerAnalysis) -> dict[str, float]:
     out: dict[str, float] = {}
     for r in result.metrics:
         out[f"{r['metric']}.variance_reduction"] = r["variance_reduction"]
-    for r in result.mde:
-        if r["horizon"] == "history":
-            out[f"{r['metric']}.mde_rel"] = r["mde_rel"]
-            out[f"{r['metric']}.mde_rel_cuped"] = r["mde_rel_cuped"]
+    for e in result.mde:
+        if e.extra["horizon"] == "history":
+            out[f"{e.metric}.mde_rel"] = e.extra["mde_rel"]
+            out[f"{e.metric}.mde_rel_cuped"] = e.extra["mde_rel_cuped"]
     for r in result.sample_size:
         out[f"{r['metric']}.n_control@{r['rel_effect']:g}"] = (
             float(r["n_control"]) if r["n_control"] is not None else float("nan"))

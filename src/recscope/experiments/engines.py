@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlglot import exp
 
-from recscope.errors import ConfigError, DataValidationError
+from recscope.errors import ConfigError, DataValidationError, RecscopeError
 from recscope.experiments.sql import Table
 
 Source = Any
@@ -55,8 +55,15 @@ def _file_kind(path: Path) -> str:
 
 def _check_path(source: str | os.PathLike[str]) -> Path:
     p = Path(source)
-    if not any(ch in str(p) for ch in "*?[") and not p.exists():
-        raise DataValidationError("file not found", file=str(p))
+    if not any(ch in str(p) for ch in "*?["):
+        if not p.exists():
+            raise DataValidationError("file not found", file=str(p))
+        if p.is_file() and p.stat().st_size == 0:
+            raise DataValidationError("the file is empty", file=str(p))
+        if p.is_dir() and not any(p.rglob("*.parquet")):
+            raise DataValidationError("a directory without Parquet files (expected a "
+                                      "Parquet or CSV file, or a folder of Parquet files)",
+                                      file=str(p))
     return p
 
 
@@ -134,11 +141,17 @@ class SparkEngine:
             df = self.spark.table(source.removeprefix("table:"))
         elif isinstance(source, str | os.PathLike):
             p = _check_path(source)
-            if _file_kind(p) == "parquet":
-                df = self.spark.read.parquet(str(p))
-            else:
-                df = self.spark.read.option("header", True).option("inferSchema", True).csv(
-                    str(p))
+            try:
+                if _file_kind(p) == "parquet":
+                    df = self.spark.read.parquet(str(p))
+                else:
+                    df = self.spark.read.option("header", True).option(
+                        "inferSchema", True).csv(str(p))
+            except RecscopeError:
+                raise
+            except Exception as exc:  # Spark's AnalysisException and friends
+                raise DataValidationError(f"cannot read table: {_first_line(exc)}",
+                                          file=str(p)) from exc
         else:
             import pandas as pd
             import pyarrow as pa
@@ -152,6 +165,37 @@ class SparkEngine:
 
     def execute(self, sql: str) -> list[dict[str, Any]]:
         return [r.asDict() for r in self.spark.sql(sql).collect()]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:400]
+
+
+class SqlRunner:
+    """Runs SQL on an engine for one analysis: shows each statement first (``show_sql``),
+    records it (``executed``, reported with the result), and turns an engine error
+    (DuckDB, Spark, Arrow) into one :class:`DataValidationError` naming the tables."""
+
+    def __init__(self, engine: Engine, tables: Sequence[Table] = (),
+                 show_sql: Callable[[str], None] | None = None) -> None:
+        self.engine = engine
+        self.show_sql = show_sql
+        self.where = ", ".join(dict.fromkeys(t.name for t in tables)) or None
+        self.executed: list[str] = []
+
+    def __call__(self, sql: str) -> list[dict[str, Any]]:
+        self.executed.append(sql)
+        if self.show_sql is not None:
+            self.show_sql(sql)
+        try:
+            return self.engine.execute(sql)
+        except RecscopeError:
+            raise
+        except Exception as exc:  # the engines raise their own error types
+            raise DataValidationError(f"the {self.engine.dialect} engine could not run the "
+                                      f"analysis: {_first_line(exc)}",
+                                      file=self.where) from exc
 
 
 def make_engine(name: str, *, database: str | None = None, session: Any = None) -> Engine:

@@ -12,28 +12,114 @@ per-variant mean (or ratio of sums, or quantile) between control and treatment:
 Options: ``window = [start, end]`` in days relative to the unit's first exposure;
 ``filter = {column = value | [values]}`` on events; ``covariates = [columns]`` of the
 assignments table (pre-period, one value per unit) and/or ``cuped_days = D``, the same
-metric over the ``D`` days before exposure, for CUPED / regression adjustment.
+metric over the ``D`` days before exposure, for CUPED / regression adjustment;
+``nulls = "error" | "zero" | "drop"`` (what a NULL/NaN value of the metric's columns
+means; default: an error naming the column and a unit); ``cap = {quantile = 0.999}`` or
+``cap = {value = 1000}`` (per-unit values of a mean metric above the cap are set to it).
+
+Both the file and the Python objects are strict pydantic models
+(:class:`recscope.config.StrictModel`): unknown keys and values of the wrong type
+(``sequential = "no"``, ``alpha = "0.05"``) are :class:`~recscope.errors.ConfigError`
+naming the file and the key.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from recscope.config import StrictModel, config_error
 from recscope.errors import ConfigError
 from recscope.io import read_toml
 
 MetricKind = Literal["mean", "proportion", "ratio", "count_distinct", "quantile"]
 KINDS: tuple[str, ...] = ("mean", "proportion", "ratio", "count_distinct", "quantile")
+NullPolicy = Literal["error", "zero", "drop"]
 FilterValue = str | int | float | bool
 
 
-@dataclass(frozen=True)
-class Metric:
-    """One metric; see the module docstring for the meaning of each field."""
+def _tuple(value: Any) -> Any:
+    """Lists (TOML arrays) become tuples; a single string becomes a 1-tuple."""
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _filters(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: (tuple(v) if isinstance(v, list | tuple) else (v,))
+                for k, v in value.items()}
+    return value
+
+
+def _problem(key: str, message: str) -> PydanticCustomError:
+    """A validation problem of the sub-key ``key`` (see :func:`_validate`)."""
+    return PydanticCustomError("recscope", message, {"key": key})
+
+
+def _validate(model: Any, data: Any, *, file: str | None, prefix: str) -> Any:
+    """``model.model_validate`` with problems as ConfigError naming file and key; a
+    model-level problem (:func:`_problem`) names its own sub-key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        sub = (exc.errors()[0].get("ctx") or {}).get("key")
+        full = ".".join(p for p in (prefix, sub) if p)
+        raise config_error(exc, file=file, prefix=full) from None
+
+
+Columns = Annotated[tuple[str, ...], BeforeValidator(_tuple)]
+
+
+class Cap(StrictModel):
+    """Per-unit cap of a mean metric: a quantile of the per-unit values across all
+    assigned units (computed in the engine) or a fixed value."""
+
+    model_config = ConfigDict(frozen=True)
+
+    quantile: float | None = None
+    value: float | None = None
+
+    @field_validator("quantile")
+    @classmethod
+    def _quantile(cls, v: float | None) -> float | None:
+        if v is not None and not 0.5 <= v < 1:
+            raise _problem("", f"must be in [0.5, 1), got {v}")
+        return v
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise _problem("", f"must be a finite number, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> Cap:
+        if (self.quantile is None) == (self.value is None):
+            raise _problem("", "give exactly one of quantile or value")
+        return self
+
+
+class Metric(StrictModel):
+    """One metric; see the module docstring for the meaning of each field.
+
+    ``Metric("clicks", "mean", column="clicks")``: name and kind may be positional.
+    """
+
+    model_config = ConfigDict(frozen=True)
 
     name: str
     kind: MetricKind
@@ -41,37 +127,46 @@ class Metric:
     numerator: str | None = None
     denominator: str | None = None
     q: float = 0.5
-    window: tuple[float, float] | None = None
-    filter: Mapping[str, tuple[FilterValue, ...]] = field(default_factory=dict)
-    covariates: tuple[str, ...] = ()
+    window: Annotated[tuple[float, float] | None, BeforeValidator(_tuple)] = None
+    filter: Annotated[dict[str, tuple[FilterValue, ...]], BeforeValidator(_filters)] = Field(
+        default_factory=dict)
+    covariates: Columns = ()
     cuped_days: float | None = None
     events: str | None = None
     test: Literal["t", "z"] | None = None
+    nulls: NullPolicy = "error"
+    cap: Cap | None = None
 
-    def __post_init__(self) -> None:
-        key = f"metrics.{self.name}"
-        if self.kind not in KINDS:
-            raise ConfigError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}",
-                              key=f"{key}.kind")
+    def __init__(self, *args: Any, **data: Any) -> None:
+        if len(args) > 2:
+            raise TypeError("Metric takes at most name and kind positionally")
+        data.update(zip(("name", "kind"), args, strict=False))
+        super().__init__(**data)
+
+    @model_validator(mode="after")
+    def _check(self) -> Metric:
         if self.kind == "ratio":
             if not self.numerator or not self.denominator:
-                raise ConfigError("a ratio metric needs numerator and denominator",
-                                  key=key)
+                raise _problem("", "a ratio metric needs numerator and denominator")
         elif not self.column:
-            raise ConfigError(f"a {self.kind} metric needs a column", key=f"{key}.column")
+            raise _problem("column", f"a {self.kind} metric needs a column")
         if self.kind == "quantile" and not 0.0 < self.q < 1.0:
-            raise ConfigError(f"q must be in (0, 1), got {self.q}", key=f"{key}.q")
+            raise _problem("q", f"q must be in (0, 1), got {self.q}")
         if self.window is not None:
             lo, hi = self.window
             if not (math.isfinite(lo) and hi > lo):
-                raise ConfigError("window must be [start, end] days with end > start",
-                                  key=f"{key}.window")
-        if self.cuped_days is not None and not self.cuped_days > 0:
-            raise ConfigError("cuped_days must be positive", key=f"{key}.cuped_days")
+                raise _problem("window", "window must be [start, end] days with end > start")
+        if self.cuped_days is not None and not (self.cuped_days > 0
+                                                and math.isfinite(self.cuped_days)):
+            raise _problem("cuped_days", "cuped_days must be positive")
         if self.kind == "quantile" and (self.covariates or self.cuped_days):
-            raise ConfigError("quantile metrics take no covariates", key=f"{key}.covariates")
-        if self.test not in (None, "t", "z"):
-            raise ConfigError("test must be 't' or 'z'", key=f"{key}.test")
+            raise _problem("covariates", "quantile metrics take no covariates")
+        if self.cap is not None and self.kind != "mean":
+            raise _problem("cap", f"cap applies to mean metrics, not {self.kind}")
+        for v in (x for vals in self.filter.values() for x in vals):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise _problem("filter", "filter values must be finite")
+        return self
 
     @property
     def value_columns(self) -> tuple[str, ...]:
@@ -88,40 +183,51 @@ class Metric:
         return "t" if self.kind in ("mean", "proportion", "count_distinct") else "z"
 
 
-@dataclass(frozen=True)
-class AnalysisConfig:
+class AnalysisConfig(StrictModel):
     """Everything ``analyze`` needs besides the data: column roles, metrics and options."""
 
-    metrics: tuple[Metric, ...]
+    model_config = ConfigDict(frozen=True)
+
+    metrics: Annotated[tuple[Metric, ...], BeforeValidator(_tuple)]
     unit: str = "user_id"
     variant: str = "variant"
     control: str = "control"
-    variants: tuple[str, ...] | None = None
-    weights: Mapping[str, float] | None = None
+    variants: Annotated[tuple[str, ...] | None, BeforeValidator(_tuple)] = None
+    weights: dict[str, float] | None = None
     exposure: str | None = None
     timestamp: str | None = None
-    segments: tuple[str, ...] = ()
+    segments: Columns = ()
     alpha: float = 0.05
-    correction: Literal["holm", "bh", "none"] = "holm"
+    correction: Literal["holm", "bh", "bonferroni", "none"] = "holm"
     srm_alpha: float = 0.001
     sequential: bool = False
     sequential_tau: float = 0.1
     source: str | None = None
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> AnalysisConfig:
         if not self.metrics:
-            raise ConfigError("no metrics defined", key="metrics", file=self.source)
+            raise _problem("metrics", "define at least one [metrics.NAME] table")
         names = [m.name for m in self.metrics]
         if len(set(names)) != len(names):
-            raise ConfigError("metric names must be unique", key="metrics", file=self.source)
-        if not 0 < self.alpha < 1:
-            raise ConfigError("alpha must be in (0, 1)", key="alpha", file=self.source)
-        if self.correction not in ("holm", "bh", "none"):
-            raise ConfigError("correction must be holm, bh or none", key="correction",
-                              file=self.source)
-        if not self.sequential_tau > 0:
-            raise ConfigError("sequential_tau must be positive", key="sequential_tau",
-                              file=self.source)
+            raise _problem("metrics", "metric names must be unique")
+        for key in ("unit", "variant"):
+            if not getattr(self, key):
+                raise _problem(key, "must be a non-empty string")
+        for key in ("alpha", "srm_alpha"):
+            if not 0 < getattr(self, key) < 1:
+                raise _problem(key, f"{key} must be in (0, 1), got {getattr(self, key)}")
+        if not (self.sequential_tau > 0 and math.isfinite(self.sequential_tau)):
+            raise _problem("sequential_tau", "sequential_tau must be positive")
+        if self.weights is not None and not all(w > 0 and math.isfinite(w)
+                                                for w in self.weights.values()):
+            raise _problem("weights", "weights must map each variant to a positive number")
+        return self
+
+    def replace(self, **changes: Any) -> AnalysisConfig:
+        """A copy with some fields changed (validated again)."""
+        return _validate(AnalysisConfig, {**dict(self), **changes}, file=self.source,
+                         prefix="")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for tracking."""
@@ -132,125 +238,38 @@ class AnalysisConfig:
             "correction": self.correction, "sequential": self.sequential,
             "metrics": {m.name: {"kind": m.kind, "columns": list(m.value_columns),
                                  "covariates": list(m.covariates),
-                                 "cuped_days": m.cuped_days, "window": m.window}
+                                 "cuped_days": m.cuped_days, "window": m.window,
+                                 "nulls": m.nulls,
+                                 "cap": None if m.cap is None else m.cap.model_dump()}
                         for m in self.metrics},
         }
 
 
-_TOP_KEYS = {"unit", "variant", "control", "variants", "weights", "exposure", "timestamp",
-             "segments", "alpha", "correction", "srm_alpha", "sequential", "sequential_tau",
-             "metrics"}
-_METRIC_KEYS = {"kind", "column", "numerator", "denominator", "q", "window", "filter",
-                "covariates", "cuped_days", "events", "test"}
-
-
-def load_config(path: str | Path) -> AnalysisConfig:
+def load_metrics(path: str | Path) -> AnalysisConfig:
     """Parse a metrics TOML file (format in docs/experiments.md)."""
-    return parse_config(read_toml(path, "metrics"), source=str(Path(path)))
+    return parse_metrics(read_toml(path, "metrics"), source=str(Path(path)))
 
 
-def parse_config(data: Mapping[str, Any], source: str | None = None) -> AnalysisConfig:
+def parse_metrics(data: Mapping[str, Any], source: str | None = None) -> AnalysisConfig:
     """Build an :class:`AnalysisConfig` from a parsed TOML mapping, checking every key."""
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise ConfigError(f"unknown key (allowed: {', '.join(sorted(_TOP_KEYS))})",
-                          key=sorted(unknown)[0], file=source)
     raw_metrics = data.get("metrics")
     if not isinstance(raw_metrics, Mapping) or not raw_metrics:
+        unknown = sorted(k for k in data if k not in AnalysisConfig.model_fields
+                         or k == "source")
+        if unknown:
+            raise ConfigError("unknown key", key=unknown[0], file=source)
         raise ConfigError("define at least one [metrics.NAME] table", key="metrics",
                           file=source)
     metrics = []
     for name, spec in raw_metrics.items():
-        try:
-            metrics.append(_parse_metric(str(name), spec))
-        except ConfigError as exc:
-            raise ConfigError(exc.problem, key=exc.key, file=source) from None
-    try:
-        return AnalysisConfig(
-            metrics=tuple(metrics),
-            unit=_str(data, "unit", "user_id", source),
-            variant=_str(data, "variant", "variant", source),
-            control=str(data.get("control", "control")),
-            variants=(tuple(str(v) for v in _list(data, "variants", source))
-                      if "variants" in data else None),
-            weights=(_weights(data["weights"], source) if "weights" in data else None),
-            exposure=_opt_str(data, "exposure", source),
-            timestamp=_opt_str(data, "timestamp", source),
-            segments=tuple(str(s) for s in _list(data, "segments", source)),
-            alpha=float(data.get("alpha", 0.05)),
-            correction=data.get("correction", "holm"),
-            srm_alpha=float(data.get("srm_alpha", 0.001)),
-            sequential=bool(data.get("sequential", False)),
-            sequential_tau=float(data.get("sequential_tau", 0.1)),
-            source=source,
-        )
-    except ConfigError as exc:
-        raise ConfigError(exc.problem, key=exc.key, file=source) from None
-
-
-def _parse_metric(name: str, spec: Any) -> Metric:
-    key = f"metrics.{name}"
-    if not isinstance(spec, Mapping):
-        raise ConfigError("must be a table", key=key)
-    unknown = set(spec) - _METRIC_KEYS
-    if unknown:
-        raise ConfigError(f"unknown key (allowed: {', '.join(sorted(_METRIC_KEYS))})",
-                          key=f"{key}.{sorted(unknown)[0]}")
-    if "kind" not in spec:
-        raise ConfigError("missing kind", key=f"{key}.kind")
-    window = spec.get("window")
-    if window is not None:
-        if (not isinstance(window, list) or len(window) != 2
-                or not all(isinstance(w, int | float) for w in window)):
-            raise ConfigError("window must be [start, end] in days", key=f"{key}.window")
-        window = (float(window[0]), float(window[1]))
-    filt: dict[str, tuple[FilterValue, ...]] = {}
-    for col, val in dict(spec.get("filter", {})).items():
-        vals = tuple(val) if isinstance(val, list) else (val,)
-        if not vals or not all(isinstance(v, str | int | float | bool) for v in vals):
-            raise ConfigError("filter values must be strings, numbers or booleans",
-                              key=f"{key}.filter.{col}")
-        filt[str(col)] = vals
-    covs = spec.get("covariates", [])
-    if isinstance(covs, str):
-        covs = [covs]
-    if not isinstance(covs, list) or not all(isinstance(c, str) for c in covs):
-        raise ConfigError("covariates must be a list of column names",
-                          key=f"{key}.covariates")
-    for k in ("column", "numerator", "denominator", "events"):
-        if k in spec and not isinstance(spec[k], str):
-            raise ConfigError("must be a column name (string)", key=f"{key}.{k}")
-    return Metric(
-        name=name, kind=spec["kind"], column=spec.get("column"),
-        numerator=spec.get("numerator"), denominator=spec.get("denominator"),
-        q=float(spec.get("q", 0.5)), window=window, filter=filt,
-        covariates=tuple(covs),
-        cuped_days=(float(spec["cuped_days"]) if "cuped_days" in spec else None),
-        events=spec.get("events"), test=spec.get("test"),
-    )
-
-
-def _str(data: Mapping[str, Any], key: str, default: str, source: str | None) -> str:
-    v = data.get(key, default)
-    if not isinstance(v, str) or not v:
-        raise ConfigError("must be a non-empty string", key=key, file=source)
-    return v
-
-
-def _opt_str(data: Mapping[str, Any], key: str, source: str | None) -> str | None:
-    return _str(data, key, "", source) if key in data else None
-
-
-def _list(data: Mapping[str, Any], key: str, source: str | None) -> Sequence[Any]:
-    v = data.get(key, [])
-    if not isinstance(v, list):
-        raise ConfigError("must be a list", key=key, file=source)
-    return v
-
-
-def _weights(v: Any, source: str | None) -> dict[str, float]:
-    if not isinstance(v, Mapping) or not all(isinstance(w, int | float) and w > 0
-                                             for w in v.values()):
-        raise ConfigError("weights must map each variant to a positive number",
-                          key="weights", file=source)
-    return {str(k): float(w) for k, w in v.items()}
+        if not isinstance(spec, Mapping):
+            raise ConfigError("must be a table", key=f"metrics.{name}", file=source)
+        if "name" in spec:
+            raise ConfigError("unknown key (the name is the table's)",
+                              key=f"metrics.{name}.name", file=source)
+        metrics.append(_validate(Metric, {"name": str(name), **spec}, file=source,
+                                 prefix=f"metrics.{name}"))
+    if "source" in data:
+        raise ConfigError("unknown key", key="source", file=source)
+    return _validate(AnalysisConfig, {**data, "metrics": tuple(metrics), "source": source},
+                     file=source, prefix="")

@@ -16,7 +16,7 @@ import numpy as np
 from scipy import stats as sps
 
 from recscope.errors import DataValidationError
-from recscope.experiments.stats import always_valid_pvalues, msprt
+from recscope.experiments.moments import always_valid_pvalues, msprt
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,15 @@ The query has three steps, all run by the engine:
    cheap query (:meth:`Plan.checks_sql`) finds one row per unit, ``a`` reads the rows
    as they are: no GROUP BY, one hash table less.
 2. ``e<k>``: per-unit aggregates of each events table (windows relative to exposure,
-   filters), then ``u``: the per-unit variables, with zeros for units without events.
+   filters), then ``u``: the per-unit variables, with zeros for units without events
+   (and per-unit values capped where a metric sets ``cap``).
 3. per variant (and segment): count, means, variances and covariances of the variables.
+
+Before it, :meth:`Plan.checks_sql` counts what the data must be checked for (empty
+tables, units with events but no assignment, NULL / NaN / infinite values of every
+metric and covariate column), so the analysis refuses or reports them instead of
+silently turning them into numbers; column types are checked against each metric's kind
+when the plan is built, before any SQL runs.
 
 Every identifier comes from the data's own schema (checked first, then quoted by
 SQLGlot), every value is a SQLGlot literal: no user text is pasted into SQL.
@@ -21,11 +28,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import sqlglot
 from sqlglot import exp
 
-from recscope.errors import ConfigError
+from recscope.errors import ConfigError, DataValidationError
 from recscope.experiments.metrics import AnalysisConfig, Metric
-from recscope.experiments.stats import Moments, Term
+from recscope.experiments.moments import Moments, Term
 
 DAY = 86400.0
 _NUMERIC = ("TINYINT", "SMALLINT", "INT", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL",
@@ -98,6 +106,55 @@ def _is_unsigned(type_name: str) -> bool:
     return is_numeric(type_name) and type_name.upper().startswith("U")
 
 
+def _is_float(type_name: str) -> bool:
+    t = type_name.upper()
+    return t.startswith(("FLOAT", "DOUBLE", "REAL"))
+
+
+def _is_bool(type_name: str) -> bool:
+    return type_name.upper().startswith("BOOL")
+
+
+def _is_time(type_name: str) -> bool:
+    return type_name.upper().startswith(("TIMESTAMP", "DATE"))
+
+
+def _is_text(type_name: str) -> bool:
+    return type_name.upper().startswith(("VARCHAR", "STRING", "TEXT", "CHAR"))
+
+
+def _or(conds: Sequence[exp.Expression]) -> exp.Expression:
+    out = conds[0]
+    for c in conds[1:]:
+        out = exp.Or(this=out, expression=c)
+    return out
+
+
+def bad_value(column: exp.Expression, type_name: str, *, infinite: bool = False
+              ) -> exp.Expression:
+    """``column IS NULL`` (or NaN for floating-point columns); with ``infinite``, whether
+    it is +-infinity instead."""
+    if infinite:
+        return exp.EQ(this=exp.Abs(this=column.copy()),
+                      expression=exp.Cast(this=exp.Literal.string("Infinity"),
+                                          to=exp.DataType.build("DOUBLE")))
+    out: exp.Expression = exp.Is(this=column.copy(), expression=exp.Null())
+    if _is_float(type_name):
+        out = exp.Or(this=out, expression=exp.Anonymous(this="ISNAN",
+                                                        expressions=[column.copy()]))
+    return out
+
+
+def text_example_sql(table: Table, column: str, dialect: str) -> str:
+    """A value of a text column that is not a number (for error messages)."""
+    c = col(column, "e")
+    sel = exp.select(c).from_(aliased(table.expr, "e")).where(exp.and_(
+        exp.Not(this=exp.Is(this=c.copy(), expression=exp.Null())),
+        exp.Is(this=exp.TryCast(this=c.copy(), to=exp.DataType.build("DOUBLE")),
+               expression=exp.Null()))).limit(1)
+    return sel.sql(dialect)
+
+
 class Plan:
     """Checks a config against the tables' schemas and builds the queries."""
 
@@ -119,10 +176,13 @@ class Plan:
         for t in self.events:
             self._need(t, c.unit, "unit")
         self.metrics = [self._plan_metric(i, m) for i, m in enumerate(c.metrics)]
+        self._check_types()
         self.one_row_per_unit = False
         """Set by :meth:`apply_checks` when no unit has two assignment rows."""
         self.nonnegative: set[tuple[str, str]] = set()
         """(events table, column) pairs known to hold no negative value."""
+        self.caps: dict[int, float] = {}
+        """Per metric index: the cap of its per-unit values (see :meth:`cap_sql`)."""
         self._canonicalise()
 
     # -- checks ---------------------------------------------------------------------------
@@ -132,6 +192,61 @@ class Plan:
             raise ConfigError(
                 f"column {column!r} not found in table {table.name} "
                 f"(columns: {', '.join(table.columns)})", key=key, file=self.config.source)
+
+    def _type_error(self, table: Table, column: str, problem: str) -> DataValidationError:
+        return DataValidationError(f"{problem} (type {table.columns[column]})",
+                                   file=table.name, column=column)
+
+    def _check_types(self) -> None:
+        """Every column's type against its role, before any SQL runs: unit ids of one
+        kind (numbers or text) in every table; numbers (or booleans) for sums, ratios,
+        quantiles, proportions and covariates; a time or a number for exposure and event
+        times. A text column where a number is needed is named, with the rule to fix it."""
+        c = self.config
+        a = self.assignments
+        unit_type = a.columns[c.unit]
+        for t in self.events:
+            other = t.columns[c.unit]
+            if (is_numeric(unit_type) or _is_bool(unit_type)) != (
+                    is_numeric(other) or _is_bool(other)) or _is_time(unit_type) != _is_time(other):
+                raise DataValidationError(
+                    f"unit ids are {other} here but {unit_type} in {a.name}: the unit "
+                    "column must hold the same kind of id (all numbers or all text) in "
+                    "every table", file=t.name, column=c.unit)
+        if self.exposure is not None:
+            et = a.columns[self.exposure]
+            if not (is_numeric(et) or _is_time(et)):
+                raise self._type_error(a, self.exposure, "the first-exposure column must be "
+                                       "a timestamp, a date or a number of seconds")
+        for mp in self.metrics:
+            m = mp.metric
+            t = self.events[mp.table] if mp.table is not None else a
+            for column in m.value_columns:
+                type_name = t.columns[column]
+                if m.kind == "count_distinct":
+                    continue
+                if not (is_numeric(type_name) or _is_bool(type_name)):
+                    rule = (" (a proportion counts a unit when a value is > 0: store "
+                            "true/false as BOOLEAN or 1/0, not as text)"
+                            if m.kind == "proportion" else "")
+                    raise self._type_error(t, column, f"metric {m.name!r} ({m.kind}) needs "
+                                           f"a numeric column{rule}")
+            for column in m.covariates:
+                type_name = a.columns[column]
+                if not (is_numeric(type_name) or _is_bool(type_name)):
+                    raise self._type_error(a, column, f"covariate of metric {m.name!r} must "
+                                           "be numeric")
+            if mp.table is not None and (m.window or m.cuped_days or self._window(m)):
+                t = self.events[mp.table]
+                ts = self._timestamp(t, m)
+                if not (is_numeric(t.columns[ts]) or _is_time(t.columns[ts])):
+                    raise self._type_error(t, ts, "the event time column must be a "
+                                           "timestamp, a date or a number of seconds")
+                if self.exposure is not None and (
+                        _is_time(t.columns[ts]) != _is_time(a.columns[self.exposure])):
+                    raise self._type_error(t, ts, f"event times and first exposures "
+                                           f"({a.columns[self.exposure]} in {a.name}) must "
+                                           "both be times or both be numbers")
 
     def _timestamp(self, table: Table, metric: Metric) -> str:
         key = f"metrics.{metric.name}.window"
@@ -244,22 +359,49 @@ class Plan:
         the engine then computes once (a separate MAX cost 15% of the per-unit pass).
         Otherwise it is ``MAX(x) > 0`` over DOUBLEs. Distinct counts take the column as
         it is; booleans are cast first.
+
+        NULL / NaN values: with ``nulls = "zero"`` they count as 0 (a distinct count
+        ignores them); with ``nulls = "drop"`` a unit with one in the metric's rows gets
+        NULL (dropped from the metric); with ``"error"`` the checks found none.
         """
         value: exp.Expression = col(column, "e")
         type_name = t.columns[column].upper()
+        bad = bad_value(col(column, "e"), type_name)
         if m.kind in ("mean", "ratio", "quantile") or type_name.startswith("BOOL") or (
                 m.kind == "proportion" and is_numeric(type_name)):
             value = _double(value)
+        if m.nulls == "zero" and m.kind != "count_distinct":
+            value = exp.Case(ifs=[exp.If(this=bad.copy(), true=lit(0.0))], default=value)
         inner = value if cond is None else exp.Case(ifs=[exp.If(this=cond.copy(), true=value)])
         if m.kind == "proportion":
             nonneg = (type_name.startswith("BOOL") or _is_unsigned(type_name)
                       or (t.name, column) in self.nonnegative)
             agg = exp.Sum(this=inner) if nonneg else exp.Max(this=inner)
-            return _double(exp.Case(ifs=[exp.If(this=exp.GT(this=agg, expression=lit(0)),
-                                                true=lit(1))], default=lit(0)))
-        if m.kind == "count_distinct":
-            return _double(exp.Count(this=exp.Distinct(expressions=[inner])))
-        return exp.Sum(this=inner)
+            out: exp.Expression = _double(exp.Case(ifs=[exp.If(
+                this=exp.GT(this=agg, expression=lit(0)), true=lit(1))], default=lit(0)))
+        elif m.kind == "count_distinct":
+            out = _double(exp.Count(this=exp.Distinct(expressions=[inner])))
+        else:
+            out = exp.Sum(this=inner)
+        if m.nulls == "drop":
+            flag = bad if cond is None else exp.and_(cond.copy(), bad)
+            n_bad = exp.Sum(this=exp.Case(ifs=[exp.If(this=flag, true=lit(1))],
+                                          default=lit(0)))
+            out = exp.Case(ifs=[exp.If(this=exp.GT(this=n_bad, expression=lit(0)),
+                                       true=exp.Null())],
+                           default=exp.Coalesce(this=out, expressions=[lit(0.0)]))
+        return out
+
+    def _unit_column(self, m: Metric, column: str) -> exp.Expression:
+        """A per-unit value read from the assignments (a covariate, or a metric's column
+        of a one-row-per-unit table), with the metric's null policy."""
+        value = _double(col(column, "s"))
+        bad = bad_value(col(column, "s"), self.assignments.columns[column])
+        if m.nulls == "zero":
+            return exp.Case(ifs=[exp.If(this=bad, true=lit(0.0))], default=value)
+        if m.nulls == "drop":
+            return exp.Case(ifs=[exp.If(this=bad, true=exp.Null())], default=value)
+        return value
 
     def _window(self, m: Metric) -> tuple[float, float] | None:
         if m.window is not None:
@@ -281,27 +423,37 @@ class Plan:
         self.canon: dict[str, str] = {}
         self._agg: dict[str, exp.Expression] = {}
         self._origin: dict[str, tuple[str, int | None]] = {}  # canonical -> (a|e, table)
+        self._unit_value: dict[str, exp.Expression] = {}  # canonical -> expression in u
         seen: dict[tuple[object, ...], str] = {}
         for mp in self.metrics:
             m = mp.metric
             for name, (role, column) in zip(mp.variables, mp.roles, strict=True):
-                if role == "cov":
-                    key: tuple[object, ...] = ("cov", column)
+                cap = self.caps.get(mp.index) if role == "value" else None
+                if role == "cov" or mp.table is None:
+                    agg = self._unit_column(m, column)
                     origin: tuple[str, int | None] = ("a", None)
-                elif mp.table is None:
-                    key, origin = ("value", column), ("a", None)
                 else:
                     t = self.events[mp.table]
                     win = self._window(m) if role == "value" else (-(m.cuped_days or 0), 0.0)
                     agg = self._unit_agg(t, m, column, self._window_cond(t, m, win))
-                    key, origin = ("e", mp.table, agg.sql(self.dialect)), ("e", mp.table)
+                    origin = ("e", mp.table)
+                key = (origin, agg.sql(self.dialect), m.nulls == "drop", cap)
                 if key not in seen:
                     seen[key] = name
                     self._origin[name] = origin
-                    if origin[0] == "e":
-                        self._agg[name] = agg
+                    self._agg[name] = agg
+                    if origin[0] == "a":
+                        value: exp.Expression = col(name, "a")
+                    elif m.nulls == "drop":  # no events: 0; dropped: NULL
+                        value = exp.Case(ifs=[exp.If(this=exp.Is(
+                            this=col("u", f"e{origin[1]}"), expression=exp.Null()),
+                            true=lit(0.0))], default=col(name, f"e{origin[1]}"))
                     else:
-                        self._agg[name] = _double(col(column, "s"))
+                        value = exp.Coalesce(this=col(name, f"e{origin[1]}"),
+                                             expressions=[lit(0.0)])
+                    if cap is not None:
+                        value = exp.Least(this=value, expressions=[lit(float(cap))])
+                    self._unit_value[name] = value
                 self.canon[name] = seen[key]
         self._order = {c: i for i, c in enumerate(dict.fromkeys(self.canon.values()))}
 
@@ -342,10 +494,8 @@ class Plan:
             sel = sel.select(exp.alias_(first(col(s, "s")), f"s{i}"))
         for name in needed:
             if self._origin[name][0] == "a":
-                value = self._agg[name].copy()  # CAST(column AS DOUBLE)
-                if not per_unit:
-                    value.set("this", exp.Min(this=value.this))
-                sel = sel.select(exp.alias_(value, name))
+                value = self._agg[name].copy()  # the column as DOUBLE, with the null policy
+                sel = sel.select(exp.alias_(value if per_unit else exp.Min(this=value), name))
         sel = sel.from_(aliased(self.assignments.expr, "s"))
         return sel if per_unit else sel.group_by(col(c.unit, "s"))
 
@@ -381,12 +531,7 @@ class Plan:
                 final = final.with_(f"e{k}", as_=cte)
                 joined.append(k)
         for name in needed:
-            src, k = self._origin[name]
-            if src == "a":
-                unit = unit.select(exp.alias_(col(name, "a"), name))
-            else:
-                unit = unit.select(exp.alias_(exp.Coalesce(
-                    this=col(name, f"e{k}"), expressions=[lit(0.0)]), name))
+            unit = unit.select(exp.alias_(self._unit_value[name].copy(), name))
         unit = unit.from_("a")
         for k in joined:
             unit = unit.join(exp.to_table(f"e{k}"), on=exp.EQ(
@@ -422,15 +567,33 @@ class Plan:
                     out[(mp.table, mp.metric.value_columns[0])] = None
         return list(out)
 
+    def value_columns(self) -> list[tuple[int | None, str, tuple[str, ...]]]:
+        """Every (events table or None for the assignments, column) a metric or covariate
+        reads, with the metrics reading it."""
+        out: dict[tuple[int | None, str], list[str]] = {}
+        for mp in self.metrics:
+            for column in mp.metric.value_columns:
+                out.setdefault((mp.table, column), []).append(mp.metric.name)
+            for column in mp.metric.covariates:
+                out.setdefault((None, column), []).append(mp.metric.name)
+        return [(k, column, tuple(dict.fromkeys(names)))
+                for (k, column), names in out.items()]
+
     def checks_sql(self) -> str:
-        """One cheap query whose answers let the main query skip work (``apply_checks``).
+        """One query whose answers are checked before the analysis (:meth:`apply_checks`)
+        and let the main query skip work.
 
         ``n_dup``: units with more than one assignment row; with none, ``a`` is a plain
         scan instead of a GROUP BY with variant checks. ``nn<i>``: whether a proportion's
         column has no negative value (a global MIN, which Parquet answers from its
-        statistics), so the proportion reuses the column's per-unit SUM.
+        statistics), so the proportion reuses the column's per-unit SUM. ``rows_a`` and
+        ``rows_e<k>``: row counts (an empty table is an error). ``orphans_e<k>`` and
+        ``orphan_e<k>``: units with events but no assignment row, and one of them.
+        ``bad<i>`` / ``inf<i>`` / ``bad_unit<i>``: NULL-or-NaN and infinite values of
+        each column in :meth:`value_columns`, and a unit holding one.
         """
-        unit = col(self.config.unit, "s")
+        c = self.config
+        unit = col(c.unit, "s")
         dup = (exp.select(unit).from_(aliased(self.assignments.expr, "s")).group_by(unit.copy())
                .having(exp.GT(this=exp.Count(this=exp.Star()), expression=lit(1))))
         sel = exp.select(exp.alias_(exp.select(exp.Count(this=exp.Star())).from_(
@@ -439,21 +602,146 @@ class Plan:
             low = exp.select(exp.GTE(this=exp.Min(this=col(column, "e")), expression=lit(0)))
             low = low.from_(aliased(self.events[k].expr, "e"))
             sel = sel.select(exp.alias_(low.subquery(), f"nn{i}"))
+
+        def count(table: Table) -> exp.Expression:
+            return exp.select(exp.Count(this=exp.Star())).from_(
+                aliased(table.expr, "x")).subquery()
+
+        sel = sel.select(exp.alias_(count(self.assignments), "rows_a"))
+        assigned = exp.select(exp.alias_(col(c.unit, "s"), "au")).distinct().from_(
+            aliased(self.assignments.expr, "s"))
+        for k, t in enumerate(self.events):
+            sel = sel.select(exp.alias_(count(t), f"rows_e{k}"))
+            if t.expr == self.assignments.expr:
+                continue  # one table for both: no unit can be missing
+            units = exp.select(exp.alias_(col(c.unit, "e"), "eu")).distinct().from_(
+                aliased(t.expr, "e"))
+            orphans = (exp.select(exp.alias_(exp.Count(this=exp.Star()), "n"),
+                                  exp.alias_(exp.Min(this=exp.Cast(
+                                      this=col("eu", "o"), to=exp.DataType.build("TEXT"))),
+                                      "example"))
+                       .from_(units.subquery("o"))
+                       .join(assigned.subquery("p"), on=exp.EQ(this=col("eu", "o"),
+                                                               expression=col("au", "p")),
+                             join_type="left")
+                       .where(exp.Is(this=col("au", "p"), expression=exp.Null())))
+            sel = sel.select(
+                exp.alias_(exp.select(col("n", "z")).from_(orphans.subquery("z")).subquery(),
+                           f"orphans_e{k}"),
+                exp.alias_(exp.select(col("example", "z")).from_(
+                    orphans.copy().subquery("z")).subquery(), f"orphan_e{k}"))
+        for i, (k, column, _) in enumerate(self.value_columns()):
+            t = self.assignments if k is None else self.events[k]
+            type_name = t.columns[column]
+            cv = col(column, "x")
+            checks = [("bad", bad_value(cv, type_name))]
+            if _is_float(type_name):
+                checks.append(("inf", bad_value(cv, type_name, infinite=True)))
+            for label, cond in checks:
+                sel = sel.select(exp.alias_(exp.select(exp.Sum(this=exp.Case(
+                    ifs=[exp.If(this=cond.copy(), true=lit(1))], default=lit(0)))).from_(
+                    aliased(t.expr, "x")).subquery(), f"{label}{i}"))
+            any_bad = _or([cond for _, cond in checks])
+            sel = sel.select(exp.alias_(exp.select(exp.Min(this=exp.Cast(
+                this=col(c.unit, "x"), to=exp.DataType.build("TEXT")))).from_(
+                aliased(t.expr, "x")).where(any_bad).subquery(), f"bad_unit{i}"))
         return sel.sql(self.dialect)
 
-    def apply_checks(self, row: Mapping[str, object]) -> None:
-        """Use the answers of :meth:`checks_sql` (a NULL sign check counts as unknown)."""
+    def apply_checks(self, row: Mapping[str, object]) -> dict[str, object]:
+        """Use the answers of :meth:`checks_sql` (a NULL sign check counts as unknown);
+        raise on empty tables and on values a metric's null policy does not allow;
+        return what the scorecard reports (``data_checks`` entries)."""
+        a = self.assignments
+        if not row["rows_a"]:
+            raise DataValidationError("the assignments table has no rows", file=a.name)
+        for k, t in enumerate(self.events):
+            if not row[f"rows_e{k}"]:
+                raise DataValidationError("the events table has no rows", file=t.name)
         self.one_row_per_unit = row["n_dup"] == 0
         self.nonnegative = {(self.events[k].name, column) for i, (k, column)
                             in enumerate(self._sign_candidates()) if row[f"nn{i}"] is True}
+        orphans = {self.events[k].name: int(row[f"orphans_e{k}"] or 0)  # type: ignore[arg-type]
+                   for k in range(len(self.events)) if f"orphans_e{k}" in row}
+        example = next((row[f"orphan_e{k}"] for k in range(len(self.events))
+                        if row.get(f"orphans_e{k}")), None)
+        nulls: dict[str, dict[str, object]] = {}
+        policy = {m.name: m.nulls for m in self.config.metrics}
+        for i, (k, column, names) in enumerate(self.value_columns()):
+            t = a if k is None else self.events[k]
+            n_bad = int(row[f"bad{i}"] or 0)  # type: ignore[arg-type]
+            n_inf = int(row.get(f"inf{i}") or 0)  # type: ignore[arg-type]
+            unit = row[f"bad_unit{i}"]
+            if n_inf:
+                raise DataValidationError(
+                    f"{n_inf} infinite value(s), e.g. unit {unit} (metric "
+                    f"{names[0]!r}); infinite values cannot be averaged", file=t.name,
+                    column=column)
+            if not n_bad:
+                continue
+            strict = [n for n in names if policy[n] == "error"]
+            if strict:
+                raise DataValidationError(
+                    f"{n_bad} NULL/NaN value(s), e.g. unit {unit} (metric {strict[0]!r}); "
+                    'set nulls = "zero" or "drop" on the metric to allow them',
+                    file=t.name, column=column)
+            for n in names:
+                entry = nulls.setdefault(n, {"policy": policy[n], "values": {}})
+                entry["values"][column] = n_bad  # type: ignore[index]
+        self._canonicalise()
+        return {"units_with_events_but_no_assignment": sum(orphans.values()),
+                "example_unit_without_assignment": example,
+                "units_without_assignment_by_table": orphans, "nulls": nulls}
+
+    def cap_sql(self) -> str | None:
+        """The cap of every metric with ``cap = {quantile = q}``: the q-quantile (linear
+        interpolation, DuckDB ``QUANTILE_CONT`` = Spark ``PERCENTILE``) of its per-unit
+        values over the units in exactly one variant, all variants pooled."""
+        want = [mp for mp in self.metrics if mp.metric.cap is not None
+                and mp.metric.cap.quantile is not None]
+        if not want:
+            return None
+        sel = exp.select()
+        for mp in want:
+            name = self.canon[mp.variables[0]]
+            fn = "PERCENTILE" if self.dialect == "spark" else "QUANTILE_CONT"
+            sel = sel.select(exp.alias_(exp.Anonymous(this=fn, expressions=[
+                col(name, "u"), lit(float(mp.metric.cap.quantile))]), f"cap{mp.index}"))
+        sel = sel.from_("u").where(exp.Not(this=exp.Is(this=col("v", "u"),
+                                                       expression=exp.Null())))
+        return self._with_ctes(sel, {mp.index for mp in want}).sql(self.dialect)
+
+    def capped_count_sql(self, caps: Mapping[int, float]) -> str:
+        """Per capped metric, the units whose (uncapped) per-unit value exceeds its cap."""
+        sel = exp.select()
+        for i, cap in caps.items():
+            name = self.canon[self.metrics[i].variables[0]]
+            sel = sel.select(exp.alias_(exp.Sum(this=exp.Case(ifs=[exp.If(
+                this=exp.GT(this=col(name, "u"), expression=lit(float(cap))), true=lit(1))],
+                default=lit(0))), f"capped{i}"))
+        sel = sel.from_("u").where(exp.Not(this=exp.Is(this=col("v", "u"),
+                                                       expression=exp.Null())))
+        return self._with_ctes(sel, set(caps)).sql(self.dialect)
+
+    def set_caps(self, caps: Mapping[int, float]) -> None:
+        """Cap the per-unit values of these metrics (metric index -> cap)."""
+        self.caps = dict(caps)
         self._canonicalise()
 
-    def stats_sql(self, segments: bool = True) -> str:
+    def dropping(self) -> list[MetricPlan]:
+        """Metrics with ``nulls = "drop"`` (other than quantiles): each gets its own
+        statistics query over the units it keeps (:meth:`stats_sql` with ``metric``)."""
+        return [mp for mp in self.metrics
+                if mp.metric.nulls == "drop" and mp.metric.kind != "quantile"]
+
+    def stats_sql(self, segments: bool = True, metric: MetricPlan | None = None) -> str:
         """Count, means and covariances of each metric's variables per variant and, in the
         same pass (grouping sets), per variant and value of each segment column. The row
         with a NULL variant holds the excluded units (in several variants, or none).
 
         Column ``g<i>`` is 0 on the rows of segment ``i`` (SQL ``GROUPING``), 1 elsewhere.
+        Metrics that drop units with missing values are left out, unless ``metric`` names
+        one: then the query is for it alone, over the units where none of its variables
+        is NULL.
         """
         n_seg = len(self.config.segments) if segments else 0
         v = col("v", "u")
@@ -479,8 +767,11 @@ class Plan:
                 "example"))
         means: dict[str, None] = {}
         pairs: dict[str, tuple[str, str]] = {}
+        dropping = {p.index for p in self.dropping()}
         for mp in self.metrics:
             if mp.metric.kind == "quantile":
+                continue
+            if (mp.index != metric.index) if metric is not None else mp.index in dropping:
                 continue
             names = [self.canon[v] for v in mp.variables]
             for i, a in enumerate(names):
@@ -494,26 +785,46 @@ class Plan:
                    else exp.func("COVAR_SAMP", col(a, "u"), col(b, "u")))
             sel = sel.select(exp.alias_(agg, key))
         sel = sel.from_("u")
+        if metric is not None:
+            sel = sel.where(exp.and_(*[exp.Not(this=exp.Is(
+                this=col(self.canon[n], "u"), expression=exp.Null())) for n in metric.variables]))
         if n_seg:
             sets: list[exp.Expression] = [exp.Paren(this=v.copy())] + [
                 exp.Tuple(expressions=[v.copy(), col(f"s{i}", "u")]) for i in range(n_seg)]
             sel.set("group", exp.Group(expressions=[exp.GroupingSets(expressions=sets)]))
         else:
             sel = sel.group_by(v.copy())
-        return self._with_ctes(sel).sql(self.dialect)
+        only = {metric.index} if metric is not None else (
+            {mp.index for mp in self.metrics if mp.index not in dropping} if dropping else None)
+        return self._with_ctes(sel, only).sql(self.dialect)
 
-    def quantile_sql(self, probs: Mapping[tuple[int, str], Sequence[float]]) -> str:
-        """Sample quantiles of quantile metrics, one aggregate per (metric, variant)."""
-        sel = exp.select()
-        for n_item, ((mi, variant), ps) in enumerate(sorted(probs.items())):
-            name = self.canon[self.metrics[mi].variables[0]]
-            if self.dialect == "spark":
-                agg: exp.Expression = exp.Anonymous(this="PERCENTILE", expressions=[
-                    col(name, "u"), exp.Array(expressions=[lit(p) for p in ps])])
-            else:
-                agg = exp.Anonymous(this="QUANTILE_CONT", expressions=[
-                    col(name, "u"), exp.Array(expressions=[lit(p) for p in ps])])
-            flt = exp.Filter(this=agg, expression=exp.Where(
-                this=exp.EQ(this=col("v", "u"), expression=lit(variant))))
-            sel = sel.select(exp.alias_(flt, f"q{n_item}"))
-        return self._with_ctes(sel.from_("u"), {mi for mi, _ in probs}).sql(self.dialect)
+    def histogram_sql(self, mp: MetricPlan, width: float = 6.0) -> str:
+        """The part of each variant's histogram of per-unit values a quantile needs.
+
+        Per variant: the distinct per-unit values ``y`` with their unit counts ``c``, the
+        cumulative count ``cum`` through ``y`` and the variant's units ``n``, for the
+        values whose cumulative share lies within ``q +- width * sqrt(q (1 - q) / n)``
+        (plus one neighbour on each side). Python reads the mid-quantile from it and
+        resamples it (:func:`recscope.experiments.moments.histogram_quantile`): a few
+        dozen rows per variant for discrete data, ~``12 sqrt(n)`` for continuous data.
+        """
+        q_ = float(mp.metric.q)
+        y = q(self.canon[mp.variables[0]]).sql(self.dialect)
+        def part(text: str) -> exp.Expression:
+            return sqlglot.parse_one(text, read="duckdb")
+
+        h = part(f"SELECT u.v AS v, u.{y} AS y, COUNT(*) AS c FROM u WHERE u.v IS NOT NULL "
+                 f"AND u.{y} IS NOT NULL GROUP BY u.v, u.{y}")
+        k = part("SELECT v, y, c, SUM(c) OVER (PARTITION BY v ORDER BY y ROWS BETWEEN "
+                 "UNBOUNDED PRECEDING AND CURRENT ROW) AS cum, SUM(c) OVER (PARTITION BY v) "
+                 "AS n FROM h")
+        w = part("SELECT v, y, c, cum, n, LAG(cum - c) OVER (PARTITION BY v ORDER BY y) AS "
+                 "prev_start, LEAD(cum) OVER (PARTITION BY v ORDER BY y) AS next_end FROM k")
+        half = f"({width!r} * SQRT({q_!r} * {1 - q_!r} / n) + 2.0 / n)"
+        final = part(f"SELECT v, y, c, cum, n FROM w WHERE (prev_start IS NULL OR "
+                     f"prev_start <= ({q_!r} + {half}) * n) AND (next_end IS NULL OR "
+                     f"next_end >= ({q_!r} - {half}) * n)")
+        assert isinstance(final, exp.Select)
+        out = self._with_ctes(final, {mp.index})
+        out = out.with_("h", as_=h).with_("k", as_=k).with_("w", as_=w)
+        return out.sql(self.dialect)

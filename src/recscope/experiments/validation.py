@@ -3,7 +3,7 @@ sequential monitoring under the null.
 
 Splits are done from sufficient statistics: for thousands of random splits, the group
 sums come from one matrix product per chunk of splits, then each split goes through the
-same :mod:`recscope.experiments.stats` code as a real analysis.
+same :mod:`recscope.experiments.moments` code as a real analysis.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recscope.experiments import stats
+from recscope.experiments import moments
 from recscope.experiments.sequential import monitor
 
 
 def split_moments(x: np.ndarray, masks: np.ndarray, *, gets: np.ndarray | None = None,
-                  step: float = 0.0) -> list[stats.Moments]:
+                  step: float = 0.0) -> list[moments.Moments]:
     """Moments of the rows of ``x`` (n, p) selected by each boolean row of ``masks``.
 
     With ``gets``, ``step`` is first added to column 0 of the rows where ``gets`` is true
@@ -44,7 +44,7 @@ def split_moments(x: np.ndarray, masks: np.ndarray, *, gets: np.ndarray | None =
     for k in range(len(cnt)):
         mean = s1[k] / cnt[k]
         cov = (s2[k] - cnt[k] * np.outer(mean, mean)) / (cnt[k] - 1)
-        out.append(stats.Moments(float(cnt[k]), mean, cov))
+        out.append(moments.Moments(float(cnt[k]), mean, cov))
     return out
 
 
@@ -76,8 +76,8 @@ def aa_study(y: np.ndarray, covariate: np.ndarray | None, *, splits: int = 2000,
     cols = np.column_stack([y] + ([np.asarray(covariate, float)] if covariate is not None
                                   else []))
     step = 2 * lift * y.mean()
-    metric: stats.Term = (0, None)
-    covs: list[stats.Term] = [(1, None)] if covariate is not None else []
+    metric: moments.Term = (0, None)
+    covs: list[moments.Term] = [(1, None)] if covariate is not None else []
     rej = {"raw": 0, "cuped": 0}
     cov_hits = {"raw": 0, "cuped": 0}
     reductions = []
@@ -95,10 +95,10 @@ def aa_study(y: np.ndarray, covariate: np.ndarray | None, *, splits: int = 2000,
                 if label == "cuped" and not use:
                     continue
                 ec, et = _pair(mc[i], mt[i], metric, use)
-                c = stats.compare(ec, et, alpha=alpha, distribution=distribution)
+                c = moments.compare_variants(ec, et, alpha=alpha, distribution=distribution)
                 rej[label] += c.p_value < alpha
                 pc, pe = _pair(mc[i], pt[i], metric, use)
-                cp = stats.compare(pc, pe, alpha=alpha, distribution=distribution)
+                cp = moments.compare_variants(pc, pe, alpha=alpha, distribution=distribution)
                 cov_hits[label] += cp.ci_low <= truths[i] <= cp.ci_high
                 if label == "cuped":
                     rc, rt = _pair(mc[i], mt[i], metric, [])
@@ -112,13 +112,13 @@ def aa_study(y: np.ndarray, covariate: np.ndarray | None, *, splits: int = 2000,
                     float(np.mean(reductions)) if reductions else nan)
 
 
-def _pair(mc: stats.Moments, mt: stats.Moments, metric: stats.Term,
-          covs: list[stats.Term]) -> tuple[stats.Estimate, stats.Estimate]:
+def _pair(mc: moments.Moments, mt: moments.Moments, metric: moments.Term,
+          covs: list[moments.Term]) -> tuple[moments.VariantEstimate, moments.VariantEstimate]:
     if not covs:
-        return stats.estimate(mc, metric), stats.estimate(mt, metric)
-    theta, centre = stats.cuped_theta(stats.pool([mc, mt]), metric, covs)
-    return (stats.estimate(mc, metric, covs, theta, centre),
-            stats.estimate(mt, metric, covs, theta, centre))
+        return moments.variant_estimate(mc, metric), moments.variant_estimate(mt, metric)
+    theta, centre = moments.cuped_theta(moments.pool([mc, mt]), metric, covs)
+    return (moments.variant_estimate(mc, metric, covs, theta, centre),
+            moments.variant_estimate(mt, metric, covs, theta, centre))
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def report(hillstrom_csv: str, asos_parquet: str, *, splits: int = 2000) -> str:
     import pandas as pd
 
     from recscope.experiments.analysis import analyze
-    from recscope.experiments.metrics import parse_config
+    from recscope.experiments.metrics import parse_metrics
     from recscope.experiments.sequential import replay
 
     lines = ["### Hillstrom A/A and planted effect "
@@ -195,7 +195,7 @@ def report(hillstrom_csv: str, asos_parquet: str, *, splits: int = 2000) -> str:
                        "covariates": ["history", "recency", "mens", "womens", "newbie"]}
                    for m in ("visit", "conversion", "spend")}
         raw = {f"{m}_raw": {"kind": v["kind"], "column": m} for m, v in metrics.items()}
-        cfg = parse_config({"unit": "customer", "variant": "segment",
+        cfg = parse_metrics({"unit": "customer", "variant": "segment",
                             "control": "No E-Mail", "metrics": {**metrics, **raw}})
         card = analyze(str(path), str(path), cfg)
     lines += ["### Hillstrom end to end (each e-mail against no e-mail; CUPED on recency, "

@@ -1,11 +1,12 @@
-"""Inference from per-variant sufficient statistics (a few numbers per variant).
+"""Inference from per-variant moments (sufficient statistics: a few numbers per variant).
 
 Everything here works on :class:`Moments` (count, means and sample covariance matrix of a
 handful of per-unit variables), which the engine computes in SQL. From them come the
 metric value (a mean or a ratio of means), its delta-method variance, CUPED / regression
 adjustment on any number of covariates (also for ratio metrics and ratio covariates),
-Welch t or z intervals for absolute and relative effects, SRM, multiple-testing
-corrections, mixture-SPRT confidence sequences and power / minimum detectable effect.
+Welch t or z intervals for absolute and relative effects, SRM, mixture-SPRT confidence
+sequences and power / minimum detectable effect. (Multiple-testing adjustment lives in
+:mod:`recscope.core.multiple_testing`.)
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def term_gradient(m: Moments, term: Term) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Estimate:
+class VariantEstimate:
     """A variant's metric value and the per-unit variance of its linearisation."""
 
     value: float
@@ -76,8 +77,8 @@ class Estimate:
     n: float
 
 
-def estimate(m: Moments, metric: Term, covariates: Sequence[Term] = (),
-             theta: np.ndarray | None = None, centre: np.ndarray | None = None) -> Estimate:
+def variant_estimate(m: Moments, metric: Term, covariates: Sequence[Term] = (),
+             theta: np.ndarray | None = None, centre: np.ndarray | None = None) -> VariantEstimate:
     """The (adjusted) metric of one variant: ``value - theta·(covariates - centre)``.
 
     ``var`` is the per-unit variance, so the estimate's variance is ``var / n``.
@@ -90,7 +91,7 @@ def estimate(m: Moments, metric: Term, covariates: Sequence[Term] = (),
         xc = np.array([term_value(m, t) for t in covariates])
         value -= float(theta @ (xc - centre))
         var += float(theta @ gc @ m.cov @ gc.T @ theta - 2 * theta @ gc @ m.cov @ g)
-    return Estimate(value, max(var, 0.0), m.n)
+    return VariantEstimate(value, max(var, 0.0), m.n)
 
 
 def cuped_theta(total: Moments, metric: Term, covariates: Sequence[Term]
@@ -128,7 +129,7 @@ class Comparison:
     n_treatment: float
 
 
-def compare(control: Estimate, treatment: Estimate, *, alpha: float = 0.05,
+def compare_variants(control: VariantEstimate, treatment: VariantEstimate, *, alpha: float = 0.05,
             distribution: str = "t") -> Comparison:
     """Welch t (``distribution='t'``) or z test and intervals for the difference.
 
@@ -162,20 +163,63 @@ def compare(control: Estimate, treatment: Estimate, *, alpha: float = 0.05,
                       treatment.n)
 
 
-def quantile_estimate(n: float, value: float, lower: float, upper: float,
-                      z: float) -> Estimate:
-    """A quantile's estimate from the order-statistic interval ``[lower, upper]`` taken at
-    probabilities ``q ± z·sqrt(q(1-q)/n)``: its standard error is the half width over z.
+def mid_quantile(values: np.ndarray, counts: np.ndarray, below: np.ndarray | float,
+                 n: np.ndarray | float, q: float) -> np.ndarray:
+    """The ``q`` mid-quantile from (part of) a histogram; rows of ``counts`` are samples.
+
+    ``values`` (k,) sorted distinct values, ``counts`` (..., k) units at each value,
+    ``below`` units under ``values[0]``, ``n`` all units. The mid-distribution function
+    at a value is ``F(x) - p(x) / 2``; the mid-quantile interpolates it linearly between
+    values (Parzen 2004; Ma, Genton & Parzen 2011). Unlike the ordinary sample quantile
+    it is a smooth function of the value frequencies, so it is asymptotically normal on
+    discrete and tied data too, and on continuous data it is the sample quantile (Hazen's
+    definition). Below the first (above the last) mid-point it is the first (last) value.
     """
-    se = (upper - lower) / (2 * z)
-    return Estimate(value, se * se * n, n)
+    x = np.asarray(values, dtype=np.float64)
+    c = np.atleast_2d(np.asarray(counts, dtype=np.float64))
+    nn = np.reshape(np.asarray(n, dtype=np.float64), (-1, 1))
+    cum = np.reshape(np.asarray(below, dtype=np.float64), (-1, 1)) + np.cumsum(c, axis=1)
+    mid = (cum - c / 2) / nn
+    present = c > 0  # a value absent from a resample has no mid-point
+    k = x.size
+    left = present & (mid <= q)
+    right = present & (mid > q)
+    has_l, has_r = left.any(axis=1), right.any(axis=1)
+    i0 = k - 1 - np.argmax(left[:, ::-1], axis=1)
+    i1 = np.argmax(right, axis=1)
+    rows = np.arange(len(c))
+    m0, m1 = mid[rows, i0], mid[rows, i1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inner = x[i0] + (q - m0) * (x[i1] - x[i0]) / (m1 - m0)
+    out = np.where(has_l & has_r, inner, np.where(has_l, x[i0], x[i1]))
+    return np.where(has_l | has_r, out, np.nan)
 
 
-def quantile_probabilities(q: float, n: float, z: float = 1.959963984540054
-                           ) -> tuple[float, float, float]:
-    """Probabilities at which to read the sample quantiles for a large-sample interval."""
-    h = z * math.sqrt(q * (1 - q) / max(n, 1.0))
-    return q, max(q - h, 0.0), min(q + h, 1.0)
+def histogram_quantile(values: np.ndarray, counts: np.ndarray, below: float, n: float,
+                       q: float, *, n_boot: int = 2000,
+                       rng: np.random.Generator | None = None) -> tuple[float, float]:
+    """A variant's ``q`` mid-quantile and its bootstrap standard error, from the part of
+    its histogram of per-unit values around the quantile (``values``, ``counts``), the
+    number of units ``below`` it and all ``n`` units.
+
+    The bootstrap resamples units: drawing n units with replacement gives multinomial
+    counts, which are drawn exactly for the window (a binomial for the units below it,
+    then a multinomial over the window's values and the units above), so it is cheap and
+    exact for discrete data however many units there are. The window spans many standard
+    errors of the quantile, so resamples whose quantile leaves it are negligible.
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    x = np.asarray(values, dtype=np.float64)
+    c = np.asarray(counts, dtype=np.float64)
+    est = float(mid_quantile(x, c, below, n, q)[0])
+    above = n - below - c.sum()
+    p_below = below / n
+    low = rng.binomial(int(n), p_below, size=n_boot) if p_below > 0 else np.zeros(n_boot,
+                                                                                  np.int64)
+    rest = np.append(c, above) / (n - below)
+    draws = rng.multinomial(int(n) - low, rest)
+    boot = mid_quantile(x, draws[:, :-1], low, n, q)
+    return est, float(np.std(boot, ddof=1))
 
 
 def srm_test(observed: Sequence[float], expected_shares: Sequence[float]) -> float:
@@ -188,21 +232,7 @@ def srm_test(observed: Sequence[float], expected_shares: Sequence[float]) -> flo
     return float(sps.chisquare(obs, exp).pvalue)
 
 
-def adjust_pvalues(p: Sequence[float], method: str) -> np.ndarray:
-    """Holm (family-wise) or Benjamini-Hochberg (false discovery rate) adjusted p-values."""
-    arr = np.asarray(p, dtype=float)
-    if method == "none" or arr.size == 0:
-        return arr.copy()
-    from statsmodels.stats.multitest import multipletests
-
-    out = np.full(arr.shape, np.nan)
-    ok = np.isfinite(arr)
-    if ok.any():
-        out[ok] = multipletests(arr[ok], method={"holm": "holm", "bh": "fdr_bh"}[method])[1]
-    return out
-
-
-def power(effect: float, se: float, *, alpha: float = 0.05) -> float:
+def z_power(effect: float, se: float, *, alpha: float = 0.05) -> float:
     """Power of the two-sided level-``alpha`` z test when the estimate's s.e. is ``se``."""
     z = float(-special.ndtri(alpha / 2))
     d = abs(effect) / se
@@ -219,7 +249,7 @@ def mde(var_control: float, n_control: float, var_treatment: float, n_treatment:
     if se == 0:
         return 0.0
     z = float(-special.ndtri(alpha / 2) + special.ndtri(power_target))
-    return float(brentq(lambda e: power(e, se, alpha=alpha) - power_target, 0.5 * z * se,
+    return float(brentq(lambda e: z_power(e, se, alpha=alpha) - power_target, 0.5 * z * se,
                         2 * z * se, xtol=1e-14 * se))
 
 
