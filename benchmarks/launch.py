@@ -99,7 +99,8 @@ def true_rows(params_c: np.ndarray, params_t: np.ndarray) -> dict[str, float]:
     return out
 
 
-def study_trees(reps: int, n: int, n_boot: int, boot_reps: int, seed: int) -> dict[str, Any]:
+def study_trees(reps: int, n: int, n_boot: int, boot_reps: int, seed: int,
+                fast: bool = False) -> dict[str, Any]:
     from recscope.experiments.moments import Moments
     from recscope.experiments.trees import decompose_experiment
 
@@ -108,12 +109,15 @@ def study_trees(reps: int, n: int, n_boot: int, boot_reps: int, seed: int) -> di
     rng = np.random.default_rng(seed)
     covered: dict[str, int] = {}
     max_gap = 0.0
+    sql_vs_numpy = math.nan
     ratios: list[np.ndarray] = []
     t0 = time.perf_counter()
     for r in range(reps):
         a, ev = funnel_tables(n, rng, CONTROL, CONTROL * LIFT)
-        res = decompose_experiment(a, ev, config, trees)
-        rows = res.select("saves", "treatment")
+        if fast:
+            rows = _numpy_rows(a, ev)
+        else:
+            rows = decompose_experiment(a, ev, config, trees).select("saves", "treatment")
         parent = rows[0]
         kids = [x for x in rows if x.extra["level"] == "child"]
         parts = [x for x in rows if x.extra["level"] == "part"]
@@ -124,12 +128,18 @@ def study_trees(reps: int, n: int, n_boot: int, boot_reps: int, seed: int) -> di
         for x in rows:
             covered[x.metric] = covered.get(x.metric, 0) + int(
                 x.ci_low <= truth[x.metric] <= x.ci_high)
+        if r == 0 and not fast:
+            ref = _numpy_rows(a, ev)
+            sql_vs_numpy = max(max(abs(x.estimate - y.estimate), abs(x.se - y.se))
+                               for x, y in zip(rows, ref, strict=True))
         if r < boot_reps:
             ratios.append(_bootstrap_ratio(a, ev, rows, n_boot, rng, Moments))
     per_row = {k: v / reps for k, v in covered.items()}
     ratio = np.array(ratios)
-    out = {"reps": reps, "units": n, "seconds": round(time.perf_counter() - t0, 1),
+    out = {"reps": reps, "units": n, "moments": "numpy" if fast else "SQL (DuckDB)",
+           "seconds": round(time.perf_counter() - t0, 1),
            "max_abs_gap_sum_vs_direct": max_gap,
+           "max_abs_diff_sql_vs_numpy_first_rep": sql_vs_numpy,
            "coverage_min": min(per_row.values()), "coverage_mean": float(np.mean(list(
                per_row.values()))), "coverage": per_row,
            "bootstrap_reps": boot_reps, "bootstrap_draws": n_boot,
@@ -139,30 +149,22 @@ def study_trees(reps: int, n: int, n_boot: int, boot_reps: int, seed: int) -> di
     return out
 
 
-def _bootstrap_ratio(a: pa.Table, ev: pa.Table, rows: list[Any], n_boot: int,
-                     rng: np.random.Generator, moments_cls: Any) -> np.ndarray:
-    """Delta-method s.e. over a bootstrap over units of each row (per-unit variables
-    computed in numpy, decomposed with the same code)."""
-    from recscope.experiments.trees import TreeSpec, decompose
-
-    _, trees = funnel_config()
-    tree: TreeSpec = trees["saves"]
+def _unit_matrix(a: pa.Table, ev: pa.Table) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Per-unit variables in numpy (each surface's requests, impressions, saves and their
+    totals), the variant of each unit, and every tree metric's term over them."""
     variant = a.column("variant").to_numpy(zero_copy_only=False)
     surf = ev.column("surface").to_numpy(zero_copy_only=False)
-
-    cols = []
-    names = []
+    cols, names = [], []
     for s in SURFACES:
-        m = surf == s
+        m = surf == s  # one row per unit and surface, units in order
         for c in ("requests", "impressions", "saves"):
             cols.append(ev.column(c).to_numpy()[m].astype(float))
             names.append(f"{c}@{s}")
-    x = np.stack(cols, axis=1)  # rows are units in order (one row per unit and surface)
-    k = len(names)
-    tot = np.stack([x[:, [i for i, nm in enumerate(names) if nm.startswith(c + "@")]].sum(1)
-                    for c in ("requests", "impressions", "saves")], axis=1)
+    x = np.stack(cols, axis=1)
+    tot = np.stack([x[:, i::3].sum(1) for i in range(3)], axis=1)
     full = np.concatenate([x, tot], axis=1)
     idx = {nm: i for i, nm in enumerate(names)}
+    k = len(names)
     idx.update({"requests": k, "impressions": k + 1, "saves": k + 2})
     terms: dict[str, tuple[int, int | None]] = {}
     for sfx in ["", *[f"@{s}" for s in SURFACES]]:
@@ -171,13 +173,37 @@ def _bootstrap_ratio(a: pa.Table, ev: pa.Table, rows: list[Any], n_boot: int,
         terms["impressions_per_request" + sfx] = (idx["impressions" + sfx],
                                                   idx["requests" + sfx])
         terms["saves_per_impression" + sfx] = (idx["saves" + sfx], idx["impressions" + sfx])
+    return variant, full, terms
+
+
+def _numpy_rows(a: pa.Table, ev: pa.Table) -> list[Any]:
+    """The decomposition from moments computed in numpy (same code after the moments)."""
+    from recscope.experiments.moments import Moments
+    from recscope.experiments.trees import decompose
+
+    _, trees = funnel_config()
+    variant, full, terms = _unit_matrix(a, ev)
+    est = decompose("saves", trees["saves"], Moments.from_data(full[variant == "control"]),
+                    Moments.from_data(full[variant == "treatment"]), terms,
+                    variant="treatment")
+    return [e for e in est.rows]
+
+
+def _bootstrap_ratio(a: pa.Table, ev: pa.Table, rows: list[Any], n_boot: int,
+                     rng: np.random.Generator, moments_cls: Any) -> np.ndarray:
+    """Delta-method s.e. over a bootstrap over units of each row (per-unit variables
+    computed in numpy, decomposed with the same code)."""
+    from recscope.experiments.trees import decompose
+
+    _, trees = funnel_config()
+    variant, full, terms = _unit_matrix(a, ev)
     xc, xt = full[variant == "control"], full[variant == "treatment"]
     boots = []
     for _ in range(n_boot):
         bc = xc[rng.integers(0, len(xc), len(xc))]
         bt = xt[rng.integers(0, len(xt), len(xt))]
-        est = decompose("saves", tree, moments_cls.from_data(bc), moments_cls.from_data(bt),
-                        terms, variant="treatment")
+        est = decompose("saves", trees["saves"], moments_cls.from_data(bc),
+                        moments_cls.from_data(bt), terms, variant="treatment")
         boots.append([r.estimate for r in est.rows])
     boot_se = np.std(np.array(boots), axis=0, ddof=1)
     delta_se = np.array([r.se for r in rows])
@@ -371,9 +397,12 @@ def main() -> None:
     ap.add_argument("--bootstrap-reps", type=int, default=5)
     ap.add_argument("--scale", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fast", action="store_true",
+                    help="trees: per-unit moments in numpy instead of the SQL engine")
     args = ap.parse_args()
     if args.study == "trees":
-        res = study_trees(args.reps, args.units or 6000, args.bootstrap, args.bootstrap_reps, args.seed)
+        res = study_trees(args.reps, args.units or 6000, args.bootstrap, args.bootstrap_reps, args.seed,
+                          args.fast)
     elif args.study == "hillstrom":
         res = study_hillstrom(args.bootstrap, args.seed)
     elif args.study == "decisions":
@@ -381,7 +410,7 @@ def main() -> None:
     else:
         res = study_sim(args.reps, args.scale, args.seed)
     OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"launch-{args.study}.json"
+    path = OUT / f"launch-{args.study}{'-fast' if args.fast else ''}.json"
     path.write_text(json.dumps(res, indent=1, default=float))
     print(json.dumps({k: v for k, v in res.items() if k not in ("coverage", "runs")},
                      indent=1, default=float))
