@@ -56,7 +56,10 @@ def gate(
     tracking: Tracking = None,
     data_format: Annotated[str, typer.Option("--format")] = "auto",
 ) -> None:
-    """Paired test of MODEL_DIR against NAME's champion on TEST, written as a gate file."""
+    """Paired test of MODEL_DIR against NAME's champion on TEST, written as a gate file.
+
+    Example: recscope registry gate out/model-v2 --name ml100k --test split/test --out gate.json
+    """
     from recscope.data.loaders import load
     from recscope.errors import ConfigError
     from recscope.io import check_out_file, write_json
@@ -96,7 +99,10 @@ def register(
                                                    "'recscope registry gate'")] = None,
     tracking: Tracking = None,
 ) -> None:
-    """Register MODEL_DIR as a new version of NAME (challenger; champion if the gate passes)."""
+    """Register MODEL_DIR as a new version of NAME (challenger; champion if the gate passes).
+
+    Example: recscope registry register out/model-v2 --name ml100k --gate gate.json
+    """
     from recscope.orchestration import registry as reg
 
     reg.check_name(name)
@@ -117,7 +123,10 @@ def list_(
     tracking: Tracking = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Every registered version with its aliases and lineage."""
+    """Every registered version with its aliases and lineage.
+
+    Example: recscope registry list --name ml100k
+    """
     from recscope.orchestration import registry as reg
 
     rows = reg.versions(_uri(tracking), name)
@@ -139,7 +148,10 @@ def show(
     ref: Annotated[str, typer.Argument(help="NAME, NAME@alias or NAME/VERSION")],
     tracking: Tracking = None,
 ) -> None:
-    """One version's lineage: data and model fingerprints, config, metrics, gate, uses."""
+    """One version's lineage: data and model fingerprints, config, metrics, gate, uses.
+
+    Example: recscope registry show ml100k@champion
+    """
     from recscope.errors import ConfigError
     from recscope.orchestration import registry as reg
 
@@ -171,7 +183,10 @@ def promote(
                                         "(recorded)")] = False,
     tracking: Tracking = None,
 ) -> None:
-    """Move the champion alias to VERSION when its gate passes (or with --force)."""
+    """Move the champion alias to VERSION when its gate passes (or with --force).
+
+    Example: recscope registry promote ml100k 3 --gate gate-v3.json
+    """
     from recscope.orchestration import registry as reg
 
     g = reg.read_gate(gate_file) if gate_file is not None else None

@@ -48,7 +48,11 @@ def tune(
                      ] = False,
 ) -> None:
     """Search the hyper-parameters declared in CONFIG; save the best model and compare it
-    with the untuned default on a test split the search never saw."""
+    with the untuned default on a test split the search never saw.
+
+    Example: recscope tune examples/tune_als.toml --data ../shared/data/ml-100k --trials 40
+    --out out/tune-als
+    """
     from recscope.data.loaders import load
     from recscope.orchestration.space import load_space
     from recscope.orchestration.tuning import TuneSettings, check_out

@@ -33,7 +33,10 @@ def run(
     retries: Annotated[int | None, typer.Option("--retries", min=0, help="retries per task "
                                                 "(default: the file's)")] = None,
 ) -> None:
-    """Run WORKFLOW (skipping tasks whose inputs did not change)."""
+    """Run WORKFLOW (skipping tasks whose inputs did not change).
+
+    Example: recscope workflow run examples/workflow.toml
+    """
     import time
 
     from recscope.orchestration.workflow import load_workflow
@@ -51,7 +54,10 @@ def run(
 
 @app.command("status")
 def status(workflow: Annotated[Path, typer.Argument(help="workflow TOML")]) -> None:
-    """Each task's content key and whether its output is up to date."""
+    """Each task's content key and whether its output is up to date.
+
+    Example: recscope workflow status examples/workflow.toml
+    """
     from recscope.orchestration.workflow import load_workflow
     from recscope.orchestration.workflow import status as wf_status
 
@@ -72,7 +78,10 @@ def airflow(
                                                "tasks run recscope with (default: this one)")
                       ] = None,
 ) -> None:
-    """Write an Airflow DAG for WORKFLOW (one task per step, same runner)."""
+    """Write an Airflow DAG for WORKFLOW (one task per step, same runner).
+
+    Example: recscope workflow airflow examples/workflow.toml --out dags/
+    """
     from recscope.io import check_out_file
     from recscope.orchestration.airflow import dag_id, write_dag
     from recscope.orchestration.workflow import load_workflow

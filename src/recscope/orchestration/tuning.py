@@ -198,6 +198,27 @@ class Scorer:
         return value
 
 
+def trial_model(cfg: PipelineConfig) -> Any:
+    """What a trial fits: the pipeline when it reports epochs; for a pipeline of one
+    retriever (no ranker, no re-ranker) whose component reports epochs, that component
+    itself (its top-k is the pipeline's top-k for k up to the quota); else the pipeline,
+    which then reports once, after fitting."""
+    from recscope.models.base import ComponentSpec
+    from recscope.pipeline import Pipeline
+
+    pipe = Pipeline(cfg)
+    if supports_epochs(pipe):
+        return pipe
+    if len(cfg.retrievers) == 1 and cfg.ranker is None and not cfg.rerankers \
+            and cfg.events is None:
+        spec = cfg.retrievers[0]
+        component = ComponentSpec(component=spec.component, params=spec.params).build(
+            key="retrievers.0")
+        if supports_epochs(component):
+            return component
+    return pipe
+
+
 def fit_with_curve(model: Any, train: Interactions,
                    on_epoch: Callable[[int, dict[str, float]], bool] | None) -> bool:
     """Fit ``model``, passing ``on_epoch`` when the model supports it; True if it did."""
@@ -294,7 +315,7 @@ def tune(space: SearchSpace, data: Interactions, settings: TuneSettings, out: st
         def objective(trial: optuna.Trial) -> float:
             values = {p.name: p.suggest(trial) for p in space.params}
             cfg = space.config(values)
-            model = Pipeline(cfg)
+            model = trial_model(cfg)
             state = {"epochs": 0, "pruned": False}
             curve: list[list[float]] = []
             t0 = time.perf_counter()
