@@ -301,9 +301,9 @@ def study_decisions(reps: int, n: int, seed: int) -> dict[str, Any]:
             a = pa.table({"unit_id": units, "variant": np.where(treated, "treatment",
                                                                 "control")})
             ev = pa.table({"unit_id": units, "saves": saves, "hides": hides})
-            card = analyze(a, ev, metrics).to_dict()
-            exp = Experiment(scorecard_effects(card, source="planted"), "control",
-                             card["srm"], "planted")
+            card = analyze(a, ev, metrics)
+            exp = Experiment(scorecard_effects(card, source="planted"), "control", card.srm,
+                             "planted")
             d = decide(cfg, exp)
             counts[d.decision] += 1
         tally[name] = {**counts, "truth": verdict}  # type: ignore[dict-item]

@@ -142,3 +142,24 @@ def test_several_treatments_need_a_variant() -> None:
     with pytest.raises(ConfigError, match="variant"):
         decide(cfg, exp)
     assert decide(cfg.model_copy(update={"variant": "b"}), exp).variant == "b"
+
+
+def test_attribution_result_json(tmp_path: Path) -> None:
+    from recscope.attribution.analysis import AttributionResult
+    from recscope.launch.inputs import attribution_effects
+
+    nan = math.nan
+    rows = [Effect("saves", 0.2, 0.1, 0.3, 0.05, 0.001, 100, {
+                "term": "total", "role": "total", "share": 1.0, "share_ci_low": nan,
+                "share_ci_high": nan, "share_note": None}),
+            Effect("saves", 0.15, 0.08, 0.22, 0.03, nan, 100, {
+                "term": "ranker", "role": "shapley", "share": 0.75, "share_ci_low": 0.5,
+                "share_ci_high": 0.9, "share_note": None}),
+            Effect("saves", 0.01, -0.05, 0.07, 0.03, 0.7, 100, {
+                "term": "retriever×ranker", "role": "interaction", "share": nan,
+                "share_ci_low": nan, "share_ci_high": nan, "share_note": None})]
+    path = tmp_path / "attribution.json"
+    AttributionResult(components=["retriever", "ranker"], estimates=rows).save(path)
+    got = attribution_effects(path)
+    assert [(e.extra["component"], e.estimate, e.extra["share"], e.extra["total"])
+            for e in got] == [("ranker", 0.15, 0.75, 0.2)]

@@ -85,32 +85,49 @@ class Experiment:
                      and str(e.extra["variant"]) == variant), None)
 
 
-def scorecard_effects(data: dict[str, Any], *, source: str) -> list[Effect]:
-    """Relative-effect rows from a scorecard's JSON (``estimate``/``effect`` absolute,
-    ``rel_effect`` with ``rel_se`` or its interval at the scorecard's alpha)."""
-    alpha = _f((data.get("config") or {}).get("alpha", 0.05))
+def scorecard_effects(card: Any, *, source: str) -> list[Effect]:
+    """Relative-effect rows from a :class:`~recscope.experiments.Scorecard` (its rows'
+    ``rel_effect`` with ``rel_se``, or the standard error back-solved from the relative
+    interval at the scorecard's alpha)."""
+    alpha = _f((card.config or {}).get("alpha", 0.05))
     z = float(-special.ndtri((alpha if math.isfinite(alpha) else 0.05) / 2))
     out = []
-    for r in _rows(data):
-        if "metric" not in r or "variant" not in r:
-            raise ConfigError("a scorecard row needs 'metric' and 'variant'", key="results",
-                              file=source)
-        rel = _f(r.get("rel_effect"))
-        rel_se = _f(r.get("rel_se"))
+    for e in card.results:
+        x = e.extra
+        if "variant" not in x:
+            raise ConfigError("a scorecard row needs a 'variant'", key="results", file=source)
+        rel = _f(x.get("rel_effect"))
+        rel_se = _f(x.get("rel_se"))
         if not math.isfinite(rel_se):
-            rel_se = (_f(r.get("rel_ci_high")) - _f(r.get("rel_ci_low"))) / (2 * z)
-        n = _f(r.get("n"))
-        if not math.isfinite(n):
-            n = _f(r.get("n_control")) + _f(r.get("n_treatment"))
-        effect = _f(r.get("effect", r.get("estimate")))
-        p = _f(r.get("p_value"))
-        out.append(Effect(str(r["metric"]), rel, rel - z * rel_se, rel + z * rel_se, rel_se,
-                          p, n, extra={"variant": str(r["variant"]), "effect": effect,
-                                       "control_mean": _f(r.get("control_mean")),
-                                       "treatment_mean": _f(r.get("treatment_mean"))}))
+            rel_se = (_f(x.get("rel_ci_high")) - _f(x.get("rel_ci_low"))) / (2 * z)
+        n = e.n if math.isfinite(e.n) else _f(x.get("n_control")) + _f(x.get("n_treatment"))
+        out.append(Effect(e.metric, rel, rel - z * rel_se, rel + z * rel_se, rel_se,
+                          e.p_value, n, extra={"variant": str(x["variant"]),
+                                               "effect": e.estimate,
+                                               "control_mean": _f(x.get("control_mean")),
+                                               "treatment_mean": _f(x.get("treatment_mean")),
+                                               "not_computable": x.get("not_computable")}))
     if not out:
         raise ConfigError("no result rows in the scorecard", key="results", file=source)
     return out
+
+
+def load_scorecard(path: str | Path) -> Any:
+    """A scorecard JSON through :meth:`Scorecard.load` (problems name the file)."""
+    from pydantic import ValidationError
+
+    from recscope.experiments import Scorecard
+
+    try:
+        return Scorecard.load(path)
+    except ValidationError as exc:
+        from recscope.config import config_error
+
+        raise config_error(exc, file=path) from None
+    except ConfigError as exc:
+        if exc.file is None:
+            raise ConfigError(str(exc.problem), key=exc.key, file=str(path)) from None
+        raise
 
 
 def load_experiment(folder: str | Path, *, trees: str | None = None,
@@ -136,13 +153,13 @@ def load_experiment(folder: str | Path, *, trees: str | None = None,
     if not card_path.is_file():
         raise ConfigError("the experiment folder holds neither scorecard.json nor "
                           f"{', '.join(RAW_FILES)}", file=str(d))
-    data = read_json(card_path, "scorecard")
-    control = str((data.get("config") or {}).get("control", "control"))
+    card = load_scorecard(card_path)
+    control = str((card.config or {}).get("control", "control"))
     dec = None
     if (d / "trees.json").is_file():
         dec = TreeDecomposition.load(d / "trees.json")
-    return Experiment(scorecard_effects(data, source=str(card_path)), control,
-                      dict(data.get("srm") or {}), str(card_path), dec, truth, None, data,
+    return Experiment(scorecard_effects(card, source=str(card_path)), control,
+                      dict(card.srm or {}), str(card_path), dec, truth, None, card.to_dict(),
                       tree_names=list(dec.trees) if dec is not None else [])
 
 
@@ -156,12 +173,11 @@ def experiment_from_tables(assignments: Any, events: Any, config: Any,
     from recscope.experiments.trees import decompose_experiment
 
     card = analyze(assignments, events, config, engine=engine)
-    data = card.to_dict()
     chosen = specs if tree is None else {k: v for k, v in specs.items() if k == tree}
     dec = (decompose_experiment(assignments, events, config, chosen, engine=engine)
            if chosen else None)
-    return Experiment(scorecard_effects(data, source=source), str(config.control),
-                      dict(data.get("srm") or {}), source, dec, truth, config, data,
+    return Experiment(scorecard_effects(card, source=source), str(config.control),
+                      dict(card.srm or {}), source, dec, truth, config, card.to_dict(),
                       tree_names=list(specs))
 
 
@@ -213,11 +229,24 @@ def attribution_effects(path: str | Path) -> list[Effect]:
 
 
 def attribution_rows(data: dict[str, Any], *, source: str = "attribution") -> list[Effect]:
-    """:func:`attribution_effects` on the parsed JSON (``{"metrics": {metric: {"total",
-    "components": {name: {effect, se, effect_ci_low, effect_ci_high, share, ci_low,
-    ci_high}}}}}``, or effect rows with a ``component``)."""
+    """:func:`attribution_effects` on the parsed JSON: an ``attribution`` result (its
+    ``shapley`` rows), a per-metric dict ``{"metrics": {metric: MetricAttribution.to_dict()}}``
+    (what the demo holds in memory), or effect rows with a ``component``."""
     out: list[Effect] = []
-    if isinstance(data.get("metrics"), dict):
+    if data.get("kind") == "attribution" and isinstance(data.get("estimates"), list):
+        from recscope.attribution.analysis import AttributionResult
+
+        res = AttributionResult.from_dict(data)
+        totals = {e.metric: e.estimate for e in res.estimates if e.extra.get("role") == "total"}
+        for e in res.estimates:
+            if e.extra.get("role") == "shapley":
+                out.append(Effect(e.metric, e.estimate, e.ci_low, e.ci_high, e.se, e.p_value,
+                                  e.n, extra={"component": str(e.extra["term"]),
+                                              "share": _f(e.extra.get("share")),
+                                              "share_ci_low": _f(e.extra.get("share_ci_low")),
+                                              "share_ci_high": _f(e.extra.get("share_ci_high")),
+                                              "total": totals.get(e.metric, math.nan)}))
+    elif isinstance(data.get("metrics"), dict):
         for metric, m in data["metrics"].items():
             for comp, c in (m.get("components") or {}).items():
                 lo, hi = _f(c.get("effect_ci_low")), _f(c.get("effect_ci_high"))
