@@ -11,7 +11,9 @@ the uniform sampler reproduces the published 0.44 (see docs/benchmarks.md).
 
 from __future__ import annotations
 
-from typing import Literal
+import time
+from collections.abc import Callable
+from typing import Literal, Self
 
 import numba
 import numpy as np
@@ -19,6 +21,13 @@ from pydantic import Field
 
 from recscope.data.interactions import Interactions, Weights
 from recscope.models.base import Component, ComponentConfig, register
+
+EpochCallback = Callable[[int, dict[str, float]], bool]
+"""``on_epoch(epoch, metrics) -> stop?`` (the same type as recscope.models.callbacks')."""
+
+
+class _StopTraining(Exception):
+    """Raised inside implicit's per-iteration callback when ``on_epoch`` asks to stop."""
 
 
 class _FactorModel(Component):
@@ -29,6 +38,21 @@ class _FactorModel(Component):
         self.user_factors: np.ndarray | None = None
         self.item_factors: np.ndarray | None = None
         self.item_bias: np.ndarray | None = None
+        self._on_epoch: EpochCallback | None = None
+
+    def fit(self, train: Interactions, *, on_epoch: EpochCallback | None = None) -> Self:
+        """Fit on ``train``; ``on_epoch(epoch, metrics)`` runs after every iteration with
+        the current factors in place (so ``recommend`` works inside it) and stops training
+        by returning True. Without it the result is the same as before."""
+        self._on_epoch = on_epoch
+        try:
+            return super().fit(train)
+        finally:
+            self._on_epoch = None
+
+    def _epoch_end(self, epoch: int, metrics: dict[str, float]) -> bool:
+        """Report an epoch to the hook (True: stop)."""
+        return self._on_epoch is not None and bool(self._on_epoch(epoch, metrics))
 
     def _score_all(self, users: np.ndarray) -> np.ndarray:
         assert self.user_factors is not None and self.item_factors is not None
@@ -99,7 +123,19 @@ class ALS(_FactorModel):
             model = AlternatingLeastSquares(
                 factors=cfg.factors, regularization=cfg.regularization, alpha=cfg.alpha,
                 iterations=cfg.iterations, random_state=cfg.seed, use_gpu=gpu)
-            model.fit(train.to_csr(cfg.weights), show_progress=False)
+            callback = None
+            if self._on_epoch is not None and not gpu:
+
+                def callback(iteration: int, seconds: float, _loss: object) -> None:
+                    self.user_factors = np.array(model.user_factors, dtype=np.float32)
+                    self.item_factors = np.array(model.item_factors, dtype=np.float32)
+                    if self._epoch_end(iteration + 1, {"seconds": seconds}):
+                        raise _StopTraining
+
+            try:
+                model.fit(train.to_csr(cfg.weights), show_progress=False, callback=callback)
+            except _StopTraining:
+                pass
         if gpu:
             model = model.to_cpu()
         self.user_factors = np.ascontiguousarray(model.user_factors, dtype=np.float32)
@@ -146,11 +182,16 @@ class BPR(_FactorModel):
         v = ((rng.random((self.n_items, cfg.factors)) - 0.5) / cfg.factors).astype(np.float32)
         b = np.zeros(self.n_items, dtype=np.float32)
         row_user = np.repeat(np.arange(self.n_users, dtype=np.int32), np.diff(x.indptr))
-        for epoch in range(cfg.iterations):
+        indptr, indices = x.indptr.astype(np.int64), x.indices.astype(np.int32)
+        for epoch in range(1, cfg.iterations + 1):
             seed = int(rng.integers(0, 2**31 - 1))
-            _bpr_epoch(x.indptr.astype(np.int64), x.indices.astype(np.int32), row_user, u, v,
-                       b, np.float32(cfg.learning_rate), np.float32(cfg.regularization), seed)
-            del epoch
+            t0 = time.perf_counter()
+            _bpr_epoch(indptr, indices, row_user, u, v, b, np.float32(cfg.learning_rate),
+                       np.float32(cfg.regularization), seed)
+            if self._on_epoch is not None:
+                self.user_factors, self.item_factors, self.item_bias = u, v, b
+                if self._epoch_end(epoch, {"seconds": time.perf_counter() - t0}):
+                    break
         self.user_factors, self.item_factors, self.item_bias = u, v, b
 
 
