@@ -25,6 +25,10 @@ def _pct(x: Any) -> str:
     return "–" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):+.2f}%"
 
 
+def _share(x: Any) -> str:
+    return "–" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.1f}%"
+
+
 def _num(x: Any) -> str:
     return "–" if x is None or not math.isfinite(float(x)) else f"{float(x):.4g}"
 
@@ -172,7 +176,7 @@ def render_report(d: LaunchDecision) -> str:
             page.figure(parts_figure(parts))
             page.table([{"part": r.extra["part"], "contribution": _pct(r.estimate),
                          "95% interval": f"[{_pct(r.ci_low)}, {_pct(r.ci_high)}]",
-                         "share of control": _pct(r.extra.get("share_of_parent")),
+                         "share of control": _share(r.extra.get("share_of_parent")),
                          "own relative change": _pct(r.extra.get("part_rel_effect"))}
                         for r in parts])
     if d.attribution:
@@ -183,7 +187,7 @@ def render_report(d: LaunchDecision) -> str:
         page.figure(attribution_figure(rows, metric))
         page.table([{"component": r.extra["component"], "effect": _num(r.estimate),
                      "95% interval": f"[{_num(r.ci_low)}, {_num(r.ci_high)}]",
-                     "share": _pct(r.extra.get("share")).lstrip("+")} for r in rows])
+                     "share": _share(r.extra.get("share"))} for r in rows])
     if d.offline or d.ope:
         page.heading("Predictions before launch vs the online result")
         online = next((e for e in d.experiment if e.metric == d.primary_metric), None)
