@@ -24,7 +24,7 @@ RESULT_KEYS = ("metric", "estimate", "ci_low", "ci_high", "se", "p_value", "n", 
                "p_value_adjusted", "n_control", "n_treatment", "not_computable")
 """Keys every scorecard row has (the JSON contract; more follow per metric kind)."""
 
-N_BOOT = 2000
+N_BOOT = 1000
 """Bootstrap resamples for quantile metrics' standard errors."""
 
 
@@ -270,7 +270,8 @@ def make_plan(config: AnalysisConfig, main: Table, events: Sequence[Table], eng:
     try:
         return Plan(config, main, events, eng.dialect)
     except DataValidationError as exc:
-        table = next((t for t in [main, *events] if t.name == exc.file), None)
+        table = next((t for t in [main, *events]
+                      if t.name == exc.file and exc.column in t.columns), None)
         if (table is None or exc.column is None or ("needs a numeric column" not in exc.problem
                 and "must be numeric" not in exc.problem)):
             raise

@@ -195,6 +195,24 @@ def mid_quantile(values: np.ndarray, counts: np.ndarray, below: np.ndarray | flo
     return np.where(has_l | has_r, out, np.nan)
 
 
+def histogram_window(values: np.ndarray, q: float, width: float = 6.0
+                     ) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """The numpy twin of the engine's histogram query
+    (:meth:`recscope.experiments.sql.Plan.histogram_sql`): from one variant's per-unit
+    values, the distinct values near the ``q`` quantile with their counts, the units
+    below them and all units (for simulations and tests)."""
+    v, c = np.unique(np.asarray(values, dtype=np.float64), return_counts=True)
+    n = float(c.sum())
+    cum = np.cumsum(c).astype(np.float64)
+    start = cum - c
+    half = width * math.sqrt(q * (1 - q) / n) + 2.0 / n
+    prev_start = np.r_[-np.inf, start[:-1]]
+    next_end = np.r_[cum[1:], np.inf]
+    keep = (prev_start <= (q + half) * n) & (next_end >= (q - half) * n)
+    first = int(np.argmax(keep))
+    return v[keep], c[keep].astype(np.float64), float(start[first]), n
+
+
 def histogram_quantile(values: np.ndarray, counts: np.ndarray, below: float, n: float,
                        q: float, *, n_boot: int = 2000,
                        rng: np.random.Generator | None = None) -> tuple[float, float]:
