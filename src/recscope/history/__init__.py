@@ -15,11 +15,17 @@ See docs/history.md.
 """
 
 from recscope.history.predict import Prediction, Predictor, fit_predictor, predict_candidate
-from recscope.history.priors import NormalPrior, PriorReadout, apply_prior, fit_priors
+from recscope.history.priors import (
+    NormalPrior,
+    PriorReadout,
+    apply_prior,
+    check_prior,
+    fit_priors,
+)
 from recscope.history.store import build_history, check_history, read_history
 
 __all__ = ["NormalPrior", "Prediction", "Predictor", "PriorReadout", "apply_prior",
-           "build_history", "check_history", "fit_predictor", "fit_priors",
+           "build_history", "check_history", "check_prior", "fit_predictor", "fit_priors",
            "predict_candidate", "prior_from_history", "read_history"]
 
 

@@ -18,8 +18,12 @@ a few vectorised numpy passes and a few simulated days:
   some candidates, creator-supply interference on for others), read out day by day with
   :func:`recscope.experiments.sequential.monitor` (fixed-horizon and always-valid);
 * **truth**: the global effect (every user on the candidate vs every user on the
-  baseline, common random numbers) over the experiment's days, and over the last week of
-  ``long_run_days`` (the long-run effect).
+  baseline, common random numbers between the two) over the experiment's days, and over
+  the last week of ``long_run_days`` (the long-run effect).
+
+The experiment, the replay and the truth each draw their own random numbers (simulator
+seeds ``seed + 1``, ``+ 3``, ``+ 2``): a readout whose noise were shared with the truth
+would look more accurate than it is.
 
 Effects are relative (``candidate / baseline - 1``) on clicks, saves and sessions per user.
 """
@@ -202,6 +206,8 @@ class _Shared:
     head: np.ndarray
     envs: dict[tuple[bool, bool], Any] = field(default_factory=dict)
     states: dict[tuple[bool, bool], Any] = field(default_factory=dict)
+    truth_envs: dict[tuple[bool, bool], Any] = field(default_factory=dict)
+    truth_states: dict[tuple[bool, bool], Any] = field(default_factory=dict)
     base_runs: dict[tuple[bool, bool], dict[str, np.ndarray]] = field(default_factory=dict)
     replay_env: Any = None
     replay_state: Any = None
@@ -376,24 +382,31 @@ def prepare(cfg: CorpusConfig, progress: Progress | None = None) -> _Shared:
     w_b = _ope_weights(BASELINE_SPEC, shared)
     v_b, infl_b = _snips(w_b, shared.ope_rows["reward"])
     shared.base_ope = (infl_b, v_b)
+    # independent random numbers for the experiment, the truth and the replay: the
+    # readout's error and the replay's must not be coupled to the truth's draws
     variants = [(nov, itf) for nov in (False, True) for itf in (False, True)]
     for i, (nov, itf) in enumerate(variants):
         sim = SimConfig(novelty=0.4 if nov else 0.0,
                         creator_supply=CreatorSupplyConfig(enabled=itf, weight=1.5))
         env = Environment(world, sim, seed=cfg.seed + 1)
-        st = env.warmup(base, days=cfg.warmup_days)
-        shared.envs[(nov, itf)], shared.states[(nov, itf)] = env, st
-        run = env.run([base], days=cfg.long_run_days, state=st)
+        shared.envs[(nov, itf)] = env
+        shared.states[(nov, itf)] = env.warmup(base, days=cfg.warmup_days)
+        tenv = Environment(world, sim, seed=cfg.seed + 2)
+        st = tenv.warmup(base, days=cfg.warmup_days)
+        shared.truth_envs[(nov, itf)], shared.truth_states[(nov, itf)] = tenv, st
+        run = tenv.run([base], days=cfg.long_run_days, state=st)
         shared.base_runs[(nov, itf)] = _user_day(run, truth.n_users, cfg.long_run_days, st.day)
         if progress is not None:
             progress("prepare", i + 1, len(variants) + 1)
-    shared.replay_env, shared.replay_state = shared.envs[(False, False)], shared.states[
-        (False, False)]
+    renv = Environment(world, SimConfig(novelty=0.0), seed=cfg.seed + 3)
+    shared.replay_env = renv
+    shared.replay_state = renv.warmup(base, days=cfg.warmup_days)
     rng = np.random.default_rng([cfg.seed, 3])
     n_rep = max(2, round(cfg.replay_share * truth.n_users))
     shared.replay_users = np.sort(rng.choice(truth.n_users, n_rep, replace=False))
-    shared.replay_base = {m: v[shared.replay_users, :cfg.replay_days]
-                          for m, v in shared.base_runs[(False, False)].items()}
+    run = renv.run([base], days=cfg.replay_days, state=shared.replay_state)
+    rb = _user_day(run, truth.n_users, cfg.replay_days, shared.replay_state.day)
+    shared.replay_base = {m: v[shared.replay_users] for m, v in rb.items()}
     if progress is not None:
         progress("prepare", len(variants) + 1, len(variants) + 1)
     return shared
@@ -479,7 +492,9 @@ def evaluate_candidate(spec: CandidateSpec, shared: _Shared) -> dict[str, Any]:
     on = rec["online"][PRIMARY]
     rec["decision"] = ("launch" if on["p_value"] < 0.05 and on["estimate"] > 0 else
                        "rollback" if on["p_value"] < 0.05 else "inconclusive")
-    # truth: global replay of every user on the candidate, same random numbers
+    # truth: every user on the candidate vs every user on the baseline, common random
+    # numbers between the two (independent of the experiment's)
+    env, st = shared.truth_envs[key], shared.truth_states[key]
     run = env.run([base, pol], days=cfg.long_run_days, arm=np.ones(truth.n_users, np.int64),
                   state=st, novel=[False, True])
     tr = _user_day(run, truth.n_users, cfg.long_run_days, st.day)

@@ -144,6 +144,17 @@ def _scorecard_rows(card: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
+def check_prior(prior: Mapping[str, NormalPrior], metrics: list[str], *,
+                file: str | None = None) -> None:
+    """Refuse, before any analysis, a prior fitted on other metrics than ``metrics``."""
+    missing = [m for m in metrics if m not in prior]
+    if missing:
+        raise DataValidationError(
+            f"the prior was fitted on metric(s) {', '.join(sorted(prior)) or 'none'}, not "
+            f"{missing[0]!r} analysed here; use a history with readouts of that metric",
+            file=file)
+
+
 def apply_prior(scorecard_result: Any, prior: Mapping[str, NormalPrior], *,
                 file: str | None = None) -> PriorReadout:
     """Shrink every relative effect of a scorecard with the prior of its metric.
@@ -152,12 +163,7 @@ def apply_prior(scorecard_result: Any, prior: Mapping[str, NormalPrior], *,
     error naming ``file``, the prior's source, and the metric)."""
     rows = _scorecard_rows(scorecard_result)
     metrics = sorted({str(r["metric"]) for r in rows})
-    missing = [m for m in metrics if m not in prior]
-    if missing:
-        raise DataValidationError(
-            f"the prior was fitted on metric(s) {', '.join(sorted(prior)) or 'none'}, not "
-            f"{missing[0]!r} analysed here; use a history with readouts of that metric",
-            file=file)
+    check_prior(prior, metrics, file=file)
     out = []
     for r in rows:
         p = prior[str(r["metric"])]

@@ -1,0 +1,97 @@
+"""Cost of the simulated history and the validation of docs/history.md.
+
+    python benchmarks/history.py cost --n 20          # seconds per candidate (default scale)
+    python benchmarks/history.py validate --history DIR/history.parquet \\
+        --asos ../shared/data/asos-digital-experiments/asos_digital_experiments_dataset.parquet
+
+``cost``: simulates ``--n`` candidates on the default corpus world (2,000 users, 1,000
+pins, 14-day experiments, 28-day truth) on one core and prints the shared set-up time and
+the time per candidate, split by signal (offline, OPE, replay, online, truth).
+
+``validate``: runs :func:`recscope.history.validation.run_validation` (what ``recscope
+history validate`` prints) and writes benchmarks/out/history.json.
+Run both under ``flock /tmp/recscope-heavy.lock`` on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import numpy as np
+
+from recscope.history import corpus
+
+OUT = Path(__file__).parent / "out"
+
+
+def cost(n: int, seed: int) -> dict[str, float]:
+    """Shared set-up and per-candidate seconds, per signal."""
+    cfg = corpus.CorpusConfig(n=n, seed=seed)
+    t = time.perf_counter()
+    shared = corpus.prepare(cfg)
+    setup = time.perf_counter() - t
+    parts = {"offline": 0.0, "ope": 0.0, "total": 0.0}
+    for spec in corpus.sample_candidates(n, seed):
+        t0 = time.perf_counter()
+        corpus._offline_values(corpus.build_policy(spec, shared, temperature=0.0), shared)
+        t1 = time.perf_counter()
+        corpus._ope_weights(spec, shared)
+        t2 = time.perf_counter()
+        corpus.evaluate_candidate(spec, shared)
+        t3 = time.perf_counter()
+        parts["offline"] += t1 - t0
+        parts["ope"] += t2 - t1
+        parts["total"] += t3 - t2
+    out = {"setup_s": setup, "per_candidate_s": parts["total"] / n,
+           "offline_s": parts["offline"] / n, "ope_s": parts["ope"] / n,
+           "simulation_s": (parts["total"] - parts["offline"] - parts["ope"]) / n,
+           "users": shared.truth.n_users, "items": shared.truth.n_items}
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}))
+    return out
+
+
+def validate(history: Path, asos: Path | None, cost_: float) -> dict[str, object]:
+    from rich.console import Console
+
+    from recscope.history.store import read_history
+    from recscope.history.validation import print_validation, run_validation
+
+    t = time.perf_counter()
+    res = run_validation(read_history(history), asos=asos, cost=cost_, file=str(history))
+    res["seconds"] = round(time.perf_counter() - t, 2)
+    print_validation(res, Console(width=200))
+    OUT.mkdir(exist_ok=True)
+    for v in res["predictor"].values():  # type: ignore[union-attr]
+        v.pop("predictions", None)
+    (OUT / "history.json").write_text(json.dumps(res, indent=1, default=float))
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("cost")
+    c.add_argument("--n", type=int, default=20)
+    c.add_argument("--seed", type=int, default=0)
+    v = sub.add_parser("validate")
+    v.add_argument("--history", type=Path, required=True)
+    v.add_argument("--asos", type=Path, default=None)
+    v.add_argument("--cost", type=float, default=0.01)
+    a = ap.parse_args()
+    np.seterr(all="ignore")
+    if a.cmd == "cost":
+        cost(a.n, a.seed)
+    else:
+        validate(a.history, a.asos, a.cost)
+
+
+if __name__ == "__main__":
+    main()

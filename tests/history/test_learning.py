@@ -1,0 +1,177 @@
+"""Predictor, conformal intervals, triage, priors and shortcuts."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from scipy import stats as sps
+
+from recscope.cli import run
+from recscope.errors import DataValidationError
+from recscope.history.predict import conformal_quantile, triage, validate
+from recscope.history.priors import (
+    NormalPrior,
+    apply_prior,
+    fit_normal_prior,
+    fit_priors,
+    validate_asos,
+)
+from recscope.history.shortcuts import (
+    Series,
+    analyse,
+    asos_to_series,
+    conditional_power,
+    earliest_agreement,
+    stop,
+)
+from tests.conftest import data_path
+
+
+def _synthetic_history(n: int = 300, seed: int = 0) -> pa.Table:
+    """Candidates whose truth is a noisy function of replay and OPE, in 30 families."""
+    rng = np.random.default_rng(seed)
+    fam_effect = rng.normal(0, 0.05, 30)
+    fam = rng.integers(0, 30, n)
+    truth = fam_effect[fam] + rng.normal(0, 0.05, n)
+    se = np.full(n, 0.02)
+    return pa.table({
+        "candidate_id": [f"c{i}" for i in range(n)], "family": [f"f{f}" for f in fam],
+        "split_fingerprint": ["s"] * n, "decision": ["launch"] * n,
+        "offline_ndcg_estimate": truth * 0.1 + rng.normal(0, 0.02, n),
+        "offline_recall_estimate": rng.normal(0, 1, n),
+        "ope_estimate": truth + rng.normal(0, 0.05, n),
+        "replay_estimate": truth + rng.normal(0, 0.02, n),
+        "online_clicks_estimate": truth + rng.normal(0, 0.02, n), "online_clicks_se": se,
+        "online_clicks_mde": 2.8 * se, "true_clicks": truth})
+
+
+def test_conformal_quantile() -> None:
+    r = np.arange(1, 20, dtype=float)  # n = 19: ceil(0.9 * 20) = 18th smallest
+    assert conformal_quantile(r, 0.1) == 18.0
+    assert conformal_quantile(-r, 0.1) == 18.0
+    assert math.isinf(conformal_quantile(np.arange(3.0), 0.1))  # too few points
+
+
+@pytest.mark.parametrize("kind", ["ridge", "gbm"])
+def test_validation_on_a_known_relation(kind: str) -> None:
+    """Replay carries most of the signal: the learned model ranks well, covers ~90%."""
+    v = validate(_synthetic_history(), kind=kind)  # type: ignore[arg-type]
+    sp = v["spearman"]
+    assert sp["learned"] > 0.9
+    assert sp["replay"] > sp["offline NDCG delta"]
+    assert 0.84 <= v["coverage"] <= 0.96
+    assert v["directional_accuracy"] > 0.9
+    assert v["n"] == 300 and v["families"] == 30
+
+
+def test_triage() -> None:
+    assert triage(-0.2, 0.05, 0.1, 0.05, 0.01)["recommendation"] == "skip"
+    big = triage(0.2, 0.05, 0.1, 0.05, 0.01)
+    assert big["recommendation"] == "run" and big["p_positive"] > 0.99
+    small = triage(0.02, 0.05, 0.1, 0.05, 0.001)
+    assert small["recommendation"] == "run with more traffic"
+    assert small["traffic"] == pytest.approx(min(4.0, (0.05 / 0.02) ** 2))
+    # EV(run) = E[max(effect, 0)] - cost under N(pred, sd^2)
+    sd = 0.05 / sps.norm.ppf(0.95)
+    ev = 0.02 * sps.norm.cdf(0.02 / sd) + sd * sps.norm.pdf(0.02 / sd) - 0.001
+    assert small["ev_run"] == pytest.approx(ev)
+
+
+def test_predict_cli(tiny_corpus: Path, tmp_path: Path,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "p.json"
+    assert run(["history", "predict", str(tiny_corpus / "candidates" / "c00-0002.json"),
+                "--history", str(tiny_corpus / "history.parquet"), "--model", "ridge",
+                "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "recommendation" in text
+    res = json.loads(out.read_text())
+    assert res["candidate_id"] == "c00-0002" and res["model"] == "ridge"
+    assert res["ci_low"] < res["estimate"] < res["ci_high"]
+    assert res["triage"]["recommendation"] in ("run", "skip", "run with more traffic")
+
+
+def test_normal_prior_recovers_mu_tau() -> None:
+    rng = np.random.default_rng(1)
+    theta = rng.normal(0.01, 0.03, 4000)
+    se = rng.uniform(0.01, 0.04, theta.size)
+    p = fit_normal_prior(theta + se * rng.standard_normal(theta.size), se, "clicks")
+    assert p.mean == pytest.approx(0.01, abs=0.003)
+    assert p.sd == pytest.approx(0.03, abs=0.003)
+    m, s, pp = p.posterior(0.05, 0.03)
+    w = 1 / 0.03**2 + 1 / p.sd**2
+    assert float(m) == pytest.approx((0.05 / 0.03**2 + p.mean / p.sd**2) / w)
+    assert float(s) == pytest.approx(w**-0.5)
+    assert float(pp) == pytest.approx(sps.norm.sf(0, float(m), float(s)))
+
+
+def test_posterior_reliability_in_simulation() -> None:
+    """Among readouts given P(effect > 0) ~ 0.8, about 80% are truly positive."""
+    rng = np.random.default_rng(2)
+    theta = rng.normal(0.0, 0.02, 20000)
+    se = np.full(theta.size, 0.02)
+    est = theta + se * rng.standard_normal(theta.size)
+    _, _, p = NormalPrior("m", 0.0, 0.02, 0).posterior(est, se)
+    sel = (p > 0.7) & (p < 0.9)
+    assert np.mean(theta[sel] > 0) == pytest.approx(np.mean(p[sel]), abs=0.03)
+
+
+def test_apply_prior_and_wrong_metric(tiny_corpus: Path) -> None:
+    import pyarrow.parquet as pq
+
+    priors = fit_priors(pq.read_table(tiny_corpus / "history.parquet"), source="h.parquet")
+    card = {"results": [{"metric": "clicks", "variant": "treatment", "rel_effect": 0.1,
+                         "rel_ci_low": 0.0, "rel_ci_high": 0.2, "p_value": 0.05}]}
+    res = apply_prior(card, priors)
+    row = res.rows()[0]
+    assert row["estimate"] == 0.1
+    m, _, p = priors["clicks"].posterior(0.1, 0.1 / 1.959963984540054)
+    assert row["shrunken"] == pytest.approx(float(m))
+    assert row["p_positive"] == pytest.approx(float(p))
+    bad = {"results": [{**card["results"][0], "metric": "ctr"}]}
+    with pytest.raises(DataValidationError, match=r"h\.parquet.*fitted on metric.*'ctr'"):
+        apply_prior(bad, priors, file="h.parquet")
+
+
+def test_asos_priors_reduce_error() -> None:
+    import pandas as pd
+
+    frame = pd.read_parquet(data_path("asos-digital-experiments",
+                                      "asos_digital_experiments_dataset.parquet"))
+    rows = validate_asos(frame)
+    assert len(rows) == 4
+    assert all(r["mse_reduction"] > 0 for r in rows)
+    series = asos_to_series(frame)
+    a = analyse(series, max_disagreement=0.10)
+    assert 0 < a["always_valid"]["days_saved_share"] < 1
+    if a["calibrated"]["futility"] is not None:
+        assert a["always_valid_and_futility"]["disagreement_rate"] <= 0.10 + 1e-12
+
+
+def _series(effect: list[float], se: list[float], seq_p: list[float]) -> Series:
+    e, s = np.array(effect), np.array(se)
+    t = np.arange(1, len(e) + 1, dtype=float)
+    return Series("x", t, e, s, 2 * sps.norm.sf(np.abs(e / s)), np.array(seq_p), t / t[-1])
+
+
+def test_earliest_agreement_and_stop() -> None:
+    s = _series([0.0, 3.0, 0.5, 3.0, 3.0], [1, 1, 1, 1, 1], [1, 1, 1, 0.01, 0.001])
+    assert earliest_agreement(s) == pytest.approx(4 / 5)
+    assert stop(s) == (3, "launch")
+    # futility: a flat series stops at the first look past min_fraction with low power
+    flat = _series([0.0] * 10, [1.0] * 10, [1.0] * 10)
+    i, dec = stop(flat, futility=0.1, min_fraction=0.3)
+    assert (i, dec) == (2, "none")
+    assert stop(flat, futility=None)[0] == 9
+
+
+def test_conditional_power_formula() -> None:
+    z, f = np.array([2.0]), np.array([0.5])
+    cp = conditional_power(z, f, 0.05)
+    expected = sps.norm.sf((1.959963984540054 - 2.0 / math.sqrt(0.5)) / math.sqrt(0.5))
+    assert float(cp[0]) == pytest.approx(expected)
