@@ -163,3 +163,37 @@ def test_attribution_result_json(tmp_path: Path) -> None:
     got = attribution_effects(path)
     assert [(e.extra["component"], e.estimate, e.extra["share"], e.extra["total"])
             for e in got] == [("ranker", 0.15, 0.75, 0.2)]
+
+
+def test_decide_simulated_on_the_built_in_simulator() -> None:
+    """The demo's hook on a real (tiny) run_experiment result: truth beside the decision."""
+    import tomllib
+
+    from recscope.sim import parse_experiment, run_experiment
+
+    spec = parse_experiment(tomllib.loads("""
+name = "tiny"
+seed = 3
+days = 3
+warmup_days = 1
+[world]
+scale = 0.05
+[policy]
+retriever = "embedding"
+ranker = "affinity"
+[[experiment]]
+name = "ranker"
+[experiment.variants.control]
+[experiment.variants.treatment]
+ranker = "affinity_quality"
+"""))
+    res = run_experiment(spec)
+    d = decide_simulated(SIM_LAUNCH, res, variant="treatment")
+    assert d.decision in ("ship", "iterate", "stop")
+    assert d.truth_verdict in ("good", "bad", "marginal")
+    assert set(d.truth) >= {"saves", "hides", "sessions"}
+    parent = next(r for r in d.tree if r.extra["level"] == "parent")
+    kids = [r for r in d.tree if r.extra["level"] == "child"]
+    assert abs(sum(k.estimate for k in kids) - parent.extra["direct_rel_effect"]) < 1e-9
+    saves = next(e for e in d.experiment if e.metric == "saves")
+    assert parent.estimate == pytest.approx(saves.estimate, rel=1e-9)
