@@ -23,7 +23,7 @@ from recscope.data.loaders import (
     load_movielens,
     load_obd,
 )
-from recscope.errors import ConfigError, DataValidationError
+from recscope.errors import ConfigError, DataValidationError, OutputError
 from tests.conftest import data_path, make_log
 
 
@@ -344,3 +344,51 @@ def test_timestamps_are_utc_microseconds() -> None:
     data = load_movielens(data_path("ml-100k"))
     assert data.table.schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
     assert data.table.column("timestamp")[0].as_py() == _utc(1997, 12, 4, 15, 55, 49)
+
+
+def test_split_folders_are_not_amazon_and_round_trip(tmp_path: Path) -> None:
+    """A ``Split.save`` folder holds JSON (split.json, meta.json, manifests) but is a split:
+    it loads as its train part, and ``load_split`` gives the three parts on one vocabulary."""
+    from recscope.data import random_holdout
+    from recscope.data.loaders import load_split
+
+    data = Interactions.from_table(make_log(extra=True))
+    split = random_holdout(data, 0.25, seed=1)
+    split.save(tmp_path / "s", info={"source": {"path": "log"}})
+    assert detect_format(tmp_path / "s") == "split"
+    assert detect_format(tmp_path / "s" / "test") == "recscope"
+    assert load(tmp_path / "s").table.equals(split.train.table)
+    back = load_split(tmp_path / "s")
+    assert back.test.table.equals(split.test.table) and back.test.users is back.train.users
+    with pytest.raises(OutputError, match=r"--force|not empty"):
+        split.save(tmp_path / "s")  # an existing split is not replaced without force
+    split.save(tmp_path / "s", force=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "meta.json").write_text("{}")
+    with pytest.raises(DataValidationError, match="cannot tell"):
+        detect_format(tmp_path / "other")  # recscope's own JSON names are not reviews
+    with pytest.raises(DataValidationError, match="split part not found"):
+        load_split(tmp_path / "other")
+
+
+@pytest.mark.parametrize(("name", "content", "words"), [
+    ("empty.csv", b"", ["empty"]),
+    ("bad.parquet", b"xx", ["cannot read as Parquet"]),
+    ("latin.csv", b"user_id,item_id,timestamp\nu,caf\xe9,1\n", ["UTF-8", "'item_id'"]),
+    ("semi.csv", b"user_id;item_id;timestamp\nu;i;1\n", ["delimiter"]),
+])
+def test_unreadable_files_name_the_file(tmp_path: Path, name: str, content: bytes,
+                                        words: list[str]) -> None:
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataValidationError) as err:
+        load(tmp_path / name)
+    assert name in str(err.value) and all(w in str(err.value) for w in words)
+    assert "\n" not in str(err.value)
+
+
+def test_folder_named_like_a_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "log.parquet").mkdir()
+    with pytest.raises(DataValidationError, match="is a folder; expected a file"):
+        load(tmp_path / "log.parquet")
+    with pytest.raises(DataValidationError, match="not found"):
+        load(tmp_path / "nope.csv")

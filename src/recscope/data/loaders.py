@@ -626,6 +626,9 @@ def detect_format(path: str | Path) -> str:
     if not p.exists():
         raise DataValidationError("path not found", file=str(p))
     if p.is_dir():
+        if p.suffix.lower() in (".parquet", ".pq", ".csv", ".tsv", ".tab", ".txt", ".json",
+                                ".jsonl"):
+            raise DataValidationError("is a folder; expected a file", file=str(p))
         if (p / "interactions.parquet").exists():
             return "recscope"
         if (p / "split.json").exists():

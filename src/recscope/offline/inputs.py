@@ -121,11 +121,31 @@ def to_ranked_lists(t: pa.Table, users: Vocabulary, items: Vocabulary, file: str
                             columns=("item_id", col))
 
 
+def _with_line(exc: DataValidationError) -> DataValidationError:
+    """The same error with the text line (header = line 1) of a CSV/TSV row added."""
+    if exc.row is None or exc.line is not None or exc.file is None or \
+            Path(exc.file).suffix.lower() in (".parquet", ".pq"):
+        return exc
+    return DataValidationError(exc.problem, file=exc.file, column=exc.column, row=exc.row,
+                               line=exc.row + 2)
+
+
 def load_inputs(truth_path: str | Path, rankings: dict[str, str | Path],
                 exclude_path: str | Path | None = None) -> EvaluationInputs:
     """Read the truth and every rankings file onto shared vocabularies; ``exclude_path``
     (``user_id``, ``item_id``: e.g. training pairs) lists items dropped from each user's
-    lists and truth (pairs whose user or item appears nowhere else are ignored)."""
+    lists and truth (pairs whose user or item appears nowhere else are ignored).
+
+    Every problem is one :class:`DataValidationError` naming the file, the column and the
+    row (and, for text files, the line)."""
+    try:
+        return _load_inputs(truth_path, rankings, exclude_path)
+    except DataValidationError as exc:
+        raise _with_line(exc) from None
+
+
+def _load_inputs(truth_path: str | Path, rankings: dict[str, str | Path],
+                 exclude_path: str | Path | None = None) -> EvaluationInputs:
     tt = read_truth(truth_path)
     rts = {name: read_rankings(p) for name, p in rankings.items()}
     ucols = _common_type([tt.column("user_id"), *[t.column("user_id") for t in rts.values()]])
