@@ -411,7 +411,8 @@ def tune(space: SearchSpace, data: Interactions, settings: TuneSettings, out: st
                   "search_fingerprint": search.fingerprint(),
                   "test_fingerprint": test.fingerprint(), "n_fit": len(fit_part),
                   "n_validation": len(val), "n_test": len(test),
-                  "search_seconds": search_seconds, "curves": supports_epochs(best_model),
+                  "search_seconds": search_seconds,
+                  "curves": supports_epochs(trial_model(best_cfg)),
                   "mlflow_run": parent.run_id, "comparison": t.to_dict()})
         save_model_dir(out / "best", best_model, search,
                        {"tuned": True, "study": name, "best_params": dict(best.params),
