@@ -75,31 +75,23 @@ def test_study_resumes(tmp_path: Path, ml100k: Any) -> None:
     assert len(study.trials) == 3
 
 
-def test_pruner_stops_trials_from_curves(tmp_path: Path, ml100k: Any, monkeypatch: Any
-                                         ) -> None:
-    """With an epoch hook the median pruner stops trials early and epochs are counted."""
-    from recscope.pipeline import Pipeline
+def test_pruner_stops_trials_from_curves(tmp_path: Path, ml100k: Any) -> None:
+    """ALS reports every iteration: the median pruner stops trials early, epochs counted."""
+    from recscope.models.mf import ALS
 
-    if not supports_epochs(Pipeline({"retrievers": [{"component": "popularity"}]})):
-        real_fit = Pipeline.fit
-
-        def fit(self: Any, train: Any, *, on_epoch: Any = None) -> Any:
-            # a curve that rises with the epoch: the fitted model scored after each "epoch"
-            real_fit(self, train)
-            for epoch in range(1, 5):
-                if on_epoch is not None and on_epoch(epoch, {}):
-                    break
-            return self
-
-        monkeypatch.setattr(Pipeline, "fit", fit)
+    assert supports_epochs(ALS())
     s = TuneSettings(trials=8, pruner="median", startup_trials=2, eval_every=1,
-                     max_eval_users=200, seed=3)
-    res = tune(_space(tmp_path), ml100k, s, tmp_path / "tune", store=str(tmp_path / "st"))
+                     max_eval_users=300, seed=3)
+    res = tune(_space(tmp_path, ALS_SPACE.replace("iterations = 4", "iterations = 6")),
+               ml100k, s, tmp_path / "tune", store=str(tmp_path / "st"))
     pruned = [t for t in res.trials if t.state == "PRUNED"]
     assert pruned, [(t.state, t.value) for t in res.trials]
-    assert all(t.epochs < 4 for t in pruned)
-    assert res.total_epochs < 8 * 4
+    assert all(t.epochs < 6 and len(t.curve) == t.epochs for t in pruned)
+    assert res.total_epochs < 8 * 6
     assert all(t.state == "COMPLETE" for t in res.trials[:2])  # startup trials run fully
+    assert res.info["curves"] is True
+    complete = [t for t in res.trials if t.state == "COMPLETE"]
+    assert all([p[0] for p in t.curve] == [1, 2, 3, 4, 5, 6] for t in complete)
 
 
 def test_cli_tune_and_no_partial_output_on_bad_data(tmp_path: Path) -> None:
