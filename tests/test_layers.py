@@ -40,3 +40,26 @@ def test_front_door_from_a_fresh_interpreter() -> None:
 def test_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'evaluat'"):
         recscope.evaluat  # noqa: B018
+
+
+def test_core_imports_only_numerics_and_errors() -> None:
+    """``recscope.core`` is the base of the shared mathematics: the standard library, numpy,
+    scipy, numba and ``recscope.errors`` only (import-linter checks the other layers)."""
+    import ast
+    from pathlib import Path
+
+    allowed = {"numpy", "scipy", "numba", "__future__"}
+    core = Path(recscope.__file__).parent / "core"
+    for path in sorted(core.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom)
+                     and node.level == 0 else [])
+            for name in names:
+                top = name.split(".")[0]
+                if top == "recscope":
+                    assert name == "recscope.errors" or name.startswith("recscope.core"), (
+                        f"{path.name} imports {name}")
+                else:
+                    assert top in allowed or top in sys.stdlib_module_names, (
+                        f"{path.name} imports {name}")
