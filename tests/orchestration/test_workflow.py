@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -197,3 +198,24 @@ def test_killed_mid_training_resumes_byte_identical(tmp_path: Path) -> None:
     resumed = run(load_workflow(killed))
     assert [o.status for o in resumed] == ["skipped", "skipped", "done", "done"]
     assert outputs(work) == outputs(tmp_path / "clean" / "work")
+
+
+def test_tune_task_feeds_evaluate(tmp_path: Path) -> None:
+    from tests.orchestration.helpers import ALS_SPACE
+
+    (tmp_path / "space.toml").write_text(ALS_SPACE)
+    wf_file = make(tmp_path)
+    text = wf_file.read_text().replace(
+        'op = "train"\ninputs = { data = "split.train" }\nparams = { config = "als.toml" }',
+        'op = "tune"\ninputs = { data = "split.train" }\n'
+        'params = { config = "space.toml", trials = 2, pruner = "none" }')
+    assert 'op = "tune"' in text
+    wf_file.write_text(text)
+    out = run(load_workflow(wf_file))
+    assert [o.status for o in out] == ["done"] * 4
+    tasks = tmp_path / "work" / "tasks"
+    assert (tasks / "train" / "model" / "train.json").exists()
+    doc = json.loads((tasks / "train" / "tune" / "tune.json").read_text())
+    assert len(doc["trials"]) == 2
+    assert (tasks / "evaluate" / "eval" / "eval.json").exists()
+    assert [o.status for o in run(load_workflow(wf_file))] == ["skipped"] * 4
