@@ -25,7 +25,11 @@ def build(
                                        help="Result files or folders (repeatable): candidate "
                                        "records, or candidate.json folders with scorecards."),
 ) -> None:
-    """Build the history table from an MLflow store and result files (DuckDB)."""
+    """Build the history table from an MLflow store and result files (DuckDB).
+
+    Example: recscope history build --tracking mlruns/ --results corpus/candidates
+    --out history.parquet
+    """
     from recscope.history.store import build_history, check_history
     from recscope.io import write_parquet
 
@@ -47,7 +51,11 @@ def show(
                                    "GROUP BY 1\"."),
     limit: int = typer.Option(50, "--limit", help="Rows to print at most."),
 ) -> None:
-    """Per family: candidates, launches and mean signals (or the result of --sql)."""
+    """Per family: candidates, launches and mean signals (or the result of --sql).
+
+    Example: recscope history show history.parquet --sql "SELECT family, COUNT(*) FROM
+    history GROUP BY 1"
+    """
     from recscope.history.store import read_history, summary
     from recscope.report.tables import rich_table
 
@@ -71,7 +79,10 @@ def simulate(
 ) -> None:
     """Simulate a history of candidate stacks on the built-in world: offline benchmark,
     OPE, replay, online readout and truth for each; writes candidates/*.json,
-    history.parquet and corpus.json (and one MLflow run per candidate with --tracking)."""
+    history.parquet and corpus.json (and one MLflow run per candidate with --tracking).
+
+    Example: recscope history simulate --n 200 --out corpus/
+    """
     from recscope.history.corpus import CorpusConfig, simulate_corpus
     from recscope.history.store import log_candidates, record_to_row, rows_to_table
     from recscope.io import atomic_dir, write_json, write_parquet
@@ -132,7 +143,11 @@ def predict(
                                "relative effect (0.01 = 1%)."),
     json_out: JsonOut = None,
 ) -> None:
-    """Predict a candidate's online effect with a conformal interval and triage it."""
+    """Predict a candidate's online effect with a conformal interval and triage it.
+
+    Example: recscope history predict corpus/candidates/c00-0007.json
+    --history corpus/history.parquet
+    """
     from recscope.history.predict import fit_predictor, predict_candidate
     from recscope.history.store import read_history
 
@@ -154,7 +169,10 @@ def predict(
 def priors(
     history: Path = typer.Argument(..., metavar="HISTORY", help="History Parquet file."),
 ) -> None:
-    """The empirical-Bayes prior of every metric's relative effect."""
+    """The empirical-Bayes prior of every metric's relative effect.
+
+    Example: recscope history priors corpus/history.parquet
+    """
     from recscope.history.priors import fit_priors
     from recscope.history.store import read_history
     from recscope.report.tables import rich_table
@@ -175,7 +193,11 @@ def validate(
     json_out: JsonOut = None,
 ) -> None:
     """The validation table of docs/history.md: predictor on held-out families, priors,
-    early stopping."""
+    early stopping.
+
+    Example: recscope history validate corpus/history.parquet --asos
+    ../shared/data/asos-digital-experiments/asos_digital_experiments_dataset.parquet
+    """
     from recscope.history.store import read_history
     from recscope.history.validation import print_validation, run_validation
 
