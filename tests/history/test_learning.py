@@ -175,3 +175,30 @@ def test_conditional_power_formula() -> None:
     cp = conditional_power(z, f, 0.05)
     expected = sps.norm.sf((1.959963984540054 - 2.0 / math.sqrt(0.5)) / math.sqrt(0.5))
     assert float(cp[0]) == pytest.approx(expected)
+
+
+def test_validate_cli(tiny_corpus: Path, tmp_path: Path,
+                      capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "v.json"
+    assert run(["history", "validate", str(tiny_corpus / "history.parquet"),
+                "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert set(res["predictor"]) == {"gbm", "ridge"}
+    assert res["predictor"]["ridge"]["n"] == 12
+    assert {r["metric"] for r in res["priors"]} == {"clicks", "saves", "sessions"}
+    assert res["shortcuts"]["simulated corpus"]["series"] == 36
+    assert "held-out families" in capsys.readouterr().out
+
+
+def test_validate_needs_truth(tiny_corpus: Path, tmp_path: Path,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(tiny_corpus / "history.parquet")
+    bad = tmp_path / "real.parquet"
+    pq.write_table(t.select([c for c in t.column_names if not c.startswith("true_")]), bad)
+    out = tmp_path / "v.json"
+    assert run(["history", "validate", str(bad), "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "real.parquet" in err and "true effects" in err
+    assert not out.exists()
