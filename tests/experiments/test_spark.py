@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -100,3 +101,45 @@ def test_spark_power_analysis_matches_duckdb(spark: object, files: tuple[str, st
                     assert rb[k] == pytest.approx(va, rel=1e-9, abs=1e-12), (key, k)
                     compared += 1
     assert compared > 20
+
+
+def test_spark_caps_nulls_and_checks_match_duckdb(spark: object, tmp_path: Path) -> None:
+    """Caps (a quantile computed in the engine, and a fixed value), null policies, the
+    data checks and the quantile histogram: the same on Spark as on DuckDB (1e-9)."""
+    import numpy as np
+    import pandas as pd
+
+    from recscope.experiments.engines import SparkEngine
+
+    rng = np.random.default_rng(8)
+    n = 600
+    a = pd.DataFrame({"user_id": np.arange(n), "variant": rng.choice(["control", "t"], n)})
+    e = pd.DataFrame({"user_id": rng.integers(0, n + 5, 4000),
+                      "x": np.round(rng.pareto(1.2, 4000) * 10, 2),
+                      "y": rng.integers(0, 4, 4000).astype(float)})
+    e.loc[[3, 9], "y"] = np.nan
+    a.to_parquet(tmp_path / "a.parquet")
+    e.to_parquet(tmp_path / "e.parquet")
+    cfg = parse_metrics({"unit": "user_id", "metrics": {
+        "x_capped": {"kind": "mean", "column": "x", "cap": {"quantile": 0.99}},
+        "x_fixed": {"kind": "mean", "column": "x", "cap": {"value": 50.0}},
+        "y_zero": {"kind": "mean", "column": "y", "nulls": "zero"},
+        "y_drop": {"kind": "mean", "column": "y", "nulls": "drop"},
+        "y_median": {"kind": "quantile", "column": "y", "nulls": "drop"}}})
+    paths = (str(tmp_path / "a.parquet"), str(tmp_path / "e.parquet"))
+    duck = analyze(*paths, cfg, engine="duckdb")
+    spk = analyze(*paths, cfg, engine=SparkEngine(spark))
+    caps_d, caps_s = duck.data_checks["caps"], spk.data_checks["caps"]
+    assert caps_s["x_capped"]["value"] == pytest.approx(caps_d["x_capped"]["value"],
+                                                        rel=1e-9, abs=1e-9)
+    for name in ("x_capped", "x_fixed"):
+        assert caps_s[name]["units_capped"] == caps_d[name]["units_capped"] > 0
+    for key in ("units_with_events_but_no_assignment", "nulls", "units"):
+        assert spk.data_checks[key] == duck.data_checks[key], key
+    for ra, rb in zip(duck.results, spk.results, strict=True):
+        for key, va in ra.to_dict().items():
+            vb = rb.to_dict()[key]
+            if isinstance(va, float) and math.isfinite(va):
+                assert vb == pytest.approx(va, rel=1e-9, abs=1e-9), (ra.metric, key)
+            else:
+                assert va == vb or (va != va and vb != vb), (ra.metric, key)
