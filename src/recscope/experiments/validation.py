@@ -315,7 +315,7 @@ def report(hillstrom_csv: str, asos_parquet: str, *, splits: int = 2000) -> str:
     for r in card.results:
         lines.append(
             f"| {r['metric']} | {r['variant']} | {r['control_mean']:.4f} | "
-            f"{r['treatment_mean']:.4f} | {r['effect']:+.4f} [{r['ci_low']:+.4f}, "
+            f"{r['treatment_mean']:.4f} | {r['estimate']:+.4f} [{r['ci_low']:+.4f}, "
             f"{r['ci_high']:+.4f}] | {r['rel_effect']:+.1%} | {r['p_value_adjusted']:.2g} | "
             f"{r['variance_reduction']:.1%} |")
     lines.append(f"\nSRM p-value {card.srm['p_value']:.3f}; units "
