@@ -67,11 +67,11 @@ def test_study_resumes(tmp_path: Path, ml100k: Any) -> None:
     s = TuneSettings(trials=2, pruner="none", max_eval_users=200)
     first = tune(space, ml100k, s, out, store=str(tmp_path / "store"))
     s.trials = 3
-    second = tune(space, ml100k, s, out, store=str(tmp_path / "store"))
+    second = tune(space, ml100k, s, tmp_path / "tune2", store=str(tmp_path / "store"))
     assert [t.number for t in second.trials] == [0, 1, 2]
     assert [t.params for t in second.trials[:2]] == [t.params for t in first.trials]
-    study = optuna.load_study(study_name=second.info["study"],
-                              storage=f"sqlite:///{out / 'study.db'}")
+    assert second.info["storage"] == f"sqlite:///{tmp_path / 'store' / 'optuna.db'}"
+    study = optuna.load_study(study_name=second.info["study"], storage=second.info["storage"])
     assert len(study.trials) == 3
 
 

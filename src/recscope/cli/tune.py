@@ -2,10 +2,10 @@
 
 Contract: ``recscope tune CONFIG --data PATH --trials N [--timeout S] [--objective ndcg@10]
 [--validation 0.2] [--test-fraction 0.2] [--pruner median|hyperband|none] [--seed 0]
---out DIR``. ``DIR`` receives ``study.db`` (the Optuna study: run the same command again
-to resume), ``mlflow.db`` (one nested run per trial, unless ``--tracking`` says where),
-``best/`` (the re-fitted best model, the layout ``recscope train`` writes) and
-``tune.json`` (trials, best parameters, test comparison of best vs default).
+--out DIR``. ``DIR`` receives ``best/`` (the re-fitted best model, the layout ``recscope train``
+writes) and ``tune.json`` (trials, best parameters, test comparison of best vs default).
+Runs go to the project's tracking store (one nested run per trial); the Optuna study lives
+beside it (``optuna.db``), so running an interrupted search again resumes it.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def tune(
     eval_every: Annotated[int, typer.Option("--eval-every", min=0, help="evaluate every N "
                                             "epochs (0: about 10 points per curve)")] = 0,
     tracking: Annotated[str | None, typer.Option("--tracking", help="MLflow store (folder "
-                                                 "or URI); default: the --out folder")] = None,
+                                                 "or URI); default: the project store")] = None,
     data_format: Annotated[str, typer.Option("--format", help="data format")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="write into a non-empty --out")
                      ] = False,
@@ -75,5 +75,5 @@ def tune(
                       log=lambda m: console.print(m, highlight=False))
     result.print(console)
     console.print(f"best parameters: {result.best_params}")
-    console.print(f"best model → {out / 'best'}; study → {out / 'study.db'}; "
-                  f"result → {out / 'tune.json'}")
+    console.print(f"best model → {out / 'best'}; result → {out / 'tune.json'}; "
+                  f"study → {result.info['storage']}")

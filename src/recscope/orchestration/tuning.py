@@ -10,8 +10,10 @@
    part (``objective``, e.g. ``ndcg@10``, computed by :mod:`recscope.offline`) and reports it
    to the pruner (median or Hyperband), which may stop the trial. Every trial is a nested
    MLflow run carrying its parameters and its learning curve.
-3. The study lives in ``out/study.db`` (SQLite) so an interrupted search resumes where it
-   stopped; trials left running by a killed process are marked failed and re-drawn.
+3. The study lives in ``optuna.db`` beside the MLflow store's database (the project store
+   ``.recscope/`` by default; see :func:`study_storage`), named by the search space, the
+   data and the settings, so running the same search again resumes where it stopped;
+   trials left running by a killed process are marked failed and re-drawn.
 4. The best configuration and the untuned default are both re-fitted on the whole search
    part and compared on the test part by a paired test with an interval
    (:func:`recscope.offline.compare`); the best is saved as a model directory ``out/best``.
@@ -39,7 +41,7 @@ from recscope.data.interactions import Interactions
 from recscope.data.rankings import Relevance
 from recscope.data.splits import random_holdout
 from recscope.errors import ConfigError
-from recscope.io import atomic_path, check_out_dir
+from recscope.io import check_out_dir
 from recscope.models.base import get_component
 from recscope.orchestration.model_dir import save_model_dir
 from recscope.orchestration.space import SearchSpace
@@ -249,12 +251,20 @@ def study_name(space: SearchSpace, data_fp: str, s: TuneSettings) -> str:
     return f"{space.base.get('name', 'pipeline')}-{h}"
 
 
-def check_out(out: Path, *, force: bool) -> bool:
-    """Refuse a bad output folder before work; True when it holds a study to resume."""
-    if (out / "study.db").is_file():
-        return True
+def check_out(out: Path, *, force: bool) -> None:
+    """Refuse a bad output folder before any work (a non-empty one needs ``force``)."""
     check_out_dir(out, force=force)
-    return False
+
+
+def study_storage(store: str | None, out: Path) -> Path:
+    """The Optuna study's SQLite file: ``optuna.db`` beside the MLflow store's database
+    when that is a local SQLite file (the project store by default), else in ``out``."""
+    from recscope.tracking import tracking_uri
+
+    uri = tracking_uri(store)
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).parent / "optuna.db"
+    return out / "study.db"
 
 
 # ---------------------------------------------------------------------------- the search
@@ -270,7 +280,7 @@ def tune(space: SearchSpace, data: Interactions, settings: TuneSettings, out: st
 
     settings.check()
     out = Path(out)
-    resume = check_out(out, force=force)
+    check_out(out, force=force)
     say = log or (lambda _m: None)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -288,11 +298,9 @@ def tune(space: SearchSpace, data: Interactions, settings: TuneSettings, out: st
     every = settings.eval_every or max(1, math.ceil(budget / 10))
     n_reports = max(1, math.ceil(budget / every))
 
-    out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        with atomic_path(out / "study.db") as tmp:  # listed in the folder's manifest
-            tmp.write_bytes(b"")
-    storage = f"sqlite:///{(out / 'study.db').resolve()}"
+    db = study_storage(store, out)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{db.resolve()}"
     name = study_name(space, data.fingerprint(), settings)
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize", load_if_exists=True,
@@ -309,7 +317,7 @@ def tune(space: SearchSpace, data: Interactions, settings: TuneSettings, out: st
     cfg_doc = {"settings": dataclasses.asdict(settings), "space": {
         p.name: p.spec.model_dump(mode="json", exclude_none=True) for p in space.params}}
     t_start = time.perf_counter()
-    with track("tune", config=cfg_doc, inputs=inputs, store=store or str(out),
+    with track("tune", config=cfg_doc, inputs=inputs, store=store,
                tags={"recscope.study": name}) as parent:
 
         def objective(trial: optuna.Trial) -> float:
