@@ -442,6 +442,61 @@ CASES: list[Case] = [
     _c("attribute-metric-nan", ATTRIBUTE,
        _set("events.parquet", "clicks", _with_first("clicks", np.nan)), "clicks"),
     *_json_html_cases("attribute", ATTRIBUTE),
+    # ---------------------------------------------------------------- launch
+    _c("launch-decide-config-missing", "launch decide {d}/launch.toml --experiment {d}",
+       _nothing, "launch.toml"),
+    _c("launch-decide-config-is-folder", "launch decide {d}/launch.toml --experiment {d}",
+       _as_dir("launch.toml"), "launch.toml"),
+    _c("launch-decide-config-non-utf8", "launch decide {d}/launch.toml --experiment {d}",
+       _text("launch.toml", b'name = "caf\xe9"\n'), "launch.toml"),
+    _c("launch-portfolio-missing", "launch portfolio {d}/decision.json", _nothing,
+       "decision.json"),
+    _c("launch-portfolio-not-json", "launch portfolio {d}/decision.json",
+       _text("decision.json", "{not json"), "decision.json"),
+    _c("launch-portfolio-empty", "launch portfolio {d}/decision.json", _empty("decision.json"),
+       "decision.json"),
+    _c("launch-report-source-missing", "launch report {d}/decision.json --out {d}/r.html",
+       _nothing, "decision.json"),
+    # ---------------------------------------------------------------- history
+    _c("history-show-missing", "history show {d}/history.parquet", _nothing,
+       "history.parquet"),
+    _c("history-show-is-folder", "history show {d}/history.parquet",
+       _as_dir("history.parquet"), "history.parquet"),
+    _c("history-show-empty", "history show {d}/history.parquet", _empty("history.parquet"),
+       "history.parquet"),
+    _c("history-show-not-a-history", "history show {d}/log.parquet", _nothing,
+       ("log.parquet", "column")),
+    _c("history-priors-corrupt", "history priors {d}/log.parquet", _corrupt("log.parquet"),
+       "log.parquet"),
+    _c("history-predict-history-missing", "history predict {d}/cand.json --history "
+       "{d}/history.parquet", _text("cand.json", "{}"), "history.parquet"),
+    _c("history-validate-missing", "history validate {d}/history.parquet", _nothing,
+       "history.parquet"),
+    _c("history-build-results-missing", "history build --out {d}/h.parquet --results "
+       "{d}/nope", _nothing, "nope"),
+    _c("history-simulate-out-user-file", "history simulate --scale tiny --n 2 --out {d}/res",
+       _user_folder("res"), "res", "--force"),
+    # ---------------------------------------------------------------- registry, tune, workflow
+    _c("registry-gate-test-missing", "registry gate {d}/model --name m --test "
+       "{d}/test.parquet --out {d}/gate.json", _nothing, ("test.parquet", "champion")),
+    _c("registry-register-model-missing", "registry register {d}/nomodel --name m",
+       _nothing, "nomodel"),
+    _c("tune-config-missing", "tune {d}/tune.toml --data {d}/log.parquet --out {d}/tuned",
+       _nothing, "tune.toml"),
+    _c("tune-trials-zero", "tune {d}/pipe.toml --data {d}/log.parquet --out {d}/tuned "
+       "--trials 0", _nothing, "--trials"),
+    _c("workflow-run-missing", "workflow run {d}/wf.toml", _nothing, "wf.toml"),
+    _c("workflow-run-empty", "workflow run {d}/wf.toml", _empty("wf.toml"), "wf.toml"),
+    _c("workflow-run-not-toml", "workflow run {d}/wf.toml", _text("wf.toml", "[tasks\n"),
+       "wf.toml"),
+    _c("workflow-airflow-missing", "workflow airflow {d}/wf.toml --out {d}/dags", _nothing,
+       "wf.toml"),
+    # ---------------------------------------------------------------- serve
+    _c("serve-export-logs-missing", "serve export {d}/logs --out {d}/exp", _nothing, "logs"),
+    _c("serve-export-logs-empty", "serve export {d}/logs --out {d}/exp",
+       lambda d: (d / "logs").mkdir(), "logs"),
+    _c("serve-export-out-has-user-file", "serve export {d}/logs --out {d}/res",
+       _both(lambda d: (d / "logs").mkdir(), _user_folder("res")), "res"),
     # ---------------------------------------------------------------- demo
     _c("demo-scale-unknown", DEMO_ARGS.replace("small", "huge") + " --out {d}/demo", _nothing,
        "huge"),
@@ -458,6 +513,7 @@ KNOWN: dict[str, str] = {
     "analyze-metric-nan": "experiments: NaN in a metric column gives a scorecard",
     "power-mde-negative": "experiments: --mde is not range-checked",
     "attribute-metric-nan": "experiments: NaN in a metric column gives shares",
+    "registry-gate-test-missing": "platform: a failed gate creates the tracking database",
 }
 
 
