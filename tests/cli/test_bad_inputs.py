@@ -560,16 +560,12 @@ def _tmp_entries(folder: Path) -> list[Path]:
     return [p for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_sigint_during_a_long_write_leaves_nothing_half_written(tmp_path: Path) -> None:
-    """Ctrl-C while ``world generate`` writes its folder: exit 130, no partial output, no
-    temporary left, the user's file in the parent folder kept, no traceback."""
-    exe = ROOT / ".venv" / "bin" / "recscope"
-    if not exe.exists():
-        exe = Path(shutil.which("recscope") or "recscope")
+def _interrupt_world_generate(tmp_path: Path, exe: Path, n_impressions: int
+                              ) -> tuple[int | None, str, bool, Path]:
+    """Start ``world generate``, send SIGINT as soon as its temporary output folder appears
+    (the write has begun); (exit code, stderr, caught while writing, output folder)."""
     cfg = tmp_path / "world.toml"
-    cfg.write_text("n_users = 4000\nn_items = 3000\nn_impressions = 400000\n")
-    mine = tmp_path / "mine.txt"
-    mine.write_text("keep me")
+    cfg.write_text(f"n_users = 4000\nn_items = 3000\nn_impressions = {n_impressions}\n")
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}"}
     out = tmp_path / "world"
     proc = subprocess.Popen([str(exe), "world", "generate", "--config", str(cfg), "--out",
@@ -577,17 +573,35 @@ def test_sigint_during_a_long_write_leaves_nothing_half_written(tmp_path: Path) 
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None and not _tmp_entries(tmp_path):
-        time.sleep(0.005)
-    caught_writing = proc.poll() is None and bool(_tmp_entries(tmp_path))
+        time.sleep(0.002)
+    caught = proc.poll() is None and bool(_tmp_entries(tmp_path))
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
-    assert "Traceback" not in stderr, stderr[-2000:]
-    assert mine.read_text() == "keep me"
-    assert not _tmp_entries(tmp_path), "a temporary file or folder was left behind"
-    if proc.returncode == 0:  # finished before the signal landed: the output is whole
-        assert not caught_writing or (out / "config.json").exists()
-        pytest.skip("the write finished before SIGINT arrived; nothing to check")
-    assert caught_writing, "the write never started"
-    assert proc.returncode == 130, stderr[-2000:]
-    assert not out.exists(), "a partial output folder was left"
-    assert "interrupted" in stderr
+    return proc.returncode, stderr, caught, out
+
+
+def test_sigint_during_a_long_write_leaves_nothing_half_written(tmp_path: Path) -> None:
+    """Ctrl-C while ``world generate`` writes its folder: exit 130, no partial output, no
+    temporary left, the user's file in the parent folder kept, no traceback. (When the
+    write finishes before the signal lands, the run is repeated with a larger world.)"""
+    exe = ROOT / ".venv" / "bin" / "recscope"
+    if not exe.exists():
+        exe = Path(shutil.which("recscope") or "recscope")
+    for attempt, n_impressions in enumerate((400_000, 1_000_000, 2_000_000)):
+        d = tmp_path / f"try{attempt}"
+        d.mkdir()
+        mine = d / "mine.txt"
+        mine.write_text("keep me")
+        code, stderr, caught, out = _interrupt_world_generate(d, exe, n_impressions)
+        assert "Traceback" not in stderr, stderr[-2000:]
+        assert mine.read_text() == "keep me"
+        assert not _tmp_entries(d), "a temporary file or folder was left behind"
+        if code == 0:  # finished first: the output must be whole; try a longer write
+            assert (out / "config.json").exists()
+            continue
+        assert caught, "the write never started"
+        assert code == 130, stderr[-2000:]
+        assert not out.exists(), "a partial output folder was left"
+        assert "interrupted" in stderr
+        return
+    pytest.fail("the write always finished before SIGINT arrived")
