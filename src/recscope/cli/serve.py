@@ -28,6 +28,15 @@ app = typer.Typer(help="Serve a model with experiment assignment and exposure lo
                   no_args_is_help=False)
 
 
+def _resolve_registered(uri: str) -> Path:
+    """``models:/NAME@alias`` or ``models:/NAME/VERSION`` → the registered model directory
+    (the model registry lives in ``recscope.orchestration``, beside ``serve``, so the CLI
+    plugs it in)."""
+    from recscope.orchestration.registry import load_registered
+
+    return Path(load_registered(uri).path)
+
+
 @app.callback()
 def serve(
     ctx: typer.Context,
@@ -71,6 +80,9 @@ def serve(
 
     from recscope.serve.app import API_KEY_ENV, Settings, create_app
     from recscope.serve.config import load_experiment_config, single_arm
+    from recscope.serve.models import register_resolver
+
+    register_resolver("models", _resolve_registered)
 
     if log_dir.exists() and not log_dir.is_dir():
         raise ConfigError("exists and is not a folder", key="--log-dir", file=str(log_dir))

@@ -139,6 +139,7 @@ class ServedModel:
 def load_model(uri: str, *, max_k: int = 100, cache: str = "auto") -> ServedModel:
     """Load a model directory (or registry URI) for serving; ``cache`` is ``auto``,
     ``on`` or ``off`` (see the module docstring). Raises ConfigError naming the path."""
+    import recscope.pipeline  # noqa: F401 - registers the pipeline stage for Component.load
     from recscope.models.base import Component
 
     if cache not in ("auto", "on", "off"):
