@@ -256,3 +256,21 @@ def test_quantile_aa_false_positive_rate_on_tied_data() -> None:
     assert 0.015 <= quantile_aa_fpr(h["recency"].to_numpy(float), splits=200, seed=1) <= 0.095
     z = heavy_tailed_integers(20_000, seed=2)
     assert 0.015 <= quantile_aa_fpr(z, splits=200, seed=4) <= 0.095
+
+
+def test_nan_in_a_parquet_file_is_found_despite_its_statistics(data: tuple,
+                                                               tmp_path: Path) -> None:
+    """Parquet min/max statistics leave NaN out; DuckDB folds ISNAN to false from them,
+    so the check must not rely on ISNAN (regression: a NaN gave a scorecard)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    a, e = data
+    values = e.x.round(0).to_list()
+    values[0] = float("nan")
+    pq.write_table(pa.table({"user_id": e.user_id.to_list(), "x": pa.array(values)}),
+                   tmp_path / "e.parquet")
+    with pytest.raises(DataValidationError, match=r"e\.parquet, column 'x': 1 NULL/NaN"):
+        analyze(a, str(tmp_path / "e.parquet"), cfg(MEAN))
+    zero = analyze(a, str(tmp_path / "e.parquet"), cfg({**MEAN, "nulls": "zero"}))
+    assert np.isfinite(zero.results[0].p_value)

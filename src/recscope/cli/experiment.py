@@ -63,6 +63,10 @@ def analyze(
     html_out: HtmlOut = None,
     show_sql: bool = typer.Option(False, "--show-sql", help="Print the SQL that runs."),
     tracking: Tracking = None,
+    prior: Path | None = typer.Option(
+        None, "--prior", metavar="HISTORY", help="History Parquet (recscope history build / "
+        "simulate): also report empirical-Bayes shrunken effects and P(effect > 0) per "
+        "metric, with a normal prior fitted on the history's readouts of that metric."),
 ) -> None:
     """Compare every treatment with the control on every metric; print the scorecard.
 
@@ -78,6 +82,12 @@ def analyze(
     check_metrics_file(metrics)
     check_outputs(json_out, html_out, tracking=tracking)
     config = load_metrics(metrics)
+    priors = None
+    if prior is not None:  # before any work: a bad history or other metrics -> exit 2
+        from recscope.history import check_prior, prior_from_history
+
+        priors = prior_from_history(str(prior))
+        check_prior(priors, [m.name for m in config.metrics], file=str(prior))
     with progress() as bar:
         task = bar.add_task(f"analysing on {engine}", total=1)
         card = run_analysis(assignments, events, config,
@@ -85,6 +95,10 @@ def analyze(
                             show_sql=print_sql if show_sql else None)
         bar.update(task, advance=1)
     console.print(card.rich_table())
+    if priors is not None:  # before the outputs are written
+        from recscope.history import apply_prior
+
+        console.print(apply_prior(card, priors, file=str(prior)).rich_table())
     inputs = experiment_inputs(assignments, events)
     with track("experiment.analyze", config=config.to_dict(), inputs=inputs,
                store=tracking) as run:

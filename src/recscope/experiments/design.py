@@ -191,8 +191,9 @@ class ExperimentDesign:
             raise ConfigError("days need the traffic: give units per day too", key="days")
         if any(not (d > 0 and math.isfinite(d)) for d in self.days):
             raise ConfigError("days must be positive", key="days")
-        if any(not (r != 0 and math.isfinite(r)) for r in self.mde):
-            raise ConfigError("relative effects (mde) must be non-zero", key="mde")
+        if any(not (r != 0 and r > -1 and math.isfinite(r)) for r in self.mde):
+            raise ConfigError("relative effects (mde) must be non-zero and above -1 (a "
+                              "decrease of 10% is -0.1)", key="mde")
 
     @property
     def shares(self) -> tuple[float, float]:

@@ -130,18 +130,29 @@ def _or(conds: Sequence[exp.Expression]) -> exp.Expression:
     return out
 
 
-def bad_value(column: exp.Expression, type_name: str, *, infinite: bool = False
-              ) -> exp.Expression:
+def bad_value(column: exp.Expression, type_name: str, dialect: str, *,
+              infinite: bool = False) -> exp.Expression:
     """``column IS NULL`` (or NaN for floating-point columns); with ``infinite``, whether
-    it is +-infinity instead."""
+    it is +-infinity instead.
+
+    On DuckDB NaN is found by its hash (``HASH(x) = HASH('NaN')``): Parquet statistics
+    leave NaN out of a column's min/max, and DuckDB 2.0's statistics propagation then
+    folds ``ISNAN(x)`` to false for the whole file (seen with pyarrow-written files).
+    """
     if infinite:
         return exp.EQ(this=exp.Abs(this=column.copy()),
                       expression=exp.Cast(this=exp.Literal.string("Infinity"),
                                           to=exp.DataType.build("DOUBLE")))
     out: exp.Expression = exp.Is(this=column.copy(), expression=exp.Null())
     if _is_float(type_name):
-        out = exp.Or(this=out, expression=exp.Anonymous(this="ISNAN",
-                                                        expressions=[column.copy()]))
+        if dialect == "duckdb":
+            nan = exp.Cast(this=exp.Literal.string("NaN"), to=exp.DataType.build("DOUBLE"))
+            is_nan: exp.Expression = exp.EQ(
+                this=exp.Anonymous(this="HASH", expressions=[column.copy()]),
+                expression=exp.Anonymous(this="HASH", expressions=[nan]))
+        else:
+            is_nan = exp.Anonymous(this="ISNAN", expressions=[column.copy()])
+        out = exp.Or(this=out, expression=is_nan)
     return out
 
 
@@ -366,7 +377,7 @@ class Plan:
         """
         value: exp.Expression = col(column, "e")
         type_name = t.columns[column].upper()
-        bad = bad_value(col(column, "e"), type_name)
+        bad = bad_value(col(column, "e"), type_name, self.dialect)
         if m.kind in ("mean", "ratio", "quantile") or type_name.startswith("BOOL") or (
                 m.kind == "proportion" and is_numeric(type_name)):
             value = _double(value)
@@ -396,7 +407,7 @@ class Plan:
         """A per-unit value read from the assignments (a covariate, or a metric's column
         of a one-row-per-unit table), with the metric's null policy."""
         value = _double(col(column, "s"))
-        bad = bad_value(col(column, "s"), self.assignments.columns[column])
+        bad = bad_value(col(column, "s"), self.assignments.columns[column], self.dialect)
         if m.nulls == "zero":
             return exp.Case(ifs=[exp.If(this=bad, true=lit(0.0))], default=value)
         if m.nulls == "drop":
@@ -634,9 +645,9 @@ class Plan:
             t = self.assignments if k is None else self.events[k]
             type_name = t.columns[column]
             cv = col(column, "x")
-            checks = [("bad", bad_value(cv, type_name))]
+            checks = [("bad", bad_value(cv, type_name, self.dialect))]
             if _is_float(type_name):
-                checks.append(("inf", bad_value(cv, type_name, infinite=True)))
+                checks.append(("inf", bad_value(cv, type_name, self.dialect, infinite=True)))
             for label, cond in checks:
                 sel = sel.select(exp.alias_(exp.select(exp.Sum(this=exp.Case(
                     ifs=[exp.If(this=cond.copy(), true=lit(1))], default=lit(0)))).from_(
