@@ -70,7 +70,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     settings = Settings(model=str(models["control"]), log_dir=str(root / "logs"),
                         experiment=cfg, api_key=API_KEY, flush_seconds=0.2)
     with InProcessServer(create_app(settings)) as url:
-        result, stats = drive(spec, url, root / "sim", api_key=API_KEY, concurrency=8)
+        result, stats = drive(spec, url, root / "sim", api_key=API_KEY, concurrency=4)
     yield {"result": result, "stats": stats, "logs": root / "logs"}
 
 
