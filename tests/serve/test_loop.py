@@ -9,6 +9,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
@@ -121,3 +122,21 @@ def test_loop_metrics_are_defined_alike() -> None:
     loop_metrics = {m.name for m in parse_metrics(tomllib.loads(LOOP_METRICS)).metrics}
     served = {m.name for m in parse_metrics(tomllib.loads(METRICS_TOML)).metrics}
     assert loop_metrics - {"ctr"} <= served
+
+
+def test_drive_refuses_a_file_that_names_other_arms(ab_settings: Settings,
+                                                    tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from recscope.cli.serve import app
+
+    exp = tmp_path / "exp.toml"
+    exp.write_text('name = "x"\n[world]\nscale = 0.05\n[[experiment]]\nname = "r"\n'
+                   '[experiment.variants.control]\n[experiment.variants.other]\n')
+    with InProcessServer(create_app(ab_settings)) as url:
+        r = CliRunner().invoke(app, ["drive", str(exp), "--url", url, "--out",
+                                     str(tmp_path / "o")])
+    assert r.exit_code != 0
+    assert "the service serves arms ['control', 'treatment'] but the file names variants " \
+           "['control', 'other']" in str(r.exception)
+    assert not (tmp_path / "o").exists()

@@ -160,11 +160,18 @@ def drive_cmd(
                                       "and the simulator's own record")],
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256)] = 16,
     days: Annotated[int | None, typer.Option("--days", help="override the duration")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace earlier outputs")] = False,
 ) -> None:
-    """Make the simulator's users call the service over HTTP and send their feedback."""
-    from recscope.sim.experiment import load_experiment
+    """Make the simulator's users call the service over HTTP and send their feedback.
+
+    Example: RECSCOPE_SERVE_API_KEY=k recscope serve drive loop.toml
+    --url http://127.0.0.1:8000 --out sim/
+    """
+    from recscope.io import check_out_dir
+    from recscope.sim import load_experiment
     from recscope.sim.traffic import drive
 
+    check_out_dir(out, force=force)
     spec = load_experiment(experiment)
     if days is not None:
         spec = spec.model_validate({**spec.model_dump(), "days": days})
@@ -176,8 +183,12 @@ def drive_cmd(
                 tasks[stage] = bar.add_task(f"{stage} (days)", total=n)
             bar.update(tasks[stage], completed=i)
 
-        result, _ = drive(spec, url, out, progress=tick, concurrency=concurrency)
-    data = result.to_dict()
+        result, stats = drive(spec, url, out, progress=tick, concurrency=concurrency,
+                              force=force)
     console.print(result.rich_table())
-    console.print(f"{data['n_units']:,} units, {data['requests']:,} requests over HTTP "
-                  f"({data['seconds']:.1f} s); wrote {out}/")
+    fb = stats["feedback"]
+    console.print(f"{result.n_units:,} units, {stats['requests']:,} requests over HTTP "
+                  f"({stats['items_returned']:,} items, {fb['click']:,} clicks, "
+                  f"{fb['save']:,} saves, {fb['hide']:,} hides sent back), "
+                  f"{stats['arm_mismatches']} arm mismatches, {result.seconds:.1f} s; "
+                  f"wrote {out}/")
