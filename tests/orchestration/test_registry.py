@@ -147,3 +147,18 @@ def test_cli_gate_register_list_show_promote(setup: dict[str, Any]) -> None:
     rc, out, err = cli("registry", "promote", "c", "1", "--force", "--tracking", s["store"])
     assert rc == 0 and "forced" in out, err
     assert str(reg.champion(s["uri"], "c").version) == "1"
+
+
+def test_registering_leaves_the_tracking_environment_alone(setup: dict[str, Any]) -> None:
+    """MLflow exports URIs to os.environ; recscope's run store must not follow the registry."""
+    import os
+
+    from recscope.tracking import tracking_uri
+
+    before = (os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get("MLFLOW_REGISTRY_URI"),
+              tracking_uri(None))
+    reg.register(setup["dirs"]["pop"], "env-check", uri=setup["uri"])
+    reg.load_registered("models:/env-check@champion", store=setup["uri"])
+    after = (os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get("MLFLOW_REGISTRY_URI"),
+             tracking_uri(None))
+    assert after == before

@@ -20,10 +20,12 @@ evaluation, a simulated launch, the server) uses the version.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,9 +246,7 @@ def register(model_dir: str | Path, name: str, *, uri: str, gate: Gate | None = 
     Everything is checked before MLflow is touched; a failure after the version was created
     deletes it again, so no half-registered version stays behind.
     """
-    import mlflow
 
-    from recscope.orchestration.pyfunc import RecscopePyfunc
 
     check_name(name)
     md_path = Path(model_dir)
@@ -270,8 +270,6 @@ def register(model_dir: str | Path, name: str, *, uri: str, gate: Gate | None = 
         tags["recscope.gate"] = gate.statement()
         tags[_key(f"recscope.metric.test.{gate.metric}")] = str(gate.candidate.get("mean"))
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     import os
     import warnings
 
@@ -282,6 +280,47 @@ def register(model_dir: str | Path, name: str, *, uri: str, gate: Gate | None = 
 
     exp = client.get_experiment_by_name(EXPERIMENT)
     exp_id = exp.experiment_id if exp is not None else client.create_experiment(EXPERIMENT)
+    with _mlflow_uris(uri):
+        version, promoted, reason = _create_version(client, exp_id, name, md_path, tags,
+                                                    current, gate)
+    aliases = [CHALLENGER] + ([CHAMPION] if promoted else [])
+    return Registration(name, version, aliases, promoted, reason)
+
+
+@contextlib.contextmanager
+def _mlflow_uris(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at ``uri`` for the block, then restore exactly what was
+    set before (including "nothing set", so later defaults still follow the environment)."""
+    import os
+
+    import mlflow
+    import mlflow.tracking._model_registry.utils as registry_utils
+    import mlflow.tracking._tracking_service.utils as tracking_utils
+
+    old_t = getattr(tracking_utils, "_tracking_uri", None)
+    old_r = getattr(registry_utils, "_registry_uri", None)
+    env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        tracking_utils._tracking_uri = old_t  # type: ignore[attr-defined]
+        registry_utils._registry_uri = old_r  # type: ignore[attr-defined]
+        for key, value in env.items():  # MLflow exports the URIs to the environment too
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _create_version(client: Any, exp_id: str, name: str, md_path: Path, tags: dict[str, str],
+                    current: Any, gate: Gate | None) -> tuple[str, bool, str]:
+    """Log the pyfunc model, create the version, set aliases; undo the version on failure."""
+    import mlflow
+
+    from recscope.orchestration.pyfunc import RecscopePyfunc
+
     created: Any = None
     try:
         with mlflow.start_run(experiment_id=exp_id, run_name=f"register-{name}") as run:
@@ -314,13 +353,10 @@ def register(model_dir: str | Path, name: str, *, uri: str, gate: Gate | None = 
         client.set_model_version_tag(name, version, "recscope.decision", reason)
     except BaseException:
         if created is not None:
-            try:
+            with contextlib.suppress(Exception):  # the store itself failed: nothing to undo
                 client.delete_model_version(name, created.version)
-            except Exception:  # the store itself failed; nothing more can be undone
-                pass
         raise
-    aliases = [CHALLENGER] + ([CHAMPION] if promoted else [])
-    return Registration(name, version, aliases, promoted, reason)
+    return version, promoted, reason
 
 
 def _signature(md_path: Path) -> Any:
@@ -453,10 +489,9 @@ def load_registered(uri: str, *, store: str | None = None) -> ModelDir:
     parse_uri(uri)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     tracking = tracking_uri(store)
-    mlflow.set_tracking_uri(tracking)
-    mlflow.set_registry_uri(tracking)
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        with _mlflow_uris(tracking):
+            model = mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
         raise ConfigError(f"cannot load {uri}: {' '.join(str(exc).split())[:300]}",
                           key="uri") from None
