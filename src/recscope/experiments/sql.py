@@ -614,48 +614,52 @@ class Plan:
             low = low.from_(aliased(self.events[k].expr, "e"))
             sel = sel.select(exp.alias_(low.subquery(), f"nn{i}"))
 
-        def count(table: Table) -> exp.Expression:
-            return exp.select(exp.Count(this=exp.Star())).from_(
-                aliased(table.expr, "x")).subquery()
-
-        sel = sel.select(exp.alias_(count(self.assignments), "rows_a"))
+        # one scan per table: its row count and, per checked column, the NULL/NaN and
+        # infinite values and a unit holding one
+        tables: list[tuple[str, Table, int | None]] = [("a", self.assignments, None)] + [
+            (f"e{k}", t, k) for k, t in enumerate(self.events)]
+        parts: list[exp.Expression] = []
+        for key, t, k_table in tables:
+            aggs: list[exp.Expression] = [exp.alias_(exp.Count(this=exp.Star()), f"rows_{key}")]
+            for i, (k, column, _) in enumerate(self.value_columns()):
+                if k != k_table:
+                    continue
+                type_name = t.columns[column]
+                cv = col(column, "x")
+                checks = [("bad", bad_value(cv, type_name, self.dialect))]
+                if _is_float(type_name):
+                    checks.append(("inf", bad_value(cv, type_name, self.dialect,
+                                                    infinite=True)))
+                for label, cond in checks:
+                    aggs.append(exp.alias_(exp.Sum(this=exp.Case(
+                        ifs=[exp.If(this=cond.copy(), true=lit(1))], default=lit(0))),
+                        f"{label}{i}"))
+                any_bad = _or([cond for _, cond in checks])
+                aggs.append(exp.alias_(exp.Min(this=exp.Case(ifs=[exp.If(
+                    this=any_bad, true=exp.Cast(this=col(c.unit, "x"),
+                                                to=exp.DataType.build("TEXT")))])),
+                    f"bad_unit{i}"))
+            parts.append(exp.select(*aggs).from_(aliased(t.expr, "x")).subquery(f"c_{key}"))
         assigned = exp.select(exp.alias_(col(c.unit, "s"), "au")).distinct().from_(
             aliased(self.assignments.expr, "s"))
         for k, t in enumerate(self.events):
-            sel = sel.select(exp.alias_(count(t), f"rows_e{k}"))
             if t.expr == self.assignments.expr:
                 continue  # one table for both: no unit can be missing
             units = exp.select(exp.alias_(col(c.unit, "e"), "eu")).distinct().from_(
                 aliased(t.expr, "e"))
-            orphans = (exp.select(exp.alias_(exp.Count(this=exp.Star()), "n"),
+            orphans = (exp.select(exp.alias_(exp.Count(this=exp.Star()), f"orphans_e{k}"),
                                   exp.alias_(exp.Min(this=exp.Cast(
                                       this=col("eu", "o"), to=exp.DataType.build("TEXT"))),
-                                      "example"))
+                                      f"orphan_e{k}"))
                        .from_(units.subquery("o"))
                        .join(assigned.subquery("p"), on=exp.EQ(this=col("eu", "o"),
                                                                expression=col("au", "p")),
                              join_type="left")
                        .where(exp.Is(this=col("au", "p"), expression=exp.Null())))
-            sel = sel.select(
-                exp.alias_(exp.select(col("n", "z")).from_(orphans.subquery("z")).subquery(),
-                           f"orphans_e{k}"),
-                exp.alias_(exp.select(col("example", "z")).from_(
-                    orphans.copy().subquery("z")).subquery(), f"orphan_e{k}"))
-        for i, (k, column, _) in enumerate(self.value_columns()):
-            t = self.assignments if k is None else self.events[k]
-            type_name = t.columns[column]
-            cv = col(column, "x")
-            checks = [("bad", bad_value(cv, type_name, self.dialect))]
-            if _is_float(type_name):
-                checks.append(("inf", bad_value(cv, type_name, self.dialect, infinite=True)))
-            for label, cond in checks:
-                sel = sel.select(exp.alias_(exp.select(exp.Sum(this=exp.Case(
-                    ifs=[exp.If(this=cond.copy(), true=lit(1))], default=lit(0)))).from_(
-                    aliased(t.expr, "x")).subquery(), f"{label}{i}"))
-            any_bad = _or([cond for _, cond in checks])
-            sel = sel.select(exp.alias_(exp.select(exp.Min(this=exp.Cast(
-                this=col(c.unit, "x"), to=exp.DataType.build("TEXT")))).from_(
-                aliased(t.expr, "x")).where(any_bad).subquery(), f"bad_unit{i}"))
+            parts.append(orphans.subquery(f"o_e{k}"))
+        sel = sel.select(exp.Star()).from_(parts[0])
+        for part in parts[1:]:
+            sel = sel.join(part, join_type="cross")
         return sel.sql(self.dialect)
 
     def apply_checks(self, row: Mapping[str, object]) -> dict[str, object]:
@@ -663,6 +667,7 @@ class Plan:
         raise on empty tables and on values a metric's null policy does not allow;
         return what the scorecard reports (``data_checks`` entries)."""
         a = self.assignments
+        row = {k.lower(): v for k, v in row.items()}  # engines may change the case
         if not row["rows_a"]:
             raise DataValidationError("the assignments table has no rows", file=a.name)
         for k, t in enumerate(self.events):
