@@ -38,7 +38,7 @@ def test_one_number_format() -> None:
 def test_shares_and_relative_effects_are_percent_everywhere() -> None:
     assert fmt_cell("share", 0.4567) == "45.7%"
     assert fmt_cell("rel_ci_low", -0.0123) == "-1.23%"
-    assert fmt_cell("true_share", 1.0) == "100%"
+    assert fmt_cell("true_share", 1.0) == fmt_cell("true share", 1.0) == "100%"
     assert fmt_cell("related", 0.5) == "0.5" and fmt_cell("n_relevant", 3) == "3"
     assert fmt_cell("share", math.nan) == "–"
     row = {"component": "ranker", "share": 0.25, "cells": {"control": 4102, "t": 0.5}}

@@ -38,8 +38,8 @@ def fmt_number(value: Any, digits: int = 4) -> str:
 def is_percent(column: str) -> bool:
     """Whether a column holds a share or a relative effect (a fraction shown as percent):
     ``share``, ``*_share``, ``share_*``, ``relative``, ``rel``, ``rel_*``, ``*_rel_*``,
-    ``mde_rel*``."""
-    c = column.lower()
+    ``mde_rel*`` (spaces and dashes count as underscores: "true share")."""
+    c = column.lower().replace(" ", "_").replace("-", "_")
     return (c in ("share", "relative", "rel") or c.endswith("_share") or c.startswith("share_")
             or c.startswith("rel_") or "_rel_" in c or c.startswith("mde_rel"))
 
