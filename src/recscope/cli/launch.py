@@ -66,6 +66,9 @@ def decide_cmd(
     """Decide ship / iterate / stop, each reason with the number that caused it.
 
     Exit code 0 whatever the decision (read it from the output or the JSON's ``decision``).
+
+    Example: recscope launch decide examples/launch.toml --experiment out/ab --metrics
+    examples/launch_metrics.toml --json out/decision.json
     """
     check_outputs(json_out, html_out, track=False)
     dec = _decide(launch, experiment, metrics, offline, ope, attribution, long_run, engine)
@@ -87,7 +90,10 @@ def report_cmd(
     long_run: Path | None = _LONG,
     engine: str = typer.Option("duckdb", "--engine", help="duckdb or spark."),
 ) -> None:
-    """Write the one-page launch report for a leadership reader (self-contained HTML)."""
+    """Write the one-page launch report for a leadership reader (self-contained HTML).
+
+    Example: recscope launch report out/decision.json --out out/launch.html
+    """
     from recscope.errors import ConfigError
     from recscope.launch import LaunchDecision
 
@@ -114,7 +120,11 @@ def decompose_cmd(
     html_out: Path | None = typer.Option(None, "--html", help="Write the result as HTML."),
     engine: str = typer.Option("duckdb", "--engine", help="duckdb or spark."),
 ) -> None:
-    """Decompose each metric tree's parent effect into its children's contributions."""
+    """Decompose each metric tree's parent effect into its children's contributions.
+
+    Example: recscope launch decompose --assignments out/ab/assignments.parquet --events
+    out/ab/events.parquet --metrics examples/launch_metrics.toml --json out/trees.json
+    """
     from recscope.errors import ConfigError
     from recscope.experiments.engines import make_engine
     from recscope.experiments.trees import decompose_experiment, load_metrics_with_trees
@@ -145,7 +155,11 @@ def portfolio_cmd(
     json_out: Path | None = typer.Option(None, "--json", help="Write the result as JSON."),
     html_out: Path | None = typer.Option(None, "--html", help="Write the result as HTML."),
 ) -> None:
-    """Cumulative estimated impact of the shipped launches, by team and by component."""
+    """Cumulative estimated impact of the shipped launches, by team and by component.
+
+    Example: recscope launch portfolio out/decision.json other/decision.json --html
+    out/portfolio.html
+    """
     from recscope.launch import load_decisions, portfolio
 
     check_outputs(json_out, html_out, track=False)
