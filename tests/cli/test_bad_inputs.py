@@ -524,8 +524,8 @@ def test_bad_input(case: Case, base: Path, tmp_path: Path,
                    monkeypatch: pytest.MonkeyPatch) -> None:
     d = tmp_path / "case"
     shutil.copytree(base, d)
-    # the tracking store lives in the snapshotted folder: a run left behind shows up
-    (d / ".tracking").mkdir()
+    # the tracking store lives in the snapshotted folder: a run (or just the store's
+    # folder) left behind shows up
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / '.tracking' / 'mlflow.db'}")
     case.setup(d)
     if case.read_only is not None and not make_read_only(d / case.read_only):

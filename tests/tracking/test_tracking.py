@@ -59,7 +59,9 @@ def test_block_failing_before_logging_leaves_no_run(tmp_path: Path) -> None:
     store = tmp_path / "store"
     with pytest.raises(ValueError), track("evaluate", config={"k": 1}, store=store):
         raise ValueError("bad input")
-    assert _runs(tracking_uri(store)) == []
+    assert not store.exists()  # not even the folder
+    check_store(store)
+    assert not store.exists()
     with track("evaluate", config={"k": 1}, store=store):
         pass
     runs = _runs(tracking_uri(store))

@@ -78,9 +78,9 @@ def check_store(store: str | os.PathLike[str] | None = None) -> str:
     if db is not None and db.exists() and not db.is_file():
         raise OutputError(f"{where}: the database path is not a file (choose another with "
                           "--tracking or MLFLOW_TRACKING_URI)", path=str(db))
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".recscope-probe.", dir=folder)
+    nearest = next(p for p in [folder, *folder.parents] if p.exists())
+    try:  # nothing is created here: the folder appears with the first run
+        fd, probe = tempfile.mkstemp(prefix=".recscope-probe.", dir=nearest)
         os.close(fd)
         os.unlink(probe)
         if db is not None and db.exists():
@@ -146,11 +146,13 @@ class RunLogger:
         for name in ("mlflow", "alembic", "sqlalchemy"):
             logging.getLogger(name).setLevel(logging.ERROR)
         parent_id = self._parent.run_id if self._parent is not None else None
+        local = _local_folder(self.uri)
+        if local is not None:
+            local[0].mkdir(parents=True, exist_ok=True)
         client = MlflowClient(tracking_uri=self.uri)
         exp = client.get_experiment_by_name(EXPERIMENT)
         if exp is None:
             artifact_location = None
-            local = _local_folder(self.uri)
             if local is not None and local[1] is not None:
                 artifact_location = (local[0] / "mlartifacts").as_uri()
             exp_id = client.create_experiment(EXPERIMENT, artifact_location=artifact_location)
