@@ -108,7 +108,7 @@ class Settings:
     max_pending_rows: int = 1_000_000
     max_batch: int = 64
     batch_wait_ms: float = 2.0
-    remember_requests: int = 1_000_000
+    remember_requests: int = 200_000
     api_key: str | None = None
 
 
