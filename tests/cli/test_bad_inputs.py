@@ -171,6 +171,7 @@ class Case:
     expect: list[str | tuple[str, ...]] = field(default_factory=list)
     code: int = 2
     read_only: str | None = None  # a folder made read-only after setup
+    store: str | None = None  # the tracking store's folder (MLFLOW_TRACKING_URI), in {d}
 
 
 def _c(id: str, args: str, setup: Callable[[Path], None] = _nothing,
@@ -498,6 +499,13 @@ CASES: list[Case] = [
        lambda d: (d / "logs").mkdir(), "logs"),
     _c("serve-export-out-has-user-file", "serve export {d}/logs --out {d}/res",
        _both(lambda d: (d / "logs").mkdir(), _user_folder("res")), "res"),
+    # ---------------------------------------------------------------- unwritable tracking store
+    *[Case(f"{name}-tracking-store-read-only", cmd.split(), lambda d: (d / "ro").mkdir(),
+           ["tracking store"], read_only="ro", store="ro/store")
+      for name, cmd in {"split": SPLIT, "train": TRAIN, "recommend": RECOMMEND,
+                        "evaluate": EVALUATE, "ope": OPE, "simulate": SIMULATE,
+                        "analyze": ANALYZE, "power": POWER, "attribute": ATTRIBUTE,
+                        "demo": DEMO_ARGS + " --out {d}/demo"}.items()],
     # ---------------------------------------------------------------- demo
     _c("demo-scale-unknown", DEMO_ARGS.replace("small", "huge") + " --out {d}/demo", _nothing,
        "huge"),
@@ -526,7 +534,8 @@ def test_bad_input(case: Case, base: Path, tmp_path: Path,
     shutil.copytree(base, d)
     # the tracking store lives in the snapshotted folder: a run (or just the store's
     # folder) left behind shows up
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / '.tracking' / 'mlflow.db'}")
+    store = d / (case.store or ".tracking")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
     case.setup(d)
     if case.read_only is not None and not make_read_only(d / case.read_only):
         undo_read_only(d / case.read_only)
