@@ -72,13 +72,13 @@ def gate(
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}", key="--alpha")
     reg.read_info(model_dir)
     check_out_file(out)
+    data = load(test, data_format)
     uri = _uri(tracking)
     champ = reg.champion(uri, name)
     if champ is None:
         raise ConfigError(f"model {name!r} has no champion to compare with; register the "
                           "first version without a gate", key="--name")
     base = reg.load_registered(f"models:/{name}@champion", store=uri)
-    data = load(test, data_format)
     g = reg.make_gate(model_dir, data, baseline_dir=base.path, metric=metric, margin=margin,
                       alpha=alpha, baseline={
                           "label": f"{name}/{champ.version}", "name": name,

@@ -216,10 +216,18 @@ def check_name(name: str) -> str:
     return name
 
 
+def _store_missing(uri: str) -> bool:
+    """A local SQLite store that does not exist yet holds no model (and must not be created
+    by a read)."""
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists()
+
+
 def champion(uri: str, name: str) -> Any | None:
     """The champion version of ``name`` (None when there is none or no such model)."""
     from mlflow.exceptions import MlflowException
 
+    if _store_missing(uri):
+        return None
     client = _client(uri)
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
@@ -408,8 +416,11 @@ def _check_gate(gate: Gate, info: dict[str, Any], current: Any, file: str | None
 def promote(uri: str, name: str, version: str, *, gate: Gate | None = None,
             gate_file: str | None = None, force: bool = False) -> Registration:
     """Move the ``champion`` alias to ``version`` when its gate passes (or ``force``)."""
-    client = _client(uri)
     check_name(name)
+    if _store_missing(uri):
+        raise ConfigError(f"no registered model {name!r}: the store {uri} is empty",
+                          key="name")
+    client = _client(uri)
     try:
         mv = client.get_model_version(name, version)
     except Exception:
@@ -443,8 +454,18 @@ def record_use(uri: str, name: str, version: str, what: str, ref: str) -> None:
 
 def versions(uri: str, name: str | None = None) -> list[dict[str, Any]]:
     """Every registered version (of ``name``, or of every model) with aliases and lineage."""
+    from mlflow.exceptions import MlflowException
+
+    if _store_missing(uri):
+        if name:
+            raise ConfigError(f"no registered model {name!r} (the store is empty)", key="name")
+        return []
     client = _client(uri)
-    models = [client.get_registered_model(name)] if name else client.search_registered_models()
+    try:
+        models = ([client.get_registered_model(name)] if name
+                  else client.search_registered_models())
+    except MlflowException:
+        raise ConfigError(f"no registered model {name!r}", key="name") from None
     out = []
     for m in models:
         aliases: dict[str, list[str]] = {}
