@@ -494,6 +494,12 @@ CASES: list[Case] = [
     _c("workflow-airflow-missing", "workflow airflow {d}/wf.toml --out {d}/dags", _nothing,
        "wf.toml"),
     # ---------------------------------------------------------------- serve
+    _c("serve-model-missing", "serve --model {d}/nomodel --log-dir {d}/logs", _nothing,
+       "nomodel"),
+    _c("serve-model-not-a-model", "serve --model {d}/nomodel --log-dir {d}/logs",
+       lambda d: (d / "nomodel").mkdir(), "nomodel"),
+    _c("serve-drive-config-missing", "serve drive {d}/nope.toml --url http://127.0.0.1:9 "
+       "--out {d}/drive", _nothing, "nope.toml"),
     _c("serve-export-logs-missing", "serve export {d}/logs --out {d}/exp", _nothing, "logs"),
     _c("serve-export-logs-empty", "serve export {d}/logs --out {d}/exp",
        lambda d: (d / "logs").mkdir(), "logs"),
