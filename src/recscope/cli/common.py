@@ -74,8 +74,9 @@ def check_outputs(*files: str | os.PathLike[str] | None, folder: str | os.PathLi
                               path=str(f))
         seen[key] = f
     if folder is not None:
-        target_dir = check_out_dir(folder, force=force)
-        if target_dir == Path.cwd().resolve() or target_dir in Path.cwd().resolve().parents:
+        target_dir = check_out_dir(folder, force=force).resolve()
+        cwd = Path.cwd().resolve()
+        if target_dir == cwd or target_dir in cwd.parents:
             raise OutputError("is the current folder (or holds it); name a new folder "
                               "for the outputs", path=str(folder))
     if track:
