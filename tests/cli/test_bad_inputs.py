@@ -524,7 +524,6 @@ KNOWN: dict[str, str] = {
     "train-out-has-user-file": "sim: train writes into a non-empty --out without --force",
     "train-out-dot": "sim: train --out . is accepted",
     "recommend-users-non-utf8": "sim: a non-UTF-8 --users file is not named",
-    "registry-gate-test-missing": "platform: a failed gate creates the tracking database",
 }
 
 
