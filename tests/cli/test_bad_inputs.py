@@ -521,8 +521,6 @@ CASES: list[Case] = [
 
 # Cases that fail today, with the owner told in /work/notes (re-checked; strict: a fix shows).
 KNOWN: dict[str, str] = {
-    "train-out-has-user-file": "sim: train writes into a non-empty --out without --force",
-    "train-out-dot": "sim: train --out . is accepted",
     "recommend-users-non-utf8": "sim: a non-UTF-8 --users file is not named",
 }
 
