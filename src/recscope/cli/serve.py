@@ -24,7 +24,8 @@ from recscope.cli.common import console, progress
 from recscope.errors import ConfigError
 
 app = typer.Typer(help="Serve a model with experiment assignment and exposure logging; "
-                  "export the logs for analysis.", invoke_without_command=True,
+                  "export the logs for analysis. Example: RECSCOPE_SERVE_API_KEY=k recscope "
+                  "serve --model out/ml100k --log-dir serve-logs --port 8000", invoke_without_command=True,
                   no_args_is_help=False)
 
 
@@ -122,7 +123,7 @@ def export(
 ) -> None:
     """Write the experiment tables (and OPE interactions) of a service's logs.
 
-    Then: recscope experiment analyze --assignments OUT/assignments.parquet
+    Example: recscope serve export serve-logs --out served/ ; then recscope experiment analyze --assignments OUT/assignments.parquet
     --events OUT/events.parquet --metrics OUT/metrics.toml
     """
     import pyarrow.parquet as pq
