@@ -76,7 +76,7 @@ def test_exposure_ratio_interval_covers_by_simulation() -> None:
         items = np.where(pick_a, rng.integers(0, 10, n), rng.integers(10, 20, n))[:, None]
         rl = RankedLists(np.arange(n), items, np.zeros((n, 1)))
         fair = {f["group"]: f for f in exposure_fairness(rl, truth, groups, n_boot=300)}
-        covered += fair["a"]["ratio_ci_low"] <= (1 / 3) / 0.5 <= fair["a"]["ratio_ci_high"]
+        covered += fair["a"].ci_low <= (1 / 3) / 0.5 <= fair["a"].ci_high
     assert covered >= 0.85 * reps
 
 
@@ -110,8 +110,10 @@ def test_exposure_fairness_and_full_bundle(tiny: tuple[RankedLists, Relevance],
     total = exp_small + 1.0 + 1 / np.log2(3) + 1.0
     assert fair["small"]["exposure_share"] == pytest.approx(exp_small / total)
     assert fair["small"]["relevance_share"] == 1.0
-    assert fair["big"]["ratio"] != fair["big"]["ratio"]  # NaN: no relevance
-    assert fair["small"]["ratio_ci_low"] <= fair["small"]["ratio"] <= fair["small"]["ratio_ci_high"]
+    assert fair["big"].estimate != fair["big"].estimate  # NaN: no relevance
+    assert fair["small"].ci_low <= fair["small"].estimate <= fair["small"].ci_high
+    assert fair["small"].estimate == pytest.approx(
+        fair["small"]["exposure_share"] / fair["small"]["relevance_share"])
     res = beyond_accuracy(rl, train, topics=np.array(["a", "a", "b", "b"]), truth=truth,
                           groups=groups, n_boot=100)
     assert {"novelty", "arp", "popularity_lift", "ild_topic", "calibration_kl", "coverage",
@@ -119,6 +121,8 @@ def test_exposure_fairness_and_full_bundle(tiny: tuple[RankedLists, Relevance],
     back = BeyondResult.load(res.save(tmp_path / "b.json"))
     assert back.summary["novelty"].estimate == res.summary["novelty"].estimate
     assert "Exposure fairness" in res.to_html()
+    assert [f["group"] for f in back.fairness] == ["big", "small"]
+    assert back.fairness[1].estimate == res.fairness[1].estimate
 
 
 def test_funnel_shares_and_losses(tmp_path: Path) -> None:

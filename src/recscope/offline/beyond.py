@@ -219,11 +219,13 @@ def catalogue_metrics(rankings: RankedLists, n_items: int, *, k: int | None = No
 
 def exposure_fairness(rankings: RankedLists, truth: Relevance, groups: np.ndarray, *,
                       k: int | None = None, n_boot: int = 1000, confidence: float = 0.95,
-                      seed: int | np.random.Generator | None = 0) -> list[dict[str, Any]]:
-    """Per item group: share of position-discounted exposure (1/log2(rank+1)), share of
-    relevance (relevant (user, item) pairs of the listed users in ``truth``) and their
-    ratio (1 = exposure in proportion to relevance; < 1 under-exposed), the ratio with a
-    percentile interval from a bootstrap over users. ``groups[i]`` labels item i."""
+                      seed: int | np.random.Generator | None = 0) -> list[Effect]:
+    """Per item group, one :class:`Effect` (metric ``exposure_ratio``): the ratio of the
+    group's share of position-discounted exposure (1/log2(rank+1)) to its share of
+    relevance (relevant (user, item) pairs of the listed users in ``truth``), 1 =
+    exposure in proportion to relevance, < 1 under-exposed, with a percentile interval
+    from a bootstrap over users; extra ``group``, ``items``, ``exposure_share``,
+    ``relevance_share``. ``groups[i]`` labels item i."""
     g = np.asarray(groups, dtype=object).astype(str)
     names, lab = np.unique(g, return_inverse=True)
     n_items, n_g = len(g), len(names)
@@ -257,22 +259,23 @@ def exposure_fairness(rankings: RankedLists, truth: Relevance, groups: np.ndarra
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             lo, hi = np.nanquantile(boots, a / 2, axis=0), np.nanquantile(boots, 1 - a / 2, axis=0)
-    return [{"group": str(names[j]), "items": int((lab == j).sum()),
-             "exposure_share": float(est[0, j]), "relevance_share": float(est[1, j]),
-             "ratio": float(est[2, j]), "ratio_ci_low": float(lo[j]),
-             "ratio_ci_high": float(hi[j])} for j in range(n_g)]
+    return [Effect("exposure_ratio", float(est[2, j]), float(lo[j]), float(hi[j]),
+                   n=len(cols), extra={"group": str(names[j]), "items": int((lab == j).sum()),
+                                       "exposure_share": float(est[0, j]),
+                                       "relevance_share": float(est[1, j])})
+            for j in range(n_g)]
 
 
 @dataclass
 class BeyondResult(Result):
     """Beyond-accuracy aggregates (one :class:`~recscope.results.Effect` per metric), plus
-    the exposure-fairness table (one row per item group)."""
+    the exposure-fairness rows (metric ``exposure_ratio``, one per item group)."""
 
     kind: ClassVar[str] = "beyond_accuracy"
     title: ClassVar[str] = "Beyond-accuracy metrics"
 
     estimates: list[Effect]
-    fairness: list[dict[str, Any]] = field(default_factory=list)
+    fairness: list[Effect] = field(default_factory=list)
     confidence: float = 0.95
 
     @property
@@ -281,22 +284,19 @@ class BeyondResult(Result):
         return {e.metric: e for e in self.estimates}
 
     def effects(self) -> list[Effect]:
-        return list(self.estimates)
+        return [*self.estimates, *self.fairness]
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"metric": e.metric, "estimate": e.estimate, "ci_low": e.ci_low,
-                 "ci_high": e.ci_high, "n": e.n} for e in self.estimates]
+        return [{"metric": e.metric if "group" not in e.extra else
+                 f"exposure/relevance ({e['group']})", "estimate": e.estimate,
+                 "ci_low": e.ci_low, "ci_high": e.ci_high, "n": e.n} for e in self.effects()]
 
     def rich_table(self) -> Table:
-        rows = self.rows() + [{"metric": f"exposure/relevance ({f['group']})",
-                               "estimate": f["ratio"], "ci_low": f["ratio_ci_low"],
-                               "ci_high": f["ratio_ci_high"], "n": None}
-                              for f in self.fairness]
-        return rich_table(rows, title=self.title)
+        return rich_table(self.rows(), title=self.title)
 
     def html_sections(self, page: Any) -> None:
         if self.fairness:
-            page.heading("Exposure fairness").table(self.fairness)
+            page.heading("Exposure fairness").table([e.to_dict() for e in self.fairness])
 
 
 def beyond_accuracy(rankings: RankedLists, train: Relevance, *, k: int | None = None,
