@@ -261,6 +261,7 @@ def test_from_table_with_own_ids_equals_the_file_path(tmp_path: Path) -> None:
     ("ok", ["--bootstrap", "-1"], ["--bootstrap"]),
     ("ok", ["--confidence", "1.5"], ["--confidence"]),
     ("ok", ["--missing", "drop"], ["--missing"]),
+    ("ok", ["--seed", "-3"], ["--seed"]),
     ("ok", ["--json", "{dir}"], ["is a folder"]),
     ("ok", ["--json", "{dir}/truth.csv"], ["truth.csv"]),
 ])

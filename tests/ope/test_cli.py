@@ -108,7 +108,7 @@ def test_errors_are_one_line_exit_2(tmp_path: Path) -> None:
     ("--bootstrap", "-1", "--bootstrap"), ("--n-folds", "1", "--n-folds"),
     ("--epsilon", "1.5", "--epsilon"), ("--temperature", "0", "--temperature"),
     ("--log-method", "magic", "--log-method"), ("--reward-model", "svm", "--reward-model"),
-    ("--policy-kind", "greedy", "--policy-kind"),
+    ("--policy-kind", "greedy", "--policy-kind"), ("--seed", "-1", "--seed"),
 ])
 def test_out_of_range_options_are_named_before_any_work(tmp_path: Path, option: str,
                                                         value: str, named: str) -> None:

@@ -130,6 +130,8 @@ def evaluate(
         raise ConfigError(f"must be holm, bh or none, got {adjust!r}", key="--adjust")
     if bootstrap < 0:
         raise ConfigError(f"must be >= 0, got {bootstrap}", key="--bootstrap")
+    if seed < 0:
+        raise ConfigError(f"must be >= 0, got {seed}", key="--seed")
     if not 0 < confidence < 1:
         raise ConfigError(f"must be in (0, 1), got {confidence}", key="--confidence")
     for m in metrics:

@@ -66,6 +66,8 @@ def ope(
         raise ConfigError(f"must be >= 0, got {bootstrap}", key="--bootstrap")
     if not 0 < confidence < 1:
         raise ConfigError(f"must be in (0, 1), got {confidence}", key="--confidence")
+    if seed < 0:
+        raise ConfigError(f"must be >= 0, got {seed}", key="--seed")
     if n_folds < 2:
         raise ConfigError(f"must be >= 2, got {n_folds}", key="--n-folds")
     if reward_model not in _REWARD_MODELS:
