@@ -21,7 +21,7 @@ Run under the heavy-job lock::
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/launch.py trees --reps 200
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/launch.py hillstrom
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/launch.py decisions --reps 250
-    flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/launch.py sim --reps 8
+    flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/launch.py sim --reps 200 --scale 0.5
 """
 
 from __future__ import annotations
@@ -339,7 +339,7 @@ ranker = "affinity"
 name = "ranker"
 [experiment.variants.control]
 [experiment.variants.treatment]
-ranker = "{ranker}"
+{change}
 """
 SIM_LAUNCH = """
 name = "sim-ranker"
@@ -363,17 +363,17 @@ def study_sim(reps: int, scale: float, seed: int) -> dict[str, Any]:
     text = full.read_text()
     plain.write_text(text.split("[trees.")[0])
     cfg = LaunchConfig.model_validate({**tomllib.loads(SIM_LAUNCH), "source": "sim"})
-    rankers = ["affinity_quality", "affinity", "popularity"]
+    changes = ['ranker = "affinity_quality"', 'ranker = "affinity"', 'ranker = "popularity"',
+               'retriever = "embedding_v2"', 'retriever = "popular"']
     runs = []
     t0 = time.perf_counter()
     for i in range(reps):
-        ranker = rankers[i % len(rankers)]
+        change = changes[i % len(changes)]
         spec = parse_experiment(tomllib.loads(SIM_SPEC.format(
-            i=i, seed=seed + i, metrics=plain, scale=scale, ranker=ranker)))
-        folder = OUT / f"launch-sim-{i}"
-        run_experiment(spec, folder)
-        d = decide_simulated(cfg, folder, metrics=full)
-        runs.append({"ranker": ranker, "decision": d.decision, "truth": d.truth_verdict,
+            i=i, seed=seed + i, metrics=plain, scale=scale, change=change)))
+        res = run_experiment(spec)  # in memory; truth from the common-random-number replays
+        d = decide_simulated(cfg, res, metrics=full)
+        runs.append({"change": change, "decision": d.decision, "truth": d.truth_verdict,
                      "true_saves": d.truth.get("saves", {}).get("short_run"),
                      "estimated_saves": next(c.estimate for c in d.checks
                                              if c.metric == "saves"),
@@ -381,10 +381,18 @@ def study_sim(reps: int, scale: float, seed: int) -> dict[str, Any]:
         print(runs[-1], flush=True)
     bad = [r for r in runs if r["truth"] == "bad"]
     good = [r for r in runs if r["truth"] == "good"]
+    by_change = {c: {d: sum(r["change"] == c and r["decision"] == d for r in runs)
+                     for d in ("ship", "iterate", "stop")} for c in changes}
+    for c in changes:
+        by_change[c]["truth"] = ", ".join(sorted({r["truth"] for r in runs
+                                                  if r["change"] == c}))  # type: ignore[assignment]
     return {"reps": reps, "scale": scale, "seconds": round(time.perf_counter() - t0, 1),
-            "runs": runs, "bad": len(bad),
+            "runs": runs, "by_change": by_change, "bad": len(bad),
             "bad_shipped": sum(r["decision"] == "ship" for r in bad),
-            "good": len(good), "good_shipped": sum(r["decision"] == "ship" for r in good)}
+            "bad_shipped_rate": sum(r["decision"] == "ship" for r in bad) / max(len(bad), 1),
+            "good": len(good), "good_shipped": sum(r["decision"] == "ship" for r in good),
+            "power": sum(r["decision"] == "ship" for r in good) / max(len(good), 1),
+            "marginal": sum(r["truth"] == "marginal" for r in runs)}
 
 
 def main() -> None:
