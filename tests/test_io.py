@@ -12,6 +12,7 @@ from recscope.io import (
     atomic_dir,
     check_out_dir,
     check_out_file,
+    did_you_mean,
     read_toml,
     write_all,
     write_text,
@@ -84,3 +85,14 @@ def test_read_toml_names_the_file(tmp_path: Path, content: bytes | str | None,
     with pytest.raises(ConfigError, match=words) as info:
         read_toml(p, "metrics")
     assert str(p) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_missing_paths_suggest_what_exists(tmp_path: Path) -> None:
+    (tmp_path / "split" / "train").mkdir(parents=True)
+    (tmp_path / "split" / "test").mkdir()
+    (tmp_path / "rankings.parquet").write_text("x")
+    assert did_you_mean(tmp_path / "split" / "train.parquet") == (
+        f" (did you mean {tmp_path / 'split' / 'train'}/?)")
+    assert "rankings.parquet" in did_you_mean(tmp_path / "ranking.parquet")
+    assert did_you_mean(tmp_path / "zzz.csv") == ""
+    assert did_you_mean(tmp_path / "nowhere" / "deep" / "x") == ""

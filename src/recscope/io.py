@@ -236,6 +236,30 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
+def did_you_mean(path: str | os.PathLike[str]) -> str:
+    """A hint for a path that does not exist: the closest names beside it (or inside the
+    folder of the same name: ``split/train.parquet`` suggests ``split/train/``), as
+    ``" (did you mean ...?)"``; empty when nothing is close."""
+    import difflib
+
+    p = Path(path)
+    parent = next((q for q in [p.parent, *p.parent.parents] if q.is_dir()), None)
+    if parent is None:
+        return ""
+    try:
+        names = sorted(x.name for x in parent.iterdir() if not x.name.startswith("."))
+    except OSError:
+        return ""
+    want = p.name if parent == p.parent else p.relative_to(parent).parts[0]
+    close = difflib.get_close_matches(want, names, n=2, cutoff=0.6)
+    stem = Path(want).stem
+    close += [n for n in names if n == stem and n not in close]  # train.parquet -> train/
+    if not close:
+        return ""
+    shown = [str(parent / n) + ("/" if (parent / n).is_dir() else "") for n in close[:2]]
+    return f" (did you mean {' or '.join(shown)}?)"
+
+
 def read_toml(path: str | os.PathLike[str], what: str = "config") -> dict[str, Any]:
     """Parse a TOML file; a missing file or bad TOML raises ConfigError naming the file
     (``what`` names the kind of file in the message: "metrics file not found")."""

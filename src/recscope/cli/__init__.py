@@ -119,7 +119,12 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, OSError) and getattr(exc, "strerror", None):
         names = [n for n in (exc.filename, exc.filename2) if n is not None]
         where = " -> ".join(str(n) for n in names)
-        return f"{where}: {exc.strerror}" if where else str(exc.strerror)
+        hint = ""
+        if isinstance(exc, FileNotFoundError) and exc.filename is not None:
+            from recscope.io import did_you_mean
+
+            hint = did_you_mean(exc.filename)
+        return (f"{where}: {exc.strerror}" if where else str(exc.strerror)) + hint
     if isinstance(exc, MemoryError):
         return "out of memory (try a smaller input or sample)"
     text = _flat(str(exc).split("\nLINE ")[0]) or type(exc).__name__  # DuckDB's SQL excerpt
