@@ -304,3 +304,20 @@ def test_help_shows_an_example(monkeypatch: pytest.MonkeyPatch,
     for cmd in (["evaluate"], ["ope"], ["data", "split"], ["data", "describe"]):
         code, out, _ = run_cli([*cmd, "--help"], monkeypatch, capsys)
         assert code == 0 and "Example" in out, cmd
+
+
+@pytest.mark.parametrize(("truth", "words"), [
+    ({"user_id": ["a", "b"], "item_id": ["x", "y"], "grade": ["high", "low"]},
+     ["'grade'", "expected numbers"]),
+    ({"user_id": ["a", "b"], "item_id": ["x", "y"], "grade": [1.0, float("nan")]},
+     ["'grade'", "row 1"]),
+    ({"user_id": ["a", "a"], "item_id": ["x", "x"]}, ["repeated in the truth", "row 1"]),
+    ({"user_id": ["a", None], "item_id": ["x", "y"]}, ["'user_id'", "null", "row 1"]),
+])
+def test_bad_truth_is_named(small: dict[str, Path], truth: dict[str, list[object]],
+                            words: list[str], monkeypatch: pytest.MonkeyPatch,
+                            capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _write(small["dir"] / "badtruth.parquet", truth)
+    code, _, err = run_cli(["evaluate", "--rankings", str(small["ranks"]), "--truth", str(bad)],
+                           monkeypatch, capsys)
+    assert code == 2 and "badtruth.parquet" in err and all(w in err for w in words), err

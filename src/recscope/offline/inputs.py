@@ -67,6 +67,10 @@ def read_truth(path: str | Path) -> pa.Table:
     _require(t, ["user_id", "item_id"], file)
     if "grade" in t.column_names:
         _require(t, ["grade"], file)
+        typ = t.column("grade").type
+        if not (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
+            raise DataValidationError(f"expected numbers, found {typ}", file=file,
+                                      column="grade")
         g = t.column("grade").to_numpy(zero_copy_only=False).astype(np.float64)
         bad = np.flatnonzero(~np.isfinite(g))
         if len(bad):
