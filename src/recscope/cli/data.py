@@ -39,6 +39,7 @@ class DataFormat(StrEnum):
     csv = "csv"
     parquet = "parquet"
     recscope = "recscope"
+    split = "split"
 
 
 class Duplicates(StrEnum):
@@ -55,7 +56,8 @@ class Method(StrEnum):
 
 
 _FORMAT_HELP = ("Data format; 'auto' recognises MovieLens, OBD, Coat, Amazon JSON, MIND, "
-                "Last.fm folders, saved Interactions directories, CSV/TSV and Parquet.")
+                "Last.fm folders, saved Interactions directories, 'data split' folders (their "
+                "train part), CSV/TSV and Parquet.")
 _MAP_HELP = ("Column mapping for csv/parquet, CANONICAL=SOURCE (repeatable), e.g. "
              "--map user_id=uid --map timestamp=ts.")
 _OPTION_HELP = ("Loader option KEY=VALUE (repeatable): part=train|test (coat), "
