@@ -72,7 +72,61 @@ def validate(history: Path, asos: Path | None, cost_: float) -> dict[str, object
     for v in res["predictor"].values():  # type: ignore[union-attr]
         v.pop("predictions", None)
     (OUT / "history.json").write_text(json.dumps(res, indent=1, default=float))
+    print(markdown(res))
     return res
+
+
+def _f(x: object, pct: bool = False) -> str:
+    if x is None or not isinstance(x, int | float) or x != x:
+        return "–"
+    return f"{x:.1%}" if pct else f"{x:.3f}"
+
+
+def markdown(res: dict[str, object]) -> str:
+    """The validation as the Markdown tables of docs/history.md."""
+    pred = res["predictor"]  # type: ignore[index]
+    lines = ["| model | Spearman: offline NDCG delta | OPE | replay | learned | direction "
+             "(\\|truth\\| ≥ MDE) | n ≥ MDE | coverage at 90% | mean half-width |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for kind, v in pred.items():  # type: ignore[union-attr]
+        sp = v["spearman"]
+        lines.append(f"| {kind} | {_f(sp['offline NDCG delta'])} | {_f(sp['OPE'])} | "
+                     f"{_f(sp['replay'])} | **{_f(sp['learned'])}** | "
+                     f"{_f(v['directional_accuracy'], True)} | {v['n_beyond_mde']} | "
+                     f"{_f(v['coverage'], True)} | {_f(v['mean_half_width'])} |")
+    lines += ["", "| model | skipped | more traffic | good launches (all) | good launches "
+              "missed | bad launches avoided | true effect ≥ MDE skipped |",
+              "|---|---|---|---|---|---|---|"]
+    for kind, v in pred.items():  # type: ignore[union-attr]
+        t = v["triage"]
+        lines.append(f"| {kind} | {t['skipped']} / {t['candidates']} "
+                     f"({_f(t['experiments_saved_share'], True)}) | {t['more_traffic']} | "
+                     f"{t['good_launches_all']} | {t['good_launches_missed']} | "
+                     f"{t['bad_launches_avoided']} / {t['bad_launches_all']} | "
+                     f"{t['true_positive_missed']} |")
+    lines += ["", "| data | metric | readouts | MSE raw | MSE shrunken | reduction |",
+              "|---|---|---|---|---|---|"]
+    for r in res["priors"]:  # type: ignore[union-attr]
+        lines.append(f"| {r['data']} | {r['metric']} | {r['n']} | {r['mse_raw']:.3g} | "
+                     f"{r['mse_shrunken']:.3g} | {_f(r['mse_reduction'], True)} |")
+    lines += ["", "| data | metric | P(effect > 0) bin | n | mean P | share positive |",
+              "|---|---|---|---|---|---|"]
+    for r in res["priors"]:  # type: ignore[union-attr]
+        for b in r["reliability"]:
+            lines.append(f"| {r['data']} | {r['metric']} | {b['bin']} | {b['n']} | "
+                         f"{b['mean_p_positive']:.2f} | {b['share_positive']:.2f} |")
+    lines += ["", "| data | rule | series | experiment-days saved | disagreement with the "
+              "final decision |", "|---|---|---|---|---|"]
+    for data, s in res["shortcuts"].items():  # type: ignore[union-attr]
+        for rule in ("always_valid", "futility_only", "always_valid_and_futility"):
+            if rule in s:
+                lines.append(f"| {data} | {rule.replace('_', ' ')} | {s[rule]['series']} | "
+                             f"{_f(s[rule]['days_saved_share'], True)} | "
+                             f"{_f(s[rule]['disagreement_rate'], True)} |")
+        ea = s["earliest_agreement"]
+        lines.append(f"| {data} | earliest agreement (median share of the duration) | "
+                     f"{s['series']} | {_f(1 - ea['median_share'], True)} | 0% (hindsight) |")
+    return "\n".join(lines)
 
 
 def main() -> None:

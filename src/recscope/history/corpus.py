@@ -211,10 +211,8 @@ class _Shared:
     base_runs: dict[tuple[bool, bool], dict[str, np.ndarray]] = field(default_factory=dict)
     replay_env: Any = None
     replay_state: Any = None
-    replay_users: np.ndarray | None = None
     replay_base: dict[str, np.ndarray] = field(default_factory=dict)
     base_ope: tuple[np.ndarray, float] | None = None
-    arm: np.ndarray | None = None
 
 
 def _world(cfg: CorpusConfig) -> Any:
@@ -223,6 +221,11 @@ def _world(cfg: CorpusConfig) -> Any:
     wc = WorldConfig(seed=cfg.seed).scaled(cfg.world_scale)
     wc = wc.model_copy(update={"n_impressions": cfg.log_impressions})
     return World.generate(wc)
+
+
+def _seed_of(name: str) -> int:
+    """A stable 32-bit seed from a name."""
+    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
 
 
 def build_policy(spec: CandidateSpec, shared: _Shared, *, temperature: float | None = None,
@@ -236,7 +239,7 @@ def build_policy(spec: CandidateSpec, shared: _Shared, *, temperature: float | N
     )
 
     t = shared.truth
-    seed = int(hashlib.sha256(spec.candidate_id.encode()).hexdigest()[:8], 16)
+    seed = _seed_of(spec.candidate_id)
     r = spec.retriever
     retriever: Any = r["kind"]
     if r["kind"] == "embedding":
@@ -374,8 +377,6 @@ def prepare(cfg: CorpusConfig, progress: Progress | None = None) -> _Shared:
     head = pop_rank / truth.n_items  # popularity rank as a share of the catalogue
     shared = _Shared(cfg, world, truth, WorldIndex(truth, pool=150, seed=cfg.seed), users, rel,
                      {}, sp.test.fingerprint(), _ope_rows(world), head)
-    shared.arm = (np.random.default_rng([cfg.seed, 5]).random(truth.n_users) < 0.5).astype(
-        np.int64)
     base = build_policy(BASELINE_SPEC, shared)
     shared.base_offline = _offline_values(build_policy(BASELINE_SPEC, shared, temperature=0.0),
                                           shared)
@@ -401,12 +402,9 @@ def prepare(cfg: CorpusConfig, progress: Progress | None = None) -> _Shared:
     renv = Environment(world, SimConfig(novelty=0.0), seed=cfg.seed + 3)
     shared.replay_env = renv
     shared.replay_state = renv.warmup(base, days=cfg.warmup_days)
-    rng = np.random.default_rng([cfg.seed, 3])
-    n_rep = max(2, round(cfg.replay_share * truth.n_users))
-    shared.replay_users = np.sort(rng.choice(truth.n_users, n_rep, replace=False))
     run = renv.run([base], days=cfg.replay_days, state=shared.replay_state)
     rb = _user_day(run, truth.n_users, cfg.replay_days, shared.replay_state.day)
-    shared.replay_base = {m: v[shared.replay_users] for m, v in rb.items()}
+    shared.replay_base = rb
     if progress is not None:
         progress("prepare", len(variants) + 1, len(variants) + 1)
     return shared
@@ -450,13 +448,18 @@ def evaluate_candidate(spec: CandidateSpec, shared: _Shared) -> dict[str, Any]:
     pol = build_policy(spec, shared)
     base = build_policy(BASELINE_SPEC, shared)
     env, st = shared.replay_env, shared.replay_state
-    assert shared.replay_users is not None
+    # each candidate draws its own replay users and its own A/B split, so readout errors
+    # are independent across candidates (a shared split is one draw of user
+    # heterogeneity common to every readout)
+    rng = np.random.default_rng([cfg.seed, _seed_of(spec.candidate_id)])
+    n_rep = max(2, round(cfg.replay_share * truth.n_users))
+    replay_users = np.sort(rng.choice(truth.n_users, n_rep, replace=False))
     arm = np.zeros(truth.n_users, np.int64)
-    arm[shared.replay_users] = 1
+    arm[replay_users] = 1
     run = env.run([base, pol], days=cfg.replay_days, arm=arm, state=st, novel=[False, False])
     rep = _user_day(run, truth.n_users, cfg.replay_days, st.day)
-    c = rep[PRIMARY][shared.replay_users].sum(axis=1)
-    b = shared.replay_base[PRIMARY].sum(axis=1)
+    c = rep[PRIMARY][replay_users].sum(axis=1)
+    b = shared.replay_base[PRIMARY][replay_users].sum(axis=1)
     mb = b.mean()
     rel = c.mean() / mb - 1.0 if mb > 0 else math.nan
     g = (c - (1 + rel) * b) / mb
@@ -466,12 +469,12 @@ def evaluate_candidate(spec: CandidateSpec, shared: _Shared) -> dict[str, Any]:
     # online A/B test, read out every day
     key = (spec.novelty, spec.interference)
     env, st = shared.envs[key], shared.states[key]
-    assert shared.arm is not None
-    run = env.run([base, pol], days=cfg.days, arm=shared.arm, state=st)
+    ab_arm = (rng.random(truth.n_users) < 0.5).astype(np.int64)
+    run = env.run([base, pol], days=cfg.days, arm=ab_arm, state=st)
     ab = _user_day(run, truth.n_users, cfg.days, st.day)
     rec["online"] = {}
     rec["online_daily"] = {}
-    t_mask = shared.arm == 1
+    t_mask = ab_arm == 1
     for m in METRICS:
         cum = np.cumsum(ab[m], axis=1)
         xc, xt = cum[~t_mask], cum[t_mask]

@@ -337,8 +337,9 @@ def build_history(*, tracking: str | None = None, results: Iterable[str | Path] 
 
 
 def summary(table: pa.Table, sql: str | None = None) -> pa.Table:
-    """``history show``: per family, candidates, decisions and mean signals (or the
-    result of ``sql`` over a view called ``history``)."""
+    """``history show``: per family, candidates (``n``), launches and mean signals
+    (offline NDCG delta, OPE, replay, online readout, truth of clicks), or the result of
+    ``sql`` over a view called ``history``."""
     import duckdb
 
     con = duckdb.connect()
@@ -349,13 +350,13 @@ def summary(table: pa.Table, sql: str | None = None) -> pa.Table:
         except duckdb.Error as exc:
             raise ConfigError(f"query failed: {str(exc).splitlines()[0]}", key="sql") from None
     has = set(table.column_names)
-    parts = ["family", "COUNT(*) AS candidates"]
+    parts = ["family", "COUNT(*) AS n"]
     if "decision" in has:
-        parts.append("COUNT(*) FILTER (WHERE decision = 'launch') AS launched")
-    for c, label in (("offline_ndcg_estimate", "offline dNDCG"), ("ope_estimate", "OPE"),
+        parts.append("COUNT(*) FILTER (WHERE decision = 'launch') AS launch")
+    for c, label in (("offline_ndcg_estimate", "dNDCG"), ("ope_estimate", "OPE"),
                      ("replay_estimate", "replay"), ("online_clicks_estimate", "online"),
                      ("true_clicks", "truth")):
         if c in has:
-            parts.append(f'AVG({c}) FILTER (WHERE NOT isnan({c})) AS "{label}"')
+            parts.append(f'ROUND(AVG({c}) FILTER (WHERE NOT isnan({c})), 3) AS "{label}"')
     return con.sql(f"SELECT {', '.join(parts)} FROM history GROUP BY family "
                    "ORDER BY family").to_arrow_table()
