@@ -75,7 +75,7 @@ def _row(name: str, res: Any, metrics: list[str], model: Any = None) -> dict[str
     hist = getattr(model, "history", None)
     if hist is not None:
         row["best_epoch"] = hist.best_epoch
-        row["epochs_run"] = len(hist.rows)
+        row["epochs_run"] = len(hist.epochs)
         row["seconds_per_epoch"] = hist.seconds_per_epoch()
         row["interactions_per_s"] = hist.throughput()
         row["device"] = hist.device

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import recscope.pipeline  # noqa: F401  (the pipeline layer registers the "pipeline" component)
+
 _BPR = {"component": "bpr", "params": {"factors": 8, "iterations": 3}}
 _SMALL_MEMBERS = [{"component": "popularity", "quota": 10},
                   {"component": "itemknn", "quota": 10, "params": {"neighbors": 10}}]

@@ -35,7 +35,7 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
     assert np.nanmax(vals) == pytest.approx(h.best_value)
     assert vals[h.best_epoch - 1] == pytest.approx(h.best_value)
     # stopped exactly `patience` evaluations after the best one
-    assert h.stopped_early and len(h.rows) == h.best_epoch + 2 < 40
+    assert h.stopped_early and len(h.epochs) == h.best_epoch + 2 < 40
     # the weights in the model are the best epoch's: re-scoring gives the best value
     from recscope.models.neural.training import validation_score
 
@@ -54,15 +54,15 @@ def test_early_stopping_keeps_the_best_epoch() -> None:
 def test_no_validation_trains_all_epochs() -> None:
     model = LightGCN(FAST, epochs=3, validation_fraction=0.0).fit(grouped_log())
     assert model.history is not None
-    assert len(model.history.rows) == 3 and model.history.best_epoch is None
-    assert all("val" not in r for r in model.history.rows)
+    assert len(model.history.epochs) == 3 and model.history.best_epoch is None
+    assert all("val" not in r for r in model.history.epochs)
 
 
 def test_refit_retrains_on_all_data_for_the_best_epoch_count() -> None:
     model = LightGCN(FAST, epochs=6, patience=1, refit=True).fit(grouped_log())
     h = model.history
     assert h is not None and h.refit_epochs == h.best_epoch
-    assert sum(1 for r in h.rows if r.get("refit")) == h.best_epoch
+    assert sum(1 for r in h.epochs if r.get("refit")) == h.best_epoch
 
 
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None:
@@ -76,7 +76,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None
     resumed = LightGCN(FAST, epochs=4, patience=10, checkpoint_dir=str(ckpt),
                        resume=True).fit(data)
     assert resumed.history is not None and full.history is not None
-    assert [r["epoch"] for r in resumed.history.rows] == [1.0, 2.0, 3.0, 4.0]
+    assert [r["epoch"] for r in resumed.history.epochs] == [1.0, 2.0, 3.0, 4.0]
     np.testing.assert_allclose(resumed.history.column("loss"), full.history.column("loss"),
                                rtol=1e-6)
     for k, v in _weights(full).items():
@@ -86,12 +86,16 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path: Path) -> None
 def test_learning_curve_is_logged_to_tracking_per_epoch() -> None:
     from mlflow.tracking import MlflowClient
 
+    from recscope.models.callbacks import training_callbacks
     from recscope.tracking import track
 
     with track("test.neural") as run:
-        LightGCN(FAST, epochs=3, patience=10).fit(grouped_log(), logger=run)
-    with track("test.neural.implicit") as implicit:  # the open run is used by default
-        LightGCN(FAST, epochs=2, patience=10).fit(grouped_log())
+        LightGCN(FAST, epochs=3, patience=10).fit(grouped_log(), log_metrics=run.log_metrics)
+    # callbacks set around a block reach every fit inside it (how a pipeline's stages get them)
+    ticks: list[tuple[str, float, float]] = []
+    with track("test.neural.implicit") as implicit, training_callbacks(
+            log_metrics=implicit.log_metrics, progress=lambda *a: ticks.append(a)):
+        LightGCN({**FAST, "progress": True}, epochs=2, patience=10).fit(grouped_log())
     client = MlflowClient(tracking_uri=run.uri)
     loss = client.get_metric_history(run.run_id, "train.loss")
     val = client.get_metric_history(run.run_id, "val.ndcg_10")
@@ -100,6 +104,9 @@ def test_learning_curve_is_logged_to_tracking_per_epoch() -> None:
     assert all(np.isfinite(m.value) for m in loss)
     assert sorted(m.step for m in client.get_metric_history(implicit.run_id,
                                                             "train.loss")) == [1, 2]
+    # progress counts batches up to the planned total, under the model's name
+    assert ticks and ticks[-1][0] == "lightgcn" and ticks[-1][1] == ticks[-1][2]
+    assert [t[1] for t in ticks] == list(range(1, len(ticks) + 1))
 
 
 def test_callback_can_stop_a_run() -> None:
@@ -121,9 +128,9 @@ def test_history_is_a_result(tmp_path: Path) -> None:
     assert h is not None
     h.save(tmp_path / "curve.json")
     back = TrainingHistory.load(tmp_path / "curve.json")
-    assert back.rows == h.rows and back.best_epoch == h.best_epoch
+    assert back.epochs == h.epochs and back.best_epoch == h.best_epoch
     html = h.to_html()
-    assert "learning curve" in html and "plotly" in html.lower()
+    assert "learning curve" in html.lower() and "plotly" in html.lower()
     assert h.throughput() > 0 and h.seconds_per_epoch() > 0
 
 

@@ -68,19 +68,23 @@ def _write(tmp_path: Path, text: str) -> Path:
     (GOOD.replace("neighbors = 10", "neighbors = \"ten\""),
      "retrievers.1.params.neighbors", "integer"),
     (GOOD.replace("neighbors = 10", "neighbours = 10"),
-     "retrievers.1.params.neighbours", "Extra inputs"),
+     "retrievers.1.params.neighbours", "unknown key"),
     (GOOD.replace("quota = 8\n\n[[retrievers]]", "quota = -1\n\n[[retrievers]]"),
      "retrievers.0.quota", "greater than"),
     (GOOD.replace('component = "mmr"', 'component = "ease"'),
      "rerankers.0.component", "not a re-ranker"),
     (GOOD.replace('[ranker]\ncomponent = "lambdamart"', '[ranker]\ncomponent = "ease"'),
      "ranker.component", "not a ranker"),
-    (GOOD.replace('name = "small"', 'name = "small"\ncolour = 3'), "colour", "Extra inputs"),
+    (GOOD.replace('name = "small"', 'name = "small"\ncolour = 3'), "colour", "unknown key"),
     ('name = "x"\n', "retrievers", "Field required"),
     (GOOD.replace('component = "popularity"\n', ""),
      "retrievers.0.component", "Field required"),
     (GOOD.replace("lambda_ = 0.5", "lambda_ = 7"), "rerankers.0.params.lambda_",
      "less than"),
+    # strict: text is not a number, a number is not a flag
+    (GOOD.replace("lambda_ = 0.5", 'lambda_ = "0.5"'), "rerankers.0.params.lambda_",
+     "valid number"),
+    (GOOD.replace('name = "small"', 'name = "small"\nrrf_k = true'), "rrf_k", "valid number"),
 ])
 def test_bad_config_names_key_and_file(tmp_path: Path, text: str, key: str, words: str
                                        ) -> None:
@@ -192,3 +196,168 @@ def test_cli_bad_config_is_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.M
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "retrievers.1.params.neighbors" in err and str(cfg) in " ".join(err.split())
+
+
+def test_fit_reports_every_stage(train: Interactions) -> None:
+    """The pipeline fit reports each stage as it starts and ends (the CLI's bars)."""
+    ticks: list[tuple[str, float, float]] = []
+    Pipeline.from_toml(_write_text(GOOD)).fit(train, progress=lambda *a: ticks.append(a))
+    stages = [t[0] for t in ticks]
+    assert stages == ["fit ranker lambdamart (with its retrievers)"] * 2 + \
+        ["fit rerank.0.mmr"] * 2 + ["fit rerank.1.thompson"] * 2
+    assert [t[1] for t in ticks] == [0.0, 1.0] * 3
+
+
+def _write_text(text: str) -> Path:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "p.toml"
+    path.write_text(text)
+    return path
+
+
+def test_on_epoch_reaches_the_ranker_and_can_stop_it(train: Interactions,
+                                                     fitted: Pipeline) -> None:
+    """Tuning's hook: called after every boosting round with a pipeline that can already
+    recommend; True stops the boosting there. A hook that never stops changes nothing."""
+    seen: list[int] = []
+    users = np.arange(5, dtype=np.int32)
+
+    def stop_at_three(epoch: int, metrics: dict[str, float]) -> bool:
+        seen.append(epoch)
+        assert pipe.recommend(users, 3).items.shape == (5, 3)
+        return epoch == 3
+
+    pipe = Pipeline.from_toml(_write_text(GOOD))
+    pipe.fit(train, on_epoch=stop_at_three)
+    assert seen == [1, 2, 3]
+    assert pipe.ranker is not None and pipe.ranker.booster.current_iteration() == 3
+    never = Pipeline.from_toml(_write_text(GOOD)).fit(train, on_epoch=lambda e, m: False)
+    np.testing.assert_array_equal(never.recommend(users, 5).items,
+                                  fitted.recommend(users, 5).items)
+
+
+def test_lambdamart_names_a_feature_the_data_lacks(train: Interactions) -> None:
+    """Topic affinity without an item topic column is an error naming the feature, unless
+    the config says to ignore it."""
+    no_topics = Interactions(train.table, train.users, train.items, name="no-topics")
+    assert train.item_features is not None and no_topics.item_features is None
+    text = GOOD.split("[[rerankers]]")[0]
+    with pytest.raises(ConfigError, match=r"user_topic_affinity.*topic") as err:
+        Pipeline.from_toml(_write_text(text)).fit(no_topics)
+    assert err.value.key == "features"
+    ok = text.replace("num_threads = 1", 'num_threads = 1, missing_features = "ignore"')
+    assert Pipeline.from_toml(_write_text(ok)).fit(no_topics).recommend(
+        np.arange(3), 2).items.shape == (3, 2)
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Run ``recscope ARGS`` as the script does: exit code and everything printed."""
+    from recscope.cli import run
+
+    code = run([str(a) for a in args])
+    cap = capsys.readouterr()
+    return code, " ".join((cap.out + cap.err).split())
+
+
+def test_cli_single_model_serves_its_own_scores(train: Interactions, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A config that names just a model trains that model; its own scores are served."""
+    from recscope.models.base import get_component
+
+    data = train.save(tmp_path / "data")
+    cfg = tmp_path / "ease.toml"
+    cfg.write_text('name = "ease-only"\ncomponent = "ease"\nparams = { l2 = 50.0 }\n')
+    code, text = _run(["train", cfg, "--data", data, "--out", tmp_path / "model"], capsys)
+    assert code == 0, text
+    out = tmp_path / "r.parquet"
+    code, text = _run(["recommend", tmp_path / "model", "--all", "--k", "4", "--out", out],
+                      capsys)
+    assert code == 0, text
+    direct = get_component("ease")({"l2": 50.0}).fit(train)
+    want = direct.recommend(np.arange(train.n_users, dtype=np.int32), 4)
+    t = pq.read_table(out)
+    first = t.filter(pq.read_table(out).column("user_id").to_numpy() == train.users.ids[0]
+                     .as_py())
+    items = train.items.index(first.column("item_id"))
+    np.testing.assert_array_equal(items, want.items[0][want.items[0] >= 0])
+    np.testing.assert_allclose(first.column("score").to_numpy(),
+                               want.scores[0][want.items[0] >= 0], rtol=1e-6)
+
+
+def test_cli_recommend_k_above_the_pipeline_is_an_error(
+        train: Interactions, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = train.save(tmp_path / "data")
+    cfg = _write(tmp_path, GOOD.split("[ranker]")[0])  # two retrievers, 16 candidates
+    assert _run(["train", cfg, "--data", data, "--out", tmp_path / "m"], capsys)[0] == 0
+    out = tmp_path / "r.parquet"
+    code, text = _run(["recommend", tmp_path / "m", "--all", "--k", "17", "--out", out],
+                      capsys)
+    assert code == 2 and "--k" in text and "at most 16" in text, text
+    assert not out.exists()
+    code, text = _run(["recommend", tmp_path / "m", "--all", "--k", "16", "--out", out],
+                      capsys)
+    assert code == 0, text
+
+
+def test_cli_train_refuses_a_non_empty_out_before_fitting(
+        train: Interactions, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = train.save(tmp_path / "data")
+    cfg = _write(tmp_path, GOOD)
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code, text = _run(["train", cfg, "--data", data, "--out", out], capsys)
+    assert code == 2 and "--force" in text and str(out) in text, text
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    code, text = _run(["train", cfg, "--data", data, "--out", out, "--force"], capsys)
+    assert code == 0, text
+    assert (out / "notes.txt").read_text() == "mine" and (out / "train.json").exists()
+
+
+PARITY = """
+name = "parity"
+[[retrievers]]
+component = "popularity"
+quota = 30
+[[retrievers]]
+component = "itemknn"
+quota = 30
+params = { neighbors = 30 }
+[ranker]
+component = "lambdamart"
+params = { n_estimators = 15, num_threads = 1, features = ["n_retrieved",
+  "user_activity_pct", "user_topic_affinity"] }
+"""
+
+
+def test_cli_on_a_split_folder_gives_the_python_model(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    """`train --data SPLIT` and `--data SPLIT/train` train on the split's train part with
+    its side tables (topics, full vocabulary): the same top-10 lists as the Python API."""
+    from recscope.data import random_holdout
+    from recscope.data.loaders import load
+    from tests.conftest import data_path
+
+    data = load(data_path("ml-100k"))
+    split = random_holdout(data, test_fraction=0.25, seed=0)
+    split.save(tmp_path / "split")
+    cfg = _write(tmp_path, PARITY)
+    python = Pipeline(load_config(cfg)).fit(split.train)
+    users = np.arange(split.train.n_users, dtype=np.int32)
+    want = python.recommend(users, 10)
+    for i, source in enumerate([tmp_path / "split", tmp_path / "split" / "train"]):
+        model, ranks = tmp_path / f"m{i}", tmp_path / f"r{i}.parquet"
+        code, text = _run(["train", cfg, "--data", source, "--out", model], capsys)
+        assert code == 0, text
+        code, text = _run(["recommend", model, "--all", "--k", "10", "--out", ranks], capsys)
+        assert code == 0, text
+        t = pq.read_table(ranks)
+        assert t.num_rows == int((want.items >= 0).sum())
+        got_users = split.train.users.index(t.column("user_id"))
+        got_items = split.train.items.index(t.column("item_id"))
+        order = np.lexsort((t.column("rank").to_numpy(), got_users))
+        np.testing.assert_array_equal(got_users[order],
+                                      np.repeat(users, (want.items >= 0).sum(axis=1)))
+        np.testing.assert_array_equal(got_items[order], want.items[want.items >= 0])

@@ -2,14 +2,18 @@
 
 Contracts:
 
-* ``recscope train CONFIG --data PATH [--out DIR]`` reads a pipeline TOML and any data
-  ``recscope.data.loaders.load`` understands, fits, and writes ``DIR`` (default
-  ``recscope-out/models/<name>``): ``pipeline/`` (the saved components), ``users.parquet``
-  and ``items.parquet`` (the id vocabularies) and ``train.json`` (versions, timings). The
-  run is logged to tracking.
+* ``recscope train CONFIG --data PATH [--out DIR]`` reads a pipeline TOML or a
+  single-model TOML (``component = "ease"``) and any data ``recscope.data.loaders.load``
+  understands (a ``recscope data split`` folder means its train part, with the item and
+  user side tables), fits, and writes ``DIR`` (default ``recscope-out/models/<name>``;
+  :mod:`recscope.orchestration.model_dir`): ``pipeline/`` (the saved model),
+  ``users.parquet`` and ``items.parquet`` (the id vocabularies) and ``train.json``
+  (versions, timings). The run is logged to tracking. The same config on the same split
+  gives the same model as the Python API (``Pipeline(load_config(CONFIG)).fit(split.train)``).
 * ``recscope recommend MODEL_DIR (--users FILE | --all) --k 100 --out rankings.parquet``
   writes ``user_id``, ``item_id``, ``score``, ``rank`` (1-based) with EXTERNAL ids, the
-  format ``recscope evaluate`` reads. Users unknown to the model get the cold-start
+  format ``recscope evaluate`` reads. ``--k`` above what the model can return (a
+  pipeline: its candidates) is an error. Users unknown to the model get the cold-start
   fallback (training popularity) instead of an error; their count is printed.
 """
 
@@ -22,61 +26,102 @@ from typing import Annotated, Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import typer
+from rich.progress import TaskID
 
-from recscope.cli.common import console, file_fingerprint, progress
+from recscope.cli.common import (
+    Force,
+    Tracking,
+    check_outputs,
+    console,
+    file_fingerprint,
+    progress,
+)
 from recscope.errors import ConfigError, DataValidationError
 
 
 def train(
-    config: Annotated[Path, typer.Argument(help="pipeline TOML (see examples/)")],
-    data: Annotated[Path, typer.Option("--data", help="training interactions (any format "
-                                       "recscope can load)")],
-    out: Annotated[Path | None, typer.Option("--out", help="model directory")] = None,
+    config: Annotated[Path, typer.Argument(help="pipeline or single-model TOML (see "
+                                           "examples/ and docs/models.md)")],
+    data: Annotated[Path, typer.Option("--data", help="training interactions: a `recscope "
+                                       "data split` folder (its train part), a saved "
+                                       "folder, a data set or a file recscope can load")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", metavar="FOLDER", help="model folder (default recscope-out/models/"
+        "NAME; an existing non-empty one needs --force)")] = None,
+    force: Force = False,
     data_format: Annotated[str, typer.Option("--format", help="data format (auto detects)")
                            ] = "auto",
+    tracking: Tracking = None,
 ) -> None:
-    """Fit the pipeline in CONFIG on DATA and save it with its id vocabularies."""
+    """Fit the pipeline (or the single model) in CONFIG on DATA and save it with its id
+    vocabularies. A pipeline's fit shows one progress line per stage.
+
+    Example: recscope train examples/ml100k.toml --data split/ --out model/
+    """
     from recscope.data.loaders import load
-    from recscope.io import atomic_dir, write_json
-    from recscope.pipeline import Pipeline, load_config
+    from recscope.models.callbacks import training_callbacks
+    from recscope.orchestration.model_dir import save_model_dir
+    from recscope.pipeline import ModelConfig, Pipeline, load_train_config
     from recscope.tracking import track
 
-    cfg = load_config(config)
-    out_dir = out or Path("recscope-out") / "models" / cfg.name
+    _input_file(config, "config")
+    cfg = load_train_config(config)
+    if not data.exists():
+        raise DataValidationError("data not found", file=str(data))
+    name = cfg.display_name if isinstance(cfg, ModelConfig) else cfg.name
+    out_dir = out or Path("recscope-out") / "models" / name
+    check_outputs(folder=out_dir, force=force, tracking=tracking)
     with progress() as bar:
-        task = bar.add_task("loading data", total=3)
+        task = bar.add_task("loading data", total=1)
         interactions = load(data, data_format)
-        bar.update(task, advance=1, description=f"fitting {cfg.name}")
+        bar.update(task, advance=1)
+        train_data = interactions
+        if isinstance(cfg, ModelConfig) and cfg.events is not None:
+            train_data = interactions.filter(events=cfg.events)
+            if len(train_data) == 0:
+                raise ConfigError(f"no training rows with events {cfg.events}", key="events",
+                                  file=str(config))
         inputs = {"data": interactions.fingerprint(), "config": file_fingerprint(config)}
-        with track("train", config=cfg, inputs=inputs) as run:
+        tasks: dict[str, TaskID] = {}
+
+        def tick(stage: str, done: float, total: float) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=max(float(total), 1.0))
+            bar.update(tasks[stage], completed=float(done), total=max(float(total), 1.0))
+
+        with track("train", config=cfg, inputs=inputs, store=tracking) as run, \
+                training_callbacks(progress=tick, log_metrics=run.log_metrics):
             t0 = time.perf_counter()
-            pipe = Pipeline(cfg).fit(interactions)
+            if isinstance(cfg, ModelConfig):
+                model: Any = cfg.build(file=str(config))
+                tick(f"fit {cfg.component}", 0, 1)
+                model.fit(train_data)
+                tick(f"fit {cfg.component}", 1, 1)
+            else:
+                model = Pipeline(cfg).fit(train_data)
             fit_seconds = time.perf_counter() - t0
-            bar.update(task, advance=1, description="saving")
             info: dict[str, Any] = {
-                "name": cfg.name, "config_file": str(config), "data": str(data),
-                "data_fingerprint": interactions.fingerprint(),
-                "n_users": interactions.n_users, "n_items": interactions.n_items,
-                "n_interactions": len(interactions), "fit_seconds": fit_seconds,
-                "versions": pipe.versions()}
-            if pipe.ranker is not None and hasattr(pipe.ranker, "train_report"):
-                info["ranker"] = pipe.ranker.train_report
-            with atomic_dir(out_dir) as tmp:
-                pipe.save(tmp / "pipeline")
-                pq.write_table(pa.table({"user_id": interactions.users.ids}),
-                               tmp / "users.parquet")
-                pq.write_table(pa.table({"item_id": interactions.items.ids}),
-                               tmp / "items.parquet")
-                write_json(tmp / "train.json", info)
+                "name": name, "config_file": str(config), "data": str(data),
+                "data_fingerprint": interactions.fingerprint(), "fit_seconds": fit_seconds}
+            ranker = getattr(model, "ranker", None)
+            if ranker is not None and hasattr(ranker, "train_report"):
+                info["ranker"] = ranker.train_report
+            save_model_dir(out_dir, model, interactions, info, force=force)
             run.log_metrics({"fit_seconds": fit_seconds, "n_users": interactions.n_users,
                              "n_items": interactions.n_items})
             run.log_dict(info, "train.json")
-            run.set_tags({"pipeline.version": pipe.version})
-            bar.update(task, advance=1, description="done")
-    console.print(f"trained [bold]{cfg.name}[/] (version {pipe.version}) in "
+            run.set_tags({"model.version": model.version})
+    console.print(f"trained [bold]{name}[/] (version {model.version}) in "
                   f"{fit_seconds:.1f}s → {out_dir}")
+
+
+def _input_file(path: Path, what: str) -> None:
+    """One-line errors for an input that is missing or is a folder."""
+    if path.is_dir():
+        raise ConfigError(f"is a folder; expected a {what} file", file=str(path))
+    if not path.exists():
+        raise ConfigError(f"{what} file not found", file=str(path))
 
 
 def _read_users(path: Path, ids: pa.Array) -> pa.Array:
@@ -102,28 +147,48 @@ def _read_users(path: Path, ids: pa.Array) -> pa.Array:
 
 
 def recommend(
-    model_dir: Annotated[Path, typer.Argument(help="directory written by recscope train")],
-    out: Annotated[Path, typer.Option("--out", help="rankings Parquet to write")],
+    model_dir: Annotated[Path, typer.Argument(help="folder written by recscope train")],
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE",
+                                      help="rankings Parquet to write")],
     users: Annotated[Path | None, typer.Option("--users", help="file of user ids")] = None,
     all_users: Annotated[bool, typer.Option("--all", help="every user the model knows")
                          ] = False,
-    k: Annotated[int, typer.Option("--k", min=1, help="list length")] = 100,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 1024,
+    k: Annotated[int, typer.Option("--k", help="list length (1 up to what the model can "
+                                   "return)")] = 100,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="users per batch (1 or "
+                                            "more)")] = 1024,
+    tracking: Tracking = None,
 ) -> None:
-    """Write top-K rankings with external ids for the given users."""
+    """Write top-K rankings with external ids for the given users.
+
+    Example: recscope recommend model/ --all --k 100 --out rankings.parquet
+    """
     from recscope.io import write_parquet
-    from recscope.models.base import Component
+    from recscope.orchestration.model_dir import load_model_dir, read_info
     from recscope.tracking import track
 
+    if k < 1:
+        raise ConfigError(f"must be 1 or more (got {k})", key="--k")
+    if batch_size < 1:
+        raise ConfigError(f"must be 1 or more (got {batch_size})", key="--batch-size")
     if (users is None) == (not all_users):
         raise ConfigError("give exactly one of --users FILE or --all", key="--users")
-    for name in ("pipeline", "users.parquet", "items.parquet"):
-        if not (model_dir / name).exists():
-            raise DataValidationError(f"not a model directory: {name} missing",
-                                      file=str(model_dir))
-    user_ids = pq.read_table(model_dir / "users.parquet").column("user_id").combine_chunks()
-    item_ids = pq.read_table(model_dir / "items.parquet").column("item_id").combine_chunks()
-    model = Component.load(model_dir / "pipeline")
+    if users is not None:
+        if users.is_dir():
+            raise DataValidationError("is a folder; expected a file of user ids",
+                                      file=str(users))
+        if not users.exists():
+            raise DataValidationError("users file not found", file=str(users))
+    read_info(model_dir)  # one line when it is not a model folder
+    check_outputs(out, tracking=tracking)
+    md = load_model_dir(model_dir)
+    model, user_ids, item_ids = md.model, md.user_ids, md.item_ids
+    max_k = int(getattr(model, "max_k", model.n_items))
+    if k > max_k:
+        raise ConfigError(f"--k {k} is more than this model can return: at most {max_k} "
+                          "items per user (a pipeline returns its retrievers' candidates, "
+                          "the sum of their quotas); lower --k or raise the quotas",
+                          key="--k")
     if all_users:
         ext = user_ids
         index = np.arange(len(user_ids), dtype=np.int32)
@@ -142,7 +207,7 @@ def recommend(
                           "cold-start (popularity) ranking")
     with track("recommend", config={"model_dir": str(model_dir), "k": k,
                                     "users": str(users) if users else "all"},
-               inputs={"model": model.version}) as run:
+               inputs={"model": model.version}, store=tracking) as run:
         parts = []
         t0 = time.perf_counter()
         with progress() as bar:

@@ -28,12 +28,14 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
+from recscope.config import StrictModel, config_error
 from recscope.data.interactions import Interactions
 from recscope.data.rankings import RankedLists
 from recscope.errors import ConfigError, RecscopeError
 from recscope.io import atomic_dir, write_json
+from recscope.models.callbacks import EpochCallback as EpochCallback  # re-exported
 
 REGISTRY: dict[str, type[Stage]] = {}
 
@@ -42,9 +44,11 @@ BUILTIN_MODULES: tuple[str, ...] = (
     "recscope.models.popularity", "recscope.models.random", "recscope.models.knn",
     "recscope.models.ease", "recscope.models.mf", "recscope.models.ann",
     "recscope.models.union", "recscope.models.ranker", "recscope.models.rerank",
-    "recscope.models.bandits", "recscope.pipeline.core",
+    "recscope.models.bandits",
 )
-#: Optional packages that register more components when present.
+#: Optional packages that register more components when present. Components defined in
+#: higher layers (the pipeline) register themselves when imported; a saved one records
+#: its module in ``meta.json`` so that :meth:`Stage.load` can import it.
 OPTIONAL_MODULES: tuple[str, ...] = ("recscope.models.neural",)
 
 
@@ -63,7 +67,7 @@ def register(name: str):
 
 def load_builtin() -> None:
     """Import every built-in component module so the registry is complete."""
-    for mod in BUILTIN_MODULES + OPTIONAL_MODULES:
+    for mod in (*BUILTIN_MODULES, *OPTIONAL_MODULES):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
@@ -82,10 +86,10 @@ def get_component(name: str, *, file: str | None = None, key: str | None = None
     return REGISTRY[name]
 
 
-class ComponentConfig(BaseModel):
-    """Base config: unknown keys are errors; every random choice derives from ``seed``."""
+class ComponentConfig(StrictModel):
+    """Base config: unknown keys are errors, no coercion across types; every random
+    choice derives from ``seed``."""
 
-    model_config = ConfigDict(extra="forbid")
     seed: int = 0
 
 
@@ -103,18 +107,13 @@ def build_config(cls: type[Stage], params: dict[str, Any] | BaseModel | None, *,
             return cls.Config(**params.model_dump())
         return cls.Config(**params)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        full = f"{prefix}{key}" if key else prefix.rstrip(".")
-        got = err.get("input")
-        detail = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {got!r})"
-        raise ConfigError(f"{cls.name}: {err['msg']}{detail}", key=full, file=file) from None
+        err = config_error(exc, file=file, prefix=prefix.rstrip("."))
+        raise ConfigError(f"{cls.name}: {err.problem}", key=err.key, file=file) from None
 
 
-class ComponentSpec(BaseModel):
+class ComponentSpec(StrictModel):
     """A child component inside a config: ``{component = "ease", params = {l2 = 500}}``."""
 
-    model_config = ConfigDict(extra="forbid")
     component: str
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -205,6 +204,7 @@ class Stage(ABC):
             write_json(tmp / "config.json", self.config.model_dump(mode="json"))
             write_json(tmp / "meta.json", {"format": "recscope.component/1",
                                            "component": self.name, "kind": self.kind,
+                                           "module": type(self).__module__,
                                            "version": self.version,
                                            "n_users": self.n_users, "n_items": self.n_items,
                                            "data_fingerprint": self.data_fingerprint})
@@ -221,6 +221,10 @@ class Stage(ABC):
             config = json.loads((p / "config.json").read_text())
         except FileNotFoundError as exc:
             raise RecscopeError(f"{p} is not a saved component: {exc.filename} missing") from None
+        module = meta.get("module")
+        if meta["component"] not in REGISTRY and isinstance(module, str) and \
+                module.startswith("recscope."):
+            importlib.import_module(module)  # a component defined in a higher layer
         klass = get_component(meta["component"], file=str(p / "meta.json"))
         if cls not in (Stage, Component) and not issubclass(klass, cls):
             raise RecscopeError(f"{p} holds a {meta['component']}, not a {cls.name}")

@@ -93,9 +93,3 @@ class ItemKNN(Component):
                                         shape=(n, n))
         self._x = sp.csr_matrix((a["x_data"], a["x_indices"], a["x_indptr"]),
                                 shape=(self.n_users, n))
-
-    def item_similarity(self) -> sp.csr_matrix:
-        """The sparse item × item neighbour matrix (used by re-rankers for diversity)."""
-        self._check_fitted()
-        assert self.similarity is not None
-        return self.similarity

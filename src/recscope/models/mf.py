@@ -12,7 +12,6 @@ the uniform sampler reproduces the published 0.44 (see docs/benchmarks.md).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Literal, Self
 
 import numba
@@ -21,9 +20,7 @@ from pydantic import Field
 
 from recscope.data.interactions import Interactions, Weights
 from recscope.models.base import Component, ComponentConfig, register
-
-EpochCallback = Callable[[int, dict[str, float]], bool]
-"""``on_epoch(epoch, metrics) -> stop?`` (the same type as recscope.models.callbacks')."""
+from recscope.models.callbacks import EpochCallback
 
 
 class _StopTraining(Exception):

@@ -32,6 +32,7 @@ from recscope.data.rankings import RankedLists
 from recscope.data.splits import random_holdout
 from recscope.errors import ConfigError
 from recscope.models.base import Component, ComponentConfig, register, top_k
+from recscope.models.callbacks import EpochCallback
 from recscope.models.itemmeta import item_codes
 from recscope.models.union import (
     Candidates,
@@ -64,6 +65,9 @@ class LambdaMARTConfig(ComponentConfig):
     features: list[Literal["n_retrieved", "item_pop_pct", "user_activity_pct",
                            "user_topic_affinity", "item_age_days"]] = Field(
         default_factory=lambda: list(BASE_FEATURES))
+    missing_features: Literal["error", "ignore"] = Field(
+        default="error", description="a requested feature the data cannot give (topic "
+        "affinity without an item topic column): 'error' names it, 'ignore' leaves it 0")
     init_weight: float = Field(default=0.0, ge=0)
     monotone: bool = True
     num_threads: int = Field(default=0, ge=0)
@@ -159,6 +163,7 @@ class LambdaMARTRanker(Component):
         self.booster: Any = None
         self.stats: _Stats | None = None
         self.train_report: dict[str, float] = {}
+        self._on_epoch: EpochCallback | None = None
 
     @property
     def feature_names(self) -> list[str]:
@@ -183,6 +188,13 @@ class LambdaMARTRanker(Component):
         inner = random_holdout(train, cfg.label_fraction, seed=cfg.seed)
         fit_part, labels = inner.train, inner.test
         topics = item_topics(train)
+        if "user_topic_affinity" in cfg.features and not (topics >= 0).any() and \
+                cfg.missing_features == "error":
+            raise ConfigError(
+                "feature 'user_topic_affinity' needs the item side table column 'topic', "
+                "which the training data lacks (train on data with item features, e.g. a "
+                "'data split' folder, remove the feature from features, or set "
+                "missing_features = \"ignore\" to leave it 0)", key="features")
         union = self._union().fit(fit_part)
         users = np.unique(labels.user_index).astype(np.int32)
         if cfg.max_train_users is not None and len(users) > cfg.max_train_users:
@@ -221,13 +233,39 @@ class LambdaMARTRanker(Component):
             params["monotone_constraints_method"] = "advanced"
         ds = lgb.Dataset(xg, yg, group=groups, feature_name=self.feature_names,
                          init_score=self._init_score(xg), free_raw_data=True)
-        self.booster = lgb.train(params, ds, num_boost_round=cfg.n_estimators)
         self.train_report = {"groups": float(len(rows)), "rows": float(len(yg)),
                              "positives": float(yg.sum()),
                              "candidate_recall": float(y.sum() / max(1, truth[users].nnz))}
-        # serve with retrievers fitted on the whole training split
+        # serve with retrievers fitted on the whole training split (fitted before the
+        # boosting, so that the model can recommend inside on_epoch)
         self.retriever = self._union().fit(train)
         self.stats = _Stats(train, topics)
+        callbacks = [] if self._on_epoch is None else [self._epoch_hook(self._on_epoch)]
+        self.booster = lgb.train(params, ds, num_boost_round=cfg.n_estimators,
+                                 callbacks=callbacks)
+
+    def fit(self, train: Interactions, *, on_epoch: EpochCallback | None = None
+            ) -> LambdaMARTRanker:
+        """Fit on ``train``; ``on_epoch(round, {})`` is called after every boosting round
+        (the model can recommend inside it) and returning True stops the boosting there."""
+        self._on_epoch = on_epoch
+        try:
+            super().fit(train)
+        finally:
+            self._on_epoch = None
+        return self
+
+    def _epoch_hook(self, on_epoch: EpochCallback) -> Any:
+        """A LightGBM callback: expose the booster so far, ask ``on_epoch`` whether to stop."""
+        import lightgbm as lgb
+
+        def hook(env: Any) -> None:
+            self.booster = env.model
+            if on_epoch(env.iteration + 1, {}):
+                raise lgb.callback.EarlyStopException(env.iteration, [])
+
+        hook.order = 100  # type: ignore[attr-defined]
+        return hook
 
     # ------------------------------------------------------------------ scoring
     def _init_score(self, x: np.ndarray) -> np.ndarray:

@@ -18,6 +18,13 @@ component = "mmr"
 params = { lambda_ = 0.8 }
 ```
 
+A single model is a smaller file that ``recscope train`` also reads (:class:`ModelConfig`;
+the model's own scores are served, no fusion)::
+
+    name = "ml100k-ease"
+    component = "ease"
+    params = { l2 = 500.0 }
+
 Every problem (bad TOML, an unknown component, a missing or mistyped parameter, a
 component in the wrong section) raises :class:`recscope.errors.ConfigError` naming the
 key (``retrievers.0.params.l2``) and the file.
@@ -28,8 +35,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from recscope.config import StrictModel, validate
 from recscope.errors import ConfigError
 from recscope.io import read_toml
 from recscope.models.base import ComponentConfig, ComponentSpec, get_component
@@ -43,9 +51,8 @@ class RerankSpec(ComponentSpec):
 
 
 class PipelineConfig(ComponentConfig):
-    """The whole pipeline (see the module docstring)."""
+    """The whole pipeline (see the module docstring); strict like every config."""
 
-    model_config = ConfigDict(extra="forbid")
     name: str = "pipeline"
     events: list[str] | None = None
     retrievers: list[UnionMember] = Field(min_length=1)
@@ -96,14 +103,7 @@ def ranker_spec(cfg: PipelineConfig) -> ComponentSpec:
 
 def parse_config(data: dict[str, Any], *, file: str | None = None) -> PipelineConfig:
     """Validate a config mapping (as read from TOML)."""
-    try:
-        cfg = PipelineConfig(**data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        got = "" if err["type"] in ("missing", "extra_forbidden") else \
-            f" (got {err.get('input')!r})"
-        raise ConfigError(f"{err['msg']}{got}", key=key or None, file=file) from None
+    cfg = validate(PipelineConfig, data, file=file)
     check_config(cfg, file=file)
     return cfg
 
@@ -113,6 +113,35 @@ def load_config(path: str | Path) -> PipelineConfig:
     return parse_config(read_toml(path), file=str(Path(path)))
 
 
-__all__ = ["PipelineConfig", "RerankSpec", "check_config", "load_config", "parse_config",
-           "ranker_spec"]
+class ModelConfig(StrictModel):
+    """One model trained on its own (see the module docstring)."""
+
+    name: str | None = None
+    component: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    events: list[str] | None = None
+
+    def build(self, *, file: str | None = None) -> Any:
+        """The unfitted component (parameters validated; errors name ``params.<key>``)."""
+        return ComponentSpec(component=self.component, params=self.params).build(file=file)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.component
+
+
+def load_train_config(path: str | Path) -> PipelineConfig | ModelConfig:
+    """What ``recscope train`` reads: a pipeline TOML (``[[retrievers]]``) or a single
+    model (a top-level ``component``)."""
+    file = str(Path(path))
+    data = read_toml(path)
+    if "component" in data and "retrievers" not in data:
+        cfg = validate(ModelConfig, data, file=file)
+        cfg.build(file=file)  # resolve the component and validate its parameters now
+        return cfg
+    return parse_config(data, file=file)
+
+
+__all__ = ["ModelConfig", "PipelineConfig", "RerankSpec", "check_config", "load_config",
+           "load_train_config", "parse_config", "ranker_spec"]
 

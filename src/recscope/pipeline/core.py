@@ -7,12 +7,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from recscope.core.progress import Progress, report
 from recscope.data.interactions import Interactions
 from recscope.data.rankings import RankedLists
 from recscope.models.bandits import BanditSlate, SlotBandit
 from recscope.models.base import Component, ComponentSpec, Stage, register
+from recscope.models.callbacks import EpochCallback, current_callbacks, training_callbacks
 from recscope.models.rerank import Reranker
-from recscope.models.union import UnionRetriever
+from recscope.models.union import UnionRetriever, member_names
 from recscope.pipeline.config import PipelineConfig, check_config, load_config, ranker_spec
 from recscope.pipeline.stack import rank_candidates
 
@@ -38,6 +40,8 @@ class Pipeline(Component):
         self.ranker: Component | None = None
         self.rerankers: list[Reranker] = []
         self.last_slate: BanditSlate | None = None
+        self._progress: Progress | None = None
+        self._on_epoch: EpochCallback | None = None
 
     @classmethod
     def from_toml(cls, path: str | Path) -> Pipeline:
@@ -45,8 +49,27 @@ class Pipeline(Component):
         return cls(load_config(path))
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, train: Interactions) -> Pipeline:
-        """Fit every stage on ``train`` (only the configured ``events``, when given)."""
+    def fit(self, train: Interactions, *, progress: Progress | None = None,
+            on_epoch: EpochCallback | None = None) -> Pipeline:
+        """Fit every stage on ``train`` (only the configured ``events``, when given).
+
+        ``on_epoch(round, metrics) -> stop?`` goes to the ranker's fit (LambdaMART: after
+        every boosting round, when the whole pipeline can already recommend).
+
+        ``progress(stage, done, total)`` reports each stage as it starts and ends
+        (``fit ranker lambdamart``, ``fit rerank.0.mmr``...) and reaches the components'
+        own training loops; without it, the one set by
+        :func:`recscope.models.callbacks.training_callbacks` is used.
+        """
+        ambient = current_callbacks()
+        self._progress = progress if progress is not None else ambient.progress
+        self._on_epoch = on_epoch
+        if progress is not None:
+            with training_callbacks(progress=progress, log_metrics=ambient.log_metrics):
+                return self._fit_events(train)
+        return self._fit_events(train)
+
+    def _fit_events(self, train: Interactions) -> Pipeline:
         if self.config.events is not None:
             train = train.filter(events=self.config.events)
             if len(train) == 0:
@@ -63,17 +86,55 @@ class Pipeline(Component):
 
     def _fit(self, train: Interactions) -> None:
         cfg = self.config
+        stages = ([f"ranker {cfg.ranker.component} (with its retrievers)"] if cfg.ranker
+                  else [f"retrievers {', '.join(member_names(cfg.retrievers))}"])
+        stages += [f"rerank.{i}.{s.component}" for i, s in enumerate(cfg.rerankers)]
+        progress = self._progress
+
+        def stage(i: int, done: bool) -> None:
+            report(progress, f"fit {stages[i]}", 1.0 if done else 0.0, 1.0)
+
+        stage(0, False)
         if cfg.ranker is not None:
             self.ranker = ranker_spec(cfg).build(key="ranker")
-            self.ranker.fit(train)
+            if self._on_epoch is not None:
+                self.rerankers = []
+                self.ranker.fit(train, on_epoch=self._serving_hook(self._on_epoch))
+            else:
+                self.ranker.fit(train)
             self.retrieval = getattr(self.ranker, "retriever", None)
             if self.retrieval is None:
                 self.retrieval = self._union().fit(train)
         else:
             self.retrieval = self._union().fit(train)
-        self.rerankers = [ComponentSpec(component=s.component, params=s.params)
-                          .build(key=f"rerankers.{i}").fit(train)
-                          for i, s in enumerate(cfg.rerankers)]
+        stage(0, True)
+        self.rerankers = []
+        for i, s in enumerate(cfg.rerankers):
+            stage(i + 1, False)
+            self.rerankers.append(ComponentSpec(component=s.component, params=s.params)
+                                  .build(key=f"rerankers.{i}").fit(train))
+            stage(i + 1, True)
+
+    def _serving_hook(self, on_epoch: EpochCallback) -> EpochCallback:
+        """``on_epoch`` with the pipeline able to recommend inside it: through the ranker's
+        retrievers (fitted before its boosting) and without re-rankers (not fitted yet)."""
+        def hook(epoch: int, metrics: dict[str, float]) -> bool:
+            self.retrieval = getattr(self.ranker, "retriever", None)
+            return on_epoch(epoch, metrics)
+
+        return hook
+
+    @property
+    def max_k(self) -> int:
+        """The longest list :meth:`recommend` can fill: the retrievers' candidates (sum of
+        quotas), or fewer when a re-ranker sets a ``depth``."""
+        self._check_fitted()
+        assert self.retrieval is not None
+        depth = self.retrieval.depth
+        for spec in self.config.rerankers:
+            if spec.depth is not None:
+                depth = min(depth, spec.depth)
+        return depth
 
     # ------------------------------------------------------------------ serving
     @property
@@ -99,8 +160,9 @@ class Pipeline(Component):
             retrieval = cand.items
         traces = {"retrieval": retrieval, "ranking": ranked.items}
         current = RankedLists(users, ranked.items, ranked.scores)
-        for i, (spec, stage) in enumerate(zip(self.config.rerankers, self.rerankers,
-                                              strict=True)):
+        # every re-ranker once fitted (none while the ranker is still training)
+        for i, (spec, stage) in enumerate(zip(self.config.rerankers[:len(self.rerankers)],
+                                              self.rerankers, strict=True)):
             current = stage.rerank(current, spec.depth or k)
             if isinstance(stage, SlotBandit):
                 self.last_slate = stage.last_slate

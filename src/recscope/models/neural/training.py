@@ -5,7 +5,9 @@ a config with optimiser, early-stopping and device settings; :func:`train_loop` 
 epochs of mini-batches, scores a held-out validation set with ``recscope.offline`` after
 each epoch, keeps the best weights, stops after ``patience`` evaluations without
 improvement, writes checkpoints (plain ``.npz``, no pickles) that a later run resumes
-from, shows a Rich progress bar and logs the learning curve to tracking per epoch.
+from, reports progress over batches and logs the learning curve per epoch through
+callbacks (:mod:`recscope.models.callbacks`: the CLI passes a Rich bar and its tracking
+run; this module imports neither).
 
 A model implements five hooks: ``_setup(train)`` (build ``self.net`` and its training
 data), ``_make_net()``, ``_epoch_batches(rng)``, ``_loss(batch)`` and ``_score_all``.
@@ -17,25 +19,23 @@ import json
 import math
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 import torch
 from pydantic import Field, field_validator
 
+from recscope.core.progress import Progress, report
 from recscope.data.interactions import Interactions
 from recscope.data.rankings import Relevance
 from recscope.data.splits import random_holdout
 from recscope.io import atomic_path
 from recscope.models.base import Component, ComponentConfig
-from recscope.report.result import Result
-from recscope.tracking.runs import RunLogger, active_run
-
-EpochCallback = Callable[[int, dict[str, float]], bool]
-"""Called after every epoch with (epoch, metrics); returning True stops training."""
+from recscope.models.callbacks import EpochCallback, MetricLogger, current_callbacks
+from recscope.results import Effect, Result
 
 
 class NeuralConfig(ComponentConfig):
@@ -58,7 +58,8 @@ class NeuralConfig(ComponentConfig):
                              "oversubscription on shared machines)")
     checkpoint_dir: str | None = Field(None, description="write best/last checkpoints here")
     resume: bool = Field(False, description="continue from checkpoint_dir/last.npz if present")
-    progress: bool = True
+    progress: bool = Field(True, description="report progress over batches (when a "
+                           "progress callback is set)")
 
     @field_validator("eval_metric")
     @classmethod
@@ -82,41 +83,53 @@ def pick_device(preference: str = "auto") -> torch.device:
 # ---------------------------------------------------------------------------- history
 @dataclass
 class TrainingHistory(Result):
-    """The learning curve of one fit: per-epoch loss, validation metric, time, throughput."""
+    """The learning curve of one fit: per-epoch loss, validation metric, time, throughput.
 
-    kind = "training_history"
+    ``epochs`` holds one dict per epoch (``epoch``, ``loss``, ``val`` when evaluated,
+    ``seconds``, ``interactions_per_s``; ``refit`` = 1 for epochs of the final refit).
+    :meth:`effects` gives the validation metric per evaluated epoch.
+    """
+
+    kind: ClassVar[str] = "training_history"
+    title: ClassVar[str] = "Learning curve"
 
     model: str
     metric: str
-    rows: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int | None = None
     best_value: float | None = None
     stopped_early: bool = False
     refit_epochs: int | None = None
     device: str = "cpu"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.model, "metric": self.metric,
-                "rows": self.rows, "best_epoch": self.best_epoch,
-                "best_value": self.best_value, "stopped_early": self.stopped_early,
-                "refit_epochs": self.refit_epochs, "device": self.device}
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        d = {k: v for k, v in data.items() if k != "kind"}
-        return cls(**d)
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Also reads histories saved before the field was renamed (``rows``)."""
+        if "rows" in data and "epochs" not in data:
+            data = {**data, "epochs": data["rows"]}
+        return super().from_dict(data)
+
+    def effects(self) -> list[Effect]:
+        return [Effect(f"val {self.metric}", r["val"], extra={
+            "epoch": int(r["epoch"]), "loss": r.get("loss"), "seconds": r.get("seconds")})
+            for r in self.epochs if r.get("val") is not None]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One table row per epoch."""
+        return [dict(r) for r in self.epochs]
 
     def column(self, name: str) -> np.ndarray:
         """One per-epoch series (NaN where an epoch lacks it)."""
         return np.array([r.get(name, math.nan) if r.get(name) is not None else math.nan
-                         for r in self.rows], dtype=float)
+                         for r in self.epochs], dtype=float)
 
     def seconds_per_epoch(self) -> float:
-        return float(np.nanmedian(self.column("seconds"))) if self.rows else math.nan
+        return float(np.nanmedian(self.column("seconds"))) if self.epochs else math.nan
 
     def throughput(self) -> float:
         """Median training interactions per second over epochs."""
-        return float(np.nanmedian(self.column("interactions_per_s"))) if self.rows else math.nan
+        return float(np.nanmedian(self.column("interactions_per_s"))) if self.epochs \
+            else math.nan
 
     def rich_table(self) -> Any:
         from rich.table import Table
@@ -125,31 +138,29 @@ class TrainingHistory(Result):
                   f"{_f(self.best_value)} at epoch {self.best_epoch})")
         for c in ("epoch", "loss", f"val {self.metric}", "seconds", "interactions/s"):
             t.add_column(c, justify="right")
-        for r in self.rows:
+        for r in self.epochs:
             t.add_row(str(int(r["epoch"])), _f(r.get("loss")), _f(r.get("val")),
                       _f(r.get("seconds")), f"{r.get('interactions_per_s', 0):,.0f}")
         return t
 
-    def to_html(self) -> str:
+    def html_sections(self, page: Any) -> None:
+        """Key figures and the loss / validation curves."""
         import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
-        from recscope.report.html import HtmlReport
-
-        rep = HtmlReport(f"{self.model}: learning curve", f"device {self.device}")
-        rep.key_values({"best epoch": self.best_epoch, f"best {self.metric}": self.best_value,
-                        "stopped early": self.stopped_early, "refit epochs": self.refit_epochs,
-                        "seconds per epoch (median)": self.seconds_per_epoch(),
-                        "interactions per second (median)": self.throughput()})
+        page.key_values({"model": self.model, "device": self.device,
+                         "best epoch": self.best_epoch, f"best {self.metric}": self.best_value,
+                         "stopped early": self.stopped_early,
+                         "refit epochs": self.refit_epochs,
+                         "seconds per epoch (median)": self.seconds_per_epoch(),
+                         "interactions per second (median)": self.throughput()})
         fig = make_subplots(specs=[[{"secondary_y": True}]])
         ep = self.column("epoch")
         fig.add_trace(go.Scatter(x=ep, y=self.column("loss"), name="training loss"))
         fig.add_trace(go.Scatter(x=ep, y=self.column("val"), name=f"validation {self.metric}",
                                  mode="lines+markers"), secondary_y=True)
         fig.update_layout(xaxis_title="epoch", height=380)
-        rep.figure(fig)
-        rep.table(self.rows)
-        return rep.render()
+        page.figure(fig)
 
 
 def _f(v: float | None) -> str:
@@ -168,7 +179,8 @@ class NeuralComponent(Component):
         self.device = pick_device(self.cfg.device)
         self.history: TrainingHistory | None = None
         self._validation: Interactions | None = None
-        self._logger: RunLogger | None = None
+        self._log_metrics: MetricLogger | None = None
+        self._progress: Progress | None = None
         self._callback: EpochCallback | None = None
 
     @property
@@ -219,31 +231,36 @@ class NeuralComponent(Component):
 
     # ------------------------------------------------------------------ protocol
     def fit(self, train: Interactions, *, validation: Interactions | None = None,
-            logger: RunLogger | None = None, on_epoch: EpochCallback | None = None) -> Self:
+            log_metrics: MetricLogger | None = None, on_epoch: EpochCallback | None = None,
+            progress: Progress | None = None) -> Self:
         """Train on ``train``; ``validation`` (else a holdout of train) drives early stopping,
-        ``logger`` (default: the open tracking run, if any) receives the per-epoch learning
-        curve, ``on_epoch`` may stop training."""
-        logger = logger if logger is not None else active_run()
-        self._validation, self._logger, self._callback = validation, logger, on_epoch
+        ``log_metrics(metrics, epoch)`` receives the per-epoch learning curve, ``on_epoch``
+        may stop training, ``progress(stage, done, total)`` counts batches. Callbacks left
+        out come from :func:`recscope.models.callbacks.training_callbacks`."""
+        ambient = current_callbacks()
+        self._validation, self._callback = validation, on_epoch
+        self._log_metrics = log_metrics if log_metrics is not None else ambient.log_metrics
+        self._progress = progress if progress is not None else ambient.progress
         try:
             return super().fit(train)
         finally:
-            self._validation, self._logger, self._callback = None, None, None
+            self._validation, self._callback = None, None
+            self._log_metrics, self._progress = None, None
 
     def _fit(self, train: Interactions) -> None:
         if self._validation is not None:
             fit_part, val = train, self._validation
         else:
             fit_part, val = self._split_validation(train)
-        self.history = train_loop(self, fit_part, val, logger=self._logger,
-                                  on_epoch=self._callback)
+        self.history = train_loop(self, fit_part, val, log_metrics=self._log_metrics,
+                                  on_epoch=self._callback, progress=self._progress)
         if self.cfg.refit and val is not None and fit_part is not train and \
                 self.history.best_epoch:
             epochs = self.history.best_epoch
-            refit = train_loop(self, train, None, logger=None, epochs=epochs,
-                               resume=False, checkpoint=False)
+            refit = train_loop(self, train, None, log_metrics=None, epochs=epochs,
+                               resume=False, checkpoint=False, progress=self._progress)
             self.history.refit_epochs = epochs
-            self.history.rows.extend({**r, "refit": 1.0} for r in refit.rows)
+            self.history.epochs.extend({**r, "refit": 1.0} for r in refit.epochs)
         self._finalize(train)
         self._invalidate()
 
@@ -287,10 +304,16 @@ def validation_score(model: Component, truth: Relevance, users: np.ndarray,
 
 
 def train_loop(model: NeuralComponent, train: Interactions, validation: Interactions | None,
-               *, logger: RunLogger | None = None, on_epoch: EpochCallback | None = None,
-               epochs: int | None = None, resume: bool | None = None,
-               checkpoint: bool = True) -> TrainingHistory:
+               *, log_metrics: MetricLogger | None = None,
+               on_epoch: EpochCallback | None = None, epochs: int | None = None,
+               resume: bool | None = None, checkpoint: bool = True,
+               progress: Progress | None = None) -> TrainingHistory:
     """Train ``model`` on ``train`` with early stopping on ``validation`` (see module doc).
+
+    ``log_metrics(metrics, epoch)`` receives ``train.loss``, ``train.seconds``,
+    ``train.interactions_per_s`` and ``val.<metric>``; ``progress(model name, batches
+    done, batches planned)`` is called after every batch (unless ``config.progress`` is
+    False).
 
     Deterministic given ``model.config.seed`` on one device. Returns the learning curve;
     the model holds the best weights afterwards (the last ones when there is no validation).
@@ -323,63 +346,64 @@ def train_loop(model: NeuralComponent, train: Interactions, validation: Interact
     if ckpt is not None and (cfg.resume if resume is None else resume) and \
             (ckpt / "last.npz").exists():
         start, best, bad, rows, rng_state = _load_checkpoint(ckpt / "last.npz", net, opt)
-        history.rows = rows
+        history.epochs = rows
         rng.bit_generator.state = rng_state
         if (ckpt / "best.npz").exists():
             best_state = _read_weights(ckpt / "best.npz")
-            history.best_epoch, history.best_value = _best_from_rows(history.rows)
+            history.best_epoch, history.best_value = _best_from_rows(history.epochs)
 
-    bar = _Progress(cfg.progress, model.name, model._n_batches())
-    with bar:
-        for epoch in range(start, n_epochs + 1):
-            net.train()
-            t0 = time.perf_counter()
-            total, n_seen, n_batches = 0.0, 0, 0
-            bar.start_epoch(epoch, n_epochs)
-            for batch in model._epoch_batches(rng):
-                opt.zero_grad(set_to_none=True)
-                loss, n = model._loss(batch)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
-                n_seen += n
-                n_batches += 1
-                bar.advance()
-            seconds = time.perf_counter() - t0
-            net.eval()
-            model._invalidate()
-            row: dict[str, float] = {"epoch": float(epoch), "loss": total / max(1, n_batches),
-                                     "seconds": seconds,
-                                     "interactions_per_s": n_seen / max(seconds, 1e-9)}
-            improved = False
-            if truth is not None and (epoch % cfg.eval_every == 0 or epoch == n_epochs):
-                with torch.no_grad():
-                    value = validation_score(model, truth, eval_users, exclude, metric)
-                row["val"] = value
-                if value > best + 1e-9:
-                    best, bad, improved = value, 0, True
-                    best_state = _copy_weights(net)
-                    history.best_epoch, history.best_value = epoch, value
-                else:
-                    bad += 1
-            history.rows.append(row)
-            bar.show(row, metric)
-            if logger is not None:
-                logger.log_metrics({"train.loss": row["loss"], "train.seconds": seconds,
-                                    "train.interactions_per_s": row["interactions_per_s"],
-                                    **({f"val.{metric}": row["val"]} if "val" in row else {})},
-                                   step=epoch)
-            if ckpt is not None:
-                if improved:
-                    _write_weights(ckpt / "best.npz", net)
-                _write_checkpoint(ckpt / "last.npz", net, opt, epoch, best, bad,
-                                  history.rows, rng)
-            if bad >= cfg.patience:
-                history.stopped_early = True
-                break
-            if on_epoch is not None and on_epoch(epoch, row):
-                history.stopped_early = True
-                break
+    if not cfg.progress:
+        progress = None
+    per_epoch = model._n_batches()
+    planned = per_epoch * max(0, n_epochs - start + 1)
+    done_batches = 0
+    for epoch in range(start, n_epochs + 1):
+        net.train()
+        t0 = time.perf_counter()
+        total, n_seen, n_batches = 0.0, 0, 0
+        for batch in model._epoch_batches(rng):
+            opt.zero_grad(set_to_none=True)
+            loss, n = model._loss(batch)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            n_seen += n
+            n_batches += 1
+            done_batches += 1
+            report(progress, model.name, done_batches, planned)
+        seconds = time.perf_counter() - t0
+        net.eval()
+        model._invalidate()
+        row: dict[str, float] = {"epoch": float(epoch), "loss": total / max(1, n_batches),
+                                 "seconds": seconds,
+                                 "interactions_per_s": n_seen / max(seconds, 1e-9)}
+        improved = False
+        if truth is not None and (epoch % cfg.eval_every == 0 or epoch == n_epochs):
+            with torch.no_grad():
+                value = validation_score(model, truth, eval_users, exclude, metric)
+            row["val"] = value
+            if value > best + 1e-9:
+                best, bad, improved = value, 0, True
+                best_state = _copy_weights(net)
+                history.best_epoch, history.best_value = epoch, value
+            else:
+                bad += 1
+        history.epochs.append(row)
+        if log_metrics is not None:
+            log_metrics({"train.loss": row["loss"], "train.seconds": seconds,
+                         "train.interactions_per_s": row["interactions_per_s"],
+                         **({f"val.{metric}": row["val"]} if "val" in row else {})}, epoch)
+        if ckpt is not None:
+            if improved:
+                _write_weights(ckpt / "best.npz", net)
+            _write_checkpoint(ckpt / "last.npz", net, opt, epoch, best, bad,
+                              history.epochs, rng)
+        if bad >= cfg.patience:
+            history.stopped_early = True
+            break
+        if on_epoch is not None and on_epoch(epoch, row):
+            history.stopped_early = True
+            break
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
@@ -445,42 +469,3 @@ def _load_checkpoint(path: Path, net: torch.nn.Module, opt: torch.optim.Optimize
     meta = json.loads(str(arrays["meta"]))
     best = meta["best"] if meta["best"] is not None else -math.inf
     return int(meta["epoch"]) + 1, float(best), int(meta["bad"]), meta["rows"], meta["rng"]
-
-
-class _Progress:
-    """A Rich progress bar over the batches of each epoch (silent when disabled)."""
-
-    def __init__(self, enabled: bool, name: str, n_batches: int) -> None:
-        self.enabled = enabled
-        self.name = name
-        self.n_batches = n_batches
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            from recscope.cli.common import progress
-
-            self._bar = progress()
-            self._bar.__enter__()
-            self._task = self._bar.add_task(self.name, total=self.n_batches)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-    def start_epoch(self, epoch: int, n_epochs: int) -> None:
-        if self._bar is not None:
-            self._bar.reset(self._task, total=self.n_batches,
-                            description=f"{self.name} epoch {epoch}/{n_epochs}")
-
-    def advance(self) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task)
-
-    def show(self, row: dict[str, float], metric: str) -> None:
-        if self._bar is not None:
-            val = f" val {metric} {row['val']:.4f}" if "val" in row else ""
-            self._bar.update(self._task, description=f"{self.name} epoch {int(row['epoch'])} "
-                             f"loss {row['loss']:.4f}{val}")
