@@ -54,3 +54,44 @@ def test_launch_report_renders_in_chromium(tmp_path: Path) -> None:
     assert plots >= 3 and drawn == plots
     assert f"Decision: {dec.decision.upper()}" in text
     assert "Ground truth" in text and "Per surface" in text
+
+
+def test_report_on_a_simulator_run_renders(tmp_path: Path) -> None:
+    """`launch decide` + `launch report` on what `recscope simulate --out` writes (a tiny
+    built-in world), through the CLI, then rendered in Chromium."""
+    import tomllib
+
+    from recscope.cli import run
+    from recscope.sim import parse_experiment, run_experiment
+
+    metrics = tmp_path / "sim_metrics.toml"  # the simulator's metrics file takes no trees yet
+    metrics.write_text((ROOT / "examples" / "launch_metrics.toml").read_text()
+                       .split("[trees.")[0])
+    spec = parse_experiment(tomllib.loads(f"""
+name = "tiny"
+seed = 5
+days = 3
+warmup_days = 1
+metrics = "{metrics}"
+[world]
+scale = 0.05
+[policy]
+retriever = "embedding"
+ranker = "affinity"
+[[experiment]]
+name = "ranker"
+[experiment.variants.control]
+[experiment.variants.treatment]
+ranker = "affinity_quality"
+"""))
+    run_experiment(spec, tmp_path / "sim")
+    decision, page = tmp_path / "decision.json", tmp_path / "launch.html"
+    assert run(["launch", "decide", str(ROOT / "examples" / "launch.toml"), "--experiment",
+                str(tmp_path / "sim"), "--metrics", str(ROOT / "examples" /
+                                                        "launch_metrics.toml"),
+                "--json", str(decision)]) == 0
+    assert run(["launch", "report", str(decision), "--out", str(page)]) == 0
+    errors, requests, plots, drawn, text = render(page)
+    assert errors == [] and requests == []
+    assert plots >= 3 and drawn == plots
+    assert "Ground truth" in text and "Metric tree" in text
