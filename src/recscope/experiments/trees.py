@@ -192,7 +192,8 @@ def joint_moments(assignments: Any, events: Any, config: AnalysisConfig,
     eng, a_tbl, ev_tbls = open_tables(engine, assignments, events)
     plan = Plan(cfg, a_tbl, ev_tbls, eng.dialect)
     plan.apply_checks(eng.execute(plan.checks_sql())[0])
-    # TODO(experiments owner): replace with a public Plan.joint_stats_sql once it exists.
+    # Plan's per-unit CTEs and canonical variable names (no public joint-covariance query
+    # yet; requested from the experiments package in /work/notes, see docs/launch.md).
     names = plan._needed(None)
     sel = exp.select(exp.alias_(col("v", "u"), "v"),
                      exp.alias_(exp.Count(this=exp.Star()), "n"))
