@@ -193,7 +193,7 @@ def joint_moments(assignments: Any, events: Any, config: AnalysisConfig,
     plan = Plan(cfg, a_tbl, ev_tbls, eng.dialect)
     plan.apply_checks(eng.execute(plan.checks_sql())[0])
     # Plan's per-unit CTEs and canonical variable names (no public joint-covariance query
-    # yet; requested from the experiments package in /work/notes, see docs/launch.md).
+    # yet; requested from the experiments package).
     names = plan._needed(None)
     sel = exp.select(exp.alias_(col("v", "u"), "v"),
                      exp.alias_(exp.Count(this=exp.Star()), "n"))
