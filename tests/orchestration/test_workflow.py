@@ -15,7 +15,7 @@ import pytest
 
 from recscope.errors import ConfigError, RecscopeError
 from recscope.orchestration import tasks as ops
-from recscope.orchestration.workflow import load_workflow, run, status
+from recscope.orchestration.workflow import check_configs, load_workflow, run, status
 from tests.conftest import data_path
 from tests.orchestration.helpers import ALS_PIPELINE, cli, one_error_line, snapshot
 
@@ -146,13 +146,16 @@ def test_bad_workflows_exit_2_naming_file_and_key(tmp_path: Path, extra: str, ke
                                                   words: str) -> None:
     wf_file = make(tmp_path, extra=extra)
     with pytest.raises(ConfigError) as exc:
-        load_workflow(wf_file)
+        check_configs(load_workflow(wf_file))
     assert key in str(exc.value) and words in str(exc.value), str(exc.value)
     before = snapshot(tmp_path)
-    rc, _o, err = cli("workflow", "run", wf_file)
-    line = one_error_line(err)
-    assert rc == 2 and key in line and "wf.toml" in line, line
+    for command in ("run", "airflow"):
+        extra_args = ["--out", str(tmp_path / "dags")] if command == "airflow" else []
+        rc, _o, err = cli("workflow", command, wf_file, *extra_args)
+        line = one_error_line(err)
+        assert rc == 2 and key in line and "wf.toml" in line, line
     assert snapshot(tmp_path) == before and not (tmp_path / "work").exists()
+    assert not (tmp_path / "dags").exists()
 
 
 def test_single_task_needs_its_inputs(tmp_path: Path) -> None:

@@ -84,9 +84,10 @@ def airflow(
     """
     from recscope.io import check_out_file
     from recscope.orchestration.airflow import dag_id, write_dag
-    from recscope.orchestration.workflow import load_workflow
+    from recscope.orchestration.workflow import check_configs, load_workflow
 
     wf = load_workflow(workflow)
+    check_configs(wf)
     check_out_file(out / f"{dag_id(wf)}.py")
     path = write_dag(wf, out, python=python)
     console.print(f"DAG {dag_id(wf)} ({len(wf.order)} tasks) → {path}")

@@ -235,6 +235,39 @@ def champion(uri: str, name: str) -> Any | None:
         return None
 
 
+def champion_fingerprint(uri: str, name: str) -> str | None:
+    """The champion's model fingerprint (None without one). For a local SQLite store it reads
+    MLflow's alias and tag tables directly (no MLflow import: a workflow re-run that does
+    nothing stays fast), falling back to the MLflow client for other stores or schemas."""
+    import sqlite3
+
+    if _store_missing(uri):
+        return None
+    if uri.startswith("sqlite:///"):
+        db = uri.removeprefix("sqlite:///")
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+            try:
+                row = con.execute(
+                    "SELECT t.value FROM registered_model_aliases a JOIN model_version_tags t "
+                    "ON t.name = a.name AND t.version = a.version WHERE a.name = ? AND "
+                    "a.alias = ? AND t.key = 'recscope.model_fingerprint'",
+                    (name, CHAMPION)).fetchone()
+                has_alias = con.execute(
+                    "SELECT 1 FROM registered_model_aliases WHERE name = ? AND alias = ?",
+                    (name, CHAMPION)).fetchone()
+            finally:
+                con.close()
+            if row is not None:
+                return str(row[0])
+            if has_alias is None:
+                return None
+        except sqlite3.Error:
+            pass
+    c = champion(uri, name)
+    return None if c is None else str(dict(c.tags).get("recscope.model_fingerprint"))
+
+
 @dataclass
 class Registration:
     """What :func:`register` did."""

@@ -127,6 +127,8 @@ class Workflow:
     order: list[TaskSpec]
     upstream: dict[str, dict[str, tuple[str, str]]]
     """task -> input name -> (upstream task, its output)."""
+    shown: str = ""
+    """The file name as given (for error messages)."""
 
     @property
     def root(self) -> Path:
@@ -220,9 +222,7 @@ def load_workflow(path: str | Path) -> Workflow:
             raise ConfigError(f"op {t.op!r} needs parameter 'registry' (the model name)",
                               key=f"tasks.{i}.params.registry", file=shown)
     order = _toposort(cfg, upstream, index, shown)
-    wf = Workflow(cfg, file, order, upstream)
-    _check_task_configs(wf, shown)
-    return wf
+    return Workflow(cfg, file, order, upstream, shown)
 
 
 def _kind(name: str) -> str:
@@ -257,12 +257,21 @@ def _find_cycle(left: list[str], upstream: dict[str, dict[str, tuple[str, str]]]
     return seen[seen.index(node):]
 
 
-def _check_task_configs(wf: Workflow, file: str) -> None:
+def check_configs(wf: Workflow, tasks: list[str] | None = None) -> None:
+    """The pipeline TOMLs, search spaces and metrics of ``tasks`` (default: all) must be
+    valid; errors name the file and the key. Run before any task of a run starts (only for
+    the tasks that will run, so an up-to-date workflow does not import the models)."""
+    _check_task_configs(wf, wf.shown or str(wf.file), tasks)
+
+
+def _check_task_configs(wf: Workflow, file: str, tasks: list[str] | None = None) -> None:
     """Pipeline TOMLs of train/tune tasks must be valid (errors name that file)."""
     from recscope.orchestration.space import load_space
     from recscope.pipeline.config import load_config
 
     for t in wf.order:
+        if tasks is not None and t.name not in tasks:
+            continue
         if t.op == "train":
             load_config(wf.path(t.params["config"]))
         elif t.op == "tune":
@@ -368,23 +377,18 @@ def run(wf: Workflow, *, only: str | None = None, retries: int | None = None,
     """
     say = echo or (lambda _m: None)
     n_retries = wf.config.retries if retries is None else retries
+    targets = [wf.task(only).name] if only else [t.name for t in wf.order]
+    check_configs(wf, plan(wf, targets, only))
     tasks_dir = wf.workdir / "tasks"
     tasks_dir.mkdir(parents=True, exist_ok=True)
     for stale in tasks_dir.glob(".*.tmp"):  # left by a killed run: never complete outputs
         shutil.rmtree(stale, ignore_errors=True)
     keys: dict[str, str] = {}
     outcomes: list[TaskOutcome] = []
-    targets = [wf.task(only).name] if only else [t.name for t in wf.order]
     for t in wf.order:
-        extra = _extra_key(wf, t)
-        key = task_key(wf, t, keys, extra)
+        key = task_key(wf, t, keys, _extra_key(wf, t))
         keys[t.name] = key
         if t.name not in targets:
-            if only and t.name in _ancestors(wf, only):
-                done = _done(wf, t.name)
-                if done is None or done.get("key") != key:
-                    raise RecscopeError(f"task {only!r} needs {t.name!r}, which is not done "
-                                        "with its current inputs; run the workflow first")
             continue
         done = _done(wf, t.name)
         if done is not None and done.get("key") == key:
@@ -421,6 +425,25 @@ def run(wf: Workflow, *, only: str | None = None, retries: int | None = None,
     return outcomes
 
 
+def plan(wf: Workflow, targets: list[str], only: str | None = None) -> list[str]:
+    """The targets that will run: key changed since they last finished, or an input that
+    will run. Reads only; with ``only``, its inputs must be done with their current keys."""
+    keys: dict[str, str] = {}
+    will: set[str] = set()
+    ancestors = _ancestors(wf, only) if only else set()
+    for t in wf.order:
+        keys[t.name] = task_key(wf, t, keys, _extra_key(wf, t))
+        done = _done(wf, t.name)
+        stale = done is None or done.get("key") != keys[t.name] or any(
+            u in will for u, _ in wf.upstream[t.name].values())
+        if t.name in ancestors and stale:
+            raise RecscopeError(f"task {only!r} needs {t.name!r}, which is not done with its "
+                                "current inputs; run the workflow first")
+        if stale and t.name in targets:
+            will.add(t.name)
+    return [t.name for t in wf.order if t.name in will]
+
+
 def _ancestors(wf: Workflow, name: str) -> set[str]:
     out: set[str] = set()
     stack = [name]
@@ -439,13 +462,12 @@ def _extra_key(wf: Workflow, t: TaskSpec) -> str:
     if t.op != "gate":
         return ""
     from recscope.orchestration.model_dir import model_fingerprint
-    from recscope.orchestration.registry import champion
+    from recscope.orchestration.registry import champion_fingerprint
     from recscope.tracking import tracking_uri
 
-    c = champion(tracking_uri(wf.tracking), t.params["registry"])
-    if c is None:
+    champ = champion_fingerprint(tracking_uri(wf.tracking), t.params["registry"])
+    if champ is None:
         return ""
-    champ = str(dict(c.tags).get("recscope.model_fingerprint"))
     up, out = wf.upstream[t.name]["model"]
     model = wf.output(up, out)
     if (model / "train.json").exists() and model_fingerprint(model) == champ:
