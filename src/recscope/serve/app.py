@@ -426,7 +426,8 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
             for n in names:
                 uri = body.model or st.arms[n].uri
                 if uri not in by_uri:
-                    by_uri[uri] = load_model(uri, max_k=cfg.max_k, cache=settings.cache)
+                    by_uri[uri] = load_model(uri, max_k=cfg.max_k, cache=settings.cache,
+                                             background=True)
                 out[n] = by_uri[uri]
             return out
 

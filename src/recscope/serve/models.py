@@ -102,8 +102,11 @@ class ServedModel:
             return i if 0 <= i < self.n_users else self.n_users
         return self._index.get(key, self.n_users)
 
-    def build_cache(self, batch_size: int = 1024) -> None:
-        """Precompute every known user's top-``max_k`` and the cold-start list."""
+    def build_cache(self, batch_size: int = 1024, pause: float = 0.0) -> None:
+        """Precompute every known user's top-``max_k`` and the cold-start list.
+
+        ``pause`` seconds between batches let a serving thread run while a reload builds
+        the new model's cache (a model call may hold the GIL for its whole batch)."""
         n = self.n_users
         items = np.empty((n + 1, self.max_k), dtype=np.int32)
         scores = np.empty((n + 1, self.max_k), dtype=np.float32)
@@ -112,6 +115,8 @@ class ServedModel:
             it, sc = self._recommend(users[lo:lo + batch_size], self.max_k)
             items[lo:lo + len(it)] = it
             scores[lo:lo + len(it)] = sc
+            if pause > 0:
+                time.sleep(pause)
         self._cache_items, self._cache_scores = items, scores
 
     def _recommend(self, users: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,9 +141,12 @@ class ServedModel:
         return self._recommend(np.asarray(users, dtype=np.int32), k)
 
 
-def load_model(uri: str, *, max_k: int = 100, cache: str = "auto") -> ServedModel:
+def load_model(uri: str, *, max_k: int = 100, cache: str = "auto",
+               background: bool = False) -> ServedModel:
     """Load a model directory (or registry URI) for serving; ``cache`` is ``auto``,
-    ``on`` or ``off`` (see the module docstring). Raises ConfigError naming the path."""
+    ``on`` or ``off`` (see the module docstring). ``background``: the service is serving
+    meanwhile (a reload), so the cache is built in small batches with pauses. Raises
+    ConfigError naming the path."""
     import recscope.pipeline  # noqa: F401 - registers the pipeline stage for Component.load
     from recscope.models.base import Component
 
@@ -189,7 +197,7 @@ def load_model(uri: str, *, max_k: int = 100, cache: str = "auto") -> ServedMode
     if user_ids is not None:
         served._index = {u: i for i, u in enumerate(user_ids)}
     if cache == "on" or (cache == "auto" and (served.n_users + 1) * max_k <= CACHE_LIMIT):
-        served.build_cache()
+        served.build_cache(*((16, 0.002) if background else ()))
     else:
         served.rank(np.array([0], dtype=np.int32), 1)  # fail at load, not on a request
     return served
