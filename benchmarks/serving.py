@@ -203,25 +203,36 @@ def run_sweep(a: argparse.Namespace, users: np.ndarray) -> dict[str, Any]:
           and x["p99_ms"] < 20.0]
     res = {"points": out, "max_sustainable_rps": max(ok) if ok else None}
     if a.plot:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        ach = [x["achieved_rps"] for x in out]
-        ax.plot(ach, [x["p50_ms"] for x in out], "o-", label="p50")
-        ax.plot(ach, [x["p99_ms"] for x in out], "s-", label="p99")
-        ax.axhline(20, color="grey", ls="--", lw=0.8, label="20 ms")
-        ax.set_yscale("log")
-        ax.set_xlabel("achieved requests/s (offered: " +
-                      ", ".join(str(int(x["rate"])) for x in out) + ")")
-        ax.set_ylabel("latency (ms, from scheduled send)")
-        ax.set_title("recscope serve, ML-100K pipeline, loopback, 2 shared cores")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(a.plot, dpi=110)
+        plot(out, a.plot)
     return res
+
+
+def plot(points: list[dict[str, Any]], path: Path) -> None:
+    """p50/p99 latency and achieved throughput against the offered load."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rate = [x["rate"] for x in points]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    ax.plot(rate, [x["p50_ms"] for x in points], "o-", label="p50 latency")
+    ax.plot(rate, [x["p99_ms"] for x in points], "s-", label="p99 latency")
+    ax.axhline(20, color="grey", ls="--", lw=0.8, label="20 ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load (requests/s)")
+    ax.set_ylabel("latency from scheduled send (ms)")
+    ax2 = ax.twinx()
+    ax2.plot(rate, [x["achieved_rps"] for x in points], "^:", color="green",
+             label="achieved req/s")
+    ax2.plot(rate, rate, color="green", lw=0.5, alpha=0.5)
+    ax2.set_ylabel("achieved requests/s", color="green")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
+    ax.set_title("recscope serve, ML-100K pipeline, loopback, 2 shared cores", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def run_fault(a: argparse.Namespace, users: np.ndarray) -> dict[str, Any]:
@@ -283,8 +294,13 @@ def main() -> None:
     p.add_argument("--sweep", type=float, nargs="+", default=[250, 500, 750, 1000, 1500])
     p.add_argument("--sweep-seconds", type=float, default=20.0)
     p.add_argument("--plot", type=Path, default=ROOT / "docs/serving_latency.png")
+    p.add_argument("--replot", action="store_true",
+                   help="redraw --plot from the sweep in --out/results.json and exit")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.replot:
+        plot(json.loads((a.out / "results.json").read_text())["sweep"]["points"], a.plot)
+        return
     ensure_model(a.model)
     import pyarrow.parquet as pq
 
