@@ -392,3 +392,6 @@ def test_folder_named_like_a_file_is_named(tmp_path: Path) -> None:
         load(tmp_path / "log.parquet")
     with pytest.raises(DataValidationError, match="not found"):
         load(tmp_path / "nope.csv")
+    (tmp_path / "train").mkdir()
+    with pytest.raises(DataValidationError, match=r"did you mean .*train/"):
+        load(tmp_path / "train.parquet")  # the old split layout's name suggests the folder

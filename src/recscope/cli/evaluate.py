@@ -61,9 +61,11 @@ def _check_inputs(paths: list[Path], truth: Path, exclude: Path | None) -> None:
                                    for i, p in enumerate(paths)]]
     if exclude is not None:
         named.append(("--exclude", exclude))
+    from recscope.io import did_you_mean
+
     for option, p in named:
         if not p.exists():
-            raise ConfigError(f"file not found: {p}", key=option)
+            raise ConfigError(f"file not found: {p}{did_you_mean(p)}", key=option)
         if p.is_dir():
             raise ConfigError(f"{p} is a folder; expected a file", key=option)
 

@@ -87,10 +87,13 @@ def ope(
     if not (policy == "uniform" or src_path is not None or Path(policy).is_dir()):
         raise ConfigError(f"must be a model directory, 'uniform' or log:PATH; {policy!r} is "
                           "none of these", key="--policy")
+    from recscope.io import did_you_mean
+
     if not logs.exists():
-        raise ConfigError(f"logs not found: {logs}", key="--logs")
+        raise ConfigError(f"logs not found: {logs}{did_you_mean(logs)}", key="--logs")
     if src_path is not None and not src_path.exists():
-        raise ConfigError(f"policy log not found: {src_path}", key="--policy")
+        raise ConfigError(f"policy log not found: {src_path}{did_you_mean(src_path)}",
+                          key="--policy")
     names = list(estimator or DEFAULT_ESTIMATORS)
     ests = [make_estimator(n) for n in names]
     check_outputs(json_out, html_out, tracking=tracking)

@@ -27,6 +27,7 @@ from recscope.data.schema import TIMESTAMP_TYPE
 from recscope.data.splits import Split
 from recscope.data.validate import DuplicatePolicy, parse_timestamps
 from recscope.errors import ConfigError, DataValidationError
+from recscope.io import did_you_mean
 
 #: Names accepted by :func:`load` (``auto`` detects one of the others).
 FORMATS: tuple[str, ...] = (
@@ -58,7 +59,7 @@ def _epoch(n: int, seconds: int = NO_TIME) -> pa.Array:
 
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
-        raise DataValidationError(f"{what} not found", file=str(path))
+        raise DataValidationError(f"{what} not found{did_you_mean(path)}", file=str(path))
     return check_file(path)
 
 
@@ -624,7 +625,7 @@ def detect_format(path: str | Path) -> str:
     """Recognise a data set folder or file; raises listing the formats when unsure."""
     p = Path(path)
     if not p.exists():
-        raise DataValidationError("path not found", file=str(p))
+        raise DataValidationError(f"path not found{did_you_mean(p)}", file=str(p))
     if p.is_dir():
         if p.suffix.lower() in (".parquet", ".pq", ".csv", ".tsv", ".tab", ".txt", ".json",
                                 ".jsonl"):

@@ -13,6 +13,7 @@ from recscope.data.interactions import Interactions
 from recscope.data.schema import CANONICAL_COLUMNS
 from recscope.data.validate import DuplicatePolicy, parse_timestamps
 from recscope.errors import DataValidationError
+from recscope.io import did_you_mean
 
 
 def read_table(path: str | Path, *, delimiter: str | None = None,
@@ -53,12 +54,7 @@ def check_file(path: str | Path) -> Path:
     """``path`` as a Path when it is a non-empty file; else one error naming it."""
     p = Path(path)
     if not p.exists():
-        hint = ""
-        if p.parent.is_dir():
-            near = sorted(x.name for x in p.parent.iterdir() if x.stem == p.stem
-                          or x.name.startswith(p.stem))[:3]
-            hint = f" (found {', '.join(near)} there)" if near else ""
-        raise DataValidationError(f"file not found{hint}", file=str(p))
+        raise DataValidationError(f"file not found{did_you_mean(p)}", file=str(p))
     if p.is_dir():
         raise DataValidationError("is a folder; expected a file", file=str(p))
     try:
