@@ -361,3 +361,42 @@ def test_cli_on_a_split_folder_gives_the_python_model(tmp_path: Path,
         np.testing.assert_array_equal(got_users[order],
                                       np.repeat(users, (want.items >= 0).sum(axis=1)))
         np.testing.assert_array_equal(got_items[order], want.items[want.items >= 0])
+
+
+def test_cli_train_and_recommend_bad_inputs(train: Interactions, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """One line naming the problem, exit 2, nothing written: for train before any fit,
+    for recommend before any ranking."""
+    data = train.save(tmp_path / "data")
+    cfg = _write(tmp_path, GOOD.split("[ranker]")[0])
+    cases = [
+        (["train", tmp_path / "none.toml", "--data", data], ["none.toml", "not found"]),
+        (["train", tmp_path, "--data", data], ["folder"]),
+        (["train", cfg, "--data", tmp_path / "nothing"], ["nothing", "not found"]),
+        (["train", cfg, "--data", data, "--out", cfg], [str(cfg), "file"]),
+        (["train", cfg, "--data", data, "--format", "xml"], ["format", "xml"]),
+    ]
+    for args, words in cases:
+        code, text = _run([*args, "--out", tmp_path / "m"] if "--out" not in args else args,
+                          capsys)
+        assert code == 2 and all(w in text for w in words), (args, text)
+        assert not (tmp_path / "m").exists()
+    assert _run(["train", cfg, "--data", data, "--out", tmp_path / "m"], capsys)[0] == 0
+    out = tmp_path / "r.parquet"
+    users = tmp_path / "users.csv"
+    users.write_text("user_id\n1\n")
+    cases = [
+        (["--all", "--k", "0"], ["--k", "got 0"]),
+        (["--all", "--batch-size", "0"], ["--batch-size"]),
+        (["--users", users, "--all"], ["--users"]),
+        (["--users", tmp_path / "who.csv"], ["who.csv", "not found"]),
+        (["--users", tmp_path], ["folder"]),
+    ]
+    for extra, words in cases:
+        code, text = _run(["recommend", tmp_path / "m", "--out", out, *extra], capsys)
+        assert code == 2 and all(w in text for w in words), (extra, text)
+        assert not out.exists()
+    code, text = _run(["recommend", data, "--all", "--out", out], capsys)
+    assert code == 2 and "not a model directory" in text, text
+    code, text = _run(["recommend", tmp_path / "m", "--all", "--out", tmp_path], capsys)
+    assert code == 2 and str(tmp_path) in text, text

@@ -58,8 +58,8 @@ def generate(
     if seed is not None and seed < 0:
         raise ConfigError(f"must be 0 or more (got {seed})", key="--seed")
     if config is not None and not config.is_file():
-        raise ConfigError("is not a file" if config.exists() else "file not found",
-                          file=str(config))
+        raise ConfigError("is a folder; expected a world TOML file" if config.exists()
+                          else "world config file not found", file=str(config))
     check_outputs(folder=out, force=force, track=False)
     cfg = load_world_config(config, seed=seed)
     world = generate_with_progress(cfg)

@@ -26,12 +26,12 @@ from recscope.sim.config import (
     load_world_config,
     parse_world_config,
 )
-from recscope.sim.environment import Environment, SimConfig
+from recscope.sim.environment import Environment, SimConfig, SlateObservation
 from recscope.sim.experiment_config import ExperimentSpec, load_experiment, parse_experiment
 from recscope.sim.logging_policy import LoggingPolicy, Slates
 from recscope.sim.output import unit_totals
 from recscope.sim.runner import SimulatedExperiment, run_experiment
-from recscope.sim.stacks import ComponentRanker, ComponentRetriever, StackPolicy
+from recscope.sim.stacks import ComponentRanker, ComponentRetriever, SlateContext, StackPolicy
 from recscope.sim.true_effects import GroundTruth
 from recscope.sim.world import World
 from recscope.sim.world_model import EngagementProbabilities, WorldTruth, build_truth
@@ -50,6 +50,8 @@ __all__ = [
     "SessionConfig",
     "SimConfig",
     "SimulatedExperiment",
+    "SlateContext",
+    "SlateObservation",
     "Slates",
     "StackPolicy",
     "SurfaceConfig",

@@ -43,6 +43,8 @@ class SlateResponse:
     last_click: np.ndarray  # int64 [n] last clicked item or -1
     shown: np.ndarray  # bool [n, k] slot reached
     saved: np.ndarray  # bool [n, k]
+    clicked: np.ndarray  # bool [n, k] clicked (curiosity clicks included)
+    hidden: np.ndarray  # bool [n, k]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -52,7 +54,8 @@ def _respond_kernel(users: np.ndarray, items: np.ndarray, keys: np.ndarray,
                     item_topic: np.ndarray, item_bonus: np.ndarray, slot_boost: np.ndarray,
                     query: np.ndarray, seed: np.ndarray, novelty: np.ndarray,
                     params: np.ndarray, out_counts: np.ndarray, out_quit: np.ndarray,
-                    out_last: np.ndarray, shown: np.ndarray, saved: np.ndarray) -> None:
+                    out_last: np.ndarray, shown: np.ndarray, saved: np.ndarray,
+                    clicked: np.ndarray, hidden: np.ndarray) -> None:
     (click_base, decay, search_pen, related_w, aff_w, save_base, save_q, save_aff,
      hide_base, hide_aff, hide_q, leave_hide, cont_logit, cont_click, cont_save, cont_hide,
      cont_noclick) = (params[0], params[1], params[2], params[3], params[4], params[5],
@@ -96,6 +99,7 @@ def _respond_kernel(users: np.ndarray, items: np.ndarray, keys: np.ndarray,
             x = crn.uniform(hp, np.uint64(9))
             if a < 1.0 / (1.0 + math.exp(-logit)):
                 clk += 1
+                clicked[r, p] = True
                 last = it
                 q = item_quality[it]
                 if x < 1.0 / (1.0 + math.exp(-(save_base + save_q * q + save_aff * aff))):
@@ -104,11 +108,13 @@ def _respond_kernel(users: np.ndarray, items: np.ndarray, keys: np.ndarray,
             elif novelty[r] != 0.0 and a < 1.0 / (1.0 + math.exp(-(logit + novelty[r]))):
                 clk += 1
                 cur += 1
+                clicked[r, p] = True
                 last = it
             else:
                 q = item_quality[it]
                 if x < 1.0 / (1.0 + math.exp(-(hide_base - hide_aff * aff - hide_q * q))):
                     hid += 1
+                    hidden[r, p] = True
                     if crn.uniform(hp, np.uint64(10)) < leave_hide:
                         quit_ = True
                         break
@@ -139,6 +145,8 @@ def respond(users: np.ndarray, items: np.ndarray, keys: np.ndarray, *,
     last = np.full(n, -1, dtype=np.int64)
     shown = np.zeros((n, k), dtype=np.bool_)
     saved = np.zeros((n, k), dtype=np.bool_)
+    clicked = np.zeros((n, k), dtype=np.bool_)
+    hidden = np.zeros((n, k), dtype=np.bool_)
     if slot_boost is None:
         slot_boost = np.zeros((n, k), dtype=np.float64)
     _respond_kernel(np.ascontiguousarray(users, dtype=np.int64),
@@ -150,6 +158,6 @@ def respond(users: np.ndarray, items: np.ndarray, keys: np.ndarray, *,
                     np.ascontiguousarray(seed, dtype=np.int64),
                     np.ascontiguousarray(novelty, dtype=np.float64),
                     np.ascontiguousarray(params, dtype=np.float64), counts, quit_, last,
-                    shown, saved)
+                    shown, saved, clicked, hidden)
     return SlateResponse(counts[:, 0], counts[:, 1], counts[:, 2], counts[:, 3], counts[:, 4],
-                         quit_, last, shown, saved)
+                         quit_, last, shown, saved, clicked, hidden)

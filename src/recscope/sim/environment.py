@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,7 @@ from recscope.core.progress import Progress, report
 from recscope.data.schema import TIMESTAMP_TYPE
 from recscope.errors import ConfigError
 from recscope.sim import crn
-from recscope.sim.behaviour import respond
+from recscope.sim.behaviour import SlateResponse, respond
 from recscope.sim.config import SURFACES
 from recscope.sim.interference import CreatorSupplyConfig, SocialConfig, SocialGraph
 from recscope.sim.stacks import PolicyLike, SlateContext, as_policy, slates_of
@@ -102,6 +102,22 @@ class SimState:
 
     def copy(self) -> SimState:
         return copy.deepcopy(self)
+
+
+@dataclass
+class SlateObservation:
+    """One batch of served slates and the users' responses (for observers of a run)."""
+
+    day: int
+    step: int
+    surface: str
+    users: np.ndarray  # int64 [n]
+    arm: np.ndarray  # int64 [n] policy index
+    items: np.ndarray  # int64 [n, k] as shown (after social inserts)
+    ts: np.ndarray  # int64 [n] request time (µs)
+    session: np.ndarray  # int64 [n]
+    keys: np.ndarray  # uint64 [n] request keys (as in SlateContext.keys)
+    response: SlateResponse
 
 
 @dataclass
@@ -228,13 +244,16 @@ class Environment:
     def run(self, policies: Sequence[Any], *, days: int, arm: np.ndarray | None = None,
             state: SimState | None = None, novel: Sequence[bool] | None = None,
             calibrate: bool = False, record: bool = True, progress: Progress | None = None,
-            names: Sequence[str] | None = None, stage: str = "simulate") -> SimResult:
+            names: Sequence[str] | None = None, stage: str = "simulate",
+            observe: Callable[[SlateObservation], None] | None = None) -> SimResult:
         """Simulate ``days`` days; user ``u`` is served ``policies[arm[u]]``.
 
         ``policies[0]`` is the incumbent; others are new to users (novelty) unless
         ``novel`` says otherwise. ``state`` (default :meth:`initial_state`) is not
         modified; the final state is in the result. ``progress(stage, day, days)`` is
-        called after every simulated day.
+        called after every simulated day; ``observe`` (optional) receives every batch of
+        slates with the users' per-slot responses (the HTTP traffic driver sends them to
+        a service as feedback).
         """
         if days < 1:
             raise ConfigError("days must be at least 1", key="days")
@@ -251,7 +270,8 @@ class Environment:
         cols: dict[str, list[np.ndarray]] = {k: [] for k in _COLUMNS}
         daily: list[dict[str, Any]] = []
         for i in range(days):
-            self._day(st, pols, arm, is_novel, cols if record else None, daily, calibrate)
+            self._day(st, pols, arm, is_novel, cols if record else None, daily, calibrate,
+                      observe)
             report(progress, stage, i + 1, days)
         merged = {k: (np.concatenate(v) if v else np.zeros(0, dtype=_COLUMNS[k]))
                   for k, v in cols.items()}
@@ -261,7 +281,8 @@ class Environment:
 
     def _day(self, st: SimState, pols: list[PolicyLike], arm: np.ndarray,
              is_novel: np.ndarray, cols: dict[str, list[np.ndarray]] | None,
-             daily: list[dict[str, Any]], calibrate: bool) -> None:
+             daily: list[dict[str, Any]], calibrate: bool,
+             observe: Callable[[SlateObservation], None] | None = None) -> None:
         cfg, wc = self.config, self.truth.config
         sc = wc.sessions
         n_users = self.truth.n_users
@@ -346,6 +367,10 @@ class Environment:
                                item_quality=self.item_quality, item_topic=self.item_topic,
                                item_bonus=bonus, slot_boost=boost, query=q, seed=sd,
                                novelty=novelty[rows], params=self._params[sname])
+                if observe is not None:
+                    observe(SlateObservation(d, step, sname, user[rows],
+                                             sess_arm[rows].astype(np.int64), items,
+                                             t[rows].copy(), session_id[rows], keys_r, resp))
                 real = resp.clicks - resp.curiosity
                 value[rows] += (cfg.value_click * real + cfg.value_save * resp.saves
                                 - cfg.value_hide * resp.hides)
