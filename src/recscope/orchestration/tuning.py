@@ -201,16 +201,15 @@ class Scorer:
 
 
 def trial_model(cfg: PipelineConfig) -> Any:
-    """What a trial fits: the pipeline when it reports epochs; for a pipeline of one
-    retriever (no ranker, no re-ranker) whose component reports epochs, that component
-    itself (its top-k is the pipeline's top-k for k up to the quota); else the pipeline,
-    which then reports once, after fitting."""
+    """What a trial fits. A pipeline with a ranker: the pipeline (its ``fit`` hands the
+    epoch hook to the ranker: LambdaMART reports boosting rounds). A pipeline of one
+    retriever (no ranker, no re-ranker): that component itself when it reports epochs (ALS,
+    BPR, neural models; its top-k is the pipeline's top-k for k up to the quota). Anything
+    else: the pipeline, which then reports once, after fitting, and cannot be pruned."""
     from recscope.models.base import ComponentSpec
     from recscope.pipeline import Pipeline
 
     pipe = Pipeline(cfg)
-    if supports_epochs(pipe):
-        return pipe
     if len(cfg.retrievers) == 1 and cfg.ranker is None and not cfg.rerankers \
             and cfg.events is None:
         spec = cfg.retrievers[0]
@@ -344,7 +343,7 @@ def tune(space: SearchSpace, data: Interactions, settings: TuneSettings, out: st
                     return False
 
                 curved = fit_with_curve(model, fit_part, on_epoch)
-                if not curved:
+                if not curved or state["epochs"] == 0:  # no epoch was reported
                     state["epochs"] = max_epochs(cfg)
                 if not state["pruned"]:
                     if curve and int(curve[-1][0]) == state["epochs"]:
