@@ -128,7 +128,7 @@ def test_apply_prior_and_wrong_metric(tiny_corpus: Path) -> None:
     card = {"results": [{"metric": "clicks", "variant": "treatment", "rel_effect": 0.1,
                          "rel_ci_low": 0.0, "rel_ci_high": 0.2, "p_value": 0.05}]}
     res = apply_prior(card, priors)
-    row = res.rows()[0]
+    row = res.rows_[0]
     assert row["estimate"] == 0.1
     m, _, p = priors["clicks"].posterior(0.1, 0.1 / 1.959963984540054)
     assert row["shrunken"] == pytest.approx(float(m))
@@ -202,3 +202,39 @@ def test_validate_needs_truth(tiny_corpus: Path, tmp_path: Path,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "real.parquet" in err and "true effects" in err
     assert not out.exists()
+
+
+def test_experiment_analyze_with_prior(tiny_corpus: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`recscope experiment analyze --prior`: shrunken effects beside the scorecard; a
+    metric without a prior is listed, not shrunk; a prior on other metrics only: exit 2."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    variant = np.where(np.arange(n) % 2 == 0, "control", "treatment")
+    clicks = rng.poisson(np.where(variant == "treatment", 2.2, 2.0))
+    pq.write_table(pa.table({"unit_id": np.arange(n), "variant": variant}),
+                   tmp_path / "a.parquet")
+    pq.write_table(pa.table({"unit_id": np.arange(n), "clicks": clicks,
+                             "hides": rng.poisson(1.0, n)}), tmp_path / "e.parquet")
+    metrics = tmp_path / "m.toml"
+    metrics.write_text('unit = "unit_id"\nvariant = "variant"\ncontrol = "control"\n'
+                       '[metrics.clicks]\nkind = "mean"\ncolumn = "clicks"\n'
+                       '[metrics.hides]\nkind = "mean"\ncolumn = "hides"\n')
+    args = ["experiment", "analyze", "--assignments", str(tmp_path / "a.parquet"),
+            "--events", str(tmp_path / "e.parquet"), "--tracking", str(tmp_path / "ml")]
+    hist = str(tiny_corpus / "history.parquet")
+    assert run([*args, "--metrics", str(metrics), "--prior", hist]) == 0
+    out = capsys.readouterr().out
+    assert "Readout with informed priors" in out and "prior for clicks: N(" in out
+    assert "no prior in the history for hides" in out
+    only_hides = tmp_path / "h.toml"
+    only_hides.write_text('unit = "unit_id"\nvariant = "variant"\ncontrol = "control"\n'
+                          '[metrics.hides]\nkind = "mean"\ncolumn = "hides"\n')
+    card = tmp_path / "card.json"
+    assert run([*args, "--metrics", str(only_hides), "--prior", hist,
+                "--json", str(card)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "history.parquet" in err and "'hides'" in err
+    assert not card.exists()

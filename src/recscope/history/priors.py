@@ -117,6 +117,7 @@ class PriorReadout(Result):
 
     rows_: list[dict[str, Any]]
     priors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    without_prior: list[str] = field(default_factory=list)
 
     def effects(self) -> list[Effect]:
         return [Effect(f"{r['metric']} ({r['variant']}, shrunken)", r["shrunken"],
@@ -125,54 +126,64 @@ class PriorReadout(Result):
                 for r in self.rows_]
 
     def rows(self) -> list[dict[str, Any]]:
-        return list(self.rows_)
+        from recscope.report.tables import fmt_number
+
+        return [{"metric": r["metric"], "variant": r["variant"], "estimate": r["estimate"],
+                 "ci_low": r["ci_low"], "ci_high": r["ci_high"], "p_value": r["p_value"],
+                 "shrunken [95% CrI]": f"{fmt_number(r['shrunken'])} "
+                 f"[{fmt_number(r['shrunken_ci_low'])}, {fmt_number(r['shrunken_ci_high'])}]",
+                 "P(effect > 0)": r["p_positive"]} for r in self.rows_]
 
     def notes(self) -> list[str]:
-        return [f"prior for {m}: N({p['mean']:+.2%}, {p['sd']:.2%}^2) from {p['n']} past "
-                "readouts" for m, p in self.priors.items()]
-
-
-def _scorecard_rows(card: Any) -> list[dict[str, Any]]:
-    """Rows of a scorecard (``results`` dicts) or of any Result's Effect rows."""
-    rows = getattr(card, "results", None)
-    if rows is None and hasattr(card, "effects"):
-        rows = [e.to_dict() for e in card.effects()]
-    if rows is None and isinstance(card, Mapping):
-        rows = card.get("results")
-    if not rows:
-        raise DataValidationError("the scorecard has no results to apply a prior to")
-    return [dict(r) for r in rows]
+        out = [f"prior for {m}: N({p['mean']:+.2%}, {p['sd']:.2%}^2) from {p['n']} past "
+               "readouts" for m, p in self.priors.items()]
+        if self.without_prior:
+            out.append(f"no prior in the history for {', '.join(self.without_prior)}: "
+                       "not shrunk")
+        return out
 
 
 def check_prior(prior: Mapping[str, NormalPrior], metrics: list[str], *,
                 file: str | None = None) -> None:
-    """Refuse, before any analysis, a prior fitted on other metrics than ``metrics``."""
-    missing = [m for m in metrics if m not in prior]
-    if missing:
+    """Refuse, before any analysis, a prior fitted on none of the analysed ``metrics``
+    (metrics without a prior are reported unshrunk, with a note)."""
+    if not any(m in prior for m in metrics):
         raise DataValidationError(
-            f"the prior was fitted on metric(s) {', '.join(sorted(prior)) or 'none'}, not "
-            f"{missing[0]!r} analysed here; use a history with readouts of that metric",
-            file=file)
+            f"the prior was fitted on metric(s) {', '.join(sorted(prior)) or 'none'}, not on "
+            f"{', '.join(repr(m) for m in metrics)} analysed here; use a history with "
+            "readouts of the same metric", file=file)
+
+
+def _scorecard_rows(card: Any) -> list[dict[str, Any]]:
+    """Rows of a scorecard (``results``: dicts or Effect rows) or of any Result."""
+    rows = getattr(card, "results", None)
+    if rows is None and isinstance(card, Mapping):
+        rows = card.get("results")
+    if rows is None and hasattr(card, "effects"):
+        rows = card.effects()
+    if not rows:
+        raise DataValidationError("the scorecard has no results to apply a prior to")
+    return [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in rows]
 
 
 def apply_prior(scorecard_result: Any, prior: Mapping[str, NormalPrior], *,
                 file: str | None = None) -> PriorReadout:
     """Shrink every relative effect of a scorecard with the prior of its metric.
 
-    Every metric of the scorecard must have a prior fitted on the same metric (else one
-    error naming ``file``, the prior's source, and the metric)."""
+    At least one metric of the scorecard must have a prior fitted on the same metric
+    (else one error naming ``file``); the others are listed in a note, not shrunk."""
     rows = _scorecard_rows(scorecard_result)
     metrics = sorted({str(r["metric"]) for r in rows})
     check_prior(prior, metrics, file=file)
+    rows = [r for r in rows if str(r["metric"]) in prior]
     out = []
     for r in rows:
         p = prior[str(r["metric"])]
         est = float(r.get("rel_effect", math.nan))
         lo, hi = float(r.get("rel_ci_low", math.nan)), float(r.get("rel_ci_high", math.nan))
         se = (hi - lo) / (2 * Z95)
-        if not (math.isfinite(est) and math.isfinite(se) and se > 0):
-            mean = sd = pp = math.nan
-        else:
+        mean = sd = pp = math.nan  # not computable without a finite readout
+        if math.isfinite(est) and math.isfinite(se) and se > 0:
             m_, s_, p_ = p.posterior(est, se)
             mean, sd, pp = float(m_), float(s_), float(p_)
         out.append({"metric": r["metric"], "variant": r.get("variant"), "estimate": est,
@@ -180,7 +191,8 @@ def apply_prior(scorecard_result: Any, prior: Mapping[str, NormalPrior], *,
                     "shrunken": mean, "shrunken_ci_low": mean - Z95 * sd,
                     "shrunken_ci_high": mean + Z95 * sd, "posterior_sd": sd,
                     "p_positive": pp})
-    return PriorReadout(out, {m: prior[m].to_dict() for m in metrics})
+    return PriorReadout(out, {m: prior[m].to_dict() for m in metrics if m in prior},
+                        [m for m in metrics if m not in prior])
 
 
 # ---------------------------------------------------------------------- validation
