@@ -400,3 +400,17 @@ def test_cli_train_and_recommend_bad_inputs(train: Interactions, tmp_path: Path,
     assert code == 2 and "not a model directory" in text, text
     code, text = _run(["recommend", tmp_path / "m", "--all", "--out", tmp_path], capsys)
     assert code == 2 and str(tmp_path) in text, text
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.toml")),
+                         ids=lambda p: p.name)
+def test_every_train_example_parses(path: Path) -> None:
+    """Every pipeline or single-model example is valid for `recscope train`."""
+    from recscope.io import read_toml
+    from recscope.pipeline import load_train_config
+
+    data = read_toml(path)
+    if ("retrievers" not in data and "component" not in data) or \
+            path.name.startswith("tune_"):
+        pytest.skip("not a training config (a simulator, tuning or world file)")
+    assert load_train_config(path) is not None
