@@ -316,7 +316,7 @@ def _report(summary: dict[str, Any], parts: dict[str, Any]) -> str:
     """The story's self-contained HTML page."""
     import plotly.graph_objects as go
 
-    from recscope.report import HtmlReport
+    from recscope.report import HtmlReport, fmt_cell
 
     online, offline = parts["online"], parts["offline"]
     gt = online["truth"]
@@ -359,7 +359,9 @@ def _report(summary: dict[str, Any], parts: dict[str, Any]) -> str:
     rep.heading("2. Online 2×2 factorial experiment in the simulated platform")
     rep.paragraph(f"{ex['units']:,} units over {ex['days']} days after a "
                   f"{ex['warmup_days']}-day warm-up; {ex['impressions']:,} impressions. "
-                  f"Cells: {ex['units_per_cell']}. Sample-ratio test p = "
+                  "Units per cell: " + ", ".join(f"{k} {v:,}" for k, v in
+                                                 ex["units_per_cell"].items()) +
+                  ". Sample-ratio test p = "
                   f"{ex['srm_p_value']:.3f}.")
     if ex["srm_p_value"] < 0.001:
         rep.banner("Sample-ratio mismatch: the allocation differs from the design.", "bad")
@@ -431,16 +433,17 @@ def _report(summary: dict[str, Any], parts: dict[str, Any]) -> str:
                 "value ci": f"[{v['effect_ci_low']:.4g}, {v['effect_ci_high']:.4g}]",
                 "true value": true_att["components"][c]["effect"],
                 "share": v["share"] if clear else None,
-                "share ci": f"[{v['ci_low']:.2f}, {v['ci_high']:.2f}]" if clear else
+                "share ci": (f"[{fmt_cell('share', v['ci_low'])}, "
+                             f"{fmt_cell('share', v['ci_high'])}]") if clear else
                 "total not significant",
-                "true share": true_att["components"][c]["share"]})
+                "true_share": true_att["components"][c]["share"]})
         it = att["interactions"].get("retriever×ranker", {})
         att_rows.append({"metric": m, "component": "interaction", "value": it.get("effect"),
                          "value ci": f"[{it.get('ci_low', np.nan):.4g}, "
                                      f"{it.get('ci_high', np.nan):.4g}]",
                          "true value": true_att.get("interaction")})
     rep.table(att_rows, ["metric", "component", "value", "value ci", "true value", "share",
-                         "share ci", "true share"])
+                         "share ci", "true_share"])
     fig = go.Figure()
     base = {m: att["cells"][0]["value"] for m, att in online["attribution"].items()}
     for c in (*COMPONENTS, "interaction"):

@@ -30,6 +30,9 @@ def simulate(
     no_truth: bool = typer.Option(False, "--no-truth",
                                   help="Skip the ground-truth replays (faster)."),
     tracking: Tracking = None,
+    serve_url: Annotated[str | None, typer.Option(
+        "--serve-url", metavar="URL", help="Drive a running `recscope serve` over HTTP "
+        "instead of simulating the arms in-process (docs/serving.md).")] = None,
 ) -> None:
     """Run the experiment in the simulated platform and write its logs and ground truth:
     assignments.parquet, events.parquet, metrics.toml, truth.json and summary.json in --out.
@@ -74,7 +77,13 @@ def simulate(
                     tasks[stage] = bar.add_task(f"{stage} (days)", total=n)
                 bar.update(tasks[stage], completed=i)
 
-            result = run_experiment(spec, out, progress=tick, force=force)
+            stats = None
+            if serve_url is not None:
+                from recscope.sim.traffic import drive
+
+                result, stats = drive(spec, serve_url, out, progress=tick, force=force)
+            else:
+                result = run_experiment(spec, out, progress=tick, force=force)
         run.log_metrics({"units": result.n_units, "impressions": result.impressions,
                          "seconds": result.seconds})
         for name in ("assignments.parquet", "events.parquet", "metrics.toml", "truth.json",
@@ -82,6 +91,9 @@ def simulate(
             if (out / name).exists():
                 run.log_artifact(out / name)
     console.print(result.rich_table())
+    if stats is not None:
+        console.print(f"{stats['requests']:,} requests over HTTP, {stats['arm_mismatches']} "
+                      "arm mismatches", highlight=False, markup=False)
     console.print(f"{result.n_units:,} units, {result.impressions:,} impressions in "
                   f"{result.days} days ({result.seconds:.1f} s); wrote {out}/",
                   highlight=False, markup=False)

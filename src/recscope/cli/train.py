@@ -132,7 +132,12 @@ def _read_users(path: Path, ids: pa.Array) -> pa.Array:
     if not path.exists():
         raise DataValidationError("users file not found", file=str(path))
     if path.suffix.lower() == ".txt":
-        values = pa.array([s.strip() for s in path.read_text().splitlines() if s.strip()])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataValidationError(f"not UTF-8 text (byte {exc.object[exc.start]:#x} at "
+                                      f"offset {exc.start})", file=str(path)) from None
+        values = pa.array([s.strip() for s in text.splitlines() if s.strip()])
     else:
         table = read_table(path)
         if "user_id" not in table.column_names:
