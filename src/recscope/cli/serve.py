@@ -65,6 +65,9 @@ def serve(
     max_pending_rows: Annotated[int, typer.Option(
         "--max-pending-rows", min=1, help="log rows allowed to wait before requests get "
         "503 (the most a crash can lose)")] = 1_000_000,
+    max_in_flight: Annotated[int, typer.Option(
+        "--max-in-flight", min=1, help="requests handled at once; beyond, 503 at once "
+        "(sheds overload instead of queueing into timeouts)")] = 1000,
     log_level: Annotated[str, typer.Option("--log-level")] = "warning",
 ) -> None:
     """Serve MODEL over HTTP (see `recscope serve --help` and docs/serving.md).
@@ -108,7 +111,8 @@ def serve(
     console.print(f"serving on http://{host}:{port} (logs → {log_dir}); Ctrl-C stops and "
                   "flushes the log")
     logging.basicConfig(level=log_level.upper())
-    uvicorn.run(fastapi_app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(fastapi_app, host=host, port=port, log_level=log_level, access_log=False,
+                limit_concurrency=max_in_flight)
 
 
 @app.command("export")
