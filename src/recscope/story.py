@@ -15,7 +15,11 @@
 6. **Attribution** of the full-stack effect to each component and their interaction
    (:func:`recscope.attribution.attribute_metric`) beside the true Shapley shares.
 
-Everything goes into ``report.html`` (Plotly inlined) and ``summary.json``.
+7. **Launch decision** on the full stack (:func:`recscope.launch.decide_simulated`) with
+   the truth's verdict beside it.
+
+Everything goes into ``report.html`` (Plotly inlined), ``summary.json``, ``launch.json`` /
+``launch.html`` and the experiment's files under ``experiment/``.
 """
 
 from __future__ import annotations
@@ -89,6 +93,9 @@ def run_story(out_dir: str | Path, scale: str = "default", progress: Progress | 
 
         t = time.perf_counter()
         summary = _summarise(world, offline, online, sz, scale, seed)
+        decision = _launch(online)
+        summary["launch"] = {"decision": decision.decision, "truth": decision.truth_verdict,
+                             "reasons": [c.extra["text"] for c in decision.reasons()]}
         summary["timings"] = {k: round(v, 2) for k, v in timings.items()}
         report_parts.update(offline=offline, online=online)
         html = _report(summary, report_parts)
@@ -98,6 +105,8 @@ def run_story(out_dir: str | Path, scale: str = "default", progress: Progress | 
         with atomic_dir(out, force=force) as tmp:
             online["result"].save_to(tmp / "experiment")
             write_text(tmp / "report.html", html)
+            write_text(tmp / "launch.json", decision.to_json() + "\n")
+            write_text(tmp / "launch.html", decision.to_html())
             write_json(tmp / "summary.json", summary)
         run.log_metrics({f"{m}.estimate": v["estimate"] for m, v in summary["metrics"].items()})
         run.log_metrics({f"{m}.truth": v["truth"] for m, v in summary["metrics"].items()})
@@ -238,6 +247,15 @@ def _online(world: Any, comps: dict[str, Any], sz: dict[str, Any], seed: int,
             "summary": res.to_dict(), "daily": res.daily, "design": design, "result": res}
 
 
+def _launch(online: dict[str, Any]) -> Any:
+    """The launch decision on the full-stack cell, with its truth (``recscope.launch``)."""
+    from recscope.launch import SIM_LAUNCH, decide_simulated
+
+    res = online["result"]
+    return decide_simulated(SIM_LAUNCH, res, variant=res.cell_names[-1],
+                            attribution={"metrics": online["attribution"]})
+
+
 # ---------------------------------------------------------------------- summary
 def _summarise(world: Any, offline: dict[str, Any], online: dict[str, Any],
                sz: dict[str, Any], scale: str, seed: int) -> dict[str, Any]:
@@ -332,6 +350,11 @@ def _report(summary: dict[str, Any], parts: dict[str, Any]) -> str:
                    f"(95% CI {ctr['rel_ci_low']:+.1%} to {ctr['rel_ci_high']:+.1%}); "
                    f"ground truth {rel:+.1%}." if rel is not None else "",
                    "ok" if ctr["covered"] else "warn")
+    launch = summary.get("launch")
+    if launch is not None:
+        rep.paragraph(f"Launch decision on the full stack: {launch['decision']} (the ground "
+                      f"truth says {launch['truth']}); the reasons and the metric tree are "
+                      "in launch.html beside this report.", "note")
     _world_section(rep, w["description"])
     rep.heading("1. Offline benchmark (held-out last 20% of the log)")
     rep.paragraph(f"{offline['n_users']:,} test users; intervals are bootstrap 95% over users.")

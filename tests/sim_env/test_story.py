@@ -53,6 +53,11 @@ def test_demo_runs_the_small_story_and_writes_report_and_summary(tmp_path: Path)
     assert "Plotly" in html and "<script src=" not in html  # inlined, no network
     assert "Shapley" in html and "truth" in html and "by position" in html
     assert (out / "experiment" / "assignments.parquet").exists()
+    # the launch decision on the full stack, with the truth's verdict beside it
+    launch = json.loads((out / "launch.json").read_text())
+    assert saved["launch"]["decision"] == launch["decision"]
+    assert saved["launch"]["truth"] in ("good", "bad", "marginal") and saved["launch"]["reasons"]
+    assert (out / "launch.html").exists() and "launch.html" in html
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("recscope")
     runs = client.search_runs([exp.experiment_id], "tags.`recscope.command` = 'demo.story'")
