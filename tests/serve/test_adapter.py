@@ -97,3 +97,17 @@ def test_registry_uris_resolve_through_a_registered_resolver(
     register_resolver("fake", lambda uri: model_dirs["itemknn"])
     served = load_model("fake:/ranker@champion", max_k=5)
     assert served.path == model_dirs["itemknn"] and served.cached
+
+
+def test_a_log_of_two_experiments_needs_a_name(tmp_path: Path) -> None:
+    w = LogWriter(tmp_path)
+    for i, name in enumerate(("exp-a", "exp-b")):
+        w.append("exposures", (i, f"r{i}", f"u{i}", name, "control", "v", "home_feed", 1,
+                               ["1"], [1.0], None, False, False))
+    w.close()
+    with pytest.raises(DataValidationError, match=r"holds experiments \['exp-a', 'exp-b'\]"):
+        experiment_tables(tmp_path)
+    assignments, _ = experiment_tables(tmp_path, experiment="exp-b", unit_type="string")
+    assert assignments.column("unit_id").to_pylist() == ["u1"]
+    with pytest.raises(DataValidationError, match="no experiment 'exp-c'"):
+        experiment_tables(tmp_path, experiment="exp-c")

@@ -123,6 +123,8 @@ def export(
                                         "hide")] = "click",
     unit_type: Annotated[str, typer.Option("--unit-type", help="auto, int64 or string")
                          ] = "auto",
+    experiment: Annotated[str | None, typer.Option(
+        "--experiment", help="experiment name, when the log holds several")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace earlier outputs")] = False,
 ) -> None:
     """Write the experiment tables (and OPE interactions) of a service's logs.
@@ -139,7 +141,8 @@ def export(
     if unit_type not in ("auto", "int64", "string"):
         raise ConfigError("must be auto, int64 or string", key="--unit-type")
     check_out_dir(out, force=force)
-    assignments, events = experiment_tables(log_dir, unit_type=unit_type)
+    assignments, events = experiment_tables(log_dir, experiment=experiment,
+                                            unit_type=unit_type)
     try:
         interactions = logged_interactions(log_dir, reward=reward)
     except DataValidationError as exc:

@@ -77,15 +77,27 @@ def _unit_column(values: pa.ChunkedArray | pa.Array, unit_type: str) -> pa.Array
         return arr
 
 
-def experiment_tables(log_dir: str | os.PathLike[str], *, unit_type: str = "auto",
-                      include_holdout: bool = False) -> tuple[pa.Table, pa.Table]:
+def experiment_tables(log_dir: str | os.PathLike[str], *, experiment: str | None = None,
+                      unit_type: str = "auto", include_holdout: bool = False
+                      ) -> tuple[pa.Table, pa.Table]:
     """``(assignments, events)`` of the experiment in ``log_dir`` (see the module doc).
 
-    ``unit_type``: ``auto`` (int64 when every unit id is an integer, else string),
-    ``int64`` or ``string``.
+    ``experiment`` names the experiment when the log holds several (a log folder reused
+    across experiments); ``unit_type``: ``auto`` (int64 when every unit id is an
+    integer, else string), ``int64`` or ``string``.
     """
     exp = read_log(log_dir, "exposures")
     fb = read_log(log_dir, "feedback")
+    names = sorted(n for n in pc.unique(exp.column("experiment")).to_pylist() if n)
+    if experiment is None and len(names) > 1:
+        raise DataValidationError(f"the log holds experiments {names}; name one",
+                                  file=str(Path(log_dir) / "exposures"), column="experiment")
+    if experiment is not None:
+        if experiment not in names:
+            raise DataValidationError(f"no experiment {experiment!r} in the log (found "
+                                      f"{names})", file=str(Path(log_dir) / "exposures"),
+                                      column="experiment")
+        exp = exp.filter(pc.equal(exp.column("experiment"), experiment))
     keep = pc.is_valid(exp.column("arm"))
     if not include_holdout:
         keep = pc.and_(keep, pc.not_equal(exp.column("arm"), HOLDOUT))
