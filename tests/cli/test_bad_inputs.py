@@ -212,6 +212,9 @@ def _json_html_cases(cmd: str, args: str) -> list[Case]:
            "afile"),
         _c(f"{cmd}-json-user-file", args + " --json {d}/notes.json",
            _text("notes.json", '{"mine": true}'), "notes.json"),
+        # all or none: a good --json is not written when --html is refused
+        _c(f"{cmd}-json-ok-html-user-file", args + " --json {d}/new.json --html {d}/mine.html",
+           _text("mine.html", "<p>mine</p>"), "mine.html"),
     ]
 
 
