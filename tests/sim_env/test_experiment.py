@@ -305,3 +305,22 @@ def test_design_traffic_holdout_and_weights() -> None:
     assert (d.user_cell[~d.in_experiment] == 0).all()
     # deterministic: the same spec gives the same design
     np.testing.assert_array_equal(assign_cells(spec, 20_000).user_cell, d.user_cell)
+
+
+def test_results_round_trip_through_json(ab_run: Run) -> None:
+    """summary.json and truth.json are recscope results: they load back, with the same
+    true-effect rows; the in-memory logs are not part of the JSON."""
+    from recscope.sim import GroundTruth
+
+    out, res = ab_run
+    back = SimulatedExperiment.load(out / "summary.json")
+    assert back.n_units == res.n_units and back.cell_names == res.cell_names
+    assert back.assignments is None and res.assignments is not None
+    assert back.truth is not None and res.truth is not None
+    assert [e.to_dict() for e in back.effects()] == [e.to_dict() for e in res.effects()]
+    truth = GroundTruth.load(out / "truth.json")
+    assert truth.short_run == res.truth.short_run and truth.long_run == res.truth.long_run
+    rows = res.to_frame()
+    assert set(rows["horizon"]) == {"short_run", "long_run"}
+    assert (rows["variant"] == "treatment").all() and rows["ci_low"].isna().all()
+    assert "true effects" in res.to_html().lower()
