@@ -42,9 +42,7 @@ PAGES: dict[str, tuple[str, bool]] = {
 
 
 # Pages that fail today, with the owner told in /work/notes (strict: a fix shows).
-KNOWN: dict[str, str] = {
-    "demo": "sim: story.py writes 'Cells: {...}', a dict repr, in the experiment paragraph",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _required() -> bool:

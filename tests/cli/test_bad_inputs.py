@@ -523,9 +523,7 @@ CASES: list[Case] = [
 
 
 # Cases that fail today, with the owner told in /work/notes (re-checked; strict: a fix shows).
-KNOWN: dict[str, str] = {
-    "recommend-users-non-utf8": "sim: a non-UTF-8 --users file is not named",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _params() -> list[object]:
