@@ -109,3 +109,15 @@ def test_store_failure_inside_run_is_one_line(tmp_path: Path) -> None:
         run.log_metrics({"a": 1.0})
     assert "tracking store failed" in str(info.value) and "\n" not in str(info.value)
     assert os.path.getsize(bad / "mlflow.db") == len(b"this is not a database" * 100)
+
+
+def test_unreachable_tracking_server_fails_at_once() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.perf_counter()
+    with pytest.raises(OutputError, match="cannot reach the tracking server"):
+        check_store(f"http://127.0.0.1:{port}")
+    assert time.perf_counter() - t0 < 10

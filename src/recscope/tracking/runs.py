@@ -65,6 +65,8 @@ def check_store(store: str | os.PathLike[str] | None = None) -> str:
     uri = tracking_uri(store)
     local = _local_folder(uri)
     if local is None:
+        if uri.startswith(("http://", "https://")):
+            _check_reachable(uri)
         return uri
     folder, db = local
     where = f"tracking store {uri}"
@@ -90,6 +92,22 @@ def check_store(store: str | os.PathLike[str] | None = None) -> str:
         raise OutputError(f"cannot write the {where}: {exc.strerror or exc} (choose another "
                           "with --tracking or MLFLOW_TRACKING_URI)", path=str(folder)) from None
     return uri
+
+
+def _check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """Fail in one line when a tracking server does not answer a TCP connection (MLflow
+    would retry its HTTP calls for minutes)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname or "localhost", port), timeout=timeout).close()
+    except OSError as exc:
+        raise OutputError(f"cannot reach the tracking server: {exc.strerror or exc} (choose "
+                          "another store with --tracking or MLFLOW_TRACKING_URI)",
+                          path=uri) from None
 
 
 def _store_error(uri: str, exc: BaseException) -> OutputError:
