@@ -55,8 +55,10 @@ def _parquet_bytes(table: Any) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-def _check_inputs(paths: list[Path], truth: Path, exclude: Path | None) -> None:
-    """Each input exists and is a file, named by its option, before anything runs."""
+def _check_inputs(paths: list[Path], truth: Path, exclude: Path | None,
+                  folders: bool = False) -> None:
+    """Each input exists and is a file (or, with ``folders``, a Parquet dataset folder or a
+    ``table:NAME``), named by its option, before anything runs."""
     named = [("--truth", truth), *[("--rankings" if i == 0 else "--compare", p)
                                    for i, p in enumerate(paths)]]
     if exclude is not None:
@@ -64,10 +66,13 @@ def _check_inputs(paths: list[Path], truth: Path, exclude: Path | None) -> None:
     from recscope.io import did_you_mean
 
     for option, p in named:
+        if folders and str(p).startswith("table:"):
+            continue
         if not p.exists():
             raise ConfigError(f"file not found: {p}{did_you_mean(p)}", key=option)
-        if p.is_dir():
-            raise ConfigError(f"{p} is a folder; expected a file", key=option)
+        if p.is_dir() and not folders:
+            raise ConfigError(f"{p} is a folder; expected a file (Parquet dataset folders "
+                              f"need --engine stream or spark)", key=option)
 
 
 def evaluate(
@@ -98,9 +103,19 @@ def evaluate(
     missing: Annotated[str, typer.Option(
         help="Users with relevant items but no list: zero | skip | error.")] = "zero",
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap and randomisation.")] = 0,
+    engine: Annotated[str, typer.Option(
+        help="memory | stream (out of core: Parquet read in batches, DuckDB sorts by user) "
+        "| spark (local Spark, or the active session; inputs may be table:NAME) | auto "
+        "(stream above 50M input rows).")] = "auto",
+    memory_limit: Annotated[str, typer.Option(
+        help="stream engine: DuckDB memory limit before it spills to disk.")] = "2GB",
     tracking: Tracking = None,
 ) -> None:
     """Evaluate ranked lists against relevance truth, with intervals and paired tests.
+
+    With --engine stream or spark the inputs may be Parquet dataset folders
+    (hive-partitioned too); intervals come from a Poisson bootstrap computed in the same
+    pass, comparisons use the paired t-test, and no per-user table is kept.
 
     Example: recscope evaluate --rankings rankings.parquet --truth
     split/test/interactions.parquet --metric ndcg@10 --metric recall@20 --json eval.json
@@ -138,8 +153,23 @@ def evaluate(
         raise ConfigError(f"must be in (0, 1), got {confidence}", key="--confidence")
     for m in metrics:
         parse_metric(m)
-    _check_inputs(paths, truth, exclude)
+    if engine not in ("auto", "memory", "stream", "spark"):
+        raise ConfigError(f"must be auto, memory, stream or spark, got {engine!r}",
+                          key="--engine")
     check_outputs(json_out, html_out, per_user, tracking=tracking)
+    _check_inputs(paths, truth, exclude, folders=engine != "memory")
+    from recscope.offline.scale import choose_engine
+
+    engine = choose_engine(engine, [str(p) for p in [*paths, truth]])
+    if engine != "memory":
+        if per_user is not None:
+            raise ConfigError(f"the {engine} engine keeps no per-user table; drop --per-user "
+                              f"or use --engine memory", key="--per-user")
+        _evaluate_scaled(engine, names, paths, truth, exclude, metrics, slice_ or [],
+                         bootstrap=bootstrap, confidence=confidence, test=test, adjust=adjust,
+                         missing=missing, seed=seed, memory_limit=memory_limit,
+                         json_out=json_out, html_out=html_out, tracking=tracking)
+        return
     config = {"metrics": metrics, "bootstrap": bootstrap, "confidence": confidence,
               "test": test, "adjust": adjust, "missing": missing, "seed": seed,
               "slice": list(slice_ or []), "systems": names,
@@ -210,3 +240,37 @@ def evaluate(
         for path in write_all(outputs):  # all or none
             run.log_artifact(path)
             console.print(f"written to {path}", markup=False, highlight=False)
+
+
+def _evaluate_scaled(engine: str, names: list[str], paths: list[Path], truth: Path,
+                     exclude: Path | None, metrics: list[str], slices: list[str], *,
+                     bootstrap: int, confidence: float, test: str, adjust: str,
+                     missing: str, seed: int, memory_limit: str, json_out: Path | None,
+                     html_out: Path | None, tracking: Path | None) -> None:
+    """``--engine stream`` / ``spark``: compute, print, then track and write all outputs."""
+    from recscope.cli.common import console, write_outputs
+    from recscope.offline.scale import evaluate_spark, evaluate_stream
+    from recscope.tracking import track
+
+    kw = {"exclude": str(exclude) if exclude else None, "bootstrap": bootstrap,
+          "confidence": confidence, "missing": missing, "seed": seed, "slices": slices,
+          "test": test, "adjustment": adjust}
+    systems = {n: str(p) for n, p in zip(names, paths, strict=True)}
+    if engine == "spark":
+        result = evaluate_spark(systems, str(truth), metrics, **kw)  # type: ignore[arg-type]
+    else:
+        result = evaluate_stream(systems, str(truth), metrics,  # type: ignore[arg-type]
+                                 memory_limit=memory_limit, **kw)
+    if hasattr(result, "systems"):
+        result.systems[names[0]].print(console)
+    result.print(console)
+    config = {"metrics": metrics, "bootstrap": bootstrap, "confidence": confidence,
+              "test": test, "adjust": adjust, "missing": missing, "seed": seed,
+              "slice": slices, "systems": names, "engine": engine,
+              "exclude": str(exclude) if exclude else None}
+    inputs = {"truth": str(truth), **{f"rankings.{n}": str(p) for n, p in systems.items()}}
+    with track("evaluate", config=config, inputs=inputs, store=tracking) as run:
+        main = result.systems[names[0]] if hasattr(result, "systems") else result
+        run.log_metrics({e.metric: e.estimate for e in main.estimates})
+        run.log_metrics({"n_users": main.n_users})
+        write_outputs(result, json_out, html_out, run=run, what="evaluation")

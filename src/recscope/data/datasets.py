@@ -80,7 +80,12 @@ def check_dataset(source: str | os.PathLike[str], required: Sequence[str],
     import pyarrow.parquet as pq
 
     root, files = dataset_files(source)
-    keys_seen: tuple[str, ...] | None = None
+    from collections import Counter
+
+    is_dir = Path(source).is_dir()
+    all_keys = [tuple(_partition_keys(root, f)) if is_dir else () for f in files]
+    # the layout most files share (ties: the partitioned one); the odd files out are named
+    keys_seen = max(Counter(all_keys).items(), key=lambda kv: (kv[1], len(kv[0])))[0]
     types: dict[str, tuple[pa.DataType, str]] = {}
     fields: dict[str, pa.Field] = {}
     n_rows = 0
@@ -92,14 +97,12 @@ def check_dataset(source: str | os.PathLike[str], required: Sequence[str],
             raise DataValidationError(f"not a readable Parquet file: "
                                       f"{str(exc).splitlines()[0]}", file=str(f)) from None
         n_rows += meta.num_rows
-        keys = _partition_keys(root, f) if root != f.parent or Path(source).is_dir() else {}
-        if keys_seen is None:
-            keys_seen = tuple(keys)
-        elif tuple(keys) != keys_seen:
+        keys = _partition_keys(root, f) if is_dir else {}
+        if tuple(keys) != keys_seen:
             missing = [k for k in keys_seen if k not in keys] or list(keys)
             raise DataValidationError(
-                f"partition folders disagree: this file's folders give {list(keys)}, the "
-                f"first file's give {list(keys_seen)} (missing partition column)",
+                f"partition folders disagree: this file's folders give {list(keys)}, most "
+                f"files' give {list(keys_seen)} (missing partition column)",
                 file=str(f), column=missing[0] if missing else None)
         for c in required:
             if c not in schema.names and c not in keys:
