@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from tests.cli.inputs import invoke, write_inputs
@@ -28,6 +30,9 @@ PAGES: dict[str, tuple[str, bool]] = {
     "demo": ("demo --scale small --out {d}/demo", True),
     "evaluate": ("evaluate --rankings {d}/rankings.parquet --truth {d}/truth.parquet "
                  "--bootstrap 100 --html {d}/evaluate.html", True),
+    "evaluate-compare": ("evaluate --rankings {d}/rankings.parquet --truth {d}/truth.parquet "
+                         "--compare {d}/rankings2.parquet --bootstrap 100 "
+                         "--html {d}/evaluate-compare.html", True),
     "experiment-analyze": ("experiment analyze --assignments {d}/assignments.parquet "
                            "--events {d}/events.parquet --metrics {d}/metrics.toml "
                            "--html {d}/experiment-analyze.html", False),
@@ -74,6 +79,9 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Write every page with the real command line on small generated inputs."""
     d = tmp_path_factory.mktemp("pages")
     write_inputs(d)
+    ranks = pq.read_table(d / "rankings.parquet")  # a second system: scores reversed
+    pq.write_table(ranks.set_column(2, "score", pc.negate(ranks.column("score"))),
+                   d / "rankings2.parquet")
     out: dict[str, Path] = {}
     for name, (cmd, _) in PAGES.items():
         args = [a.replace("{d}", str(d)) for a in cmd.split()]
