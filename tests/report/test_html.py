@@ -41,6 +41,7 @@ def test_shares_and_relative_effects_are_percent_everywhere() -> None:
     assert fmt_cell("true_share", 1.0) == fmt_cell("true share", 1.0) == "100%"
     assert fmt_cell("related", 0.5) == "0.5" and fmt_cell("n_relevant", 3) == "3"
     assert fmt_cell("share", math.nan) == "–"
+    assert fmt_cell("user_id", 123456) == "123456" and fmt_cell("n", 123456) == "123,456"
     row = {"component": "ranker", "share": 0.25, "cells": {"control": 4102, "t": 0.5}}
     page = HtmlReport("x").table([row]).render()
     console = Console(file=io.StringIO(), width=200)

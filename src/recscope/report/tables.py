@@ -55,7 +55,14 @@ def fmt_cell(column: str, value: Any) -> str:
     if (isinstance(value, int | float) and not isinstance(value, bool) and is_percent(column)
             and math.isfinite(value)):
         return f"{fmt_number(float(value) * 100, 3)}%"
+    if isinstance(value, int) and not isinstance(value, bool) and _is_identifier(column):
+        return str(value)  # ids and seeds are labels, not quantities: no separators
     return fmt_number(value)
+
+
+def _is_identifier(column: str) -> bool:
+    c = column.lower().replace(" ", "_")
+    return c in ("id", "seed", "version", "year") or c.endswith(("_id", "_seed"))
 
 
 def _cell(column: str, value: Any) -> str:
