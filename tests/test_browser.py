@@ -28,6 +28,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
 # command line (``{d}`` is the inputs folder) -> the page it writes; True: it has plots
 PAGES: dict[str, tuple[str, bool]] = {
     "demo": ("demo --scale small --out {d}/demo", True),
+    "demo-launch": ("", True),  # the launch report the demo writes beside its report
     "evaluate": ("evaluate --rankings {d}/rankings.parquet --truth {d}/truth.parquet "
                  "--bootstrap 100 --html {d}/evaluate.html", True),
     "evaluate-compare": ("evaluate --rankings {d}/rankings.parquet --truth {d}/truth.parquet "
@@ -84,10 +85,13 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                    d / "rankings2.parquet")
     out: dict[str, Path] = {}
     for name, (cmd, _) in PAGES.items():
-        args = [a.replace("{d}", str(d)) for a in cmd.split()]
-        code, stdout, err = invoke(args, d)
-        assert code == 0, f"{name}: {err or stdout[-2000:]}"
-        out[name] = d / "demo" / "report.html" if name == "demo" else d / f"{name}.html"
+        if cmd:
+            args = [a.replace("{d}", str(d)) for a in cmd.split()]
+            code, stdout, err = invoke(args, d)
+            assert code == 0, f"{name}: {err or stdout[-2000:]}"
+        out[name] = d / f"{name}.html"
+    out["demo"] = d / "demo" / "report.html"
+    out["demo-launch"] = d / "demo" / "launch.html"
     return out
 
 
