@@ -46,9 +46,18 @@ def ope(
                        ] = 0.1,
     log_method: Annotated[str, typer.Option(help="For log:PATH: harmonic, nearest or "
                                             "frequency (see docs/ope.md).")] = "harmonic",
+    engine: Annotated[str, typer.Option(
+        help="memory | stream (a scored log read in Parquet batches) | spark (local Spark or "
+        "the active session; --logs may be table:NAME). stream/spark need --policy "
+        "column:NAME.")] = "memory",
     tracking: Tracking = None,
 ) -> None:
     """Estimate a policy's value from logs with off-policy estimators.
+
+    With --engine stream or spark, --logs is a scored log (Parquet file, folder or
+    table:NAME) with reward, pscore, the policy's probability of the logged action (the
+    column named by --policy column:NAME) and, for dm/dr/sndr/switch-dr/dr-os, q_hat and
+    v_hat; intervals come from a Poisson bootstrap keyed by round_id or slate_id.
 
     Example: recscope ope --logs ../shared/data/obd/random/all --policy
     log:../shared/data/obd/bts/all --json ope.json
@@ -83,6 +92,12 @@ def ope(
     if log_method not in _LOG_METHODS:
         raise ConfigError(f"must be one of {', '.join(_LOG_METHODS)}, got {log_method!r}",
                           key="--log-method")
+    if engine not in ("memory", "stream", "spark"):
+        raise ConfigError(f"must be memory, stream or spark, got {engine!r}", key="--engine")
+    if engine != "memory":
+        _ope_scaled(engine, logs, policy, list(estimator or ["ips", "snips"]), bootstrap,
+                    confidence, seed, json_out, html_out, tracking)
+        return
     src_path = Path(policy.removeprefix("log:")) if policy.startswith("log:") else None
     if not (policy == "uniform" or src_path is not None or Path(policy).is_dir()):
         raise ConfigError(f"must be a model directory, 'uniform' or log:PATH; {policy!r} is "
@@ -144,5 +159,41 @@ def ope(
         run.log_dict(result.to_dict(), "ope.json")
         from recscope.cli.common import write_outputs
 
+        write_outputs(result, json_out, html_out, run=run, what="off-policy estimates")
+    console.print(result.rich_table())
+
+
+def _ope_scaled(engine: str, logs: Path, policy: str, names: list[str], bootstrap: int,
+                confidence: float, seed: int, json_out: Path | None, html_out: Path | None,
+                tracking: Path | None) -> None:
+    """``--engine stream`` / ``spark`` on a scored log: check, compute, track, write."""
+    from recscope.cli.common import check_outputs, console, write_outputs
+    from recscope.io import did_you_mean
+    from recscope.ope.estimators import make_estimator
+    from recscope.ope.scale import ope_spark, ope_stream
+    from recscope.tracking import track
+
+    if not policy.startswith("column:") or not policy.removeprefix("column:"):
+        raise ConfigError(f"the {engine} engine reads the policy's probabilities from a "
+                          f"column of the log: give column:NAME, got {policy!r}",
+                          key="--policy")
+    column = policy.removeprefix("column:")
+    for n in names:
+        make_estimator(n)
+    check_outputs(json_out, html_out, tracking=tracking)
+    src = str(logs)
+    if not src.startswith("table:") and not logs.exists():
+        raise ConfigError(f"logs not found: {logs}{did_you_mean(logs)}", key="--logs")
+    if src.startswith("table:") and engine != "spark":
+        raise ConfigError("table:NAME needs --engine spark", key="--logs")
+    kw = {"policy_column": column, "bootstrap": bootstrap, "confidence": confidence,
+          "seed": seed}
+    result = ope_spark(src, names, **kw) if engine == "spark" else \
+        ope_stream(src, names, **kw)  # type: ignore[arg-type]
+    config = {"logs": src, "policy": policy, "estimators": names, "bootstrap": bootstrap,
+              "confidence": confidence, "seed": seed, "engine": engine}
+    with track("ope", config=config, inputs={"logs": src}, store=tracking) as run:
+        run.log_metrics({f"{e['estimator']}.{k}": getattr(e, k) for e in result.estimates
+                         for k in ("estimate", "ci_low", "ci_high")})
         write_outputs(result, json_out, html_out, run=run, what="off-policy estimates")
     console.print(result.rich_table())
