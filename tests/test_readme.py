@@ -109,3 +109,20 @@ def test_python_quickstart_runs_as_written(project: Path) -> None:
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "ndcg@10" in res.stdout and "Mens E-Mail" in res.stdout
+
+
+def test_package_map_lists_what_exists() -> None:
+    """The README's map names every package of src/recscope and nothing that does not exist
+    (empty placeholder packages do not count)."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Map of the packages"):text.index("## Documentation")]
+    listed = {n for row in re.findall(r"^\| (.+?) \|", section, re.M)
+              for n in re.findall(r"`(\w+)`", row)}
+    src = ROOT / "src" / "recscope"
+    real = {p.name for p in src.iterdir() if (p / "__init__.py").exists()
+            and any(f.name != "__init__.py" for f in p.glob("*.py"))}
+    modules = {p.stem for p in src.glob("*.py") if p.stem != "__init__"}
+    assert real <= listed, f"packages missing from the README map: {sorted(real - listed)}"
+    assert listed <= real | modules, f"listed but absent: {sorted(listed - real - modules)}"
+    for doc in re.findall(r"\]\((docs/[\w.-]+)\)", text):
+        assert (ROOT / doc).exists(), doc
