@@ -95,3 +95,21 @@ ranker = "affinity_quality"
     assert errors == [] and requests == []
     assert plots >= 3 and drawn == plots
     assert "Ground truth" in text and "Metric tree" in text
+
+
+def test_decompose_and_portfolio_pages_render(tmp_path: Path) -> None:
+    from recscope.cli import run
+
+    folder = experiment_dir(tmp_path / "exp", n=5000, saves_lift=1.15)
+    trees, decision = tmp_path / "trees.html", tmp_path / "d.json"
+    pf = tmp_path / "portfolio.html"
+    assert run(["launch", "decompose", "--assignments", str(folder / "assignments.parquet"),
+                "--events", str(folder / "events.parquet"), "--metrics",
+                str(folder / "metrics.toml"), "--html", str(trees)]) == 0
+    assert run(["launch", "decide", str(ROOT / "examples" / "launch.toml"), "--experiment",
+                str(folder), "--json", str(decision)]) == 0
+    assert run(["launch", "portfolio", str(decision), "--all", "--html", str(pf)]) == 0
+    for page in (trees, pf):
+        errors, requests, plots, drawn, _ = render(page)
+        assert errors == [] and requests == []
+        assert plots >= 1 and drawn == plots
