@@ -104,16 +104,17 @@ def markdown(res: dict[str, object]) -> str:
                      f"{t['good_launches_all']} | {t['good_launches_missed']} | "
                      f"{t['bad_launches_avoided']} / {t['bad_launches_all']} | "
                      f"{t['true_positive_missed']} |")
-    lines += ["", "| data | metric | readouts | MSE raw | MSE shrunken | reduction |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| data | metric | prior | readouts | MSE raw | MSE shrunken | reduction |",
+              "|---|---|---|---|---|---|---|"]
     for r in res["priors"]:  # type: ignore[union-attr]
-        lines.append(f"| {r['data']} | {r['metric']} | {r['n']} | {r['mse_raw']:.3g} | "
+        lines.append(f"| {r['data']} | {r['metric']} | {r['prior']} | {r['n']} | "
+                     f"{r['mse_raw']:.3g} | "
                      f"{r['mse_shrunken']:.3g} | {_f(r['mse_reduction'], True)} |")
-    lines += ["", "| data | metric | P(effect > 0) bin | n | mean P | share positive |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| data | metric | prior | P(effect > 0) bin | n | mean P | share positive |",
+              "|---|---|---|---|---|---|---|"]
     for r in res["priors"]:  # type: ignore[union-attr]
         for b in r["reliability"]:
-            lines.append(f"| {r['data']} | {r['metric']} | {b['bin']} | {b['n']} | "
+            lines.append(f"| {r['data']} | {r['metric']} | {r['prior']} | {b['bin']} | {b['n']} | "
                          f"{b['mean_p_positive']:.2f} | {b['share_positive']:.2f} |")
     lines += ["", "| data | rule | series | experiment-days saved | disagreement with the "
               "final decision |", "|---|---|---|---|---|"]

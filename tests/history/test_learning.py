@@ -238,3 +238,20 @@ def test_experiment_analyze_with_prior(tiny_corpus: Path, tmp_path: Path,
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "history.parquet" in err and "'hides'" in err
     assert not card.exists()
+
+
+def test_grid_prior_fits_a_two_point_distribution() -> None:
+    """Effects at -0.3 or +0.1: the grid prior's posterior beats the normal prior's."""
+    from recscope.history.priors import fit_grid_prior
+
+    rng = np.random.default_rng(3)
+    theta = np.where(rng.random(600) < 0.3, -0.3, 0.1)
+    se = np.full(theta.size, 0.1)
+    est = theta + se * rng.standard_normal(theta.size)
+    grid = fit_grid_prior(est, se, "m")
+    normal = fit_normal_prior(est, se, "m")
+    assert sum(grid.weights) == pytest.approx(1.0)
+    assert grid.mean == pytest.approx(0.3 * -0.3 + 0.7 * 0.1, abs=0.02)
+    mse = {name: float(np.mean((p.posterior(est, se)[0] - theta) ** 2))
+           for name, p in (("grid", grid), ("normal", normal))}
+    assert mse["grid"] < mse["normal"] < float(np.mean((est - theta) ** 2))

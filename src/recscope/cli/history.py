@@ -137,7 +137,8 @@ def predict(
                                      help="Candidate record JSON or candidate folder."),
     history: Path = HistoryFile,
     metric: str = typer.Option("clicks", "--metric", help="Online metric to predict."),
-    model: str = typer.Option("gbm", "--model", help="gbm or ridge."),
+    model: str = typer.Option("ridge", "--model", help="ridge (default; the better of the "
+                              "two on held-out families) or gbm."),
     alpha: float = typer.Option(0.1, "--alpha", help="Interval miscoverage (0.1: 90%)."),
     cost: float = typer.Option(0.01, "--cost", help="Cost of an experiment in units of the "
                                "relative effect (0.01 = 1%)."),

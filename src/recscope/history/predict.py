@@ -126,7 +126,7 @@ class Predictor:
         return np.asarray(self.model.predict(np.atleast_2d(x)), dtype=np.float64)
 
 
-def fit_predictor(table: pa.Table, *, metric: str = "clicks", kind: ModelKind = "gbm",
+def fit_predictor(table: pa.Table, *, metric: str = "clicks", kind: ModelKind = "ridge",
                   alpha: float = 0.1, folds: int = 5, seed: int = 0) -> Predictor:
     """Fit on the whole history; the conformal half-width comes from out-of-fold residuals
     by family."""
@@ -240,7 +240,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(sps.spearmanr(a[ok], b[ok]).statistic)
 
 
-def validate(table: pa.Table, *, metric: str = "clicks", kind: ModelKind = "gbm",
+def validate(table: pa.Table, *, metric: str = "clicks", kind: ModelKind = "ridge",
              alpha: float = 0.1, folds: int = 5, cost: float = 0.01,
              seed: int = 0) -> dict[str, Any]:
     """Held-out-family validation: outer ``GroupKFold`` by family; inside each training

@@ -59,8 +59,8 @@ class NormalPrior:
         return mean, sd, p
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "mean": self.mean, "sd": self.sd, "n": self.n,
-                "source": self.source}
+        return {"metric": self.metric, "kind": "normal", "mean": self.mean, "sd": self.sd,
+                "n": self.n, "source": self.source}
 
 
 def fit_normal_prior(est: np.ndarray, se: np.ndarray, metric: str, source: str = "",
@@ -87,8 +87,85 @@ def fit_normal_prior(est: np.ndarray, se: np.ndarray, metric: str, source: str =
                        source)
 
 
+@dataclass(frozen=True)
+class GridPrior:
+    """A nonparametric prior: weights on a grid of effects (Efron's g-modelling /
+    Koenker's NPMLE by EM), for histories whose effects cluster by family."""
+
+    metric: str
+    grid: tuple[float, ...]
+    weights: tuple[float, ...]
+    n: int
+    source: str = ""
+
+    @property
+    def mean(self) -> float:
+        return float(np.dot(self.grid, self.weights))
+
+    @property
+    def sd(self) -> float:
+        g, w = np.asarray(self.grid), np.asarray(self.weights)
+        return float(np.sqrt(np.dot(w, (g - self.mean) ** 2)))
+
+    def posterior(self, est: np.ndarray | float, se: np.ndarray | float,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Posterior mean, sd and P(effect > 0) of readouts ``(est, se)``."""
+        est, se = np.broadcast_arrays(np.asarray(est, float), np.asarray(se, float))
+        g, w = np.asarray(self.grid), np.asarray(self.weights)
+        post = _grid_posterior(est.ravel(), se.ravel(), g, w)
+        mean = post @ g
+        sd = np.sqrt(np.maximum(post @ g**2 - mean**2, 0.0))
+        p = post[:, g > 0].sum(axis=1)
+        return mean.reshape(est.shape), sd.reshape(est.shape), p.reshape(est.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "kind": "grid", "mean": self.mean, "sd": self.sd,
+                "n": self.n, "source": self.source}
+
+
+def _grid_posterior(est: np.ndarray, se: np.ndarray, g: np.ndarray, w: np.ndarray,
+                    ) -> np.ndarray:
+    """Posterior weights [n, grid] of each readout over the grid."""
+    ll = -0.5 * ((est[:, None] - g[None, :]) / se[:, None]) ** 2
+    ll = ll + np.log(np.maximum(w, 1e-300))[None, :]
+    ll -= ll.max(axis=1, keepdims=True)
+    post = np.exp(ll)
+    return post / post.sum(axis=1, keepdims=True)
+
+
+def fit_grid_prior(est: np.ndarray, se: np.ndarray, metric: str, source: str = "",
+                   points: int = 120, iterations: int = 500) -> GridPrior:
+    """EM for the grid weights that maximise the marginal likelihood of the readouts."""
+    est, se = np.asarray(est, float), np.asarray(se, float)
+    ok = np.isfinite(est) & np.isfinite(se) & (se > 0)
+    est, se = est[ok], se[ok]
+    if est.size < 3:
+        raise DataValidationError(f"only {est.size} usable readouts for metric {metric!r}; "
+                                  "a prior needs at least 3", file=source or None,
+                                  column=f"online_{metric}_estimate")
+    pad = 2 * float(np.median(se))
+    g = np.linspace(est.min() - pad, est.max() + pad, points)
+    w = np.full(points, 1.0 / points)
+    for _ in range(iterations):
+        w = _grid_posterior(est, se, g, w).mean(axis=0)
+    return GridPrior(metric, tuple(g.tolist()), tuple(w.tolist()), int(est.size), source)
+
+
+Prior = NormalPrior | GridPrior
+
+
+def fit_prior(est: np.ndarray, se: np.ndarray, metric: str, source: str = "", *,
+              kind: str = "normal") -> Prior:
+    """A ``normal`` or ``grid`` prior from readouts."""
+    if kind == "normal":
+        return fit_normal_prior(est, se, metric, source)
+    if kind == "grid":
+        return fit_grid_prior(est, se, metric, source)
+    raise DataValidationError(f"unknown prior kind {kind!r}; expected normal or grid")
+
+
 def fit_priors(table: pa.Table, metrics: list[str] | None = None, *,
-               source: str = "") -> dict[str, NormalPrior]:
+               source: str = "", kind: str = "normal") -> dict[str, Prior]:
     """One normal prior per metric from the history's online readouts."""
     from recscope.history.store import online_metrics
 
@@ -100,7 +177,7 @@ def fit_priors(table: pa.Table, metrics: list[str] | None = None, *,
                          float)
         se = np.asarray(table.column(f"online_{m}_se").to_numpy(zero_copy_only=False), float)
         if (np.isfinite(est) & np.isfinite(se)).sum() >= 3:
-            out[m] = fit_normal_prior(est, se, m, source)
+            out[m] = fit_prior(est, se, m, source, kind=kind)
     if not out:
         raise DataValidationError("the history has no online results to fit a prior on",
                                   file=source or None)
@@ -143,7 +220,7 @@ class PriorReadout(Result):
         return out
 
 
-def check_prior(prior: Mapping[str, NormalPrior], metrics: list[str], *,
+def check_prior(prior: Mapping[str, Prior], metrics: list[str], *,
                 file: str | None = None) -> None:
     """Refuse, before any analysis, a prior fitted on none of the analysed ``metrics``
     (metrics without a prior are reported unshrunk, with a note)."""
@@ -166,7 +243,7 @@ def _scorecard_rows(card: Any) -> list[dict[str, Any]]:
     return [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in rows]
 
 
-def apply_prior(scorecard_result: Any, prior: Mapping[str, NormalPrior], *,
+def apply_prior(scorecard_result: Any, prior: Mapping[str, Prior], *,
                 file: str | None = None) -> PriorReadout:
     """Shrink every relative effect of a scorecard with the prior of its metric.
 
@@ -210,25 +287,55 @@ def reliability(p: np.ndarray, outcome: np.ndarray, bins: int = 5) -> list[dict[
 
 
 def _shrink_eval(est: np.ndarray, se: np.ndarray, target: np.ndarray, groups: np.ndarray,
-                 fit_est: np.ndarray, fit_se: np.ndarray, metric: str) -> dict[str, Any]:
+                 fit_est: np.ndarray, fit_se: np.ndarray, metric: str,
+                 kind: str = "normal") -> dict[str, Any]:
     """Leave-one-group-out: fit the prior on the other groups' ``fit_*`` readouts, shrink
     this group's ``est``, compare squared errors against ``target``."""
     shrunk = np.full(est.size, np.nan)
     p_pos = np.full(est.size, np.nan)
     for g in np.unique(groups):
         te = groups == g
-        prior = fit_normal_prior(fit_est[~te], fit_se[~te], metric)
+        prior = fit_prior(fit_est[~te], fit_se[~te], metric, kind=kind)
         m, _, p = prior.posterior(est[te], se[te])
         shrunk[te], p_pos[te] = m, p
     ok = np.isfinite(est) & np.isfinite(target) & np.isfinite(shrunk)
     mse_raw = float(np.mean((est[ok] - target[ok]) ** 2))
     mse_eb = float(np.mean((shrunk[ok] - target[ok]) ** 2))
-    return {"metric": metric, "n": int(ok.sum()), "mse_raw": mse_raw, "mse_shrunken": mse_eb,
+    return {"metric": metric, "prior": kind, "n": int(ok.sum()), "mse_raw": mse_raw, "mse_shrunken": mse_eb,
             "mse_reduction": 1 - mse_eb / mse_raw if mse_raw > 0 else math.nan,
             "reliability": reliability(p_pos[ok], (target[ok] > 0).astype(float))}
 
 
-def validate_corpus(table: pa.Table) -> list[dict[str, Any]]:
+def validate_predicted(table: pa.Table, predictions: Mapping[str, Any], alpha: float = 0.1,
+                       metric: str = "clicks") -> dict[str, Any]:
+    """An informed prior per candidate from the offline->online predictor: N(prediction,
+    (conformal half-width / z_{1-alpha/2})^2), the predictions made without the
+    candidate's family (:func:`recscope.history.predict.validate`); each readout is
+    shrunk toward its own prediction. Error against the true effect."""
+    ids = table.column("candidate_id").to_pylist()
+    idx = [ids.index(c) for c in predictions["candidate_id"]]
+    est = np.asarray(table.column(f"online_{metric}_estimate").to_numpy(
+        zero_copy_only=False), float)[idx]
+    se = np.asarray(table.column(f"online_{metric}_se").to_numpy(zero_copy_only=False),
+                    float)[idx]
+    tgt = np.asarray(predictions["truth"], float)
+    mu = np.asarray(predictions["predicted"], float)
+    tau = np.asarray(predictions["half_width"], float) / sps.norm.ppf(1 - alpha / 2)
+    ok = np.isfinite(est) & np.isfinite(se) & (se > 0) & np.isfinite(mu) & (tau > 0) \
+        & np.isfinite(tau) & np.isfinite(tgt)
+    est, se, tgt, mu, tau = est[ok], se[ok], tgt[ok], mu[ok], tau[ok]
+    w = 1 / se**2 + 1 / tau**2
+    mean = (est / se**2 + mu / tau**2) / w
+    p = sps.norm.sf(0, mean, np.sqrt(1 / w))
+    mse_raw = float(np.mean((est - tgt) ** 2))
+    mse = float(np.mean((mean - tgt) ** 2))
+    return {"data": "simulated corpus", "unit": "family", "metric": metric,
+            "prior": "predicted", "n": int(ok.sum()), "mse_raw": mse_raw,
+            "mse_shrunken": mse, "mse_reduction": 1 - mse / mse_raw if mse_raw > 0
+            else math.nan, "reliability": reliability(p, (tgt > 0).astype(float))}
+
+
+def validate_corpus(table: pa.Table, kind: str = "normal") -> list[dict[str, Any]]:
     """On a simulated history: shrink each readout with a prior fitted on the other
     families' readouts; error against the true effect."""
     from recscope.history.store import online_metrics
@@ -243,7 +350,7 @@ def validate_corpus(table: pa.Table) -> list[dict[str, Any]]:
         se = np.asarray(table.column(f"online_{m}_se").to_numpy(zero_copy_only=False), float)
         tgt = np.asarray(table.column(f"true_{m}").to_numpy(zero_copy_only=False), float)
         ok = np.isfinite(est) & np.isfinite(se) & np.isfinite(tgt) & (se > 0)
-        r = _shrink_eval(est[ok], se[ok], tgt[ok], fam[ok], est[ok], se[ok], m)
+        r = _shrink_eval(est[ok], se[ok], tgt[ok], fam[ok], est[ok], se[ok], m, kind)
         out.append({"data": "simulated corpus", "unit": "family", **r})
     return out
 
@@ -278,7 +385,8 @@ def asos_series(frame: Any, *, fraction: float = 0.5) -> Any:
     return pd.DataFrame(rows)
 
 
-def validate_asos(frame: Any, *, fraction: float = 0.5) -> list[dict[str, Any]]:
+def validate_asos(frame: Any, *, fraction: float = 0.5, kind: str = "normal",
+                  ) -> list[dict[str, Any]]:
     """ASOS, leave one experiment out: the prior is fitted on the other experiments' final
     readouts of the same metric; the interim readout is shrunk and compared with the
     experiment's final readout (its best available estimate of the truth)."""
@@ -287,6 +395,7 @@ def validate_asos(frame: Any, *, fraction: float = 0.5) -> list[dict[str, Any]]:
     for m, g in s.groupby("metric", sort=True):
         r = _shrink_eval(g["interim"].to_numpy(), g["interim_se"].to_numpy(),
                          g["final"].to_numpy(), g["experiment_id"].to_numpy(object),
-                         g["final"].to_numpy(), g["final_se"].to_numpy(), f"metric {m}")
+                         g["final"].to_numpy(), g["final_se"].to_numpy(), f"metric {m}",
+                         kind)
         out.append({"data": "ASOS", "unit": "experiment", **r})
     return out
