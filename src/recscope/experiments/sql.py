@@ -825,7 +825,7 @@ class Plan:
         dozen rows per variant for discrete data, ~``12 sqrt(n)`` for continuous data.
         """
         q_ = float(mp.metric.q)
-        y = q(self.canon[mp.variables[0]]).sql(self.dialect)
+        y = q(self.canon[mp.variables[0]]).sql("duckdb")  # parsed as DuckDB below
         def part(text: str) -> exp.Expression:
             return sqlglot.parse_one(text, read="duckdb")
 
