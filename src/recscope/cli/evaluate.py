@@ -73,6 +73,9 @@ def _check_inputs(paths: list[Path], truth: Path, exclude: Path | None,
         if p.is_dir() and not folders:
             raise ConfigError(f"{p} is a folder; expected a file (Parquet dataset folders "
                               f"need --engine stream or spark)", key=option)
+        if p.is_dir() and not any(p.rglob("*.parquet")):
+            raise ConfigError(f"{p} is a folder without Parquet files; expected a file or "
+                              f"a Parquet dataset folder", key=option)
 
 
 def evaluate(

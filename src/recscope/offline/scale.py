@@ -752,5 +752,8 @@ def choose_engine(engine: str, sources: Sequence[str]) -> str:
     for s in sources:
         if str(s).lower().endswith((".csv", ".tsv", ".csv.gz")):
             return "memory"
-        rows += check_dataset(s, []).n_rows
+        try:
+            rows += check_dataset(s, []).n_rows
+        except DataValidationError:
+            return "memory"  # the memory engine's readers name the problem precisely
     return "stream" if rows > AUTO_STREAM_ROWS else "memory"
