@@ -23,6 +23,7 @@ from recscope.offline.funnel import FunnelResult, funnel
 from recscope.offline.inputs import EvaluationInputs, load_inputs, read_rankings, read_truth
 from recscope.offline.metrics import METRIC_NAMES, MetricSpec, parse_metric, parse_metrics
 from recscope.offline.sampled import SampledMetricWarning, SampledResult, sampled_evaluate
+from recscope.offline.scale import evaluate_spark, evaluate_stream
 from recscope.offline.slices import SliceResult, slice_items, slice_users
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "compare",
     "debiased_evaluate",
     "evaluate",
+    "evaluate_spark",
+    "evaluate_stream",
     "funnel",
     "load_inputs",
     "parse_metric",

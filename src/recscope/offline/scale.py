@@ -633,18 +633,34 @@ def evaluate_stream(rankings: dict[str, str], truth: str,
                     seed: int = 0, slices: Sequence[str] = (), test: str = "t",
                     adjustment: str = "holm", chunk_rows: int = 2_000_000,
                     memory_limit: str = "2GB", threads: int | None = None,
+                    temp_directory: str | None = None,
                     ) -> EvaluationResult | ComparisonResult:
     """Evaluate Parquet inputs out of core: DuckDB unions and sorts them by user (spilling
     to disk past ``memory_limit``), record batches of ``chunk_rows`` rows are cut at user
     boundaries and summarised by :func:`chunk_stats`. Memory stays bounded by
-    ``memory_limit`` plus a few chunks (see docs/offline.md)."""
-    import duckdb
+    ``memory_limit`` plus a few chunks (see docs/offline.md); the sort spills to
+    ``temp_directory`` (default: a fresh folder in the system temp, removed after)."""
+    import shutil
+    import tempfile
 
     job = _prepare(rankings, truth, metrics, exclude=exclude, bootstrap=bootstrap,
                    confidence=confidence, missing=missing, seed=seed, slices=slices,
                    test=test, adjustment=adjustment)
+    spill = temp_directory or tempfile.mkdtemp(prefix="recscope-spill-")
+    try:
+        return _run_stream(job, chunk_rows, memory_limit, threads, spill)
+    finally:
+        if temp_directory is None:
+            shutil.rmtree(spill, ignore_errors=True)
+
+
+def _run_stream(job: _Job, chunk_rows: int, memory_limit: str, threads: int | None,
+                spill: str) -> EvaluationResult | ComparisonResult:
+    import duckdb
+
     con = duckdb.connect(":memory:")
     con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
+    con.execute(f"SET temp_directory = {_sql_str(spill)}")
     con.execute("SET preserve_insertion_order = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
