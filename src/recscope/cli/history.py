@@ -62,9 +62,11 @@ def show(
     table = read_history(history, need_online=False)
     res = summary(table, sql)
     rows = res.slice(0, limit).to_pylist()
-    console.print(rich_table(rows, title=f"{history}: {table.num_rows} candidates"
-                             + (f" ({res.num_rows} rows, first {limit})"
-                                if res.num_rows > limit else "")))
+    console.print(f"{history}: {table.num_rows} candidates"
+                  + (f"; {res.num_rows} rows, the first {limit} shown"
+                     if res.num_rows > limit else ""),
+                  soft_wrap=True, highlight=False, markup=False)
+    console.print(rich_table(rows))
 
 
 @app.command()

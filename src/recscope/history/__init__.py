@@ -16,7 +16,9 @@ See docs/history.md.
 
 from recscope.history.predict import Prediction, Predictor, fit_predictor, predict_candidate
 from recscope.history.priors import (
+    GridPrior,
     NormalPrior,
+    Prior,
     PriorReadout,
     apply_prior,
     check_prior,
@@ -24,11 +26,25 @@ from recscope.history.priors import (
 )
 from recscope.history.store import build_history, check_history, read_history
 
-__all__ = ["NormalPrior", "Prediction", "Predictor", "PriorReadout", "apply_prior",
-           "build_history", "check_history", "check_prior", "fit_predictor", "fit_priors",
-           "predict_candidate", "prior_from_history", "read_history"]
+__all__ = [
+    "GridPrior",
+    "NormalPrior",
+    "Prediction",
+    "Predictor",
+    "Prior",
+    "PriorReadout",
+    "apply_prior",
+    "build_history",
+    "check_history",
+    "check_prior",
+    "fit_predictor",
+    "fit_priors",
+    "predict_candidate",
+    "prior_from_history",
+    "read_history",
+]
 
 
-def prior_from_history(path: str) -> dict[str, NormalPrior]:
+def prior_from_history(path: str) -> dict[str, Prior]:
     """Priors per metric fitted on a history file (what ``--prior FILE`` uses)."""
     return fit_priors(read_history(path), source=str(path))
