@@ -67,7 +67,7 @@ def _headline(summary: dict[str, Any]) -> Table:
         t.add_column(c, justify="left" if c == "metric" else "right")
     for name, m in summary["metrics"].items():
         att = m.get("attribution", {})
-        shares = [f"{att[c]['share']:.2f} / {att[c]['true_share']:.2f}" if c in att else "–"
+        shares = [f"{att[c]['share']:.0%} / {att[c]['true_share']:.0%}" if c in att else "–"
                   for c in ("retriever", "ranker")]
         truth = m.get("truth")
         t.add_row(name, f"{m['estimate']:.3g}", f"[{m['ci_low']:.3g}, {m['ci_high']:.3g}]",
