@@ -105,3 +105,21 @@ def test_spark_matches_stream(spark: object, log: tuple[Path, Inputs]) -> None:
         assert b.estimate == pytest.approx(mem, abs=1e-9)
         for f in ("ci_low", "ci_high", "se"):
             assert getattr(b, f) == pytest.approx(getattr(a, f), abs=1e-9), (name, f)
+
+
+def test_predictions_computed_per_batch(log: tuple[Path, Inputs], tmp_path: Path) -> None:
+    """A reward model applied per batch (``predict``) gives the estimates of the same
+    predictions supplied as columns; without either, model-based estimators are refused."""
+    d, inp = log
+    t = pq.read_table(d).rename_columns({"q_hat": "m_q", "v_hat": "m_v"})
+    pq.write_table(t, tmp_path / "raw.parquet")
+
+    def predict(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+        return (batch.column("m_q").to_numpy(), batch.column("m_v").to_numpy())
+
+    got = ope_stream(str(tmp_path / "raw.parquet"), ["dr", "sndr"], bootstrap=0,
+                     predict=predict, batch_rows=900)
+    for name, row in zip(["dr", "sndr"], got.estimates, strict=True):
+        assert row.estimate == pytest.approx(make_estimator(name).point(inp), abs=1e-9)
+    with pytest.raises(DataValidationError, match="q_hat"):
+        ope_stream(str(tmp_path / "raw.parquet"), ["dr"])
