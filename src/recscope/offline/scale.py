@@ -329,13 +329,15 @@ def chunk_stats(table: pa.Table, plan: Plan) -> Partial:
             raise _bad(plan, s, "rank must be an integer >= 1" if use_rank else
                        "score is null, NaN or infinite", "rank" if use_rank else "score",
                        uids[r].as_py())
-        dup = first_duplicate(u[rows] * max(n_i, 1) + it[rows])
-        if dup is not None:
-            r = rows[dup]
-            raise _bad(plan, s, "(user_id, item_id) pair repeated in a ranking", "item_id",
-                       uids[r].as_py(), items_col[r].as_py())
-        lists = lists_from_pairs(u[rows], it[rows], score=None if use_rank else vals,
-                                 rank=vals if use_rank else None, file=plan.sources[s])
+        try:  # checks repeated (user, item) pairs and ranks itself
+            lists = lists_from_pairs(u[rows], it[rows], score=None if use_rank else vals,
+                                     rank=vals if use_rank else None, file=plan.sources[s])
+        except DataValidationError as exc:
+            r = rows[exc.row] if exc.row is not None else rows[0]
+            what = "(user_id, item_id) pair repeated in a ranking" if \
+                exc.column == "item_id" else exc.problem
+            raise _bad(plan, s, what, exc.column or "item_id", uids[r].as_py(),
+                       items_col[r].as_py() if exc.column == "item_id" else None) from None
         listed = np.zeros(n_u, bool)
         listed[lists.users] = True
         absent = np.flatnonzero(has_rel & ~listed)
