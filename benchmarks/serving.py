@@ -118,7 +118,9 @@ async def load(url: str, rate: float, duration: float, *, users: np.ndarray,
     lat = np.full(n, np.nan)
     answered = np.full(n, np.nan)  # monotonic time of each 200 answer
     items = np.zeros(n, np.int64)
+    ids: list[str | None] = [None] * n
     errors: dict[str, int] = {}
+    reload_seconds: list[float] = []
     rng = np.random.default_rng(0)
     who = users[rng.integers(0, users.size, n)]
     conn = aiohttp.TCPConnector(limit=256)
@@ -134,7 +136,9 @@ async def load(url: str, rate: float, duration: float, *, users: np.ndarray,
                     if r.status != 200:
                         errors[str(r.status)] = errors.get(str(r.status), 0) + 1
                         return
-                    items[i] = len(json.loads(body)["items"])
+                    answer = json.loads(body)
+                    items[i] = len(answer["items"])
+                    ids[i] = answer["request_id"]
                     now = time.monotonic()
                     lat[i] = now - due
                     answered[i] = now
@@ -143,10 +147,16 @@ async def load(url: str, rate: float, duration: float, *, users: np.ndarray,
 
         async def admin(at: float, what: str) -> None:
             await asyncio.sleep(max(0.0, start + warmup + at - time.monotonic()))
-            async with s.post(f"/admin/{what}", json={}, headers={"X-API-Key": KEY}) as r:
-                await r.read()
-                if r.status != 200:
-                    errors[f"{what}:{r.status}"] = errors.get(f"{what}:{r.status}", 0) + 1
+            try:
+                async with s.post(f"/admin/{what}", json={}, headers={"X-API-Key": KEY},
+                                  timeout=aiohttp.ClientTimeout(total=300)) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors[f"{what}:{r.status}"] = errors.get(f"{what}:{r.status}", 0) + 1
+                    reload_seconds.append(time.monotonic() - start - warmup - at)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                errors[f"{what}:{type(exc).__name__}"] = 1 + errors.get(
+                    f"{what}:{type(exc).__name__}", 0)
 
         tasks = [asyncio.create_task(admin(at, w)) for at, w in (events or [])]
         end = n if stop_after is None else skip + int(rate * stop_after)
@@ -165,7 +175,21 @@ async def load(url: str, rate: float, duration: float, *, users: np.ndarray,
             "p90_ms": float(np.percentile(ms, 90)) if ms.size else float("nan"),
             "p99_ms": float(np.percentile(ms, 99)) if ms.size else float("nan"),
             "max_ms": float(ms.max()) if ms.size else float("nan"),
-            "items_returned": int(items.sum()), "_answered": answered, "_items": items}
+            "items_returned": int(items.sum()), "admin_seconds": reload_seconds,
+            "_answered": answered, "_items": items,
+            "_ids": ids}
+
+
+def missing_answers(log_dir: Path, r: dict[str, Any]) -> int:
+    """Items of 200 answers whose request is not whole in the log (the lost rows)."""
+    from recscope.serve.logs import read_log
+
+    t = read_log(log_dir, "exposures").group_by("request_id").aggregate(
+        [("position", "count")])
+    logged = dict(zip(t.column("request_id").to_pylist(),
+                      t.column("position_count").to_pylist(), strict=True))
+    return int(sum(int(n) for rid, n in zip(r["_ids"], r["_items"], strict=True)
+                   if rid is not None and logged.get(rid, 0) != n))
 
 
 def logged_rows(log_dir: Path) -> int:
@@ -186,7 +210,7 @@ def run_sustain(a: argparse.Namespace, users: np.ndarray) -> dict[str, Any]:
     r = asyncio.run(load(srv.url, a.rate, a.duration, users=users))
     srv.stop()
     rows = logged_rows(log_dir) - before
-    return {**public(r), "rows_logged": rows, "lost_rows": r["items_returned"] - rows,
+    return {**public(r), "rows_logged": rows, "lost_rows": missing_answers(log_dir, r),
             "duration_s": a.duration}
 
 
@@ -255,7 +279,7 @@ def run_fault(a: argparse.Namespace, users: np.ndarray) -> dict[str, Any]:
 
     log = read_log(log_dir, "exposures")  # must be readable
     returned = int(r["items_returned"])
-    lost = returned - log.num_rows
+    lost = missing_answers(log_dir, r)
     answered = r["_answered"]
     window = (answered >= r["_killed"] - FLUSH - 0.5) & np.isfinite(answered)
     bound = int(r["_items"][window].sum())
@@ -281,7 +305,7 @@ def run_reload(a: argparse.Namespace, users: np.ndarray) -> dict[str, Any]:
     srv.stop()
     rows = logged_rows(log_dir)
     return {**public(r), "reloads": 4, "rows_logged": rows,
-            "lost_rows": r["items_returned"] - rows}
+            "lost_rows": missing_answers(log_dir, r)}
 
 
 def main() -> None:

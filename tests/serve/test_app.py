@@ -242,3 +242,28 @@ def test_srm_test_flags_a_broken_split() -> None:
     _, p_bad = srm_test({"a": 5400, "b": 4600}, {"a": 1.0, "b": 1.0})
     assert p_ok > 0.5 and p_bad < 1e-10
     assert np.isnan(srm_test({}, {"a": 1.0, "b": 1.0})[1])
+
+
+def test_concurrent_reloads_queue_and_serving_continues(ab_settings: Settings) -> None:
+    import asyncio
+
+    import httpx
+
+    app = create_app(ab_settings)
+
+    async def go() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            calls = [c.post("/admin/reload", json={}, headers=ADMIN) for _ in range(3)]
+            calls += [c.post("/recommend", json={"user_id": u, "k": 3}) for u in range(20)]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+    import threading
+
+    out: list[list[int]] = []
+    worker = threading.Thread(target=lambda: out.append(asyncio.run(go())), daemon=True)
+    worker.start()
+    worker.join(120)  # a reload blocking the event loop would deadlock here
+    assert not worker.is_alive(), "reload blocked the event loop"
+    assert out == [[200] * 23]
+    app.state.service.writer.close()

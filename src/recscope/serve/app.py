@@ -24,7 +24,6 @@ import json
 import logging
 import math
 import os
-import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -217,7 +216,7 @@ class ServiceState:
     started: float = field(default_factory=time.time)
     requests: OrderedDict[str, tuple[str, str | None, str, tuple[str, ...]]] = field(
         default_factory=OrderedDict)
-    reload_lock: threading.Lock = field(default_factory=threading.Lock)
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _assigned: dict[str, str | None] = field(default_factory=dict)
 
     def arm_of(self, unit: str) -> str | None:
@@ -431,7 +430,7 @@ def create_app(settings: Settings, state: ServiceState | None = None) -> FastAPI
                 out[n] = by_uri[uri]
             return out
 
-        with st.reload_lock:
+        async with st.reload_lock:  # one reload at a time; serving continues
             try:
                 fresh = await loop.run_in_executor(None, load_all)
             except Exception as exc:  # the old models keep serving
