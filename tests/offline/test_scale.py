@@ -138,13 +138,15 @@ def test_chunks_are_whole_users() -> None:
 
 def test_out_of_core_memory_is_bounded(tmp_path: Path) -> None:
     """Inputs larger than the budget: 40k users x top-50 (2M ranking rows, ~50 MB as
-    arrays) streamed with 100k-row chunks; Python allocations stay under 40 MB
+    arrays) hash-partitioned into 5 sorted passes (rows_per_pass) and streamed with
+    100k-row chunks; Python allocations stay under 40 MB
     (tracemalloc peak; DuckDB's own memory is capped by its memory_limit) and the numbers
     equal in-memory ones on a sample check of the means."""
     f = _write(tmp_path, 40_000, k=50, n_items=400, seed=7)
     tracemalloc.start()
     res = evaluate_stream({"a": f["a"]}, f["truth"], ["ndcg@10", "recall@20"],
-                          bootstrap=50, chunk_rows=100_000, memory_limit="200MB", threads=1)
+                          bootstrap=50, chunk_rows=100_000, memory_limit="200MB", threads=1,
+                          rows_per_pass=500_000)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     in_arrays = 40_000 * 50 * (8 + 8 + 8)  # user, item, score as 64-bit

@@ -635,13 +635,15 @@ def evaluate_stream(rankings: dict[str, str], truth: str,
                     seed: int = 0, slices: Sequence[str] = (), test: str = "t",
                     adjustment: str = "holm", chunk_rows: int = 2_000_000,
                     memory_limit: str = "2GB", threads: int | None = None,
-                    temp_directory: str | None = None,
+                    temp_directory: str | None = None, rows_per_pass: int = 40_000_000,
                     ) -> EvaluationResult | ComparisonResult:
     """Evaluate Parquet inputs out of core: DuckDB unions and sorts them by user (spilling
     to disk past ``memory_limit``), record batches of ``chunk_rows`` rows are cut at user
     boundaries and summarised by :func:`chunk_stats`. Memory stays bounded by
-    ``memory_limit`` plus a few chunks (see docs/offline.md); the sort spills to
-    ``temp_directory`` (default: a fresh folder in the system temp, removed after)."""
+    ``memory_limit`` plus a few chunks (see docs/offline.md). Inputs of more than
+    ``rows_per_pass`` rows are first hash-partitioned by user into buckets written as
+    Parquet under ``temp_directory`` (default: a fresh folder in the system temp, removed
+    after), then sorted one bucket at a time."""
     import shutil
     import tempfile
 
@@ -650,14 +652,16 @@ def evaluate_stream(rankings: dict[str, str], truth: str,
                    test=test, adjustment=adjustment)
     spill = temp_directory or tempfile.mkdtemp(prefix="recscope-spill-")
     try:
-        return _run_stream(job, chunk_rows, memory_limit, threads, spill)
+        return _run_stream(job, chunk_rows, memory_limit, threads, spill, rows_per_pass)
     finally:
         if temp_directory is None:
             shutil.rmtree(spill, ignore_errors=True)
 
 
 def _run_stream(job: _Job, chunk_rows: int, memory_limit: str, threads: int | None,
-                spill: str) -> EvaluationResult | ComparisonResult:
+                spill: str, rows_per_pass: int) -> EvaluationResult | ComparisonResult:
+    from pathlib import Path
+
     import duckdb
 
     con = duckdb.connect(":memory:")
@@ -672,16 +676,35 @@ def _run_stream(job: _Job, chunk_rows: int, memory_limit: str, threads: int | No
         row = con.sql(f"SELECT count(DISTINCT item_id) FROM ({union}) WHERE src <= "
                       f"{job.plan.truth_src}").fetchall()[0]
         job.plan.n_items = int(row[0]) if row else 0
-    try:
-        # con.sql streams in order (con.execute's Arrow reader may reorder batches)
-        reader = con.sql(f"SELECT * FROM ({union}) ORDER BY user_id") \
-            .to_arrow_reader(min(chunk_rows, 1_000_000))
-    except duckdb.Error as exc:
-        raise DataValidationError(f"cannot read the inputs: {str(exc).splitlines()[0]}",
-                                  file=", ".join(s.source for s in job.srcs)) from None
+    n_rows = sum(max(src.n_rows, 0) for src in job.srcs)
+    n_pass = max(1, -(-n_rows // rows_per_pass))
+    err_files = ", ".join(src.source for src in job.srcs)
+    queries = [f"SELECT * FROM ({union}) ORDER BY user_id"]
+    if n_pass > 1:
+        # external hash partitioning: one write of the union into n_pass buckets by user,
+        # then one bounded sort per bucket (DuckDB's single sort of everything can run
+        # out of memory under a small memory_limit)
+        buckets = f"{spill}/buckets"
+        try:
+            con.execute(f"COPY (SELECT *, CAST(hash(user_id) % {n_pass} AS INT) AS bucket "
+                        f"FROM ({union})) TO {_sql_str(buckets)} (FORMAT parquet, "
+                        f"PARTITION_BY (bucket))")
+        except duckdb.Error as exc:
+            raise DataValidationError(f"cannot read the inputs: "
+                                      f"{str(exc).splitlines()[0]}", file=err_files) from None
+        queries = [f"SELECT * EXCLUDE (bucket) FROM read_parquet("
+                   f"{_sql_str(f'{buckets}/bucket={b}/*.parquet')}) ORDER BY user_id"
+                   for b in range(n_pass) if Path(f"{buckets}/bucket={b}").exists()]
     total = job.plan.new_partial()
-    for chunk in whole_user_chunks(reader, chunk_rows):
-        total.merge(chunk_stats(chunk, job.plan))
+    for q in queries:
+        try:
+            # con.sql streams in order (con.execute's Arrow reader may reorder batches)
+            reader = con.sql(q).to_arrow_reader(min(chunk_rows, 1_000_000))
+            for chunk in whole_user_chunks(reader, chunk_rows):
+                total.merge(chunk_stats(chunk, job.plan))
+        except duckdb.Error as exc:
+            raise DataValidationError(f"cannot read the inputs: {str(exc).splitlines()[0]}",
+                                      file=err_files) from None
     return _finish(job, total, "stream")
 
 
