@@ -635,7 +635,7 @@ def evaluate_stream(rankings: dict[str, str], truth: str,
                     seed: int = 0, slices: Sequence[str] = (), test: str = "t",
                     adjustment: str = "holm", chunk_rows: int = 2_000_000,
                     memory_limit: str = "2GB", threads: int | None = None,
-                    temp_directory: str | None = None, rows_per_pass: int = 40_000_000,
+                    temp_directory: str | None = None, rows_per_pass: int = 20_000_000,
                     ) -> EvaluationResult | ComparisonResult:
     """Evaluate Parquet inputs out of core: DuckDB unions and sorts them by user (spilling
     to disk past ``memory_limit``), record batches of ``chunk_rows`` rows are cut at user
