@@ -369,7 +369,7 @@ def _empty(metric: str, variant: str, n_control: float, n_treatment: float, reas
     nan = math.nan
     return Effect(metric, nan, n=n_control + n_treatment, extra={
         "variant": variant, "control_mean": nan, "treatment_mean": nan, "rel_effect": nan,
-        "rel_ci_low": nan, "rel_ci_high": nan, "p_value_adjusted": nan,
+        "rel_se": nan, "rel_ci_low": nan, "rel_ci_high": nan, "p_value_adjusted": nan,
         "n_control": int(n_control), "n_treatment": int(n_treatment), "df": nan,
         "not_computable": reason, "test": None, "cuped": cuped,
         "variance_reduction": nan, "mde": nan})
@@ -385,6 +385,7 @@ def _row(metric: str, variant: str, c: moments.Comparison, distribution: str,
         c.se if ok else nan, c.p_value if ok else nan, c.n_control + c.n_treatment,
         extra={"variant": variant, "control_mean": c.control_mean,
                "treatment_mean": c.treatment_mean, "rel_effect": c.rel_effect,
+               "rel_se": c.rel_se if ok else nan,
                "rel_ci_low": c.rel_ci_low if ok else nan,
                "rel_ci_high": c.rel_ci_high if ok else nan,
                "p_value_adjusted": c.p_value if ok else nan,

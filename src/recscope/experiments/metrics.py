@@ -202,6 +202,10 @@ class AnalysisConfig(StrictModel):
     srm_alpha: float = 0.001
     sequential: bool = False
     sequential_tau: float = 0.1
+    trees: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Metric trees (``[trees.NAME]`` tables) for ``recscope launch``: kept here so one
+    metrics file serves both commands; their schema is checked by
+    :func:`recscope.experiments.trees.load_metrics_with_trees`, ``analyze`` ignores them."""
     source: str | None = None
 
     @model_validator(mode="after")

@@ -468,6 +468,16 @@ class Plan:
                 self.canon[name] = seen[key]
         self._order = {c: i for i, c in enumerate(dict.fromkeys(self.canon.values()))}
 
+    def unit_variables(self, only: set[int] | None = None) -> list[str]:
+        """Canonical per-unit variables of the metrics in ``only`` (all when None): the
+        columns of the ``u`` CTE that :meth:`with_unit_ctes` provides (public for
+        queries built on the analysis' per-unit table, e.g. metric trees)."""
+        return self._needed(only)
+
+    def with_unit_ctes(self, final: exp.Select, only: set[int] | None = None) -> exp.Select:
+        """``final`` preceded by the analysis' ``a``, ``e<k>`` and ``u`` CTEs."""
+        return self._with_ctes(final, only)
+
     def _needed(self, only: set[int] | None) -> list[str]:
         """Canonical variables of the metrics in ``only`` (all when None), in order."""
         out: dict[str, None] = {}
