@@ -80,8 +80,11 @@ def test_champion_challenger_and_gate(setup: dict[str, Any]) -> None:
     pred = model.predict(pd.DataFrame({"user_id": users}), params={"k": 5})
     assert list(pred.columns) == ["user_id", "item_id", "score", "rank"]
     assert len(pred) == 15 and set(pred["user_id"]) == set(users)
-    md = reg.load_registered("models:/m@champion", store=s["uri"])
+    md = reg.load_registered("models:/m@champion", store=s["uri"], used_by="serve")
     assert md.info["name"] == "als"
+    assert md.info["registry"] == {"uri": "models:/m@champion", "name": "m", "version": "2"}
+    assert "recscope.used_by.serve" in reg.versions(s["uri"], "m")[1]["tags"]
+    assert reg.resolve_version("models:/m/3", store=s["uri"]) == ("m", "3")
     ranked = md.model.recommend([0, 1], 5)
     assert ranked.items.shape == (2, 5)
 

@@ -526,12 +526,34 @@ def parse_uri(uri: str) -> tuple[str, str]:
     return m.group(1), m.group(2) or m.group(3)
 
 
-def load_registered(uri: str, *, store: str | None = None) -> ModelDir:
+def resolve_version(uri: str, *, store: str | None = None) -> tuple[str, str]:
+    """``models:/NAME@alias`` or ``models:/NAME/VERSION`` -> (name, version number)."""
+    from mlflow.exceptions import MlflowException
+
+    from recscope.tracking import tracking_uri
+
+    name, ref = parse_uri(uri)
+    if ref.isdigit():
+        return name, ref
+    tracking = tracking_uri(store)
+    if _store_missing(tracking):
+        raise ConfigError(f"cannot resolve {uri}: the store {tracking} is empty", key="uri")
+    try:
+        return name, str(_client(tracking).get_model_version_by_alias(name, ref).version)
+    except MlflowException:
+        raise ConfigError(f"cannot resolve {uri}: no version has alias {ref!r}",
+                          key="uri") from None
+
+
+def load_registered(uri: str, *, store: str | None = None, used_by: str | None = None
+                    ) -> ModelDir:
     """Load a registered version (``models:/NAME@champion``) as a recscope model directory:
     the fitted component, its user and item id vocabularies and its ``train.json``.
 
     ``store``: the MLflow store (folder or URI; default as :func:`recscope.tracking.
     tracking_uri`). The version's model files are downloaded from the store's artifacts.
+    ``info["registry"]`` says which version the URI resolved to; ``used_by`` (e.g.
+    ``"serve"``) records that use in the version's lineage (:func:`record_use`).
     """
     import os
 
@@ -549,9 +571,16 @@ def load_registered(uri: str, *, store: str | None = None) -> ModelDir:
     except MlflowException as exc:
         raise ConfigError(f"cannot load {uri}: {' '.join(str(exc).split())[:300]}",
                           key="uri") from None
-    return model.unwrap_python_model().md
+    md = model.unwrap_python_model().md
+    name, version = resolve_version(uri, store=store)
+    md.info = {**md.info, "registry": {"uri": uri, "name": name, "version": version}}
+    if used_by:
+        record_use(tracking, name, version, used_by,
+                   time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    return md
 
 
 __all__ = ["CHALLENGER", "CHAMPION", "Gate", "Registration", "champion", "load_registered",
            "make_gate", "parse_uri", "promote", "read_gate", "record_use", "register",
+           "resolve_version",
            "versions"]
