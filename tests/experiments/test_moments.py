@@ -155,14 +155,14 @@ def test_quantile_interval_covers_the_true_quantile() -> None:
     few thousand units per arm: 91% at 2,000 for the 90th percentile)."""
     rng = np.random.default_rng(10)
     q, n, truth = 0.9, 10_000, -np.log(0.1)  # exponential(1) 90th percentile
-    hits = 0
-    for _ in range(300):
+    hits, reps = 0, 120  # 120 seeded repetitions: coverage 94.2% (a 2.2-point SE)
+    for _ in range(reps):
         x = rng.exponential(size=n)
         v, c = np.unique(x, return_counts=True)
         value, se = moments.histogram_quantile(v, c.astype(float), 0.0, float(n), q,
-                                               n_boot=400, rng=rng)
+                                               n_boot=300, rng=rng)
         hits += abs(value - truth) <= 1.959963984540054 * se
-    assert 0.92 <= hits / 300 <= 0.98
+    assert 0.90 <= hits / reps <= 0.99
 
 
 def test_msprt_interval_contains_zero_iff_likelihood_ratio_below_threshold() -> None:
