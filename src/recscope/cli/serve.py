@@ -35,7 +35,7 @@ def _resolve_registered(uri: str) -> Path:
     plugs it in)."""
     from recscope.orchestration.registry import load_registered
 
-    return Path(load_registered(uri).path)
+    return Path(load_registered(uri, used_by="serve").path)
 
 
 @app.callback()
