@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from recscope.errors import ConfigError, RecscopeError
@@ -222,3 +223,110 @@ def test_tune_task_feeds_evaluate(tmp_path: Path) -> None:
     assert len(doc["trials"]) == 2
     assert (tasks / "evaluate" / "eval" / "eval.json").exists()
     assert [o.status for o in run(load_workflow(wf_file))] == ["skipped"] * 4
+
+
+# ---------------------------------------------------------------------------- OPE gate
+def write_log(path: Path, probs: list[float], n: int, seed: int) -> Path:
+    """A synthetic logged-feedback CSV: one slot, item i shown with probability probs[i];
+    item 0 is clicked at 0.6, the others at 0.1 (so favouring item 0 lifts the value)."""
+    rng = np.random.default_rng(seed)
+    items = rng.choice(len(probs), size=n, p=probs)
+    clicks = rng.random(n) < np.where(items == 0, 0.6, 0.1)
+    rows = ["user_id,item_id,timestamp,event,value,position,propensity"]
+    rows += [f"u{r},i{items[r]},{r},click,{int(clicks[r])},0,{probs[items[r]]}"
+             for r in range(n)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def ope_task(name: str = "ope", *, min_lift: float = 0.0, estimator: str = "snips") -> str:
+    return f"""
+[[tasks]]
+name = "{name}"
+op = "ope"
+params = {{ logs = "logged.csv", policy = "log:target.csv", estimator = "{estimator}", \
+min_lift = {min_lift}, bootstrap = 200 }}
+"""
+
+
+def make_logs(tmp: Path) -> None:
+    tmp.mkdir(parents=True, exist_ok=True)
+    write_log(tmp / "logged.csv", [0.25] * 4, 3000, seed=1)   # uniform logging: value 0.225
+    write_log(tmp / "target.csv", [0.7, 0.1, 0.1, 0.1], 3000, seed=2)  # value 0.45
+
+
+def test_ope_gate_passes_and_rerun_skips(tmp_path: Path) -> None:
+    make_logs(tmp_path)
+    wf_file = tmp_path / "wf.toml"
+    wf_file.write_text('name = "ope-test"\nworkdir = "work"\n' + ope_task())
+    first = run(load_workflow(wf_file))
+    assert [o.status for o in first] == ["done"]
+    gate = json.loads((tmp_path / "work/tasks/ope/gate/gate.json").read_text())
+    assert gate["passed"] is True and gate["estimator"] == "snips"
+    assert 0.1 < gate["lift_low"] <= gate["lift"] < 0.35, gate  # true lift 0.225
+    assert gate["lift_low"] == pytest.approx(gate["ci_low"] - gate["logging_value"])
+    assert (tmp_path / "work/tasks/ope/gate/ope.json").exists()
+    assert "passed" in (tmp_path / "work/logs/ope.log").read_text()
+    assert [o.status for o in run(load_workflow(wf_file))] == ["skipped"]
+    # a changed policy log changes the key: the gate runs again
+    write_log(tmp_path / "target.csv", [0.7, 0.1, 0.1, 0.1], 3000, seed=3)
+    assert [o.status for o in run(load_workflow(wf_file))] == ["done"]
+
+
+def test_failing_ope_gate_blocks_register(tmp_path: Path) -> None:
+    make_logs(tmp_path)
+    extra = ope_task(min_lift=0.5) + """
+[[tasks]]
+name = "register"
+op = "register"
+inputs = { model = "train", gate = "ope" }
+params = { registry = "wf-ope" }
+"""
+    wf_file = make(tmp_path, extra=extra)
+    with pytest.raises(RecscopeError) as exc:
+        run(load_workflow(wf_file))
+    line = str(exc.value)
+    assert "\n" not in line and "'register'" in line and "OPE gate 'ope'" in line, line
+    assert "min_lift 0.5" in line and "failed" in line and "after 1 attempt" in line, line
+    gate = json.loads((tmp_path / "work/tasks/ope/gate/gate.json").read_text())
+    assert gate["passed"] is False and gate["lift_low"] < 0.5
+    assert f"{gate['lift_low']:+.4g}" in line
+    assert not (tmp_path / "work/tasks/register").exists()
+
+
+@pytest.mark.parametrize(("params", "key", "words"), [
+    ('estimator = "magic"', "tasks.0.params.estimator", "unknown estimator"),
+    ('estimator = "snips", policy = "log:nope.csv"', "tasks.0.params.policy", "nope.csv"),
+    ('min_lift = "big"', "tasks.0.params.min_lift", "wrong type"),
+])
+def test_bad_ope_config_is_one_line_naming_file_and_key(tmp_path: Path, params: str,
+                                                        key: str, words: str) -> None:
+    make_logs(tmp_path)
+    wf_file = tmp_path / "wf.toml"
+    policy = "" if "policy" in params else 'policy = "uniform", '
+    wf_file.write_text(f'name = "ope-bad"\nworkdir = "work"\n[[tasks]]\nname = "ope"\n'
+                       f'op = "ope"\nparams = {{ logs = "logged.csv", {policy}{params} }}\n')
+    with pytest.raises(ConfigError) as exc:
+        load_workflow(wf_file)
+    assert key in str(exc.value) and words in str(exc.value), str(exc.value)
+    rc, _o, err = cli("workflow", "run", wf_file)
+    line = one_error_line(err)
+    assert rc == 2 and key in line and "wf.toml" in line, line
+    assert not (tmp_path / "work").exists()
+
+
+def test_simulate_a_launch_writes_the_experiment_logs(tmp_path: Path) -> None:
+    (tmp_path / "launch.toml").write_text(
+        'name = "launch"\nseed = 3\ndays = 5\nwarmup_days = 1\ntruth = false\n'
+        '[world]\nscale = 0.02\n[policy]\nretriever = "embedding"\nranker = "affinity"\n'
+        '[[experiment]]\nname = "ranker"\n[experiment.variants.control]\n'
+        '[experiment.variants.treatment]\nranker = "affinity_quality"\n')
+    wf_file = tmp_path / "wf.toml"
+    wf_file.write_text('name = "sim-test"\nworkdir = "work"\n[[tasks]]\nname = "launch"\n'
+                       'op = "simulate"\nparams = { experiment = "launch.toml", days = 2 }\n')
+    assert [o.status for o in run(load_workflow(wf_file))] == ["done"]
+    sim = tmp_path / "work/tasks/launch/sim"
+    for name in ("assignments.parquet", "events.parquet", "metrics.toml", "summary.json"):
+        assert (sim / name).stat().st_size > 0, name
+    assert json.loads((sim / "summary.json").read_text())["days"] == 2
+    assert [o.status for o in run(load_workflow(wf_file))] == ["skipped"]

@@ -156,6 +156,90 @@ def op_gate(wf: Any, t: Any, inputs: dict[str, Path], out: Path, log: Log) -> di
     return {"passed": g.passed}
 
 
+OPE_GATE_KIND = "recscope.gate/ope"
+
+
+def op_ope(wf: Any, t: Any, inputs: dict[str, Path], out: Path, log: Log) -> dict[str, Any]:
+    """OPE gate: estimate ``policy``'s value on the logged feedback ``logs`` with
+    ``estimator`` and pass when the interval's lower end of (policy value - logging value)
+    is at least ``min_lift``. The verdict is written (not raised): a register task that
+    reads this gate refuses to run when it failed."""
+    from recscope.data.loaders import load
+    from recscope.ope import action_dists as dists
+    from recscope.ope.feedback import LoggedFeedback
+    from recscope.ope.value import estimate_value
+
+    p = t.params
+    logs = wf.path(p["logs"])
+    fb = LoggedFeedback.from_interactions(load(logs), source=str(logs))
+    policy = p["policy"]
+    seed = int(p.get("seed", 0))
+    if policy == "uniform":
+        dist = dists.uniform(fb)
+    elif policy.startswith("log:"):
+        src = wf.path(policy.removeprefix("log:"))
+        dist = dists.from_log(LoggedFeedback.from_interactions(load(src), source=str(src)),
+                              fb)
+    else:
+        from recscope.models.base import Component
+
+        comp = Component.load(wf.path(policy))
+        dist = dists.from_scorer(comp, fb, n_items=comp.n_items, name=comp.name, seed=seed)
+    estimator = p.get("estimator", "snips")
+    res = estimate_value(fb, dist, [estimator], bootstrap=int(p.get("bootstrap", 500)),
+                         confidence=float(p.get("confidence", 0.95)), seed=seed,
+                         logs=str(p["logs"]))
+    est = res.estimates[0]
+    logging = float(fb.on_policy_value())
+    lift, low = est.estimate - logging, est.ci_low - logging
+    min_lift = float(p.get("min_lift", 0.0))
+    passed = bool(np.isfinite(low) and low >= min_lift)
+    statement = (f"OPE gate {t.name!r}: {estimator} lift {lift:+.4g} (interval low "
+                 f"{low:+.4g}) over the logging policy's {logging:.4g}, "
+                 f"{'>=' if passed else '<'} min_lift {min_lift:g}: "
+                 f"{'passed' if passed else 'failed'}")
+    (out / "gate").mkdir()
+    res.save(out / "gate" / "ope.json")
+    write_json(out / "gate" / "gate.json", {
+        "kind": OPE_GATE_KIND, "task": t.name, "passed": passed, "estimator": estimator,
+        "policy": policy, "policy_value": est.estimate, "ci_low": est.ci_low,
+        "ci_high": est.ci_high, "logging_value": logging, "lift": lift, "lift_low": low,
+        "min_lift": min_lift, "confidence": float(p.get("confidence", 0.95)),
+        "n": fb.n_rounds, "statement": statement})
+    log(statement)
+    return {"passed": passed, "lift": lift, "lift_low": low}
+
+
+def _check_ope_gate(doc: dict[str, Any], task: str) -> None:
+    """A failed OPE gate stops the task that reads it, in one line naming the number."""
+    from recscope.orchestration.workflow import GateBlocked
+
+    if doc.get("kind") == OPE_GATE_KIND and not doc.get("passed"):
+        raise GateBlocked(f"{task} blocked: {doc.get('statement')}")
+
+
+def op_simulate(wf: Any, t: Any, inputs: dict[str, Path], out: Path, log: Log
+                ) -> dict[str, Any]:
+    """Simulate a launch: the experiment TOML ``experiment`` (``days``, ``seed`` override
+    it); writes the simulator's logs and truth into ``sim/``."""
+    from recscope.config import validate
+    from recscope.sim import load_experiment, run_experiment
+    from recscope.sim.experiment_config import ExperimentSpec
+
+    if "gate" in inputs:
+        _check_ope_gate(json.loads((inputs["gate"] / "gate.json").read_text()), t.name)
+    file = wf.path(t.params["experiment"])
+    spec = load_experiment(file)
+    update = {k: t.params[k] for k in ("days", "seed") if k in t.params}
+    if update:
+        spec = validate(ExperimentSpec, {**spec.model_dump(), **update},
+                        file=str(t.params["experiment"]))
+    result = run_experiment(spec, out / "sim", force=True)
+    log(f"simulated {result.n_units} units, {result.impressions} impressions in "
+        f"{result.days} days ({result.seconds:.1f} s)")
+    return {"units": result.n_units, "impressions": result.impressions}
+
+
 def op_register(wf: Any, t: Any, inputs: dict[str, Path], out: Path, log: Log
                 ) -> dict[str, Any]:
     """Register the model (challenger; champion when first or when the gate passes)."""
@@ -166,6 +250,7 @@ def op_register(wf: Any, t: Any, inputs: dict[str, Path], out: Path, log: Log
     if "gate" in inputs:
         gfile = inputs["gate"] / "gate.json"
         doc = json.loads(gfile.read_text())
+        _check_ope_gate(doc, t.name)
         if doc.get("kind") == reg.GATE_KIND:
             gate = reg.read_gate(gfile)
     r = reg.register(inputs["model"], t.params["registry"],
@@ -181,5 +266,6 @@ def op_register(wf: Any, t: Any, inputs: dict[str, Path], out: Path, log: Log
 
 OPS: dict[str, Callable[..., dict[str, Any]]] = {
     "load": op_load, "split": op_split, "train": op_train, "tune": op_tune,
-    "evaluate": op_evaluate, "gate": op_gate, "register": op_register,
+    "evaluate": op_evaluate, "gate": op_gate, "ope": op_ope, "ope_gate": op_ope,
+    "register": op_register, "simulate": op_simulate,
 }

@@ -70,7 +70,12 @@ from recscope.config import StrictModel, validate
 from recscope.errors import ConfigError, RecscopeError
 from recscope.io import atomic_dir, read_toml, write_json
 
-Op = Literal["load", "split", "train", "tune", "evaluate", "gate", "register"]
+
+class GateBlocked(RecscopeError):
+    """A gate upstream of this task did not pass (not retried: the inputs decide)."""
+
+Op = Literal["load", "split", "train", "tune", "evaluate", "gate", "ope", "ope_gate",
+             "register", "simulate"]
 OP_VERSION = "1"
 
 #: For each op: (required inputs, optional inputs, outputs, parameters that name files).
@@ -81,7 +86,10 @@ OPS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tuple[st
     "tune": (("data",), (), ("model", "tune"), ("config",)),
     "evaluate": (("model", "test"), (), ("eval",), ()),
     "gate": (("model", "test"), (), ("gate",), ()),
+    "ope": ((), (), ("gate",), ("logs",)),
+    "ope_gate": ((), (), ("gate",), ("logs",)),
     "register": (("model",), ("gate",), ("registration",), ()),
+    "simulate": ((), ("gate", "registration"), ("sim",), ("experiment",)),
 }
 #: The parameters each op accepts (others are refused, naming the key).
 PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -93,8 +101,12 @@ PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
              "test_fraction": (int, float), "seed": int, "eval_every": int},
     "evaluate": {"metrics": list, "k": int},
     "gate": {"registry": str, "metric": str, "margin": (int, float), "alpha": (int, float)},
+    "ope": {"logs": str, "policy": str, "estimator": str, "min_lift": (int, float),
+            "bootstrap": int, "confidence": (int, float), "seed": int},
     "register": {"registry": str},
+    "simulate": {"experiment": str, "days": int, "seed": int},
 }
+PARAMS["ope_gate"] = PARAMS["ope"]
 
 
 class TaskSpec(StrictModel):
@@ -221,14 +233,40 @@ def load_workflow(path: str | Path) -> Workflow:
         if t.op in ("gate", "register") and "registry" not in t.params:
             raise ConfigError(f"op {t.op!r} needs parameter 'registry' (the model name)",
                               key=f"tasks.{i}.params.registry", file=shown)
+        if t.op in ("ope", "ope_gate"):
+            _check_ope(file.parent, t, i, shown)
     order = _toposort(cfg, upstream, index, shown)
     return Workflow(cfg, file, order, upstream, shown)
+
+
+def _check_ope(root: Path, t: TaskSpec, i: int, file: str) -> None:
+    """An OPE gate's policy, estimator and options, each named by its key."""
+    from recscope.ope.estimators import make_estimator
+
+    policy = t.params.get("policy")
+    where = f"tasks.{i}.params"
+    if policy is None:
+        raise ConfigError("op 'ope' needs parameter 'policy' (uniform, log:PATH or "
+                          "MODEL_DIR)", key=f"{where}.policy", file=file)
+    src = policy.removeprefix("log:")
+    if policy != "uniform" and not (root / src).exists():
+        raise ConfigError(f"policy must be 'uniform', log:PATH or a model directory; not "
+                          f"found: {src}", key=f"{where}.policy", file=file)
+    try:
+        make_estimator(t.params.get("estimator", "snips"))
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, key=f"{where}.estimator", file=file) from None
+    if t.params.get("bootstrap", 500) < 1:
+        raise ConfigError("must be >= 1 (the gate reads the interval)",
+                          key=f"{where}.bootstrap", file=file)
+    if not 0 < t.params.get("confidence", 0.95) < 1:
+        raise ConfigError("must be in (0, 1)", key=f"{where}.confidence", file=file)
 
 
 def _kind(name: str) -> str:
     return {"train": "data", "test": "data", "data": "data", "model": "model",
             "tune": "tune", "eval": "eval", "gate": "gate",
-            "registration": "registration"}[name]
+            "registration": "registration", "sim": "sim"}[name]
 
 
 def _toposort(cfg: WorkflowConfig, upstream: dict[str, dict[str, tuple[str, str]]],
@@ -409,7 +447,7 @@ def run(wf: Workflow, *, only: str | None = None, retries: int | None = None,
             except Exception as exc:
                 log(f"failed: {type(exc).__name__}: {exc}")
                 log(traceback.format_exc().rstrip())
-                if attempt > n_retries or isinstance(exc, ConfigError):
+                if attempt > n_retries or isinstance(exc, ConfigError | GateBlocked):
                     outcomes.append(TaskOutcome(t.name, "failed", key,
                                                 time.perf_counter() - t0, attempt, str(exc)))
                     raise RecscopeError(f"workflow {wf.config.name}: task {t.name!r} failed "
@@ -456,9 +494,13 @@ def _ancestors(wf: Workflow, name: str) -> set[str]:
 
 
 def _extra_key(wf: Workflow, t: TaskSpec) -> str:
-    """Run-time state a task depends on: the champion a gate compares with. No champion and
+    """Run-time state a task depends on: the champion a gate compares with (no champion and
     a champion that IS this task's (finished) candidate model count as the same state, so
-    a re-run after the workflow's own registration skips the gate."""
+    a re-run after the workflow's own registration skips the gate); the content of an OPE
+    gate's policy log or model directory."""
+    if t.op in ("ope", "ope_gate"):
+        policy = t.params["policy"]
+        return "" if policy == "uniform" else content_hash(wf.path(policy.removeprefix("log:")))
     if t.op != "gate":
         return ""
     from recscope.orchestration.model_dir import model_fingerprint
@@ -505,5 +547,5 @@ def status(wf: Workflow) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["OPS", "TaskOutcome", "TaskSpec", "Workflow", "WorkflowConfig", "content_hash",
+__all__ = ["OPS", "GateBlocked", "TaskOutcome", "TaskSpec", "Workflow", "WorkflowConfig", "content_hash",
            "load_workflow", "run", "status", "task_key"]
