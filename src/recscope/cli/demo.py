@@ -64,7 +64,7 @@ def _headline(summary: dict[str, Any]) -> Table:
     t = Table(title="Full stack vs baseline (estimate beside ground truth)")
     for c in ("metric", "estimate", "95% CI", "truth", "retriever share\nest. / true",
               "ranker share\nest. / true"):
-        t.add_column(c, justify="left" if c == "metric" else "right")
+        t.add_column(c, justify="left" if c == "metric" else "right", overflow="fold")
     for name, m in summary["metrics"].items():
         att = m.get("attribution", {})
         shares = [f"{att[c]['share']:.0%} / {att[c]['true_share']:.0%}" if c in att else "–"
