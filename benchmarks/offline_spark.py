@@ -168,7 +168,7 @@ def main() -> None:
     ap.add_argument("--engines", nargs="+", default=["memory", "stream", "spark", "sql"])
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--bootstrap", type=int, default=200)
-    ap.add_argument("--data", type=Path, default=Path("/tmp/recscope-bench-offline"))
+    ap.add_argument("--data", type=Path, default=Path("benchmarks/out/offline-spark"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/offline_spark.jsonl"))
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -31,35 +31,17 @@ import pyarrow.compute as pc
 from recscope.errors import DataValidationError
 from recscope.experiments.assignment import HOLDOUT
 from recscope.serve.logs import read_log
+from recscope.sim.traffic import LOOP_METRICS
 
-#: Metrics of the events table, ready for ``recscope experiment analyze --metrics``.
-METRICS_TOML = """\
-# Metrics of a recscope serve log (docs/serving.md); written by `recscope serve export`.
-unit = "unit_id"
-variant = "variant"
-control = "control"
-
+#: Metrics of the events table, ready for ``recscope experiment analyze --metrics``: the
+#: loop's per-unit means (shared with the simulator's traffic driver) and the CTR.
+METRICS_TOML = ("# Metrics of a recscope serve log (docs/serving.md); written by "
+                "`recscope serve export`.\n" + LOOP_METRICS + """
 [metrics.ctr]
 kind = "ratio"
 numerator = "clicks"
 denominator = "impressions"
-
-[metrics.clicks]
-kind = "mean"
-column = "clicks"
-
-[metrics.saves]
-kind = "mean"
-column = "saves"
-
-[metrics.hides]
-kind = "mean"
-column = "hides"
-
-[metrics.requests]
-kind = "mean"
-column = "requests"
-"""
+""")
 
 EVENTS = ("click", "save", "hide")
 
