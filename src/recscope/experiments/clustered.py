@@ -1,0 +1,708 @@
+"""Analysis of interference-aware designs, in the warehouse engine (DuckDB or Spark SQL).
+
+:func:`analyze_design` reads the same assignments, events and metrics as
+:func:`recscope.experiments.analysis.analyze` and a :class:`DesignConfig`:
+
+- **cluster / creator**: the analysis' own per-unit table (:class:`Plan`'s ``u`` CTE, so
+  windows, filters, null policies and caps mean the same) is summed per cluster in the
+  engine, then per arm into sufficient statistics of the cluster totals (count, means,
+  sample (co)variances) and of the units (sums of squares and cross-products, for the
+  design effect). Python sees one row per arm. Each arm's metric is a ratio of sums
+  over its clusters (a mean is ``sum(y) / units``) and its variance is the delta method
+  at the cluster level, i.e. the cluster-robust (sandwich) variance. The small-sample
+  factor (``small_sample``): ``"arm"`` (default) ``G_a / (G_a - 1)`` per arm, which
+  reduces to the unit-level Welch variance when every cluster is one unit;
+  ``"stata"`` statsmodels' / Stata's CR1 ``G / (G - 1) * (N - 1) / (N - 2)`` on the
+  whole regression (what ``OLS(...).fit(cov_type="cluster")`` reports); ``"none"``: CR0.
+  Tests use Welch-Satterthwaite degrees of freedom on the cluster counts.
+- **hierarchical**: the same statistics split by mode; the cluster-randomised part is
+  analysed as above, the unit-randomised part unit by unit, and
+  :func:`interference_test` compares the two (Saveski et al., KDD 2017).
+- **switchback**: events are bucketed into (region, slice) cells (``slice`` column, or
+  ``floor((ts - start) / slice_hours)``), the first ``burn_in_hours`` of every slice
+  dropped, each metric summed per (cell, unit) and then per cell in the engine. The
+  estimate is the difference of ratio-of-sums between arms' cells; its standard error is
+  Newey-West (Bartlett kernel, lag ``hac_lag``) over the slices of each region, and a
+  randomisation-inference p-value re-draws the cell schedule.
+
+``design_effect`` is the variance of the design's estimate over the variance a unit
+randomisation of the same units would have (the unit-level Welch variance on the same
+data): the variance price of the design.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import sqlglot
+from scipy import special
+from sqlglot import exp
+
+from recscope.errors import ConfigError, DataValidationError
+from recscope.experiments.analysis import apply_caps, make_plan
+from recscope.experiments.designs import CLUSTERED, DesignConfig, parse_design
+from recscope.experiments.engines import Engine, Source, SqlRunner, open_tables
+from recscope.experiments.metrics import AnalysisConfig
+from recscope.experiments.sql import Table, aliased, is_numeric, q
+from recscope.results import Effect, Result
+
+SmallSample = Literal["arm", "stata", "none"]
+N_PERMUTATIONS = 2000
+"""Randomisation-inference draws of a switchback schedule."""
+
+
+@dataclass
+class DesignAnalysis(Result):
+    """Per metric and treatment: the design's estimate with its interval and p-value.
+
+    ``extra`` of every row: ``variant``, ``design``, ``control_mean``,
+    ``treatment_mean``, ``rel_effect``, ``n_control`` / ``n_treatment`` (units, or cells
+    for a switchback), ``n_clusters`` (or ``n_slices`` and ``n_cells``),
+    ``design_effect``, ``se_unit`` (the unit-randomisation standard error on the same
+    data), ``df`` and ``small_sample``. Hierarchical designs give three rows per metric:
+    ``part`` = ``cluster``, ``unit`` and ``interference`` (cluster minus unit).
+    """
+
+    kind = "design_analysis"
+    title = "Experiment analysis by design"
+
+    results: list[Effect]
+    design: dict[str, Any] = field(default_factory=dict)
+    data_checks: dict[str, Any] = field(default_factory=dict)
+    sql: list[str] = field(default_factory=list)
+
+    def effects(self) -> list[Effect]:
+        return list(self.results)
+
+    def rich_table(self) -> Any:
+        """A compact table: the design's columns, not every diagnostic."""
+        from recscope.report.tables import rich_table
+
+        keys = ("metric", "part", "variant", "estimate", "ci_low", "ci_high", "se",
+                "p_value", "n_clusters", "n_slices", "design_effect")
+        rows = [{k: r[k] for k in keys if k in r} for r in self.rows()]
+        return rich_table(rows, title=self.title, notes=self.notes())
+
+    def notes(self) -> list[str]:
+        out = []
+        kind = self.design.get("kind")
+        n = self.data_checks.get("n_clusters")
+        if n is not None:
+            out.append(f"Design: {kind}; {n:,} clusters. Standard errors are "
+                       f"cluster-robust ({self.design.get('small_sample', 'arm')} "
+                       "small-sample factor).")
+        if kind == "switchback":
+            out.append(f"Design: switchback; {self.data_checks.get('n_slices')} slices x "
+                       f"{self.data_checks.get('n_regions')} region(s); burn-in "
+                       f"{self.design.get('burn_in_hours', 0):g} h dropped; Newey-West "
+                       f"standard errors (lag {self.data_checks.get('hac_lag')}).")
+        for e in self.results:
+            if e.extra.get("part") == "interference" and e.p_value < 0.05:
+                out.append(f"{e.metric}: the cluster- and unit-randomised estimates differ "
+                           f"(p = {e.p_value:.3g}): interference is likely.")
+        skipped = self.data_checks.get("metrics_skipped")
+        if skipped:
+            out.append(f"Not analysed under this design: {', '.join(skipped)}.")
+        ignored = self.data_checks.get("covariates_ignored")
+        if ignored:
+            out.append(f"CUPED covariates are not used by design analyses ({', '.join(ignored)}).")
+        return out
+
+
+# -- the interference test --------------------------------------------------------------------
+
+def interference_test(cluster_effect: Effect, unit_effect: Effect, *, alpha: float = 0.05
+                      ) -> Effect:
+    """Difference of the cluster-randomised and the unit-randomised estimates of one
+    metric (hierarchical design), with its standard error (the two parts use disjoint,
+    randomly chosen clusters, so their estimates are independent), a normal interval and
+    the two-sided p-value of "no interference"."""
+    d = cluster_effect.estimate - unit_effect.estimate
+    se = math.sqrt(cluster_effect.se**2 + unit_effect.se**2)
+    crit = float(-special.ndtri(alpha / 2))
+    if not (math.isfinite(d) and se > 0):
+        return Effect(cluster_effect.metric, math.nan, n=cluster_effect.n + unit_effect.n,
+                      extra={"part": "interference", "not_computable":
+                             "an estimate or its standard error is not finite"})
+    z = d / se
+    p = float(2 * special.ndtr(-abs(z)))
+    return Effect(cluster_effect.metric, d, d - crit * se, d + crit * se, se, p,
+                  cluster_effect.n + unit_effect.n,
+                  extra={"part": "interference", "statistic": z, "test": "z"})
+
+
+# -- arm statistics -> effects ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArmStats:
+    """One arm's sufficient statistics for one metric.
+
+    Cluster level: ``g`` clusters, ``num``/``den`` sums of the cluster totals of the
+    numerator and denominator, ``s_nn``, ``s_dd``, ``s_nd``: sums of squares and
+    cross-product of the cluster totals. Unit level: ``n`` units, ``u_nn``, ``u_dd``,
+    ``u_nd`` the same over units (for the design effect and the unit-level variance).
+    """
+
+    g: float
+    n: float
+    num: float
+    den: float
+    s_nn: float
+    s_dd: float
+    s_nd: float
+    u_nn: float
+    u_dd: float
+    u_nd: float
+
+    @property
+    def value(self) -> float:
+        return self.num / self.den if self.den != 0 else math.nan
+
+    def cr0(self) -> float:
+        """Cluster-robust variance without small-sample factor: sum of squared cluster
+        residuals ``(T_num - R T_den)`` over ``den**2``."""
+        r = self.value
+        ss = self.s_nn - 2 * r * self.s_nd + r * r * self.s_dd
+        return max(ss, 0.0) / self.den**2
+
+    def unit_var(self) -> float:
+        """Welch (ddof 1) variance of the arm's value under unit randomisation of the same
+        units: delta method on per-unit numerator and denominator."""
+        if self.n < 2:
+            return math.nan
+        r = self.value
+        ss = self.u_nn - 2 * r * self.u_nd + r * r * self.u_dd  # residuals sum to zero
+        return max(ss, 0.0) / self.den**2 * self.n / (self.n - 1)
+
+
+def compare_arms(metric: str, variant: str, c: ArmStats, t: ArmStats, *,
+                 alpha: float = 0.05, small_sample: SmallSample = "arm",
+                 extra: Mapping[str, Any] | None = None) -> Effect:
+    """Treatment minus control from two arms' cluster statistics (cluster-robust)."""
+    rc, rt = c.value, t.value
+    base: dict[str, Any] = {"variant": variant, "control_mean": rc, "treatment_mean": rt,
+                            "n_control": int(c.n), "n_treatment": int(t.n),
+                            "n_clusters": int(c.g + t.g), "small_sample": small_sample,
+                            **(extra or {})}
+    reason = None
+    if min(c.g, t.g) < 2:
+        reason = "fewer than 2 clusters in an arm"
+    elif c.den == 0 or t.den == 0:
+        reason = "the denominator sums to zero in an arm"
+    if reason is not None:
+        return Effect(metric, math.nan, n=c.n + t.n, extra={**base, "not_computable": reason})
+    if small_sample == "arm":
+        vc = c.cr0() * c.g / (c.g - 1)
+        vt = t.cr0() * t.g / (t.g - 1)
+    elif small_sample == "stata":
+        gg, nn = c.g + t.g, c.n + t.n
+        f = gg / (gg - 1) * (nn - 1) / (nn - 2)
+        vc, vt = c.cr0() * f, t.cr0() * f
+    elif small_sample == "none":
+        vc, vt = c.cr0(), t.cr0()
+    else:
+        raise ConfigError(f"small_sample must be arm, stata or none, got {small_sample!r}",
+                          key="small_sample")
+    est = rt - rc
+    var = vc + vt
+    se = math.sqrt(var)
+    den = vc**2 / (c.g - 1) + vt**2 / (t.g - 1)
+    df = var**2 / den if den > 0 else math.inf
+    uv = c.unit_var() + t.unit_var()
+    base.update(design_effect=var / uv if uv > 0 else math.nan,
+                se_unit=math.sqrt(uv) if uv >= 0 else math.nan, df=df,
+                rel_effect=rt / rc - 1 if rc != 0 else math.nan)
+    if not se > 0:
+        return Effect(metric, est, n=c.n + t.n,
+                      extra={**base, "not_computable": "no variance in either arm"})
+    stat = est / se
+    crit = float(special.stdtrit(df, 1 - alpha / 2)) if math.isfinite(df) else float(
+        -special.ndtri(alpha / 2))
+    p = float(2 * special.stdtr(df, -abs(stat))) if math.isfinite(df) else float(
+        2 * special.ndtr(-abs(stat)))
+    base["not_computable"] = None
+    return Effect(metric, est, est - crit * se, est + crit * se, se, p, c.n + t.n, base)
+
+
+# -- SQL helpers -------------------------------------------------------------------------------
+
+def _ident(name: str) -> str:
+    return q(name).sql("duckdb")
+
+
+def _from(t: Table, alias: str) -> str:
+    return aliased(t.expr, alias).sql("duckdb")
+
+
+def _to(dialect: str, text: str) -> str:
+    return sqlglot.parse_one(text, read="duckdb").sql(dialect)
+
+
+def _f(v: object) -> float:
+    return math.nan if v is None else float(v)  # type: ignore[arg-type]
+
+
+# -- the entry point --------------------------------------------------------------------------
+
+def analyze_design(assignments: Source, events: Source | Sequence[Source],
+                   config: AnalysisConfig, design: DesignConfig | Mapping[str, Any], *,
+                   engine: str | Engine = "duckdb", clusters: Source | None = None,
+                   cluster: str = "cluster_id", mode: str = "mode", region: str = "region",
+                   slice_column: str = "slice", start: float | None = None,
+                   small_sample: SmallSample = "arm", hac_lag: int | None = None,
+                   n_permutations: int = N_PERMUTATIONS, seed: int = 0,
+                   show_sql: Callable[[str], None] | None = None) -> DesignAnalysis:
+    """Analyse an experiment under its design (see the module docstring).
+
+    ``assignments``: one row per unit with ``config.unit``, ``config.variant`` and, for
+    cluster designs, ``cluster`` (or pass ``clusters``, a unit -> cluster table with the
+    columns ``config.unit`` and ``cluster``); hierarchical designs add ``mode``
+    (``"cluster"`` / ``"unit"``). For a switchback, ``assignments`` is the schedule:
+    one row per (``region``, ``slice``) cell with its ``config.variant``; ``events``
+    carry ``slice_column`` (or a timestamp, bucketed from ``start``, epoch seconds,
+    default the first event) and ``region`` (optional with one region).
+    """
+    d = parse_design(design)
+    if d.kind == "unit":
+        raise ConfigError("the unit design is analysed by recscope.experiments.analyze "
+                          "(recscope experiment analyze)", key="design.kind")
+    if d.kind == "switchback":
+        return _switchback(assignments, events, config, d, engine=engine, region=region,
+                           slice_column=slice_column, start=start, hac_lag=hac_lag,
+                           n_permutations=n_permutations, seed=seed, show_sql=show_sql)
+    assert d.kind in CLUSTERED
+    return _clustered(assignments, events, config, d, engine=engine, clusters=clusters,
+                      cluster=cluster, mode=mode, small_sample=small_sample,
+                      show_sql=show_sql)
+
+
+def _with_clusters(eng: Engine, a_tbl: Table, clusters: Source, unit: str, cluster: str
+                   ) -> Table:
+    """The assignments joined with a unit -> cluster table (a derived table)."""
+    k = eng.table(clusters)
+    for c in (unit, cluster):
+        if c not in k.columns:
+            raise DataValidationError(f"column not found in the clusters table (columns: "
+                                      f"{', '.join(k.columns)})", file=k.name, column=c)
+    if cluster in a_tbl.columns:
+        raise ConfigError(f"the assignments already have a {cluster!r} column: pass either "
+                          "it or a clusters table", key="clusters")
+    sel = exp.select(exp.Star(), exp.alias_(exp.column(q(cluster), table=q("k")), q(cluster)))
+    sel = sel.from_(aliased(a_tbl.expr, "s")).join(
+        aliased(k.expr, "k"), on=exp.EQ(this=exp.column(q(unit), table=q("s")),
+                                        expression=exp.column(q(unit), table=q("k"))),
+        join_type="left")
+    # the star would repeat the unit column of k: select s.* only
+    sel.set("expressions", [exp.Column(this=exp.Star(), table=q("s")),
+                            exp.alias_(exp.column(q(cluster), table=q("k")), q(cluster))])
+    return Table(a_tbl.name, exp.Subquery(this=sel),
+                 {**a_tbl.columns, cluster: k.columns[cluster]})
+
+
+def _clustered(assignments: Source, events: Source | Sequence[Source],
+               config: AnalysisConfig, d: DesignConfig, *, engine: str | Engine,
+               clusters: Source | None, cluster: str, mode: str,
+               small_sample: SmallSample, show_sql: Callable[[str], None] | None
+               ) -> DesignAnalysis:
+    eng, a_tbl, ev_tbls = open_tables(engine, assignments, events)
+    if clusters is not None:
+        a_tbl = _with_clusters(eng, a_tbl, clusters, config.unit, cluster)
+    hier = d.kind == "hierarchical"
+    for c, why in ((config.unit, "unit"), (config.variant, "variant"), (cluster, "cluster"),
+                   *([(mode, "mode")] if hier else [])):
+        if c not in a_tbl.columns:
+            raise DataValidationError(
+                f"the {d.kind} design needs a {why} column {c!r} in the assignments "
+                f"(columns: {', '.join(a_tbl.columns)})", file=a_tbl.name, column=c)
+    run = SqlRunner(eng, [a_tbl, *ev_tbls], show_sql)
+    _check_clusters(run, a_tbl, config, cluster, mode if hier else None, eng.dialect)
+    segs = (cluster, mode) if hier else (cluster,)
+    cfg = config.replace(segments=segs, correction="none")
+    plan = make_plan(cfg, a_tbl, ev_tbls, eng)
+    checks = plan.apply_checks(run(plan.checks_sql())[0])
+    apply_caps(plan, run)
+    metrics = [mp for mp in plan.metrics if mp.metric.kind != "quantile"]
+    skipped = [mp.metric.name for mp in plan.metrics if mp.metric.kind == "quantile"]
+    ignored = [mp.metric.name for mp in metrics if mp.covariates]
+    if not metrics:
+        raise ConfigError("no metric can be analysed under a cluster design (quantile "
+                          "metrics are not supported)", key="metrics", file=config.source)
+    # per metric: the numerator and denominator expressions over u (per unit)
+    terms: list[tuple[str, str, str]] = []  # (metric, numerator, denominator) SQL
+    for mp in metrics:
+        names = [plan.canon[v] for v in mp.variables]
+        y = f"u.{_ident(names[0])}"
+        if mp.term[1] is None:
+            num, den = y, f"CASE WHEN {y} IS NULL THEN NULL ELSE 1.0 END"
+        else:
+            z = f"u.{_ident(names[1])}"
+            both = f"{y} IS NOT NULL AND {z} IS NOT NULL"
+            num = f"CASE WHEN {both} THEN {y} END"
+            den = f"CASE WHEN {both} THEN {z} END"
+        terms.append((mp.metric.name, num, den))
+    if hier:
+        md = "CAST(u.s1 AS TEXT)"
+        grp = f"CASE WHEN {md} = 'unit' THEN CAST(u.u AS TEXT) ELSE CAST(u.s0 AS TEXT) END"
+    else:
+        md, grp = "'cluster'", "u.s0"
+    inner = ["u.v AS v", f"{md} AS md", f"{grp} AS g"]
+    outer = ["c.v AS v", "c.md AS md", "COUNT(*) AS n_clusters"]
+    for i, (_, num, den) in enumerate(terms):
+        inner += [f"SUM({num}) AS n{i}", f"SUM({den}) AS d{i}",
+                  f"SUM(({num}) * ({num})) AS unn{i}", f"SUM(({den}) * ({den})) AS udd{i}",
+                  f"SUM(({num}) * ({den})) AS und{i}", f"COUNT({den}) AS k{i}"]
+        outer += [f"SUM(c.k{i}) AS k{i}", f"SUM(c.n{i}) AS n{i}", f"SUM(c.d{i}) AS d{i}",
+                  f"SUM(c.n{i} * c.n{i}) AS snn{i}", f"SUM(c.d{i} * c.d{i}) AS sdd{i}",
+                  f"SUM(c.n{i} * c.d{i}) AS snd{i}", f"SUM(c.unn{i}) AS unn{i}",
+                  f"SUM(c.udd{i}) AS udd{i}", f"SUM(c.und{i}) AS und{i}",
+                  f"SUM(CASE WHEN c.k{i} > 0 THEN 1 ELSE 0 END) AS g{i}"]
+    text = (f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM u "
+            f"WHERE u.nv = 1 GROUP BY u.v, {md}, {grp}) AS c GROUP BY c.v, c.md")
+    final = sqlglot.parse_one(text, read="duckdb")
+    assert isinstance(final, exp.Select)
+    sql = plan.with_unit_ctes(final, {mp.index for mp in metrics}).sql(eng.dialect)
+    rows = run(sql)
+    stats: dict[tuple[str, str], dict[str, Any]] = {(str(r["v"]), str(r["md"])): r
+                                                   for r in rows if r["v"] is not None}
+    control = str(config.control)
+    variants = sorted({v for v, _ in stats})
+    if control not in variants:
+        raise DataValidationError(f"control variant {control!r} not found in the data "
+                                  f"(variants present: {', '.join(variants) or 'none'})",
+                                  file=a_tbl.name, column=config.variant)
+    treatments = [v for v in variants if v != control]
+    if not treatments:
+        raise DataValidationError("no treatment variant in the data (only the control)",
+                                  file=a_tbl.name, column=config.variant)
+    parts = ("cluster", "unit") if hier else ("cluster",)
+    for p in parts:
+        for v in variants:
+            row = stats.get((v, p))
+            if row is None or int(row["n_clusters"]) < 2:
+                got = 0 if row is None else int(row["n_clusters"])
+                what = "clusters" if p == "cluster" else "units"
+                raise DataValidationError(
+                    f"variant {v!r} has {got} {what}"
+                    f"{' in cluster mode' if hier and p == 'cluster' else ''}"
+                    f"{' in unit mode' if hier and p == 'unit' else ''}: a cluster-robust "
+                    f"analysis needs at least 2 per arm", file=a_tbl.name,
+                    column=cluster if p == "cluster" else config.unit)
+
+    def arm(v: str, p: str, i: int) -> ArmStats:
+        r = stats[(v, p)]
+        return ArmStats(_f(r[f"g{i}"]), _f(r[f"k{i}"]), _f(r[f"n{i}"]), _f(r[f"d{i}"]),
+                        _f(r[f"snn{i}"]), _f(r[f"sdd{i}"]), _f(r[f"snd{i}"]),
+                        _f(r[f"unn{i}"]), _f(r[f"udd{i}"]), _f(r[f"und{i}"]))
+
+    results: list[Effect] = []
+    for v in treatments:
+        for i, (name, _, _) in enumerate(terms):
+            if not hier:
+                results.append(compare_arms(name, v, arm(control, "cluster", i),
+                                            arm(v, "cluster", i), alpha=config.alpha,
+                                            small_sample=small_sample,
+                                            extra={"design": d.kind}))
+                continue
+            ce = compare_arms(name, v, arm(control, "cluster", i), arm(v, "cluster", i),
+                              alpha=config.alpha, small_sample=small_sample,
+                              extra={"design": d.kind, "part": "cluster"})
+            ue = compare_arms(name, v, arm(control, "unit", i), arm(v, "unit", i),
+                              alpha=config.alpha, small_sample=small_sample,
+                              extra={"design": d.kind, "part": "unit"})
+            it = interference_test(ce, ue, alpha=config.alpha)
+            it.extra.update(variant=v, design=d.kind, n_clusters=ce.extra["n_clusters"])
+            results += [ce, ue, it]
+    n_clusters = sum(int(r["n_clusters"]) for (v, p), r in stats.items() if p == "cluster")
+    data_checks = {"n_clusters": n_clusters, "units": int(sum(
+        max(_f(r[f"k{i}"]) for i in range(len(terms))) for r in stats.values())),
+        "metrics_skipped": skipped, "covariates_ignored": ignored,
+        "units_with_events_but_no_assignment": checks.get(
+            "units_with_events_but_no_assignment", 0)}
+    return DesignAnalysis(results, {**d.model_dump(), "small_sample": small_sample},
+                          data_checks, run.executed)
+
+
+def _check_clusters(run: SqlRunner, a: Table, config: AnalysisConfig, cluster: str,
+                    mode: str | None, dialect: str) -> None:
+    """Refuse units in two clusters, clusters spread over two variants (in cluster mode)
+    or two modes, and missing cluster ids: one line naming the file and the column."""
+    s = _from(a, "s")
+    u, c, v = (f"s.{_ident(x)}" for x in (config.unit, cluster, config.variant))
+    in_cluster_mode = "" if mode is None else f" WHERE CAST(s.{_ident(mode)} AS TEXT) = 'cluster'"
+    parts = [
+        f"(SELECT COUNT(*) AS n_multi, MIN(x) AS ex_multi FROM (SELECT CAST({u} AS TEXT) AS "
+        f"x FROM {s} GROUP BY {u} HAVING COUNT(DISTINCT {c}) > 1) AS t1) AS p1",
+        f"(SELECT COUNT(*) AS n_split, MIN(x) AS ex_split FROM (SELECT CAST({c} AS TEXT) "
+        f"AS x FROM {s}{in_cluster_mode} GROUP BY {c} HAVING COUNT(DISTINCT {v}) > 1) AS t2)"
+        " AS p2",
+        f"(SELECT SUM(CASE WHEN {c} IS NULL THEN 1 ELSE 0 END) AS n_null, MIN(CASE WHEN {c} "
+        f"IS NULL THEN CAST({u} AS TEXT) END) AS ex_null FROM {s}) AS p3"]
+    if mode is not None:
+        m = f"s.{_ident(mode)}"
+        parts.append(
+            f"(SELECT COUNT(*) AS n_mode, MIN(x) AS ex_mode FROM (SELECT CAST({c} AS TEXT) "
+            f"AS x FROM {s} GROUP BY {c} HAVING COUNT(DISTINCT {m}) > 1) AS t4) AS p4")
+        parts.append(
+            f"(SELECT SUM(CASE WHEN CAST({m} AS TEXT) IN ('cluster', 'unit') THEN 0 ELSE 1 "
+            f"END) AS n_badmode, MIN(CASE WHEN CAST({m} AS TEXT) IN ('cluster', 'unit') THEN "
+            f"NULL ELSE CAST({m} AS TEXT) END) AS ex_badmode FROM {s}) AS p5")
+    row = {k.lower(): val for k, val in run(_to(dialect, "SELECT * FROM " + " CROSS JOIN "
+                                                 .join(parts)))[0].items()}
+    if row["n_null"]:
+        raise DataValidationError(f"{int(row['n_null']):,} unit(s) without a cluster id "
+                                  f"(e.g. unit {row['ex_null']})", file=a.name, column=cluster)
+    if row["n_multi"]:
+        raise DataValidationError(f"{int(row['n_multi']):,} unit(s) appear in two clusters "
+                                  f"(e.g. unit {row['ex_multi']}); a unit must belong to "
+                                  "exactly one cluster", file=a.name, column=cluster)
+    if mode is not None and row["n_badmode"]:
+        raise DataValidationError(f"mode must be 'cluster' or 'unit', got "
+                                  f"{row['ex_badmode']!r}", file=a.name, column=mode)
+    if mode is not None and row["n_mode"]:
+        raise DataValidationError(f"{int(row['n_mode']):,} cluster(s) have units in both "
+                                  f"modes (e.g. cluster {row['ex_mode']}); a cluster is "
+                                  "randomised either as a cluster or unit by unit",
+                                  file=a.name, column=mode)
+    if row["n_split"]:
+        raise DataValidationError(f"{int(row['n_split']):,} cluster(s) have units in more "
+                                  f"than one variant (e.g. cluster {row['ex_split']}); a "
+                                  "cluster design gives every unit of a cluster one variant",
+                                  file=a.name, column=cluster)
+
+
+# -- switchback -------------------------------------------------------------------------------
+
+def newey_west_lag(n_slices: int) -> int:
+    """The usual automatic lag ``floor(4 (T / 100) ** (2 / 9))``, at least 1."""
+    return max(1, math.floor(4 * (n_slices / 100) ** (2 / 9)))
+
+
+def switchback_effect(region: np.ndarray, slice_: np.ndarray, treated: np.ndarray,
+                      num: np.ndarray, den: np.ndarray, *, lag: int) -> tuple[float, float,
+                                                                                   float]:
+    """Difference of ratio-of-sums between treated and control cells, its Newey-West
+    standard error (Bartlett weights, ``lag`` slices, within each region; regions
+    independent) and its i.i.d.-cells standard error."""
+    t = treated.astype(bool)
+    nt, nc = den[t].sum(), den[~t].sum()
+    rt, rc = num[t].sum() / nt, num[~t].sum() / nc
+    phi = np.where(t, (num - rt * den) / nt, -(num - rc * den) / nc)
+    var_iid = float(np.sum(phi**2))
+    var = var_iid
+    for r in np.unique(region):
+        sel = region == r
+        s = slice_[sel]
+        ph = np.zeros(int(s.max()) + 1)
+        ph[s] = phi[sel]
+        for lg in range(1, lag + 1):
+            if lg >= len(ph):
+                break
+            var += 2 * (1 - lg / (lag + 1)) * float(ph[lg:] @ ph[:-lg])
+    return float(rt - rc), math.sqrt(max(var, 0.0)), math.sqrt(var_iid)
+
+
+def _switchback(schedule: Source, events: Source | Sequence[Source], config: AnalysisConfig,
+                d: DesignConfig, *, engine: str | Engine, region: str, slice_column: str,
+                start: float | None, hac_lag: int | None, n_permutations: int, seed: int,
+                show_sql: Callable[[str], None] | None) -> DesignAnalysis:
+    ev_list = [events] if not isinstance(events, list | tuple) else list(events)
+    if len(ev_list) != 1:
+        raise ConfigError("a switchback analysis reads one events table", key="events")
+    eng, s_tbl, (e_tbl,) = open_tables(engine, schedule, ev_list)
+    run = SqlRunner(eng, [s_tbl, e_tbl], show_sql)
+    for c in (region, slice_column, config.variant):
+        if c not in s_tbl.columns:
+            raise DataValidationError(f"the switchback schedule needs a {c!r} column "
+                                      f"(columns: {', '.join(s_tbl.columns)})",
+                                      file=s_tbl.name, column=c)
+    if config.unit not in e_tbl.columns:
+        raise DataValidationError("unit column not found in the events", file=e_tbl.name,
+                                  column=config.unit)
+    ts = config.timestamp or next((n for n in ("ts", "timestamp") if n in e_tbl.columns), None)
+    ts = ts if ts in e_tbl.columns else None
+    has_slice = slice_column in e_tbl.columns
+    if not has_slice and ts is None:
+        raise DataValidationError(f"the events need a {slice_column!r} column or a timestamp "
+                                  "to place them in switchback slices", file=e_tbl.name,
+                                  column=slice_column)
+    if d.burn_in_hours > 0 and ts is None:
+        raise ConfigError("a burn-in needs event timestamps (set timestamp = ...)",
+                          key="design.burn_in_hours")
+    if region not in e_tbl.columns and d.regions > 1:
+        raise DataValidationError(f"the events need a {region!r} column for "
+                                  f"{d.regions} regions", file=e_tbl.name, column=region)
+    src = _from(e_tbl, "e")
+    epoch = None
+    if ts is not None:
+        tt = e_tbl.columns[ts]
+        epoch = (f"CAST(e.{_ident(ts)} AS DOUBLE)" if is_numeric(tt)
+                 else f"EPOCH(e.{_ident(ts)})")
+    width = d.slice_hours * 3600.0
+    info = run(_to(eng.dialect, "SELECT COUNT(*) AS n_rows"
+                   + (f", MIN({epoch}) AS t_min, MAX({epoch}) AS t_max" if epoch else "")
+                   + f" FROM {src}"))[0]
+    info = {k.lower(): v for k, v in info.items()}
+    if not info["n_rows"]:
+        raise DataValidationError("the events table has no rows", file=e_tbl.name)
+    t0 = start if start is not None else (_f(info["t_min"]) if epoch else 0.0)
+    if epoch is not None and not has_slice:
+        duration = _f(info["t_max"]) - t0
+        if width > duration:
+            raise ConfigError(f"the switchback slice ({d.slice_hours:g} h) is longer than the "
+                              f"experiment ({duration / 3600:.3g} h of events)",
+                              key="design.slice_hours")
+    slice_expr = (f"CAST(e.{_ident(slice_column)} AS BIGINT)" if has_slice
+                  else f"CAST(FLOOR(({epoch} - {t0!r}) / {width!r}) AS BIGINT)")
+    region_expr = f"e.{_ident(region)}" if region in e_tbl.columns else "0"
+    keep = "TRUE"
+    if d.burn_in_hours > 0:
+        keep = (f"({epoch} - {t0!r}) - {slice_expr} * {width!r} >= "
+                f"{d.burn_in_hours * 3600.0!r}")
+    metrics = [m for m in config.metrics if m.kind in ("mean", "proportion", "ratio")]
+    skipped = [m.name for m in config.metrics if m not in metrics]
+    if not metrics:
+        raise ConfigError("no metric can be analysed under a switchback (mean, proportion "
+                          "and ratio metrics are)", key="metrics", file=config.source)
+    per_unit, per_cell = [], []
+    for i, m in enumerate(metrics):
+        conds = []
+        for fc, vals in m.filter.items():
+            if fc not in e_tbl.columns:
+                raise ConfigError(f"filter column {fc!r} not found in {e_tbl.name}",
+                                  key=f"metrics.{m.name}.filter", file=config.source)
+            lits = ", ".join(exp.Literal.string(str(v)).sql("duckdb") if isinstance(v, str)
+                             else repr(v) for v in vals)
+            conds.append(f"e.{_ident(fc)} IN ({lits})")
+        cond = " AND ".join(conds)
+        for c in m.value_columns:
+            if c not in e_tbl.columns:
+                raise ConfigError(f"column {c!r} not found in {e_tbl.name}",
+                                  key=f"metrics.{m.name}", file=config.source)
+            if not is_numeric(e_tbl.columns[c]) and not e_tbl.columns[c].upper().startswith(
+                    "BOOL"):
+                raise DataValidationError(f"metric {m.name!r} needs a numeric column",
+                                          file=e_tbl.name, column=c)
+
+        def val(c: str, cond: str = cond, m: Any = m) -> str:
+            x = f"CAST(e.{_ident(c)} AS DOUBLE)"
+            if m.nulls == "zero":
+                x = f"COALESCE({x}, 0.0)"
+            return f"CASE WHEN {cond} THEN {x} END" if cond else x
+
+        if m.kind == "ratio":
+            per_unit += [f"SUM({val(m.numerator)}) AS a{i}", f"SUM({val(m.denominator)}) AS b{i}"]
+            nu, de = f"COALESCE(a{i}, 0.0)", f"COALESCE(b{i}, 0.0)"
+        elif m.kind == "proportion":
+            per_unit += [f"MAX({val(m.column)}) AS a{i}"]
+            nu, de = f"CASE WHEN a{i} > 0 THEN 1.0 ELSE 0.0 END", "1.0"
+        else:
+            per_unit += [f"SUM({val(m.column)}) AS a{i}"]
+            nu, de = f"COALESCE(a{i}, 0.0)", "1.0"
+        per_cell += [f"SUM({nu}) AS n{i}", f"SUM({de}) AS d{i}", f"SUM(({nu}) * ({nu})) AS "
+                     f"unn{i}", f"SUM(({de}) * ({de})) AS udd{i}",
+                     f"SUM(({nu}) * ({de})) AS und{i}"]
+    null_checks = [f"SUM(CASE WHEN e.{_ident(c)} IS NULL THEN 1 ELSE 0 END) AS null_{j}"
+                   for j, c in enumerate(dict.fromkeys(
+                       c for m in metrics if m.nulls == "error" for c in m.value_columns))]
+    if null_checks:
+        nc = run(_to(eng.dialect, f"SELECT {', '.join(null_checks)} FROM {src}"))[0]
+        cols = list(dict.fromkeys(c for m in metrics if m.nulls == "error"
+                                  for c in m.value_columns))
+        for j, c in enumerate(cols):
+            n_bad = int(nc.get(f"null_{j}") or 0)
+            if n_bad:
+                raise DataValidationError(f"{n_bad} NULL value(s); set nulls = \"zero\" on "
+                                          "the metric to count them as 0", file=e_tbl.name,
+                                          column=c)
+    sch = _from(s_tbl, "k")
+    cell_cols = ", ".join("x." + p.split(" AS ")[-1] for p in per_cell)
+    text = (
+        f"SELECT x.r AS r, x.sl AS sl, CAST(k.{_ident(config.variant)} AS TEXT) AS v, "
+        f"x.n_units AS n_units, {cell_cols} "
+        f"FROM (SELECT w.r AS r, w.sl AS sl, COUNT(*) AS n_units, {', '.join(per_cell)} "
+        f"FROM (SELECT {region_expr} AS r, {slice_expr} AS sl, e.{_ident(config.unit)} AS u, "
+        f"{', '.join(per_unit)} FROM {src} WHERE {keep} GROUP BY {region_expr}, {slice_expr}, "
+        f"e.{_ident(config.unit)}) AS w GROUP BY w.r, w.sl) AS x LEFT JOIN {sch} ON "
+        f"CAST(x.r AS TEXT) = CAST(k.{_ident(region)} AS TEXT) AND x.sl = "
+        f"CAST(k.{_ident(slice_column)} AS BIGINT)")
+    rows = run(_to(eng.dialect, text))
+    missing = [r for r in rows if r["v"] is None]
+    if missing:
+        r0 = missing[0]
+        raise DataValidationError(f"{len(missing)} (region, slice) cell(s) with events have "
+                                  f"no row in the schedule (e.g. region {r0['r']}, slice "
+                                  f"{r0['sl']})", file=s_tbl.name, column=slice_column)
+    control = str(config.control)
+    variants = sorted({str(r["v"]) for r in rows})
+    if control not in variants:
+        raise DataValidationError(f"control variant {control!r} not in the schedule's cells "
+                                  f"with events", file=s_tbl.name, column=config.variant)
+    rows.sort(key=lambda r: (str(r["r"]), int(r["sl"])))
+    regions = {k: i for i, k in enumerate(dict.fromkeys(str(r["r"]) for r in rows))}
+    reg = np.array([regions[str(r["r"])] for r in rows])
+    sl = np.array([int(r["sl"]) for r in rows])
+    sl = sl - sl.min()
+    var_of = np.array([str(r["v"]) for r in rows])
+    n_slices = int(sl.max()) + 1
+    lag = hac_lag if hac_lag is not None else newey_west_lag(n_slices)
+    rng = np.random.default_rng(seed)
+    crit = float(-special.ndtri(config.alpha / 2))
+    results = []
+    for v in [x for x in variants if x != control]:
+        pick = (var_of == v) | (var_of == control)
+        treated = (var_of == v)[pick]
+        if min(int(treated.sum()), int((~treated).sum())) < 2:
+            raise DataValidationError(f"fewer than 2 cells in an arm ({control!r} vs "
+                                      f"{v!r}): use more or shorter slices",
+                                      file=s_tbl.name, column=config.variant)
+        share = float(treated.mean())
+        for i, m in enumerate(metrics):
+            num = np.array([_f(r[f"n{i}"]) for r in rows])[pick]
+            den = np.array([_f(r[f"d{i}"]) for r in rows])[pick]
+            est, se, se_iid = switchback_effect(reg[pick], sl[pick], treated, num, den,
+                                                lag=lag)
+            c_arm = _unit_arm(rows, pick, ~treated, i)
+            t_arm = _unit_arm(rows, pick, treated, i)
+            uv = c_arm.unit_var() + t_arm.unit_var()
+            draws = []
+            for _ in range(n_permutations):
+                tt = rng.random(len(num)) < share
+                if tt.sum() < 2 or (~tt).sum() < 2:
+                    continue
+                draws.append(num[tt].sum() / den[tt].sum() - num[~tt].sum() / den[~tt].sum())
+            dr = np.asarray(draws)
+            ri_p = float((1 + np.sum(np.abs(dr) >= abs(est) - 1e-12)) / (len(dr) + 1))
+            ri_sd = float(dr.std(ddof=1)) if len(dr) > 1 else math.nan
+            p = float(2 * special.ndtr(-abs(est / se))) if se > 0 else math.nan
+            rc, rt = c_arm.value, t_arm.value
+            results.append(Effect(m.name, est, est - crit * se, est + crit * se, se, p,
+                                  int(c_arm.n + t_arm.n), {
+                "variant": v, "design": "switchback", "control_mean": rc,
+                "treatment_mean": rt, "rel_effect": rt / rc - 1 if rc else math.nan,
+                "n_control": int((~treated).sum()), "n_treatment": int(treated.sum()),
+                "n_slices": n_slices, "n_cells": int(pick.sum()), "hac_lag": lag,
+                "se_iid_cells": se_iid, "se_unit": math.sqrt(uv) if uv >= 0 else math.nan,
+                "design_effect": se**2 / uv if uv > 0 else math.nan,
+                "ri_p_value": ri_p, "ri_ci_low": est - crit * ri_sd,
+                "ri_ci_high": est + crit * ri_sd, "test": "z (Newey-West)",
+                "not_computable": None if se > 0 else "no variance"}))
+    checks = {"n_slices": n_slices, "n_regions": len(regions), "n_cells": len(rows),
+              "hac_lag": lag, "metrics_skipped": skipped, "start": t0}
+    return DesignAnalysis(results, d.model_dump(), checks, run.executed)
+
+
+def _unit_arm(rows: list[dict[str, Any]], pick: np.ndarray, arm: np.ndarray, i: int
+              ) -> ArmStats:
+    """One arm's unit-level sums over its switchback cells ((unit, cell) pairs)."""
+    sel = [r for r, p in zip(rows, pick, strict=True) if p]
+    sel = [r for r, a in zip(sel, arm, strict=True) if a]
+
+    def s(key: str) -> float:
+        return float(sum(_f(r[key]) for r in sel))
+
+    return ArmStats(float(len(sel)), s("n_units"), s(f"n{i}"), s(f"d{i}"), math.nan,
+                    math.nan, math.nan, s(f"unn{i}"), s(f"udd{i}"), s(f"und{i}"))
