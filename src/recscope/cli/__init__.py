@@ -62,6 +62,7 @@ def _register() -> None:
         experiment,
         history,
         launch,
+        longrun,
         ope,
         registry,
         serve,
@@ -77,6 +78,7 @@ def _register() -> None:
     app.add_typer(experiment.app, name="experiment")
     app.add_typer(launch.app, name="launch")
     app.add_typer(history.app, name="history")
+    app.add_typer(longrun.app, name="longrun")
     app.command("demo")(demo.demo)
     app.command("train")(train.train)
     app.command("recommend")(train.recommend)

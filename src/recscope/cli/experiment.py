@@ -67,6 +67,9 @@ def analyze(
         None, "--prior", metavar="HISTORY", help="History Parquet (recscope history build / "
         "simulate): also report empirical-Bayes shrunken effects and P(effect > 0) per "
         "metric, with a normal prior fitted on the history's readouts of that metric."),
+    long_run: list[Path] = typer.Option(
+        [], "--long-run", metavar="MODEL_DIR", help="Surrogate model (recscope longrun fit; "
+        "repeatable): add each metric's projected long-run effect and interval."),
 ) -> None:
     """Compare every treatment with the control on every metric; print the scorecard.
 
@@ -94,6 +97,11 @@ def analyze(
                             engine=make_engine(engine, database=database),
                             show_sql=print_sql if show_sql else None)
         bar.update(task, advance=1)
+    if long_run:
+        from recscope.cli.longrun import project_card
+
+        card = project_card(card, long_run, assignments, events,
+                            make_engine(engine, database=database))
     console.print(card.rich_table())
     if priors is not None:  # before the outputs are written
         from recscope.history import apply_prior

@@ -1,0 +1,190 @@
+"""``recscope longrun ...``: long-run effects from short experiments.
+
+``fit`` fits a surrogate index on a history of experiments whose folders hold the
+two-week data (``assignments.parquet``, ``events.parquet``) and the per-unit long-run
+outcome (``outcomes.parquet``); ``recscope experiment analyze --long-run MODEL_DIR``
+applies it. ``simulate-history`` writes such a history from the simulator (with held-out
+experiments and their long-run truth). ``novelty`` reads an experiment's effect by day
+since first exposure and projects the settled effect; ``engagement`` reweights an early
+readout to the population's engagement strata.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from recscope.cli.common import Force, HtmlOut, JsonOut, check_outputs, console, progress
+from recscope.errors import ConfigError, DataValidationError
+
+app = typer.Typer(help="Long-run effects: surrogate index, novelty, engagement bias.",
+                  no_args_is_help=True)
+
+EXPERIMENT_FILES = ("assignments.parquet", "events.parquet")
+OUTCOMES = "outcomes.parquet"
+MODEL_TOML = "surrogates.toml"
+
+
+def history_dirs(paths: list[Path]) -> list[Path]:
+    """Experiment folders: each path itself, or (a folder of experiments) its
+    sub-folders holding ``outcomes.parquet``, in name order."""
+    out: list[Path] = []
+    for p in paths:
+        if not p.is_dir():
+            raise ConfigError("not a folder", key="--history", file=str(p))
+        if (p / "assignments.parquet").exists():
+            out.append(p)
+            continue
+        subs = sorted(s for s in p.iterdir() if s.is_dir() and (s / OUTCOMES).exists())
+        if not subs:
+            raise ConfigError(f"neither an experiment folder (assignments.parquet) nor a "
+                              f"folder of experiments with {OUTCOMES}", key="--history",
+                              file=str(p))
+        out.extend(subs)
+    for d in out:
+        for f in (*EXPERIMENT_FILES, OUTCOMES):
+            if not (d / f).is_file():
+                what = ("the long-run outcome is missing" if f == OUTCOMES else "missing")
+                raise DataValidationError(f"{what} (a history experiment needs "
+                                          f"{', '.join((*EXPERIMENT_FILES, OUTCOMES))})",
+                                          file=str(d / f))
+    return out
+
+
+def surrogate_features(assignments: Any, events: Any, config: Any, *, name: str,
+                       engine: Any = "duckdb") -> Any:
+    """:func:`recscope.experiments.surrogate.unit_features`, with a surrogate whose column
+    is absent reported against the experiment's events file."""
+    from recscope.experiments.surrogate import unit_features
+
+    try:
+        return unit_features(assignments, events, config, engine=engine, name=name)
+    except ConfigError as exc:
+        if "not found in any table" not in exc.problem:
+            raise
+        ev = events if isinstance(events, str | Path) else name
+        raise DataValidationError(f"surrogate {exc.key or ''} of the long-run model: "
+                                  f"{exc.problem}", file=str(ev)) from None
+
+
+@app.command()
+def fit(
+    history: list[Path] = typer.Option(..., "--history", metavar="DIR",
+                                       help="History experiment folder, or a folder of them "
+                                       "(repeatable)."),
+    short: Path = typer.Option(..., "--short", metavar="METRICS.toml",
+                               help="Metrics TOML: every metric is a short-run surrogate."),
+    long: str = typer.Option(..., "--long", metavar="METRIC",
+                             help="Column of each history's outcomes.parquet to project."),
+    out: Path = typer.Option(..., "--out", metavar="MODEL_DIR", help="Model folder."),
+    metric: str | None = typer.Option(None, "--metric", help="Scorecard metric whose row "
+                                      "shows the projection (default: --long)."),
+    force: Force = False,
+    json_out: JsonOut = None,
+    html_out: HtmlOut = None,
+) -> None:
+    """Fit a surrogate index: the long-run outcome from the short-run surrogates.
+
+    Example: recscope longrun fit --history hist/ --short hist/surrogates.toml
+    --long active_days_long --metric active_days --out model/
+    """
+    import pyarrow.parquet as pq
+
+    from recscope.experiments.metrics import load_metrics
+    from recscope.experiments.surrogate import MODEL_FILE, attach_outcome, fit_surrogate
+    from recscope.io import atomic_dir, write_text
+
+    if not short.is_file():
+        raise ConfigError("file not found", key="--short", file=str(short))
+    check_outputs(json_out, html_out, folder=out, force=force, track=False)
+    config = load_metrics(short)
+    dirs = history_dirs(history)
+    tables = []
+    with progress() as bar:
+        task = bar.add_task("reading the history", total=len(dirs))
+        for d in dirs:
+            f = d / OUTCOMES
+            try:
+                outcomes = pq.read_table(f)
+            except Exception as exc:  # Arrow's message, with the file
+                raise DataValidationError(f"cannot read: {exc}", file=str(f)) from None
+            t = surrogate_features(str(d / "assignments.parquet"), str(d / "events.parquet"),
+                                   config, name=str(d))
+            tables.append(attach_outcome(t, outcomes, long, unit=config.unit, file=str(f)))
+            bar.update(task, advance=1)
+    model = fit_surrogate(tables, long=long, metric=metric, control=config.control,
+                          metrics_toml=short.read_text(encoding="utf-8"))
+    console.print(model.rich_table())
+    with atomic_dir(out, force=force) as tmp:
+        model.save(tmp / MODEL_FILE)
+        write_text(tmp / MODEL_TOML, model.metrics_toml)
+    console.print(f"surrogate model written to {out}", highlight=False, markup=False)
+    from recscope.cli.common import write_outputs
+
+    write_outputs(model, json_out, html_out, what="surrogate model")
+
+
+def project_card(card: Any, models: list[Path], assignments: str, events: list[str],
+                 engine: Any) -> Any:
+    """``card`` with the long-run projections of every model (``--long-run``)."""
+    from recscope.experiments.metrics import parse_metrics
+    from recscope.experiments.surrogate import add_long_run, load_model
+
+    projections = []
+    for m in models:
+        model = load_model(m)
+        cfg = parse_metrics(tomllib.loads(model.metrics_toml), source=str(m / MODEL_TOML))
+        cfg = cfg.replace(unit=card.config.get("unit", cfg.unit),
+                          variant=card.config.get("variant", cfg.variant),
+                          control=card.config.get("control", cfg.control))
+        ev = events if len(events) > 1 else events[0]
+        t = surrogate_features(assignments, ev, cfg, name=assignments, engine=engine)
+        projections += model.project(t, control=cfg.control)
+    return add_long_run(card, projections)
+
+
+@app.command("simulate-history")
+def simulate_history_cmd(
+    out: Path = typer.Option(..., "--out", metavar="DIR", help="History folder."),
+    experiments: int = typer.Option(60, "--experiments", help="History experiments."),
+    held_out: int = typer.Option(30, "--held-out", help="Held-out experiments (with "
+                                 "long-run truth)."),
+    scale: float = typer.Option(0.5, "--scale", help="World scale (1.0 = 20,000 users)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the changes and assignments."),
+    only: str | None = typer.Option(None, "--only", help="Run only names starting with "
+                                    "this prefix (h or x) or a comma list of names."),
+    force: Force = False,
+) -> None:
+    """Simulate a history of varied experiments with their long-run outcomes.
+
+    Example: recscope longrun simulate-history --out hist/ --experiments 60 --held-out 30
+    """
+    from recscope.sim.long_run_history import HistorySpec, simulate_history
+
+    spec = HistorySpec(scale=scale, seed=seed, history=experiments, held_out=held_out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError("is a file; expected a folder", key="--out", file=str(out))
+    names = None if only is None else [s.strip() for s in only.split(",") if s.strip()]
+
+    def pick(name: str) -> bool:
+        return names is None or any(name == n or (len(n) == 1 and name.startswith(n))
+                                    for n in names)
+
+    if not force:
+        clash = [p for p in (out.iterdir() if out.is_dir() else []) if p.is_dir()
+                 and pick(p.name)]
+        if clash:
+            raise ConfigError(f"{clash[0].name} exists; use --force to replace it",
+                              key="--out", file=str(out))
+    with progress() as bar:
+        task = bar.add_task("simulating experiments", total=None)
+
+        def prog(_stage: str, i: float, n: float) -> None:
+            bar.update(task, completed=i, total=n)
+
+        written = simulate_history(spec, out, force=force, progress=prog, only=pick)
+    console.print(f"{len(written)} experiments written to {out}", highlight=False,
+                  markup=False)

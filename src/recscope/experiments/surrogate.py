@@ -1,0 +1,383 @@
+"""Surrogate index: a long-run effect projected from a short experiment's surrogates.
+
+Athey, Chetty, Imbens & Kang (2019): on a *history* of experiments where both the
+short-run surrogates ``S`` (per unit: 14-day clicks, saves, sessions, active days, ...)
+and the long-run outcome ``Y`` (e.g. active days in weeks 9–12) are observed, fit
+``E[Y | S]``; in a new two-week experiment the effect on the predicted outcome
+``Ŷ = f(S)`` estimates the long-run effect, provided the surrogates carry all of the
+treatment's effect on ``Y`` (surrogacy).
+
+Here ``f`` is linear (ordinary least squares with a small ridge, pooled over every unit
+of the history). Per-unit surrogates come from the experiments package's own per-unit
+SQL (:class:`recscope.experiments.sql.Plan`), so a surrogate means exactly what the same
+metric means in a scorecard. The model keeps each history experiment's Gram matrix and
+per-arm moments, so that
+
+* the projection's interval combines a bootstrap over the new experiment's units
+  (Poisson weights within arms) with a bootstrap over the history's experiments (the
+  model refitted on resampled experiments), and
+* the history's own leave-one-experiment-out errors (projected vs observed long-run
+  effect) give the *surrogacy error* variance ``tau2`` beyond sampling noise, added to
+  the interval: the part of a change's long-run effect the surrogates miss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recscope.errors import ConfigError, DataValidationError
+from recscope.experiments.analysis import Scorecard
+from recscope.experiments.metrics import AnalysisConfig
+from recscope.results import Effect, Result
+
+RIDGE = 1e-6
+"""Ridge penalty, relative to each standardised feature's variance (numerical safety)."""
+
+METHOD = "surrogate index (linear; bootstrap over units and history experiments)"
+
+
+@dataclass
+class UnitTable:
+    """Per-unit surrogates (and, in a history, the long-run outcome) of one experiment."""
+
+    name: str
+    unit_ids: np.ndarray
+    variants: np.ndarray
+    features: list[str]
+    x: np.ndarray
+    y: np.ndarray | None = None
+
+
+def unit_features(assignments: Any, events: Any, config: AnalysisConfig, *,
+                  engine: Any = "duckdb", name: str = "experiment") -> UnitTable:
+    """Per-unit values of every variable of ``config``'s metrics, computed in the engine.
+
+    Features are named after their metric: ``clicks``; ratios give ``ctr.numerator`` and
+    ``ctr.denominator``; ``cuped_days`` gives ``<metric>.pre``; covariates
+    ``<metric>.cov.<column>``. Units in several variants or without one are left out.
+    """
+    from sqlglot import exp
+
+    from recscope.experiments.engines import open_tables
+    from recscope.experiments.sql import Plan, col
+
+    if any(m.kind == "quantile" for m in config.metrics):
+        bad = next(m.name for m in config.metrics if m.kind == "quantile")
+        raise ConfigError("quantile metrics cannot be surrogates (use a mean)",
+                          key=f"metrics.{bad}", file=config.source)
+    eng, a_tbl, ev_tbls = open_tables(engine, assignments, events)
+    plan = Plan(config.replace(segments=()), a_tbl, ev_tbls, eng.dialect)
+    plan.apply_checks(eng.execute(plan.checks_sql())[0])
+    names: dict[str, str] = {}
+    for mp in plan.metrics:
+        m = mp.metric
+        for k, (v, (role, column)) in enumerate(zip(mp.variables, mp.roles, strict=True)):
+            part = ("" if m.kind != "ratio" else
+                    (".numerator" if k % 2 == 0 else ".denominator"))
+            label = {"value": f"{m.name}{part}", "pre": f"{m.name}.pre{part}",
+                     "cov": f"{m.name}.cov.{column}"}[role]
+            names.setdefault(plan.canon[v], label)
+    canon = list(names)
+    sel = exp.select(exp.alias_(col("u", "u"), "unit"), exp.alias_(col("v", "u"), "v"),
+                     *[exp.alias_(col(c, "u"), f"f{i}") for i, c in enumerate(canon)])
+    sel = sel.from_("u").where(exp.EQ(this=col("nv", "u"), expression=exp.Literal.number(1)))
+    sel = sel.order_by(col("u", "u"))
+    rows = eng.execute(plan.with_unit_ctes(sel).sql(eng.dialect))
+    if not rows:
+        raise DataValidationError("no assigned unit", file=a_tbl.name, column=config.unit)
+    x = np.array([[math.nan if r[f"f{i}"] is None else float(r[f"f{i}"])
+                   for i in range(len(canon))] for r in rows], dtype=np.float64)
+    bad_rows = ~np.isfinite(x)
+    if bad_rows.any():
+        i, j = np.argwhere(bad_rows)[0]
+        raise DataValidationError(f"surrogate {names[canon[j]]!r} is missing (NULL/NaN) for "
+                                  f"unit {rows[i]['unit']!r}", file=a_tbl.name)
+    return UnitTable(name, np.array([r["unit"] for r in rows]),
+                     np.array([str(r["v"]) for r in rows], dtype=object),
+                     [names[c] for c in canon], x)
+
+
+def attach_outcome(table: UnitTable, outcomes: pa.Table, column: str, *, unit: str,
+                   file: str) -> UnitTable:
+    """``table`` with the long-run outcome ``column`` of ``outcomes`` (one row per unit)."""
+    if unit not in outcomes.column_names:
+        raise DataValidationError(f"no unit column {unit!r}", file=file, column=unit)
+    if column not in outcomes.column_names:
+        raise DataValidationError(
+            f"the long-run outcome {column!r} is not a column (have: "
+            f"{', '.join(c for c in outcomes.column_names if c != unit)})", file=file,
+            column=column)
+    ids = outcomes.column(unit).to_numpy(zero_copy_only=False)
+    if np.unique(ids).size != ids.size:
+        raise DataValidationError("a unit has more than one row", file=file, column=unit)
+    try:
+        vals = pc.cast(outcomes.column(column), pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise DataValidationError("the long-run outcome must be numeric", file=file,
+                                  column=column) from None
+    order = np.argsort(ids, kind="stable")
+    pos = np.minimum(np.searchsorted(ids[order], table.unit_ids), ids.size - 1)
+    found = ids[order][pos] == table.unit_ids
+    if not found.all():
+        missing = table.unit_ids[~found]
+        raise DataValidationError(f"{missing.size} assigned unit(s) have no row (e.g. unit "
+                                  f"{missing[0]!r})", file=file, column=unit)
+    y = vals[order][pos]
+    if not np.isfinite(y).all():
+        row = int(order[pos][~np.isfinite(y)][0])
+        raise DataValidationError("the long-run outcome is missing (NULL/NaN)", file=file,
+                                  column=column, row=row)
+    return UnitTable(table.name, table.unit_ids, table.variants, table.features, table.x, y)
+
+
+# ---------------------------------------------------------------------- the model
+def _gram(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    z = np.column_stack([np.ones(x.shape[0]), x, y])
+    return z.T @ z
+
+
+def _arm(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    z = np.column_stack([x, y])
+    cov = np.cov(z, rowvar=False) if z.shape[0] > 1 else np.zeros((z.shape[1],) * 2)
+    return {"n": int(z.shape[0]), "mean": z.mean(axis=0).tolist(),
+            "cov": np.atleast_2d(cov).tolist()}
+
+
+def _solve(gram: np.ndarray) -> np.ndarray:
+    """Intercept and coefficients from a Gram matrix of ``[1, x, y]`` (ridge on the
+    centred features, scaled to their variance)."""
+    p = gram.shape[0] - 2
+    n = gram[0, 0]
+    mean = gram[0, 1:p + 1] / n
+    sxx = gram[1:p + 1, 1:p + 1] / n - np.outer(mean, mean)
+    sxy = gram[1:p + 1, p + 1] / n - mean * gram[0, p + 1] / n
+    lam = RIDGE * np.maximum(np.diag(sxx), 1e-12)
+    beta = np.linalg.lstsq(sxx + np.diag(lam), sxy, rcond=None)[0]
+    return np.concatenate([[gram[0, p + 1] / n - mean @ beta], beta])
+
+
+@dataclass
+class SurrogateModel(Result):
+    """A fitted surrogate index and what the history says about it.
+
+    ``coef``: intercept then one coefficient per feature. ``experiments``: per history
+    comparison (treatment vs control) its observed long-run effect, the surrogate
+    projection from a model fitted without that experiment (leave one out) and their
+    sampling variances; :meth:`effects` shows them. ``tau2``: the surrogacy error variance
+    (mean squared leave-one-out error beyond sampling noise). ``metrics_toml``: the
+    surrogates' definitions, applied unchanged to new experiments.
+    """
+
+    kind: ClassVar[str] = "surrogate_model"
+    title: ClassVar[str] = "Surrogate index: history experiments, observed vs projected"
+
+    long: str
+    metric: str
+    features: list[str]
+    coef: list[float]
+    tau2: float
+    control: str
+    long_control_mean: float
+    metrics_toml: str
+    grams: list[list[list[float]]]
+    experiments: list[dict[str, Any]]
+    n_units: int
+    r2: float
+    sources: list[str] = field(default_factory=list)
+
+    def effects(self) -> list[Effect]:
+        return [Effect(self.long, e["projected"], n=e["n"], extra={
+            "experiment": e["name"], "variant": e["variant"], "observed": e["observed"],
+            "observed_se": math.sqrt(e["observed_var"]), "error": e["observed"] - e["projected"],
+        }) for e in self.experiments]
+
+    def notes(self) -> list[str]:
+        return [f"{len(self.grams)} history experiments, {self.n_units:,} units, R² = "
+                f"{self.r2:.3f} (unit level); surrogacy error sd = {math.sqrt(self.tau2):.4g} "
+                f"(leave-one-experiment-out, beyond sampling noise)."]
+
+    # -- applying -------------------------------------------------------------------------
+    def project(self, table: UnitTable, *, n_boot: int = 1000, seed: int = 0,
+                alpha: float = 0.05, control: str | None = None) -> list[Effect]:
+        """Projected long-run effect of every treatment of ``table`` against its control.
+
+        ``estimate`` = fitted coefficients · (treatment − control surrogate means); the
+        interval is the percentile interval of a bootstrap over the new experiment's
+        units (Poisson weights) and the history's experiments (refits), each draw plus a
+        normal surrogacy error of variance ``tau2``. ``se`` is the sd of the draws.
+        """
+        check_features(self, table)
+        ctrl = control or self.control
+        beta = np.asarray(self.coef)[1:]
+        rng = np.random.default_rng(seed)
+        grams = np.asarray(self.grams)
+        k = grams.shape[0]
+        picks = rng.integers(0, k, size=(n_boot, k))
+        boot_beta = np.array([_solve(grams[p].sum(axis=0))[1:] for p in picks])
+        in_c = table.variants == ctrl
+        if not in_c.any():
+            raise DataValidationError(f"control variant {ctrl!r} not found in the data",
+                                      file=table.name)
+        xc = table.x[in_c]
+        wc = rng.poisson(1.0, size=(n_boot, xc.shape[0])).astype(np.float64)
+        mc = (wc @ xc) / np.maximum(wc.sum(axis=1), 1.0)[:, None]
+        out = []
+        for v in sorted(set(table.variants) - {ctrl}):
+            xt = table.x[table.variants == v]
+            diff = xt.mean(axis=0) - xc.mean(axis=0)
+            est = float(beta @ diff)
+            wt = rng.poisson(1.0, size=(n_boot, xt.shape[0])).astype(np.float64)
+            mt = (wt @ xt) / np.maximum(wt.sum(axis=1), 1.0)[:, None]
+            draws = np.einsum("bp,bp->b", boot_beta, mt - mc)
+            draws = draws + rng.normal(0.0, math.sqrt(self.tau2), n_boot)
+            centred = draws - draws.mean() + est
+            lo, hi = np.quantile(centred, [alpha / 2, 1 - alpha / 2])
+            se = float(draws.std(ddof=1))
+            p = math.erfc(abs(est / se) / math.sqrt(2)) if se > 0 else math.nan
+            out.append(Effect(self.long, est, float(lo), float(hi), se, p,
+                              int(xt.shape[0] + xc.shape[0]), extra={
+                                  "variant": v, "method": METHOD, "for_metric": self.metric,
+                                  "surrogacy_sd": math.sqrt(self.tau2),
+                                  "n_boot": n_boot, "history_experiments": k}))
+        return out
+
+
+def check_features(model: SurrogateModel, table: UnitTable) -> None:
+    """The new experiment provides every surrogate the model was fitted on."""
+    missing = [f for f in model.features if f not in table.features]
+    if missing:
+        raise DataValidationError(f"surrogate {missing[0]!r} of the long-run model is "
+                                  "missing from this experiment", file=table.name)
+    idx = [table.features.index(f) for f in model.features]
+    table.x = table.x[:, idx]
+    table.features = list(model.features)
+
+
+def fit_surrogate(history: Sequence[UnitTable], *, long: str, metric: str | None = None,
+                  control: str = "control", metrics_toml: str = "") -> SurrogateModel:
+    """Fit the surrogate index on ``history`` (each with its outcome ``y``).
+
+    Every history table needs the same features, a control and at least one treatment
+    (its comparisons give the leave-one-experiment-out check); at least 3 experiments.
+    """
+    if len(history) < 3:
+        raise ConfigError(f"a surrogate index needs at least 3 history experiments (got "
+                          f"{len(history)})", key="--history")
+    feats = history[0].features
+    for h in history:
+        if h.y is None:
+            raise DataValidationError("no long-run outcome", file=h.name)
+        if h.features != feats:
+            raise DataValidationError("its surrogates differ from the first history's",
+                                      file=h.name)
+        if not (h.variants == control).any():
+            raise DataValidationError(f"no unit in the control variant {control!r}",
+                                      file=h.name)
+    grams = [_gram(h.x, h.y) for h in history]  # type: ignore[arg-type]
+    total = np.sum(grams, axis=0)
+    coef = _solve(total)
+    n = int(total[0, 0])
+    y_all = np.concatenate([h.y for h in history])  # type: ignore[misc]
+    x_all = np.concatenate([h.x for h in history])
+    resid = y_all - coef[0] - x_all @ coef[1:]
+    r2 = float(1 - resid.var() / y_all.var()) if y_all.var() > 0 else math.nan
+    exps: list[dict[str, Any]] = []
+    sq_err, samp = [], []
+    for k, h in enumerate(history):
+        b = _solve(total - grams[k])
+        w = np.concatenate([-b[1:], [1.0]])  # residual y − b·x
+        yk = h.y  # type: ignore[assignment]
+        c = h.variants == control
+        arm_c = _arm(h.x[c], yk[c])
+        for v in sorted(set(h.variants) - {control}):
+            t = h.variants == v
+            arm_t = _arm(h.x[t], yk[t])
+            dx = np.asarray(arm_t["mean"][:-1]) - np.asarray(arm_c["mean"][:-1])
+            obs = arm_t["mean"][-1] - arm_c["mean"][-1]
+            proj = float(b[1:] @ dx)
+            obs_var = sum(np.asarray(a["cov"])[-1, -1] / a["n"] for a in (arm_t, arm_c))
+            res_var = sum(w @ np.asarray(a["cov"]) @ w / a["n"] for a in (arm_t, arm_c))
+            exps.append({"name": h.name, "variant": v, "n": arm_t["n"] + arm_c["n"],
+                         "observed": float(obs), "projected": proj,
+                         "observed_var": float(obs_var), "residual_var": float(res_var)})
+            sq_err.append((obs - proj) ** 2)
+            samp.append(res_var)
+    tau2 = max(0.0, float(np.mean(sq_err) - np.mean(samp))) if exps else 0.0
+    ctrl_y = np.concatenate([h.y[h.variants == control] for h in history])  # type: ignore[index]
+    return SurrogateModel(long=long, metric=metric or long, features=list(feats),
+                          coef=coef.tolist(), tau2=tau2, control=control,
+                          long_control_mean=float(ctrl_y.mean()), metrics_toml=metrics_toml,
+                          grams=[g.tolist() for g in grams], experiments=exps, n_units=n,
+                          r2=r2, sources=[h.name for h in history])
+
+
+MODEL_FILE = "model.json"
+
+
+def load_model(path: str | Path) -> SurrogateModel:
+    """A model folder written by ``recscope longrun fit`` (its ``model.json``)."""
+    p = Path(path)
+    f = p / MODEL_FILE if p.is_dir() else p
+    if not f.is_file():
+        raise ConfigError(f"no {MODEL_FILE} here (write one with recscope longrun fit)",
+                          key="--long-run", file=str(p))
+    return SurrogateModel.load(f)
+
+
+# ---------------------------------------------------------------------- scorecard
+@dataclass
+class LongRunScorecard(Scorecard):
+    """A scorecard whose rows may carry a ``long_run`` object (``estimate``, ``ci_low``,
+    ``ci_high``, ``se``, ``method``, ``outcome``), shown beside the short-run effect;
+    ``long_run`` lists every projection (also those of metrics not in the scorecard)."""
+
+    long_run: list[Effect] = field(default_factory=list)
+
+    def rich_table(self) -> Any:
+        from rich.console import Group
+
+        from recscope.report.tables import rich_table
+
+        lr = rich_table([{"outcome": e.metric, "variant": e.extra["variant"],
+                          "for metric": e.extra["for_metric"], "estimate": e.estimate,
+                          "ci_low": e.ci_low, "ci_high": e.ci_high, "se": e.se}
+                         for e in self.long_run], title="Projected long-run effects "
+                        "(surrogate index)")
+        return Group(super().rich_table(), lr)
+
+    def _display(self, e: Effect) -> dict[str, Any]:
+        out = super()._display(e)
+        lr = e.extra.get("long_run")
+        if lr:
+            out["long run [CI]"] = (f"{lr['outcome']}: {lr['estimate']:+.4g} "
+                                    f"[{lr['ci_low']:+.4g}, {lr['ci_high']:+.4g}]")
+        return out
+
+
+def add_long_run(card: Scorecard, projections: Sequence[Effect]) -> LongRunScorecard:
+    """``card`` with each projection attached to its metric's row of the same variant."""
+    rows = []
+    for e in card.results:
+        extra = dict(e.extra)
+        for pr in projections:
+            if pr.extra["for_metric"] == e.metric and pr.extra["variant"] == extra["variant"]:
+                extra["long_run"] = {"estimate": pr.estimate, "ci_low": pr.ci_low,
+                                     "ci_high": pr.ci_high, "se": pr.se,
+                                     "method": pr.extra["method"], "outcome": pr.metric}
+        rows.append(Effect(e.metric, e.estimate, e.ci_low, e.ci_high, e.se, e.p_value, e.n,
+                           extra))
+    return LongRunScorecard(results=rows, srm=card.srm, data_checks=card.data_checks,
+                            segment_results=card.segment_results, config=card.config,
+                            sql=card.sql, long_run=list(projections))
+
+
+__all__ = ["LongRunScorecard", "SurrogateModel", "UnitTable", "add_long_run",
+           "attach_outcome", "check_features", "fit_surrogate", "load_model", "unit_features"]

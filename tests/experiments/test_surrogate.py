@@ -1,0 +1,128 @@
+"""Surrogate index: a planted long-run effect is recovered where the naive readout fails,
+the interval covers it, surrogacy errors widen the interval, and the per-unit SQL
+surrogates mean what the scorecard's metrics mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recscope.errors import DataValidationError
+from recscope.experiments.metrics import parse_metrics
+from recscope.experiments.surrogate import (
+    UnitTable,
+    add_long_run,
+    attach_outcome,
+    fit_surrogate,
+    unit_features,
+)
+
+
+def _experiment(name: str, rng: np.random.Generator, d_quality: float, d_curiosity: float,
+                d_hidden: float = 0.0, n: int = 2000) -> tuple[UnitTable, float]:
+    """Units whose long-run outcome depends on a latent quality (seen through 'saves')
+    and a hidden channel, while 'clicks' also carry curiosity that does not last."""
+    t = rng.integers(0, 2, n)
+    quality = rng.normal(0, 1, n) + d_quality * t
+    curiosity = rng.normal(0, 1, n) + d_curiosity * t
+    hidden = d_hidden * t
+    saves = quality + rng.normal(0, 0.3, n)
+    clicks = 2 + curiosity + 0.2 * quality + rng.normal(0, 0.5, n)
+    y = 5 + 3 * quality + hidden + rng.normal(0, 1, n)
+    x = np.column_stack([clicks, saves])
+    variants = np.where(t == 1, "treatment", "control").astype(object)
+    return (UnitTable(name, np.arange(n), variants, ["clicks", "saves"], x, y),
+            3 * d_quality + d_hidden)
+
+
+def _history(rng: np.random.Generator, k: int = 20, hidden_sd: float = 0.0
+             ) -> list[UnitTable]:
+    return [_experiment(f"h{i}", rng, rng.normal(0, 0.2), rng.normal(0, 0.5),
+                        rng.normal(0, hidden_sd))[0] for i in range(k)]
+
+
+def test_recovers_planted_long_run_effect_where_naive_fails() -> None:
+    rng = np.random.default_rng(1)
+    model = fit_surrogate(_history(rng), long="y", metric="clicks")
+    new, truth = _experiment("new", rng, d_quality=0.3, d_curiosity=1.0)
+    (e,) = model.project(new, n_boot=400, seed=1)
+    naive = (new.x[new.variants == "treatment", 0].mean()
+             - new.x[new.variants == "control", 0].mean())
+    assert e.ci_low <= truth <= e.ci_high
+    assert abs(e.estimate - truth) < 0.15
+    assert abs(naive - truth) > 3 * abs(e.estimate - truth)
+    assert model.coef[2] > 2.5 > abs(model.coef[1])  # saves carry the outcome, not clicks
+    assert model.tau2 < 0.01
+
+
+def test_surrogacy_error_from_history_widens_interval() -> None:
+    rng = np.random.default_rng(2)
+    clean = fit_surrogate(_history(rng), long="y")
+    leaky = fit_surrogate(_history(rng, hidden_sd=0.4), long="y")
+    assert leaky.tau2 > 0.05 > clean.tau2
+    new, _ = _experiment("new", rng, 0.2, 0.0)
+    (a,), (b,) = clean.project(new, n_boot=300), leaky.project(new, n_boot=300)
+    assert b.ci_high - b.ci_low > 2 * (a.ci_high - a.ci_low)
+
+
+def test_coverage_over_repeated_experiments() -> None:
+    rng = np.random.default_rng(3)
+    model = fit_surrogate(_history(rng, k=15, hidden_sd=0.3), long="y")
+    hits = 0
+    for i in range(30):
+        new, truth = _experiment(f"n{i}", rng, rng.normal(0, 0.2), rng.normal(0, 0.5),
+                                 rng.normal(0, 0.3), n=1000)
+        (e,) = model.project(new, n_boot=200, seed=i)
+        hits += e.ci_low <= truth <= e.ci_high
+    assert hits >= 24  # 95% intervals; 24/30 is far below what they achieve
+
+
+def test_missing_surrogate_and_outcome_are_named() -> None:
+    rng = np.random.default_rng(4)
+    model = fit_surrogate(_history(rng, k=4), long="y")
+    new, _ = _experiment("new.parquet", rng, 0.1, 0.1)
+    new.features = ["clicks", "hides"]
+    with pytest.raises(DataValidationError, match=r"new\.parquet.*'saves'.*missing"):
+        model.project(new)
+    import pyarrow as pa
+
+    table, _ = _experiment("h", rng, 0.0, 0.0, n=10)
+    with pytest.raises(DataValidationError, match="long-run outcome 'y' is not a column"):
+        attach_outcome(table, pa.table({"unit_id": np.arange(10)}), "y", unit="unit_id",
+                       file="outcomes.parquet")
+    with pytest.raises(DataValidationError, match="no row"):
+        attach_outcome(table, pa.table({"unit_id": np.arange(5), "y": np.ones(5)}), "y",
+                       unit="unit_id", file="outcomes.parquet")
+
+
+def test_unit_features_in_sql_and_scorecard_attachment() -> None:
+    t0 = pd.Timestamp("2026-01-01", tz="UTC")
+    assign = pd.DataFrame({"unit_id": [1, 2, 3, 4], "variant": ["control", "control", "t",
+                                                                  "t"],
+                           "first_exposure_ts": [t0] * 4})
+    day = pd.Timedelta(days=1)
+    events = pd.DataFrame({"unit_id": [1, 1, 2, 3, 3, 3, 4],
+                           "ts": [t0 - day, t0 + day, t0 + 2 * day, t0, t0 + 8 * day,
+                                  t0 + 9 * day, t0 + day],
+                           "clicks": [5, 1, 2, 3, 4, 0, 1], "day": [-1, 1, 2, 0, 8, 9, 1]})
+    cfg = parse_metrics({"unit": "unit_id", "metrics": {
+        "clicks": {"kind": "mean", "column": "clicks", "cuped_days": 7},
+        "late": {"kind": "count_distinct", "column": "day", "window": [7, 14]}}})
+    ut = unit_features(assign, events, cfg)
+    assert ut.features == ["clicks", "clicks.pre", "late"]
+    np.testing.assert_allclose(ut.x, [[1, 5, 0], [2, 0, 0], [7, 0, 2], [1, 0, 0]])
+    from recscope.experiments.analysis import analyze
+
+    card = analyze(assign, events, cfg)
+    from recscope.results import Effect
+
+    proj = Effect("y_long", 0.5, 0.1, 0.9, 0.2, extra={"variant": "t", "for_metric": "late",
+                                                        "method": "m"})
+    lr = add_long_run(card, [proj])
+    row = next(e for e in lr.results if e.metric == "late")
+    assert row.extra["long_run"]["estimate"] == 0.5
+    assert "long_run" not in next(e for e in lr.results if e.metric == "clicks").extra
+    d = lr.to_dict()
+    assert d["long_run"][0]["metric"] == "y_long"
+    assert type(lr).from_dict(d).results[1].extra["long_run"]["ci_high"] == 0.9
