@@ -7,9 +7,10 @@ standard partitioners, both chosen rather than written:
 
 - **Leiden** (``leidenalg`` on ``python-igraph``; Traag, Waltman & van Eck 2019):
   modularity communities (``resolution`` scales the modularity null model), capped at
-  1.25 x the target size (``max_comm_size``), then communities below half the target are
-  packed together (first fit by decreasing size) until each reaches it. Packing never
-  cuts an edge, so it never raises the cut fraction.
+  1.25 x the target size (oversized communities are split again by Leiden on their
+  subgraph), then each community below half the target joins the neighbouring one it
+  shares the most edges with (within the cap), and the rest are packed together (first
+  fit by decreasing size). Merging never cuts an edge, so it never raises the cut.
 - **METIS** (``pymetis``; Karypis & Kumar 1998): ``n_clusters`` parts of equal size
   (METIS' default 3% imbalance) minimising the weighted edge cut.
 
@@ -206,8 +207,8 @@ def _metis(n: int, src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None,
         ew = np.maximum(np.rint(w * scale), 1).astype(np.int64)
         if ew.max() > 2**30:
             ew = np.maximum(np.rint(w / w.max() * 2**30), 1).astype(np.int64)
-    _, parts = pymetis.part_graph(k, xadj=a.indptr.astype(np.int64),
-                                  adjncy=a.indices.astype(np.int64), eweights=ew,
+    adj = pymetis.CSRAdjacency(a.indptr.astype(np.int64), a.indices.astype(np.int64))
+    _, parts = pymetis.part_graph(k, adj, eweights=ew,
                                   options=pymetis.Options(seed=int(seed)))
     return np.asarray(parts, dtype=np.int64)
 
@@ -260,7 +261,47 @@ def _leiden(n: int, src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None
             next_label += 1
             if len(members) > cap:
                 work.append((members, depth + 1))
+    labels = merge_small(labels, _undirected(n, src, dst, weights), target, cap)
     return pack_small(labels, target)
+
+
+def merge_small(labels: np.ndarray, adjacency: sparse.csr_matrix, target: float, cap: int
+                ) -> np.ndarray:
+    """Merge each cluster below ``target / 2`` units (smallest first) into the
+    neighbouring cluster it shares the most edge weight with, when the two together stay
+    within ``cap`` units: the merge removes the edges between them from the cut."""
+    cl, sizes = _relabel(labels)
+    k = len(sizes)
+    small = np.flatnonzero(sizes < target / 2)
+    if len(small) == 0:
+        return cl
+    m = sparse.csr_matrix((np.ones(len(cl)), (np.arange(len(cl)), cl)), shape=(len(cl), k))
+    between = (m.T @ adjacency @ m).tocsr()
+    parent = np.arange(k)
+    size = sizes.astype(np.int64).copy()
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = int(parent[x])
+        return x
+
+    for c in small[np.argsort(sizes[small], kind="stable")]:
+        r = find(int(c))
+        if size[r] >= target / 2:
+            continue
+        lo, hi = between.indptr[c], between.indptr[c + 1]
+        weight: dict[int, float] = {}
+        for j, w in zip(between.indices[lo:hi], between.data[lo:hi], strict=True):
+            rj = find(int(j))
+            if rj != r and size[rj] + size[r] <= cap:
+                weight[rj] = weight.get(rj, 0.0) + float(w)
+        if weight:
+            best = max(weight, key=weight.__getitem__)
+            parent[r] = best
+            size[best] += size[r]
+    roots = np.array([find(i) for i in range(k)])
+    return _relabel(roots[cl])[0]
 
 
 def _bfs_order(g: object) -> np.ndarray:
@@ -274,6 +315,11 @@ def _bfs_order(g: object) -> np.ndarray:
             seen[vs] = True
             out.extend(vs)
     return np.asarray(out, dtype=np.int64)
+
+
+def _py(x: object) -> object:
+    """A numpy scalar as the Python value (for messages)."""
+    return x.item() if isinstance(x, np.generic) else x
 
 
 # -- edge files -------------------------------------------------------------------------------
@@ -346,7 +392,7 @@ def read_edges(path: str | os.PathLike[str], *, src: str | None = None,
         bad = ~np.isfinite(w) | (w < 0)
         if bad.any():
             row = int(np.argmax(bad)) + 1
-            raise DataValidationError(f"weight {w[row - 1]!r} is not a finite non-negative "
+            raise DataValidationError(f"weight {float(w[row - 1])!r} is not a finite non-negative "
                                       "number", file=file, column=weight, row=row)
     an = a.to_numpy(zero_copy_only=False)
     bn = b.to_numpy(zero_copy_only=False)
@@ -372,7 +418,7 @@ def read_edges(path: str | os.PathLike[str], *, src: str | None = None,
             if not ok.all():
                 row = int(np.argmin(ok))
                 raise DataValidationError(
-                    f"unit {arr[row]!r} is not one of the experiment's {len(known):,} units "
+                    f"unit {_py(arr[row])!r} is not one of the experiment's {len(known):,} units "
                     f"({int((~ok).sum()):,} edge end(s) unknown)", file=file, column=c,
                     row=row + 1)
             idx.append(order[pos])

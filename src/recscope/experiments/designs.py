@@ -191,6 +191,11 @@ def switchback_schedule(n_slices: int, n_regions: int, experiment: Experiment) -
     return _variant_index(assign(cells, experiment), experiment).reshape(n_regions, n_slices)
 
 
+def _py(x: object) -> object:
+    """A numpy scalar as the Python value (for messages)."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
 # -- checks -----------------------------------------------------------------------------------
 
 def check_unique_clusters(unit_ids: Sequence[object] | np.ndarray,
@@ -208,7 +213,8 @@ def check_unique_clusters(unit_ids: Sequence[object] | np.ndarray,
     if len(clash):
         i = clash[0]
         raise DataValidationError(
-            f"unit {us[i]!r} is in two clusters ({cs[i]!r} and {cs[i + 1]!r}); a unit must "
+            f"unit {_py(us[i])!r} is in two clusters ({_py(cs[i])!r} and "
+            f"{_py(cs[i + 1])!r}); a unit must "
             "belong to exactly one cluster", file=file, column=cluster,
             row=int(order[i + 1]) + 1)
 

@@ -1,0 +1,152 @@
+"""Graph clustering for cluster-randomised designs: Leiden and METIS on planted and real
+graphs, balanced sizes, cut fractions, and edge files' errors naming file/column/row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recscope.errors import ConfigError, DataValidationError
+from recscope.experiments.clusters import (
+    cluster_graph,
+    cut_fraction,
+    pack_small,
+    read_edges,
+)
+from tests.conftest import data_path
+
+
+def planted(n_blocks: int = 40, size: int = 25, p_in: float = 0.3, n_out: int = 300,
+            seed: int = 0) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """A graph with ``n_blocks`` dense blocks and ``n_out`` random edges between them."""
+    rng = np.random.default_rng(seed)
+    src, dst = [], []
+    for b in range(n_blocks):
+        i, j = np.triu_indices(size, 1)
+        keep = rng.random(len(i)) < p_in
+        src.append(b * size + i[keep])
+        dst.append(b * size + j[keep])
+    n = n_blocks * size
+    src.append(rng.integers(0, n, n_out))
+    dst.append(rng.integers(0, n, n_out))
+    block = np.repeat(np.arange(n_blocks), size)
+    return n, np.concatenate(src), np.concatenate(dst), block
+
+
+@pytest.mark.parametrize("method", ["leiden", "metis"])
+def test_planted_blocks_are_found_with_a_small_cut(method: str) -> None:
+    n, src, dst, block = planted()
+    c = cluster_graph(n, src, dst, method=method, n_clusters=40, seed=1)
+    truth = cut_fraction(block, src, dst)
+    assert c.cluster.shape == (n,) and c.cluster.dtype == np.int64
+    assert c.sizes.sum() == n and c.n_clusters == len(np.unique(c.cluster))
+    assert c.cut_fraction == pytest.approx(cut_fraction(c.cluster, src, dst))
+    # close to the planted partition's cut, far below a random partition's (~97.5%)
+    assert c.cut_fraction < truth + 0.05
+    rnd = np.random.default_rng(0).integers(0, 40, n)
+    assert cut_fraction(rnd, src, dst) > 0.9
+    # balanced: no cluster above 1.25x the target (Leiden) / METIS' 3% imbalance
+    assert c.sizes.max() <= np.ceil(1.25 * n / 40)
+    if method == "metis":
+        assert c.n_clusters == 40
+
+
+@pytest.mark.parametrize("method", ["leiden", "metis"])
+def test_same_seed_same_partition(method: str) -> None:
+    n, src, dst, _ = planted(seed=3)
+    a = cluster_graph(n, src, dst, method=method, n_clusters=20, seed=7)
+    b = cluster_graph(n, src, dst, method=method, n_clusters=20, seed=7)
+    assert np.array_equal(a.cluster, b.cluster)
+
+
+def test_oversized_communities_are_split_and_small_ones_packed() -> None:
+    # one big dense block of 300 and 200 isolated units; target size 50
+    rng = np.random.default_rng(0)
+    i, j = np.triu_indices(300, 1)
+    keep = rng.random(len(i)) < 0.05
+    c = cluster_graph(500, i[keep], j[keep], method="leiden", n_clusters=10)
+    assert c.sizes.max() <= np.ceil(1.25 * 50)
+    # isolated units packed into bins of ~50: at most one leftover bin below half
+    assert np.sum(c.sizes < 25) <= 1 and c.n_clusters <= 20
+    assert np.sum(c.sizes) == 500
+
+
+def test_pack_small_never_cuts_an_edge() -> None:
+    labels = np.array([0, 0, 1, 2, 3, 3, 3, 3, 4])
+    out = pack_small(labels, target=4)
+    for a, b in [(0, 1), (4, 5), (5, 6)]:  # units together before stay together
+        assert out[a] == out[b]
+    assert len(np.unique(out)) < len(np.unique(labels))
+
+
+def test_weights_change_the_cut() -> None:
+    n, src, dst, block = planted(n_blocks=10, size=20)
+    w = np.where(block[src] == block[dst], 1.0, 0.0)
+    assert cut_fraction(block, src, dst, w) == 0.0
+    c = cluster_graph(n, src, dst, weights=w, method="metis", n_clusters=10)
+    assert c.cut_fraction <= 0.05
+
+
+def test_bad_arguments_are_named() -> None:
+    with pytest.raises(ConfigError, match="n_clusters"):
+        cluster_graph(10, np.array([0]), np.array([1]), n_clusters=1)
+    with pytest.raises(ConfigError, match="dst must hold unit indices"):
+        cluster_graph(10, np.array([0]), np.array([10]))
+    with pytest.raises(ConfigError, match="weights"):
+        cluster_graph(10, np.array([0]), np.array([1]), weights=np.array([-1.0]))
+    with pytest.raises(ConfigError, match="unknown clustering method"):
+        cluster_graph(10, np.array([0]), np.array([1]), method="louvain")  # type: ignore
+
+
+def test_lastfm_friend_graph() -> None:
+    path = data_path("lastfm", "social", "user_friends.dat")
+    e = read_edges(path)
+    assert len(e.units) == 1892 and len(e.src) == 25434
+    assert e.file == str(path)
+    for method in ("leiden", "metis"):
+        c = cluster_graph(len(e.units), e.src, e.dst, method=method, n_clusters=20)
+        # a real friend graph clusters far better than chance (1 - 1/20 = 95% cut)
+        assert c.cut_fraction < 0.7, method
+
+
+def test_read_edges_maps_to_known_units(tmp_path: Path) -> None:
+    f = tmp_path / "edges.csv"
+    pd.DataFrame({"a": [10, 20, 30], "b": [20, 30, 10], "w": [1.0, 2.0, 0.5]}).to_csv(
+        f, index=False)
+    e = read_edges(f, weight="w", units=[30, 20, 10, 40])
+    assert list(e.units[e.src]) == [10, 20, 30]
+    assert list(e.units[e.dst]) == [20, 30, 10]
+    assert list(e.weights) == [1.0, 2.0, 0.5]
+    pq = tmp_path / "edges.parquet"
+    pd.DataFrame({"x": ["u1", "u2"], "y": ["u2", "u3"]}).to_parquet(pq)
+    e2 = read_edges(pq)
+    assert list(e2.units) == ["u1", "u2", "u3"]
+
+
+@pytest.mark.parametrize(("frame", "kwargs", "match"), [
+    ({"a": [1, 2, 3], "b": [2, 9, 1]}, {"units": [1, 2, 3]},
+     r"file .*edges.csv, column 'b', row 2: unit 9 is not one of"),
+    ({"a": [1, None, 3], "b": [2, 3, 1]}, {}, r"column 'a', row 2: missing \(null\)"),
+    ({"a": [1, 2], "b": [2, 1], "w": [1.0, -2.0]}, {"weight": "w"},
+     r"column 'w', row 2: weight -2.0 is not"),
+    ({"a": [1, 2], "b": [2, 1]}, {"src": "from"}, r"column 'from': column not found"),
+    ({"a": [1, 2], "b": ["x", "y"]}, {}, r"column 'b': ids are string here but int64"),
+])
+def test_read_edges_errors_name_file_column_row(tmp_path: Path, frame: dict[str, list[object]],
+                                                kwargs: dict[str, object], match: str) -> None:
+    f = tmp_path / "edges.csv"
+    pd.DataFrame(frame).to_csv(f, index=False)
+    with pytest.raises(DataValidationError, match=match) as info:
+        read_edges(f, **kwargs)  # type: ignore[arg-type]
+    assert "\n" not in str(info.value)
+
+
+def test_read_edges_missing_and_empty_files(tmp_path: Path) -> None:
+    with pytest.raises(DataValidationError, match="file not found"):
+        read_edges(tmp_path / "nope.csv")
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataValidationError, match="empty"):
+        read_edges(tmp_path / "empty.csv")
