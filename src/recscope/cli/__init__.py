@@ -67,6 +67,7 @@ def _register() -> None:
         registry,
         serve,
         simulate,
+        track,
         train,
         tune,
         workflow,
@@ -85,6 +86,7 @@ def _register() -> None:
     app.command("evaluate")(evaluate.evaluate)
     app.command("ope")(ope.ope)
     app.command("simulate")(simulate.simulate)
+    app.command("track")(track.track)
     app.command("attribute")(attribute.attribute)
     app.command("tune")(tune.tune)
     app.add_typer(registry.app, name="registry")

@@ -55,6 +55,11 @@ def simulate(
         raise ConfigError("is a folder; expected an experiment TOML file" if experiment.is_dir()
                           else "experiment file not found", file=str(experiment))
     check_outputs(folder=out, force=force, tracking=tracking)
+    from recscope.cli.track import simulate_long_run, wants_long_run
+
+    if wants_long_run(experiment):  # a [[launch]] schedule: holdout and launches
+        return simulate_long_run(experiment, out, force=force, seed=seed, days=days,
+                                 no_truth=no_truth, tracking=tracking, serve_url=serve_url)
     spec = load_experiment(experiment)
     update: dict[str, object] = {}
     if seed is not None:
