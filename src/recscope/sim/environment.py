@@ -18,7 +18,11 @@
    slates compound into retention while novelty clicks do not.
 5. **Interference** (off by default, :mod:`recscope.sim.interference`): creator supply
    (exposure raises creators' output, which makes their pins more engaging for everyone)
-   and social spillover (saves appear in followers' home feeds, across arms).
+   and social spillover (saves appear in followers' home feeds, across arms); with
+   ``regions > 1`` each region is its own market with its own creator supply.
+6. **Assignment.** ``run`` serves user ``u`` the policy of a static per-user ``arm``, or
+   of a :class:`Schedule` (switchback: an arm per region and time slice, fixed for a
+   session at its start).
 
 Every random number is counter-based (:mod:`recscope.sim.crn`), so a replay of the same
 users under other policies reuses the same numbers: :mod:`recscope.sim.true_effects`
@@ -44,7 +48,12 @@ from recscope.errors import ConfigError
 from recscope.sim import crn
 from recscope.sim.behaviour import SlateResponse, respond
 from recscope.sim.config import SURFACES
-from recscope.sim.interference import CreatorSupplyConfig, SocialConfig, SocialGraph
+from recscope.sim.interference import (
+    CreatorSupplyConfig,
+    SocialConfig,
+    SocialGraph,
+    regions_of,
+)
 from recscope.sim.stacks import PolicyLike, SlateContext, as_policy, slates_of
 from recscope.sim.world_model import WorldTruth, window_end
 
@@ -83,6 +92,35 @@ class SimConfig(StrictModel):
                                     description="e-folding of novelty, in sessions")
     creator_supply: CreatorSupplyConfig = Field(default_factory=CreatorSupplyConfig)
     social: SocialConfig = Field(default_factory=SocialConfig)
+    regions: int = Field(default=1, ge=1, le=10_000,
+                         description="markets: users split by a hash, each region keeps "
+                         "its own creator supply (recscope.sim.interference)")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Switchback assignment: the arm of every (time slice, region).
+
+    ``arms[s, r]`` is the policy index of region ``r`` in slice ``s``; slice ``s`` covers
+    ``[start_us + s·slice_us, start_us + (s+1)·slice_us)`` (times past the last slice keep
+    the last slice's arm). A session is served the arm of its region at its start.
+    """
+
+    arms: np.ndarray  # int64 [n_slices, n_regions]
+    region: np.ndarray  # int64 [n_users]
+    start_us: int
+    slice_us: int
+
+    def arm_at(self, users: np.ndarray, ts: np.ndarray) -> np.ndarray:
+        """Policy index of each (user, time)."""
+        s = np.clip((np.asarray(ts, np.int64) - self.start_us) // self.slice_us, 0,
+                    self.arms.shape[0] - 1)
+        return self.arms[s, self.region[users]]
+
+    def slice_of(self, ts: np.ndarray) -> np.ndarray:
+        """Time slice of each timestamp (-1 before the first)."""
+        s = (np.asarray(ts, np.int64) - self.start_us) // self.slice_us
+        return np.where(s < 0, -1, np.minimum(s, self.arms.shape[0] - 1))
 
 
 @dataclass
@@ -146,10 +184,19 @@ class SimResult:
         first[first == np.iinfo(np.int64).max] = -1
         return first
 
-    def events_table(self, user_ids: pa.Array | None = None) -> pa.Table:
-        """The event log: ``unit_id``, ``ts`` and metric columns, one row per request."""
+    def events_table(self, user_ids: pa.Array | None = None, *,
+                     region: np.ndarray | None = None) -> pa.Table:
+        """The event log: ``unit_id``, ``ts`` and metric columns, one row per request.
+
+        With ``region`` (the market of every user index) it also carries ``arm`` (the
+        policy index that served the request) and ``region``: what a switchback analysis
+        needs, since a user's arm changes with time there.
+        """
         c = self.columns
         unit = pa.array(c["user"]) if user_ids is None else user_ids.take(pa.array(c["user"]))
+        extra = {} if region is None else {
+            "arm": pa.array(c["arm"].astype(np.int32)),
+            "region": pa.array(np.asarray(region, np.int32)[c["user"]])}
         return pa.table({
             "unit_id": unit,
             "ts": pa.array(c["ts"], TIMESTAMP_TYPE),
@@ -163,6 +210,7 @@ class SimResult:
             "saves": pa.array(c["saves"]),
             "hides": pa.array(c["hides"]),
             "session_end": pa.array(c["quit"].astype(np.int32)),
+            **extra,
         })
 
 
@@ -208,6 +256,8 @@ class Environment:
         self._params = {s: self._surface_params(s) for s in SURFACES}
         self.policy_seconds = 0.0
         """Cumulative wall time spent inside policies (reported apart from simulation)."""
+        self.region = regions_of(truth.n_users, self.config.regions, self.seed)
+        """The market (region) of every user (all 0 with one region)."""
         self.social: SocialGraph | None = None
         if self.config.social.enabled:
             self.social = SocialGraph.build(truth, self.config.social, seed=self.seed)
@@ -228,10 +278,13 @@ class Environment:
     def initial_state(self) -> SimState:
         """Day 0: neutral satisfaction, no novelty seen, every creator at base supply."""
         t = self.truth
+        shape = (self.n_creators,) if self.config.regions == 1 else (
+            self.config.regions, self.n_creators)
         return SimState(day=0, satisfaction=np.zeros(t.n_users),
-                        novelty_seen=np.zeros(t.n_users), supply=np.ones(self.n_creators),
-                        exposure_ref=np.zeros(self.n_creators),
-                        pending_social=np.full(t.n_users, -1, dtype=np.int64))
+                        novelty_seen=np.zeros(t.n_users), supply=np.ones(shape),
+                        exposure_ref=np.zeros(shape),
+                        pending_social=np.full((t.n_users, self.config.social.inserts), -1,
+                                               dtype=np.int64))
 
     def warmup(self, policy: Any, days: int = 7, progress: Progress | None = None,
                stage: str = "warm-up") -> SimState:
@@ -241,12 +294,14 @@ class Environment:
                         progress=progress, stage=stage).state
 
     # ------------------------------------------------------------------ main loop
-    def run(self, policies: Sequence[Any], *, days: int, arm: np.ndarray | None = None,
+    def run(self, policies: Sequence[Any], *, days: int,
+            arm: np.ndarray | Schedule | None = None,
             state: SimState | None = None, novel: Sequence[bool] | None = None,
             calibrate: bool = False, record: bool = True, progress: Progress | None = None,
             names: Sequence[str] | None = None, stage: str = "simulate",
             observe: Callable[[SlateObservation], None] | None = None) -> SimResult:
-        """Simulate ``days`` days; user ``u`` is served ``policies[arm[u]]``.
+        """Simulate ``days`` days; user ``u`` is served ``policies[arm[u]]`` (or, with a
+        :class:`Schedule`, the policy of its region in the time slice of the session).
 
         ``policies[0]`` is the incumbent; others are new to users (novelty) unless
         ``novel`` says otherwise. ``state`` (default :meth:`initial_state`) is not
@@ -259,10 +314,19 @@ class Environment:
             raise ConfigError("days must be at least 1", key="days")
         pols = [as_policy(p) for p in policies]
         n_users = self.truth.n_users
-        arm = np.zeros(n_users, dtype=np.int64) if arm is None else np.asarray(arm, np.int64)
-        if arm.shape != (n_users,) or arm.min() < 0 or arm.max() >= len(pols):
-            raise ConfigError(f"arm must be one policy index in [0, {len(pols)}) per user",
-                              key="arm")
+        if isinstance(arm, Schedule):
+            a = arm.arms
+            if (a.ndim != 2 or a.shape[1] != self.config.regions or a.min() < 0
+                    or a.max() >= len(pols) or arm.slice_us <= 0):
+                raise ConfigError(f"schedule must hold one policy index in [0, {len(pols)}) "
+                                  f"per slice and region ({self.config.regions} regions)",
+                                  key="arm")
+        else:
+            arm = np.zeros(n_users, dtype=np.int64) if arm is None else np.asarray(arm,
+                                                                                   np.int64)
+            if arm.shape != (n_users,) or arm.min() < 0 or arm.max() >= len(pols):
+                raise ConfigError(f"arm must be one policy index in [0, {len(pols)}) per "
+                                  "user", key="arm")
         is_novel = np.array([i > 0 for i in range(len(pols))] if novel is None else novel,
                             dtype=bool)
         st = (state or self.initial_state()).copy()
@@ -279,7 +343,7 @@ class Environment:
             getattr(p, "name", f"policy{j}") for j, p in enumerate(policies)]
         return SimResult(merged, days, start_day, pnames, st, daily)
 
-    def _day(self, st: SimState, pols: list[PolicyLike], arm: np.ndarray,
+    def _day(self, st: SimState, pols: list[PolicyLike], arm: np.ndarray | Schedule,
              is_novel: np.ndarray, cols: dict[str, list[np.ndarray]] | None,
              daily: list[dict[str, Any]], calibrate: bool,
              observe: Callable[[SlateObservation], None] | None = None) -> None:
@@ -291,6 +355,9 @@ class Environment:
         # 1. visits
         rate = self.rate * np.exp(cfg.satisfaction_effect * np.clip(
             st.satisfaction, -cfg.satisfaction_clip, cfg.satisfaction_clip))
+        if self.social is not None and cfg.social.visit_pull > 0:
+            rate = rate * (1.0 + cfg.social.visit_pull
+                           * (st.pending_social >= 0).sum(axis=1))
         u_visit = crn.uniforms(crn.keys(self.seed, users_all, d), crn.VISIT)
         n_sess = _poisson_inv(rate, u_visit, cfg.max_sessions_per_day)
         user = np.repeat(users_all, n_sess)
@@ -302,7 +369,8 @@ class Environment:
         user, skey, t = user[order], skey[order], t[order]
         n = user.size
         session_id = d * 10_000_000 + np.arange(n, dtype=np.int64)
-        sess_arm = arm[user]
+        sess_arm = arm.arm_at(user, t) if isinstance(arm, Schedule) else arm[user]
+        markets = self.config.regions > 1
         novelty = np.where(is_novel[sess_arm],
                            cfg.novelty * np.exp(-st.novelty_seen[user] / cfg.novelty_sessions),
                            0.0)
@@ -310,11 +378,12 @@ class Environment:
         prev_top = np.full(n, -1, dtype=np.int64)
         prev_clicked = np.zeros(n, dtype=bool)
         value = np.zeros(n)
-        exposure = np.zeros(self.n_creators)
+        exposure = np.zeros(st.supply.shape).ravel()
         saves_u: list[np.ndarray] = []
         saves_i: list[np.ndarray] = []
         pending = st.pending_social
         bonus = self._item_bonus(st)
+        flat_bonus = bonus if bonus.ndim == 1 else np.zeros(self.truth.n_items)
         n_imp = n_clk = 0
         active = np.arange(n)
         for step in range(sc.max_requests):
@@ -361,11 +430,18 @@ class Environment:
                 boost = None
                 if self.social is not None and code == 0:
                     items, boost = self.social.insert(items, pending, user[rows])
+                if markets and bonus.ndim == 2:
+                    # each market's supply: the pin's gain where the user lives
+                    mb = np.where(items >= 0, bonus[self.region[user[rows]][:, None],
+                                                    self.item_creator[np.maximum(items, 0)]],
+                                  0.0)
+                    boost = mb if boost is None else boost + mb
                 resp = respond(user[rows], items, keys_r, user_vec=self.user_vec,
                                item_vec=self.item_vec, item_unit=self.item_unit,
                                user_bias=self.user_bias, item_static=self.item_static,
                                item_quality=self.item_quality, item_topic=self.item_topic,
-                               item_bonus=bonus, slot_boost=boost, query=q, seed=sd,
+                               item_bonus=flat_bonus, slot_boost=boost, query=q,
+                               seed=sd,
                                novelty=novelty[rows], params=self._params[sname])
                 if observe is not None:
                     observe(SlateObservation(d, step, sname, user[rows],
@@ -375,8 +451,11 @@ class Environment:
                 value[rows] += (cfg.value_click * real + cfg.value_save * resp.saves
                                 - cfg.value_hide * resp.hides)
                 shown_items = items[resp.shown]
-                exposure += np.bincount(self.item_creator[shown_items],
-                                        minlength=self.n_creators)
+                cre = self.item_creator[shown_items]
+                if markets:
+                    reg = np.broadcast_to(self.region[user[rows]][:, None], items.shape)
+                    cre = reg[resp.shown] * self.n_creators + cre
+                exposure += np.bincount(cre, minlength=exposure.size)
                 if self.social is not None and resp.saved.any():
                     r_idx, c_idx = np.nonzero(resp.saved)
                     saves_u.append(user[rows[r_idx]])
@@ -404,18 +483,19 @@ class Environment:
                 t[rows] += (resp.impressions * scroll * _SECOND).astype(np.int64)
                 surf[sel_mask] = np.where(resp.quit, -1, code)
             active = active[surf >= 0]
-        self._end_of_day(st, user, value, sess_arm, is_novel, exposure, saves_u, saves_i,
-                         calibrate)
+        self._end_of_day(st, user, value, sess_arm, is_novel,
+                         exposure.reshape(st.supply.shape), saves_u, saves_i, calibrate)
         daily.append({"day": d, "sessions": int(n), "active_users": int((n_sess > 0).sum()),
                       "impressions": n_imp, "clicks": n_clk,
                       "mean_satisfaction": float(st.satisfaction.mean())})
         st.day += 1
 
     def _item_bonus(self, st: SimState) -> np.ndarray:
+        """Attraction gain of every pin (per region and pin with several markets)."""
         cs = self.config.creator_supply
         if not cs.enabled:
             return np.zeros(self.truth.n_items)
-        return cs.weight * np.log(st.supply[self.item_creator])
+        return cs.weight * np.log(st.supply[..., self.item_creator])
 
     def _end_of_day(self, st: SimState, user: np.ndarray, value: np.ndarray,
                     sess_arm: np.ndarray, is_novel: np.ndarray, exposure: np.ndarray,
