@@ -254,11 +254,13 @@ def _events(res: SimResult, keep_user: np.ndarray, end_us: int | None = None) ->
 
 def simulate_history(spec: HistorySpec, out_dir: str | Path, *, force: bool = False,
                      progress: Progress | None = None,
-                     only: Callable[[str], bool] | None = None) -> list[str]:
+                     only: Callable[[str], bool] | None = None,
+                     stop: Callable[[], bool] | None = None) -> list[str]:
     """Simulate the history and held-out experiments into ``out_dir/<name>/``.
 
     ``only(name)`` restricts which experiments run (chunks of one history: the changes
-    and seeds depend only on ``spec``, not on which ones ran before). Returns the names
+    and seeds depend only on ``spec``, not on which ones ran before); ``stop()``, asked
+    after each experiment, ends the run early (a time budget). Returns the names
     written. A folder that exists is replaced only with ``force``.
     """
     from recscope.sim.experiment_config import WorldSpec
@@ -348,6 +350,8 @@ def simulate_history(spec: HistorySpec, out_dir: str | Path, *, force: bool = Fa
             write_text(tmp / "truth.json" if held else tmp / "change.json",
                        json.dumps(info, indent=2) + "\n")
         written.append(name)
+        if stop is not None and stop():
+            break
     return written
 
 

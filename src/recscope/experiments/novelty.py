@@ -1,0 +1,224 @@
+"""Novelty and primacy: the treatment effect by day since first exposure, a test for a
+trend, and a projection of the settled effect.
+
+A new ranker draws curiosity clicks that fade as users get used to it (novelty), or
+loses some at first while users adapt (primacy). :func:`daily_effects` computes, in the
+engine, the effect on a metric (a ratio of sums such as CTR, or a per-unit mean) on each
+day ``d`` since a unit's first exposure, from the units active that day, with a
+delta-method standard error. :func:`project_settled` then
+
+* tests for a trend: the weighted least-squares slope of the daily effects on ``d``
+  (z test; a significant slope says the two-week average is not the settled effect);
+* fits ``effect(d) = settled + amplitude · exp(−d / tau)`` by weighted least squares
+  (``tau`` profiled on a grid of 0.5 to 14 days), or a constant when the decay does not
+  reduce the weighted residual sum of squares by :data:`PENALTY`, and reports
+  ``settled``, the effect once the transient has worn off, with a parametric-bootstrap
+  interval that repeats the whole fit (the choice of model and ``tau``) in every draw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from recscope.errors import DataValidationError
+from recscope.results import Effect, Result
+
+TAUS = np.geomspace(0.5, 14.0, 36)
+"""Grid of decay times (days) the fit profiles over: a transient must fade within about
+the two weeks observed for its end to be projected."""
+
+PENALTY = 4.0
+"""Weighted residual sum of squares the decay's two extra parameters must save (an
+AIC-like rule, about p = 0.14 under no trend) before the fit prefers it to a constant."""
+
+_DAY_S = 86_400
+
+
+def daily_effects(assignments: Any, events: Any, *, days: int = 14,
+                  numerator: str = "clicks", denominator: str | None = "impressions",
+                  unit: str = "unit_id", variant: str = "variant", control: str = "control",
+                  exposure: str = "first_exposure_ts", ts: str = "ts",
+                  engine: Any = "duckdb") -> list[Effect]:
+    """Per treatment variant and day since first exposure (0 … ``days`` − 1): the effect
+    on ``SUM(numerator) / SUM(denominator)`` (or the per-unit mean of ``numerator``) over
+    the units with events that day. ``extra``: ``variant``, ``day``, both arms' values and
+    unit counts."""
+    from recscope.experiments.engines import open_tables, source_name
+
+    eng, a_tbl, (e_tbl,) = open_tables(engine, assignments, [events])
+    for t, cols in ((a_tbl, (unit, variant, exposure)),
+                    (e_tbl, (unit, ts, numerator) + ((denominator,) if denominator else ()))):
+        for c in cols:
+            if c not in t.columns:
+                raise DataValidationError(f"column {c!r} not found (have: "
+                                          f"{', '.join(t.columns)})", file=t.name, column=c)
+    a_sql, e_sql = a_tbl.expr.sql(eng.dialect), e_tbl.expr.sql(eng.dialect)
+    den = f'CAST(e."{denominator}" AS DOUBLE)' if denominator else "1.0"
+    sql = f"""
+    WITH a AS (SELECT "{unit}" AS u, MIN("{variant}") AS v, MIN("{exposure}") AS x
+               FROM {a_sql} GROUP BY 1 HAVING COUNT(DISTINCT "{variant}") = 1),
+    d AS (SELECT a.v, a.u,
+                 CAST(FLOOR(EPOCH(e."{ts}" - a.x) / {_DAY_S}) AS BIGINT) AS day,
+                 SUM(CAST(e."{numerator}" AS DOUBLE)) AS y, SUM({den}) AS w
+          FROM {e_sql} AS e JOIN a ON e."{unit}" = a.u
+          WHERE e."{ts}" >= a.x AND e."{ts}" < a.x + INTERVAL {int(days)} DAY
+          GROUP BY 1, 2, 3)
+    SELECT v, day, COUNT(*) AS n, SUM(y) AS sy, SUM(w) AS sw, SUM(y * y) AS syy,
+           SUM(w * w) AS sww, SUM(y * w) AS syw
+    FROM d WHERE w > 0 GROUP BY 1, 2 ORDER BY 1, 2"""
+    rows = eng.execute(sql)
+    by = {(str(r["v"]), int(r["day"])): r for r in rows}
+    variants = sorted({v for v, _ in by})
+    if control not in variants:
+        raise DataValidationError(f"control variant {control!r} has no events in the first "
+                                  f"{days} days", file=source_name(assignments), column=variant)
+    out = []
+    for v in (x for x in variants if x != control):
+        for d in range(days):
+            if (v, d) not in by or (control, d) not in by:
+                continue
+            rt, vt, nt = _ratio(by[(v, d)])
+            rc, vc, nc = _ratio(by[(control, d)])
+            if nt < 2 or nc < 2:
+                continue
+            se = math.sqrt(vt + vc)
+            est = rt - rc
+            out.append(Effect(numerator if denominator is None else
+                              f"{numerator}/{denominator}", est, est - 1.96 * se,
+                              est + 1.96 * se, se, math.erfc(abs(est / se) / math.sqrt(2))
+                              if se > 0 else math.nan, nt + nc, extra={
+                                  "variant": v, "day": d, "control_value": rc,
+                                  "treatment_value": rt, "n_control": nc,
+                                  "n_treatment": nt}))
+    return out
+
+
+def _ratio(r: dict[str, Any]) -> tuple[float, float, int]:
+    """Ratio of sums, its delta-method variance, and the unit count."""
+    n = int(r["n"])
+    sy, sw = float(r["sy"]), float(r["sw"])
+    ratio = sy / sw
+    my, mw = sy / n, sw / n
+    vy = (float(r["syy"]) - n * my * my) / max(n - 1, 1)
+    vw = (float(r["sww"]) - n * mw * mw) / max(n - 1, 1)
+    cyw = (float(r["syw"]) - n * my * mw) / max(n - 1, 1)
+    var = (vy - 2 * ratio * cyw + ratio * ratio * vw) / (n * mw * mw)
+    return ratio, max(var, 0.0), n
+
+
+def _fit(d: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float, float, float]:
+    """Weighted least squares of ``y = s + a·exp(−d/tau)`` over the ``tau`` grid, or of
+    a constant when the decay saves less than :data:`PENALTY`: (s, a, tau, rss)."""
+    s0 = float(np.sum(w * y) / np.sum(w))
+    best = (s0, 0.0, math.inf, float(np.sum(w * (y - s0) ** 2)) - PENALTY)
+    sw = np.sqrt(w)
+    for tau in TAUS:
+        x = np.column_stack([np.ones_like(d), np.exp(-d / tau)])
+        coef, *_ = np.linalg.lstsq(x * sw[:, None], y * sw, rcond=None)
+        rss = float(np.sum(w * (y - x @ coef) ** 2))
+        if rss < best[3]:
+            best = (float(coef[0]), float(coef[1]), float(tau), rss)
+    return best
+
+
+@dataclass
+class NoveltyResult(Result):
+    """Daily effects since first exposure, the trend test and the settled effect."""
+
+    kind: ClassVar[str] = "novelty"
+    title: ClassVar[str] = "Effect by day since first exposure (novelty and primacy)"
+
+    metric: str
+    variant: str
+    daily: list[Effect]
+    settled: Effect
+    trend_slope: float
+    trend_se: float
+    trend_p_value: float
+    amplitude: float
+    tau: float
+    first_days: float
+    notes_: list[str] = field(default_factory=list)
+
+    def effects(self) -> list[Effect]:
+        return [*self.daily, self.settled]
+
+    def notes(self) -> list[str]:
+        kind = "novelty (a fading boost)" if self.amplitude > 0 else "primacy (a fading dip)"
+        trend = (f"Trend: {self.trend_slope:+.3g} per day (p = {self.trend_p_value:.3g}); "
+                 + (f"looks like {kind}, e-folding {self.tau:.1f} days."
+                    if self.trend_p_value < 0.05 and math.isfinite(self.tau)
+                    else "no significant trend."))
+        return [trend, *self.notes_]
+
+    def html_sections(self, page: Any) -> None:
+        import plotly.graph_objects as go
+
+        d = [e.extra["day"] for e in self.daily]
+        fig = go.Figure()
+        fig.add_scatter(x=d, y=[e.estimate for e in self.daily], mode="markers",
+                        name="daily effect", error_y={
+                            "type": "data", "symmetric": False,
+                            "array": [e.ci_high - e.estimate for e in self.daily],
+                            "arrayminus": [e.estimate - e.ci_low for e in self.daily]})
+        grid = np.linspace(0, max(d, default=0) * 2 + 1, 100)
+        decay = np.exp(-grid / self.tau) if math.isfinite(self.tau) else 0 * grid
+        fig.add_scatter(x=grid, y=self.settled.estimate + self.amplitude * decay, name="fit")
+        for y, nm in ((self.settled.estimate, "settled"), (self.settled.ci_low, "CI"),
+                      (self.settled.ci_high, "CI")):
+            fig.add_hline(y=y, line_dash="dot" if nm == "CI" else "dash")
+        fig.update_layout(height=380, xaxis_title="days since first exposure",
+                          yaxis_title=f"effect on {self.metric}")
+        page.figure(fig)
+
+
+def project_settled(daily: Sequence[Effect], *, n_boot: int = 500, seed: int = 0,
+                    alpha: float = 0.05, variant: str | None = None) -> NoveltyResult:
+    """Trend test and settled-effect projection from :func:`daily_effects`' rows of one
+    treatment variant (the first one unless ``variant`` names it)."""
+    v = variant or (daily[0].extra["variant"] if daily else None)
+    rows = [e for e in daily if e.extra["variant"] == v and e.se > 0
+            and math.isfinite(e.estimate)]
+    if len(rows) < 4:
+        raise DataValidationError(f"need the effect on at least 4 days since exposure "
+                                  f"(got {len(rows)})")
+    d = np.array([e.extra["day"] for e in rows], dtype=float)
+    y = np.array([e.estimate for e in rows])
+    se = np.array([e.se for e in rows])
+    w = 1 / se**2
+    # trend: weighted slope
+    x = np.column_stack([np.ones_like(d), d])
+    xtwx = x.T @ (w[:, None] * x)
+    cov = np.linalg.inv(xtwx)
+    slope = float((cov @ (x.T @ (w * y)))[1])
+    slope_se = float(math.sqrt(cov[1, 1]))
+    p = math.erfc(abs(slope / slope_se) / math.sqrt(2))
+    s, a, tau, _ = _fit(d, y, w)
+    fitted = s + a * np.exp(-d / tau)
+    rng = np.random.default_rng(seed)
+    draws = np.array([_fit(d, fitted + se * rng.standard_normal(d.size), w)[0]
+                      for _ in range(n_boot)])
+    lo_q, hi_q = np.quantile(draws - s, [alpha / 2, 1 - alpha / 2])
+    boot_se = float(draws.std(ddof=1))
+    n = float(sum(e.n for e in rows))
+    k = min(3, d.size)
+    first = float(np.average(y[:k], weights=w[:k]))
+    settled = Effect(rows[0].metric, s, s - hi_q, s - lo_q, boot_se,
+                     math.erfc(abs(s / boot_se) / math.sqrt(2)) if boot_se > 0 else math.nan,
+                     n, extra={"variant": v, "day": "settled", "tau_days": tau,
+                               "amplitude": a, "method": "exp-decay fit, parametric "
+                               "bootstrap"})
+    notes = []
+    if math.isfinite(tau) and tau >= TAUS[-3]:
+        notes.append("The decay is about as slow as the window is long: the settled effect "
+                     "is an extrapolation beyond the data.")
+    return NoveltyResult(rows[0].metric, str(v), rows, settled, slope, slope_se, p, a, tau,
+                         first, notes)
+
+
+__all__ = ["NoveltyResult", "daily_effects", "project_settled"]

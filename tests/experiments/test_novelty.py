@@ -1,0 +1,69 @@
+"""Novelty projection: a planted decay is detected and its settled effect recovered (where
+the two-week average is off), a constant effect shows no trend, a primacy dip too."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recscope.errors import DataValidationError
+from recscope.experiments.novelty import daily_effects, project_settled
+
+T0 = pd.Timestamp("2026-01-01", tz="UTC")
+
+
+def _experiment(settled: float, amplitude: float, tau: float, seed: int = 0,
+                n_units: int = 3000, days: int = 14) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One row per unit and day: impressions and clicks with CTR = 0.10 (control) or
+    0.10 + settled + amplitude·exp(−day/tau) (treatment)."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, 2, n_units)
+    exposure = T0 + pd.to_timedelta(rng.integers(0, 3 * 86400, n_units), unit="s")
+    assign = pd.DataFrame({"unit_id": np.arange(n_units),
+                           "variant": np.where(t == 1, "treatment", "control"),
+                           "first_exposure_ts": exposure})
+    u = np.repeat(np.arange(n_units), days)
+    d = np.tile(np.arange(days), n_units)
+    ctr = 0.10 + t[u] * (settled + amplitude * np.exp(-d / tau))
+    imp = rng.poisson(20, u.size) + 1
+    events = pd.DataFrame({"unit_id": u, "ts": exposure[u] + pd.to_timedelta(
+        d * 86400 + 60, unit="s"), "impressions": imp, "clicks": rng.binomial(imp, ctr)})
+    return assign, events
+
+
+def test_planted_novelty_decay_is_recovered() -> None:
+    a, e = _experiment(settled=0.01, amplitude=0.04, tau=2.0)
+    daily = daily_effects(a, e, days=14)
+    assert [x.extra["day"] for x in daily] == list(range(14))
+    assert daily[0].estimate == pytest.approx(0.05, abs=0.008)
+    res = project_settled(daily, n_boot=300, seed=1)
+    assert res.trend_p_value < 1e-6 and res.trend_slope < 0
+    s = res.settled
+    assert s.ci_low <= 0.01 <= s.ci_high
+    assert abs(s.estimate - 0.01) < 0.004
+    two_week = np.average([x.estimate for x in daily], weights=[1 / x.se**2 for x in daily])
+    assert two_week - 0.01 > 2 * abs(s.estimate - 0.01)  # the naive average is biased up
+    assert 0.5 < res.tau < 6
+    assert "novelty" in res.notes()[0]
+    assert res.to_dict()["settled"]["day"] == "settled"
+
+
+def test_constant_effect_has_no_trend_and_primacy_is_projected() -> None:
+    a, e = _experiment(settled=0.01, amplitude=0.0, tau=1.0, seed=2)
+    res = project_settled(daily_effects(a, e), n_boot=200)
+    assert res.trend_p_value > 0.01
+    assert res.settled.ci_low <= 0.01 <= res.settled.ci_high
+    a, e = _experiment(settled=0.01, amplitude=-0.03, tau=3.0, seed=3)
+    res = project_settled(daily_effects(a, e), n_boot=200)
+    assert res.trend_slope > 0 and res.amplitude < 0
+    assert res.settled.ci_low <= 0.01 <= res.settled.ci_high
+    assert "primacy" in res.notes()[0]
+
+
+def test_bad_inputs_are_named() -> None:
+    a, e = _experiment(0.0, 0.0, 1.0, n_units=50, days=3)
+    with pytest.raises(DataValidationError, match="'impressions'"):
+        daily_effects(a, e.drop(columns=["impressions"]))
+    with pytest.raises(DataValidationError, match="at least 4 days"):
+        project_settled(daily_effects(a, e, days=3))
