@@ -1,0 +1,135 @@
+"""``recscope simulate LONG_RUN.toml`` and ``recscope track``: outputs and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from recscope.experiments.tracking import TrackingResult
+from tests.cli.inputs import invoke
+
+TOML = """name = "tiny-long-run"
+seed = 2
+weeks = 2
+warmup_days = 2
+
+[world]
+scale = 0.02
+
+[holdout]
+share = 0.25
+
+[[launch]]
+day = 3
+surface = "home_feed"
+change = {ranker = "affinity_quality"}
+
+[[launch]]
+day = 8
+surface = "search"
+change = {ranker = "popularity"}
+"""
+
+
+def write_long_run(folder: Path) -> Path:
+    """Simulate the tiny long run into ``folder`` (also used by tests/test_browser.py)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    toml = folder.parent / "tiny_long_run.toml"
+    toml.write_text(TOML)
+    code, out, err = invoke(["simulate", str(toml), "--out", str(folder)], folder.parent)
+    assert code == 0, err or out
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_long_run(tmp_path_factory.mktemp("track") / "sim")
+
+
+def test_simulate_then_track(sim: Path, tmp_path: Path) -> None:
+    launches = json.loads((sim / "launches.json").read_text())
+    assert [x["day"] for x in launches["launches"]] == [3, 8]
+    out = tmp_path / "t"
+    code, _, err = invoke(["track", str(sim), "--out", str(out), "--json",
+                           str(tmp_path / "t.json")], tmp_path)
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "series.csv", "tracking.html", "tracking.json"]
+    r = TrackingResult.load(out / "tracking.json")
+    assert r.surfaces == ["home_feed", "related", "search"]
+    cum = [x for x in r.values if x["series"] == "cumulative" and x["look"] == 14]
+    assert len(cum) == 4 * 2 and all("true_effect" in x for x in cum)
+    pre = [x for x in r.values if x["series"] == "window" and x["window"] == 0]
+    assert pre and all(x["true_effect"] == 0.0 for x in pre)
+    assert "plotly" in (out / "tracking.html").read_text()
+    assert json.loads((tmp_path / "t.json").read_text())["kind"] == "holdout_tracking"
+
+
+def test_track_with_files(sim: Path, tmp_path: Path) -> None:
+    html = tmp_path / "t.html"
+    code, _, err = invoke(["track", "--assignments", str(sim / "assignments.parquet"),
+                           "--events", str(sim / "events.parquet"), "--metrics", "impressions",
+                           "--end-day", "14", "--html", str(html)], tmp_path)
+    assert code == 0, err
+    assert "impressions" in html.read_text()
+
+
+def _bad_toml(tmp_path: Path, old: str, new: str) -> Path:
+    p = tmp_path / "bad.toml"
+    assert old in TOML
+    p.write_text(TOML.replace(old, new, 1))
+    return p
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("share = 0.25", "share = 0.0", "holdout.share must be above 0 and below 0.5"),
+    ("share = 0.25", "share = 0.5", "holdout.share must be above 0 and below 0.5"),
+    ("share = 0.25", "share = 0.25\nstart_day = 5", "before the holdout starts"),
+    ('surface = "search"', 'surface = "stories"', "unknown surface 'stories'"),
+])
+def test_simulate_bad_long_run_file(tmp_path: Path, old: str, new: str, message: str) -> None:
+    toml = _bad_toml(tmp_path, old, new)
+    out = tmp_path / "out"
+    code, _, err = invoke(["simulate", str(toml), "--out", str(out)], tmp_path)
+    assert code == 2
+    assert message in err and "bad.toml" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_track_bad_inputs(sim: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(sim, bad)
+    a = pq.read_table(sim / "assignments.parquet")
+    pq.write_table(a.drop(["holdout"]), bad / "assignments.parquet")
+    out = tmp_path / "out"
+    code, _, err = invoke(["track", str(bad), "--out", str(out)], tmp_path)
+    assert code == 2 and "assignments.parquet" in err and "'holdout'" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+    pq.write_table(a, bad / "assignments.parquet")
+    ev = pq.read_table(sim / "events.parquet")
+    pq.write_table(ev.drop(["day"]), bad / "events.parquet")
+    code, _, err = invoke(["track", str(bad), "--out", str(out)], tmp_path)
+    assert code == 2 and "events.parquet" in err and "'day'" in err and not out.exists()
+
+    shutil.copy(sim / "events.parquet", bad / "events.parquet")
+    plan = json.loads((sim / "launches.json").read_text())
+    plan["launches"][1]["surface"] = "stories"
+    (bad / "launches.json").write_text(json.dumps(plan))
+    code, _, err = invoke(["track", str(bad), "--out", str(out)], tmp_path)
+    assert code == 2 and "launches.json" in err and "'stories'" in err and not out.exists()
+
+    plan["launches"][1]["surface"] = "search"
+    plan["start_day"] = 5
+    (bad / "launches.json").write_text(json.dumps(plan))
+    code, _, err = invoke(["track", str(bad), "--out", str(out)], tmp_path)
+    assert code == 2 and "before the holdout starts" in err and not out.exists()
+
+    code, _, err = invoke(["track", str(sim), "--metrics", "clicks,nope", "--out", str(out)],
+                          tmp_path)
+    assert code == 2 and "'nope'" in err and not out.exists()
