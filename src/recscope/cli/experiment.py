@@ -193,3 +193,8 @@ def power(
                inputs=inputs, store=tracking) as run:
         run.log_metrics(log_metrics(result))
         write_outputs(result, json_out, html_out, run=run, what="power analysis")
+
+
+from recscope.cli.design import design_compare  # noqa: E402  (issue 14: the design advisor)
+
+app.command("design-compare")(design_compare)

@@ -316,11 +316,11 @@ class Environment:
         n_users = self.truth.n_users
         if isinstance(arm, Schedule):
             a = arm.arms
-            if (a.ndim != 2 or a.shape[1] != self.config.regions or a.min() < 0
-                    or a.max() >= len(pols) or arm.slice_us <= 0):
+            r = np.asarray(arm.region)
+            if (a.ndim != 2 or r.shape != (n_users,) or r.min() < 0 or r.max() >= a.shape[1]
+                    or a.min() < 0 or a.max() >= len(pols) or arm.slice_us <= 0):
                 raise ConfigError(f"schedule must hold one policy index in [0, {len(pols)}) "
-                                  f"per slice and region ({self.config.regions} regions)",
-                                  key="arm")
+                                  "per slice and region, and a region per user", key="arm")
         else:
             arm = np.zeros(n_users, dtype=np.int64) if arm is None else np.asarray(arm,
                                                                                    np.int64)

@@ -2,7 +2,10 @@
 
 An experiment file (documented in ``docs/simulator.md``) names the world, the incumbent
 stack, one ``[[experiment]]`` table per layer (variants as overrides of the stack, a named
-built-in policy, allocation weights, traffic range, holdout) and the duration.
+built-in policy, allocation weights, traffic range, holdout) and the duration; an optional
+``[design]`` table (:class:`recscope.experiments.designs.DesignConfig`) randomises
+clusters, regions or time slices instead of users, and ``[[compare]]`` tables name more
+designs for the design advisor (``recscope experiment design-compare``).
 :func:`load_experiment` reads it; :func:`recscope.sim.run_experiment` runs it.
 """
 
@@ -14,6 +17,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, model_validator
 
 from recscope.config import StrictModel, validate
+from recscope.experiments.designs import DesignConfig
 from recscope.io import read_toml
 from recscope.sim.environment import SimConfig
 
@@ -122,6 +126,11 @@ class ExperimentSpec(_Frozen):
     policy: dict[str, Any] = Field(default_factory=lambda: dict(NAMED_POLICIES["baseline"]))
     experiment: list[LayerSpec]
     metrics: str | None = None
+    design: DesignConfig | None = Field(
+        default=None, description="how units are randomised (recscope.sim.designs): unit, "
+        "cluster, hierarchical or switchback; default the unit A/B test")
+    compare: list[DesignConfig] = Field(
+        default_factory=list, description="more designs for `experiment design-compare`")
 
     @model_validator(mode="after")
     def _check(self) -> ExperimentSpec:
@@ -133,6 +142,10 @@ class ExperimentSpec(_Frozen):
         bad = set(self.policy) - STACK_KEYS
         if bad:
             raise ValueError(f"unknown policy key {sorted(bad)[0]!r}")
+        if self.design is not None and self.design.kind != "unit" and (
+                len(self.experiment) != 1 or len(self.experiment[0].variants) != 2):
+            raise ValueError("a [design] other than unit needs one [[experiment]] with two "
+                             "variants")
         return self
 
 

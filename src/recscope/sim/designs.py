@@ -1,0 +1,581 @@
+"""Interference-aware designs in the simulator, and the design advisor.
+
+:func:`plan_design` turns a :class:`recscope.experiments.designs.DesignConfig` into what
+the simulator serves: a policy index per user (``unit``, ``cluster``, ``hierarchical``)
+or a :class:`~recscope.sim.environment.Schedule` (``switchback``). Every design assigns
+through the functions of :mod:`recscope.experiments.designs` (the one assignment hash),
+so the simulator and a service assign identically. Where the clusters come from
+(``design.graph``):
+
+- ``"social"``: the simulated follow graph (``simulation.social``), partitioned with
+  :func:`recscope.experiments.clusters.cluster_graph` (Leiden or METIS);
+- ``"regions"``: the simulator's markets (``simulation.regions``): a cluster is a region,
+  whose users share that market's creator supply;
+- a path: an edge list of user indices (``read_edges``; an id that is not a user of the
+  world is an error naming the file, column and row);
+- not given: ``"social"`` when the social channel is on, else ``"regions"`` when there
+  are several markets.
+
+:func:`compare_designs` is the design advisor (``recscope experiment design-compare``):
+seeded repetitions of the same change under every design, each judged against the
+ground truth: the global all-treatment versus all-control replay with common random
+numbers, measured with the design's own metric definition (per unit after first
+exposure for user designs; per (region, slice) cell after burn-in for switchbacks). A
+repetition re-draws every random number of the platform and the assignment salt; the
+world and the truth replays are shared by the designs of one repetition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+from scipy import stats
+
+from recscope.core.progress import Progress, report
+from recscope.data.schema import TIMESTAMP_TYPE
+from recscope.errors import ConfigError
+from recscope.experiments.assignment import Experiment, assign
+from recscope.experiments.designs import (
+    DesignConfig,
+    assign_clusters,
+    check_arms,
+    hierarchical_assign,
+    switchback_schedule,
+)
+from recscope.experiments.metrics import AnalysisConfig, Metric
+from recscope.results import Effect, Result
+from recscope.sim.environment import Environment, Schedule, SimResult
+from recscope.sim.true_effects import event_columns, metric_value
+
+_HOUR_US = 3_600_000_000
+_DAY_US = 24 * _HOUR_US
+Z_MDE = float(stats.norm.ppf(0.975) + stats.norm.ppf(0.8))
+"""MDE multiplier: two-sided 5% test with 80% power (MDE = 2.80 × SE)."""
+
+
+@dataclasses.dataclass
+class DesignPlan:
+    """How one design assigns the simulated users (see the module docstring)."""
+
+    design: DesignConfig
+    label: str
+    arm: np.ndarray | Schedule
+    cluster: np.ndarray | None = None
+    mode: np.ndarray | None = None
+    schedule: np.ndarray | None = None  # [region, slice] variant index
+    clustering: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def design_label(d: DesignConfig) -> str:
+    """A short readable name: ``unit``, ``cluster:social``, ``switchback:72h/48h`` ..."""
+    if d.kind == "switchback":
+        return (f"switchback:{d.slice_hours:g}h/{d.burn_in_hours:g}h"
+                + (f"x{d.regions}" if d.regions > 1 else ""))
+    if d.kind in ("cluster", "hierarchical"):
+        g = d.graph or "auto"
+        return f"{d.kind}:{Path(g).name if g not in ('social', 'regions', 'auto') else g}"
+    return d.kind
+
+
+def _graph_source(env: Environment, d: DesignConfig, file: str | None) -> str:
+    g = d.graph
+    if g is None:
+        if env.social is not None:
+            return "social"
+        if env.config.regions > 1:
+            return "regions"
+        raise ConfigError(f"a {d.kind} design in the simulator needs clusters: the social "
+                          "graph (simulation.social.enabled), markets (simulation.regions > "
+                          "1) or a graph file (design.graph)", key="design.graph", file=file)
+    if g == "social" and env.social is None:
+        raise ConfigError("graph = 'social' needs the social channel (simulation.social."
+                          "enabled = true)", key="design.graph", file=file)
+    if g == "regions" and env.config.regions < 4:
+        raise ConfigError("graph = 'regions' needs at least 4 markets (simulation.regions)",
+                          key="design.graph", file=file)
+    return g
+
+
+def user_clusters(env: Environment, d: DesignConfig, *, seed: int, file: str | None = None,
+                  base: Path | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """A cluster id per user for a cluster or hierarchical design, and a summary."""
+    from recscope.experiments.clusters import cluster_graph, read_edges
+
+    n = env.truth.n_users
+    g = _graph_source(env, d, file)
+    if g == "regions":
+        sizes = np.bincount(env.region)
+        return env.region.copy(), {"graph": "regions", "n_clusters": int(sizes.size),
+                                   "cut_fraction": float("nan"),
+                                   "size_min": int(sizes.min()), "size_max": int(sizes.max())}
+    if g == "social":
+        assert env.social is not None
+        src, dst = env.social.edges
+        weights = None
+    else:
+        p = Path(g) if Path(g).is_absolute() or base is None else base / g
+        edges = read_edges(p, units=np.arange(n, dtype=np.int64))
+        src, dst, weights = edges.src, edges.dst, edges.weights
+    cl = cluster_graph(n, src, dst, weights=weights, method=d.method,
+                       n_clusters=d.n_clusters, seed=seed)
+    return cl.cluster, {"graph": g, **cl.summary()}
+
+
+def plan_design(env: Environment, d: DesignConfig, experiment: Experiment, *, days: int,
+                start_us: int, seed: int = 0, file: str | None = None,
+                base: Path | None = None) -> DesignPlan:
+    """Assign the world's users (or its region × time cells) under design ``d``.
+
+    ``experiment`` must have the variants ``("control", "treatment")`` (index 0 is the
+    incumbent, served by policy 0). ``start_us``: when the experiment starts (switchback
+    slice 0). Users outside the experiment's traffic get -1 and are served control.
+    """
+    n = env.truth.n_users
+    label = design_label(d)
+    if d.kind == "unit":
+        names = list(experiment.variants)
+        v = assign(np.arange(n, dtype=np.int64), experiment)
+        arm = np.array([names.index(x) if x in names else -1 for x in v], dtype=np.int64)
+        return DesignPlan(d, label, arm)
+    if d.kind in ("cluster", "hierarchical"):
+        cluster, summary = user_clusters(env, d, seed=seed, file=file, base=base)
+        if d.kind == "cluster":
+            arm = assign_clusters(cluster, experiment)
+            check_arms(arm, cluster, 2, file=file)
+            return DesignPlan(d, label, arm, cluster=cluster, clustering=summary)
+        arm, mode = hierarchical_assign(cluster, experiment, d.cluster_share)
+        by_cluster = mode == "cluster"
+        check_arms(arm[by_cluster], cluster[by_cluster], 2, file=file)
+        return DesignPlan(d, label, arm, cluster=cluster, mode=mode, clustering=summary)
+    if d.kind == "switchback":
+        n_slices = d.n_slices(days * 24.0, file=file)
+        if d.regions not in (1, env.config.regions):
+            raise ConfigError(f"design.regions must be 1 or the simulator's "
+                              f"{env.config.regions} markets (simulation.regions), got "
+                              f"{d.regions}", key="design.regions", file=file)
+        sched = switchback_schedule(n_slices, d.regions, experiment)
+        r, s = np.meshgrid(np.arange(d.regions), np.arange(n_slices), indexing="ij")
+        check_arms(sched.ravel(), (r * n_slices + s).ravel(), 2, file=file,
+                   what="switchback cells")
+        region = env.region if d.regions > 1 else np.zeros(n, dtype=np.int64)
+        sch = Schedule(np.ascontiguousarray(sched.T), region, int(start_us),
+                       round(d.slice_hours * _HOUR_US))
+        return DesignPlan(d, label, sch, schedule=sched,
+                          clustering={"n_slices": n_slices, "n_regions": d.regions})
+    raise ConfigError(f"design kind {d.kind!r} is not simulated (the simulator runs unit, "
+                      "cluster, hierarchical and switchback designs)", key="design.kind",
+                      file=file)
+
+
+# -- tables of a design run ---------------------------------------------------------------------
+
+def session_start(res: SimResult) -> np.ndarray:
+    """The start time of the session of every request (µs)."""
+    c = res.columns
+    _, inv = np.unique(c["session"], return_inverse=True)
+    first = np.full(int(inv.max()) + 1 if inv.size else 0, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, inv, c["ts"])
+    return first[inv]
+
+
+def design_tables(plan: DesignPlan, res: SimResult, env: Environment,
+                  names: Sequence[str] = ("control", "treatment"),
+                  ) -> tuple[pa.Table, pa.Table, np.ndarray]:
+    """The assignment (or switchback schedule) table, the events table and the units.
+
+    Unit-level designs: one assignment row per exposed user in the experiment
+    (``unit_id``, ``variant``, ``first_exposure_ts``, plus ``cluster_id`` and ``mode``
+    where the design has them). Switchback: one row per (``region``, ``slice``) cell
+    with its ``variant``; events carry ``region`` and ``slice`` (the cell whose arm
+    served the request's session).
+    """
+    n = env.truth.n_users
+    first = res.first_exposure(n)
+    label = np.asarray(names, dtype=object)
+    if isinstance(plan.arm, Schedule):
+        sch = plan.arm
+        assert plan.schedule is not None
+        r, s = np.meshgrid(np.arange(plan.schedule.shape[0]),
+                           np.arange(plan.schedule.shape[1]), indexing="ij")
+        schedule = pa.table({"region": pa.array(r.ravel().astype(np.int64)),
+                             "slice": pa.array(s.ravel().astype(np.int64)),
+                             "variant": pa.array(label[plan.schedule.ravel()].tolist(),
+                                                 pa.string())})
+        ev = res.events_table(region=sch.region)
+        ev = ev.append_column("slice", pa.array(sch.slice_of(session_start(res))))
+        units = np.flatnonzero(first >= 0)
+        return schedule, ev, units
+    arm = np.asarray(plan.arm)
+    units = np.flatnonzero((first >= 0) & (arm >= 0))
+    cols: dict[str, Any] = {
+        "unit_id": pa.array(units.astype(np.int64)),
+        "variant": pa.array(label[arm[units]].tolist(), pa.string()),
+        "first_exposure_ts": pa.array(first[units], TIMESTAMP_TYPE)}
+    if plan.cluster is not None:
+        cols["cluster_id"] = pa.array(plan.cluster[units].astype(np.int64))
+    if plan.mode is not None:
+        cols["mode"] = pa.array(plan.mode[units].tolist(), pa.string())
+    keep = np.zeros(n, dtype=bool)
+    keep[units] = True
+    ev = res.events_table()
+    ev = ev.filter(pa.array(keep[ev.column("unit_id").to_numpy()]))
+    return pa.table(cols), ev, units
+
+
+# -- truth on a design's own metric definition ----------------------------------------------------
+
+def cell_metric_value(events: dict[str, np.ndarray], cell: np.ndarray, keep: np.ndarray,
+                      metric: Metric) -> float:
+    """A metric as a switchback analysis defines it: sums per (unit, cell) after the
+    burn-in (``keep``), then a ratio of sums over cells (a mean is per active unit-cell)."""
+    k = keep.copy()
+    for col, vals in metric.filter.items():
+        k &= np.isin(events[col], np.asarray(vals, dtype=events[col].dtype))
+    u, c = events["unit"][keep], cell[keep]
+    pairs, inv = np.unique(np.stack([u, c]), axis=1, return_inverse=True)
+    inv = inv.ravel()
+    n_pairs = pairs.shape[1]
+    kk = k[keep]
+
+    def per_pair(col: str) -> np.ndarray:
+        return np.bincount(inv, np.where(kk, events[col][keep], 0).astype(np.float64),
+                           minlength=n_pairs)
+
+    if n_pairs == 0:
+        return float("nan")
+    if metric.kind == "ratio":
+        den = per_pair(str(metric.denominator)).sum()
+        return float(per_pair(str(metric.numerator)).sum() / den) if den else float("nan")
+    if metric.kind == "proportion":
+        return float(np.mean(per_pair(str(metric.column)) > 0))
+    return float(per_pair(str(metric.column)).sum() / n_pairs)
+
+
+def design_truth(plan: DesignPlan, replays: Sequence[SimResult], units: np.ndarray,
+                 exposure: np.ndarray, metrics: Sequence[Metric], n_users: int,
+                 ) -> dict[str, float]:
+    """True effect (all treatment minus all control) of every metric, measured as the
+    design's analysis measures it."""
+    out: dict[str, float] = {}
+    evs = [event_columns(r) for r in replays]
+    if isinstance(plan.arm, Schedule):
+        sch, d = plan.arm, plan.design
+        vals = []
+        for r, ev in zip(replays, evs, strict=True):
+            start = session_start(r)
+            sl = sch.slice_of(start)
+            cell = sch.region[ev["unit"]] * (sch.arms.shape[0] + 1) + sl
+            offset = ev["ts"] - sch.start_us - sl * sch.slice_us
+            keep = (sl >= 0) & (offset >= d.burn_in_hours * _HOUR_US)
+            vals.append({m.name: cell_metric_value(ev, cell, keep, m) for m in metrics
+                         if m.kind in ("mean", "proportion", "ratio")})
+        return {k: vals[1][k] - vals[0][k] for k in vals[0]}
+    for m in metrics:
+        a = metric_value(evs[0], units, exposure, m, n_users)
+        b = metric_value(evs[1], units, exposure, m, n_users)
+        out[m.name] = b - a
+    return out
+
+
+# -- one repetition --------------------------------------------------------------------------
+
+def _effect_rows(plan: DesignPlan, assignments: pa.Table, events: pa.Table,
+                 config: AnalysisConfig, *, seed: int, n_permutations: int,
+                 ) -> dict[str, dict[str, float]]:
+    """The design's analysis: per metric estimate, interval, se, design effect (and the
+    interference test's p-value for hierarchical designs)."""
+    out: dict[str, dict[str, float]] = {}
+    if plan.design.kind == "unit":
+        from recscope.experiments.analysis import analyze
+
+        card = analyze(assignments, events, config)
+        for e in card.results:
+            out[e.metric] = {"estimate": e.estimate, "ci_low": e.ci_low, "ci_high": e.ci_high,
+                             "se": e.se, "design_effect": 1.0}
+        return out
+    from recscope.experiments.clustered import analyze_design
+
+    start = None
+    if isinstance(plan.arm, Schedule):
+        start = plan.arm.start_us / 1e6
+    res = analyze_design(assignments, events, config, plan.design, start=start,
+                         n_permutations=n_permutations, seed=seed)
+    for e in res.results:
+        part = e.extra.get("part")
+        if part == "interference":
+            out.setdefault(e.metric, {})["p_interference"] = e.p_value
+            continue
+        if part == "unit":
+            continue
+        out.setdefault(e.metric, {}).update({
+            "estimate": e.estimate, "ci_low": e.ci_low, "ci_high": e.ci_high, "se": e.se,
+            "design_effect": float(e.extra.get("design_effect", float("nan")))})
+    return out
+
+
+def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
+            policy_specs: Sequence[dict[str, Any]], config: AnalysisConfig, *, seed: int,
+            salt: str, days: int, warmup_days: int, file: str | None = None,
+            base: Path | None = None, n_permutations: int = 200,
+            parts: dict[tuple[str, str], Any] | None = None,
+            step: Callable[[], None] | None = None) -> dict[str, Any]:
+    """One repetition: warm-up, the two truth replays, then every design; returns per
+    design label and metric the estimate, interval, se, design effect and truth."""
+    from recscope.sim.policy_factory import PolicyFactory
+
+    env = Environment(truth_world, sim_config, seed=seed)
+    factory = PolicyFactory(env.truth, seed=seed, parts=parts)
+    pols = [factory.stack(s, n) for s, n in zip(policy_specs, ("control", "treatment"),
+                                                 strict=True)]
+    state = env.warmup(pols[0], days=warmup_days)
+    start_us = env.start_us + state.day * _DAY_US
+    n = env.truth.n_users
+    replays = [env.run(pols, days=days, arm=np.full(n, c, dtype=np.int64), state=state,
+                       record=True) for c in (0, 1)]
+    experiment = Experiment(name="design-compare", variants=("control", "treatment"),
+                            salt=salt)
+    out: dict[str, Any] = {"seed": seed, "designs": {}, "clustering": {}}
+    for d in designs:
+        plan = plan_design(env, d, experiment, days=days, start_us=start_us, seed=seed,
+                           file=file, base=base)
+        res = env.run(pols, days=days, arm=plan.arm, state=state)
+        a_tbl, ev_tbl, units = design_tables(plan, res, env)
+        exposure = res.first_exposure(n)
+        rows = _effect_rows(plan, a_tbl, ev_tbl, config, seed=seed,
+                            n_permutations=n_permutations)
+        true = design_truth(plan, replays, units, exposure, config.metrics, n)
+        for m, r in rows.items():
+            r["truth"] = true.get(m, float("nan"))
+        out["designs"][plan.label] = rows
+        out["clustering"][plan.label] = plan.clustering
+        if step is not None:
+            step()
+    return out
+
+
+# -- the comparison ---------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DesignComparison(Result):
+    """Per design and metric over seeded repetitions: mean estimate, truth, bias, RMSE,
+    coverage of the truth by the 95% interval, MDE and design effect.
+
+    Row fields: ``estimate`` = mean estimate over repetitions, ``ci_low``/``ci_high`` =
+    the 95% interval of that mean (so a bias is significant when the truth lies
+    outside), ``se`` = its standard error; ``extra``: ``design``, ``truth`` (mean true
+    effect), ``bias`` (mean of estimate − truth) and ``bias_se``, ``rmse``, ``coverage``
+    (share of repetitions whose own interval holds their truth), ``mde`` (2.80 × the mean
+    standard error a single experiment reports: the effect detected with 80% power at
+    5%), ``se_per_experiment``, ``sd`` (spread of the estimates), ``design_effect``
+    (mean over repetitions of the analysis' variance inflation against unit
+    randomisation on the same data), ``reps`` and, for hierarchical designs,
+    ``interference_rejects`` (share of repetitions whose interference test has p < 0.05).
+    """
+
+    kind: ClassVar[str] = "design_comparison"
+    title: ClassVar[str] = "Design comparison: bias and variance against the true effect"
+
+    experiment: str
+    reps: int
+    days: int
+    designs: list[str]
+    metrics: list[str]
+    rows_: list[dict[str, Any]]
+    clustering: dict[str, Any] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+    def effects(self) -> list[Effect]:
+        out = []
+        for r in self.rows_:
+            extra = {k: v for k, v in r.items() if k not in (
+                "metric", "estimate", "ci_low", "ci_high", "se")}
+            out.append(Effect(r["metric"], r["estimate"], r["ci_low"], r["ci_high"], r["se"],
+                              float("nan"), self.reps, extra))
+        return out
+
+    def notes(self) -> list[str]:
+        out = [f"{self.reps} seeded repetitions of {self.days} days; truth = all treatment "
+               "minus all control (common random numbers), in each design's own metric "
+               "definition."]
+        if self.reps < 20:
+            out.append(f"Only {self.reps} repetitions: bias, coverage and RMSE are rough.")
+        return out
+
+    def rich_table(self) -> Any:
+        """design, metric, mean estimate, truth, bias, RMSE, coverage, MDE, design effect."""
+        from recscope.report.tables import rich_table
+
+        keys = ("design", "metric", "estimate", "truth", "bias", "bias_se", "rmse",
+                "coverage", "mde", "design_effect", "interference_rejects")
+        rows = [{k: r.get(k) for k in keys if k in r} for r in self.rows_]
+        return rich_table(rows, title=self.title, notes=self.notes())
+
+    def records(self) -> list[dict[str, Any]]:
+        """One flat object per design and metric (the ``designs.json`` content)."""
+        return [e.to_dict() for e in self.effects()]
+
+    def html_sections(self, page: Any) -> None:
+        import plotly.graph_objects as go
+        from plotly.subplots import make_subplots
+
+        mets = self.metrics
+        fig = make_subplots(rows=1, cols=len(mets), subplot_titles=mets,
+                            horizontal_spacing=0.08)
+        for j, m in enumerate(mets, start=1):
+            rs = [r for r in self.rows_ if r["metric"] == m]
+            x = [r["design"] for r in rs]
+            err = [[r["estimate"] - r["ci_low"] for r in rs]]
+            fig.add_trace(go.Scatter(
+                x=x, y=[r["estimate"] for r in rs], mode="markers", name="mean estimate",
+                marker={"size": 9, "color": "#1f77b4"}, showlegend=j == 1,
+                error_y={"type": "data", "array": [r["mde"] / Z_MDE * 1.96 for r in rs],
+                         "visible": True}), row=1, col=j)
+            fig.add_trace(go.Scatter(
+                x=x, y=[r["truth"] for r in rs], mode="markers", name="true effect",
+                marker={"symbol": "line-ew-open", "size": 22, "color": "#d62728",
+                        "line": {"width": 3}}, showlegend=j == 1), row=1, col=j)
+            del err
+            fig.update_yaxes(title_text="effect", row=1, col=j)
+            fig.update_xaxes(title_text="design", row=1, col=j)
+        fig.update_layout(height=420, title="Mean estimate (bars: a single experiment's 95% "
+                          "interval) and the true effect, per design")
+        page.figure(fig)
+        if self.clustering:
+            page.heading("Clusters and slices per design")
+            page.table([{"design": k, **v} for k, v in self.clustering.items()])
+
+
+def summarise(reps: Sequence[dict[str, Any]], designs: Sequence[str],
+              metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows of a :class:`DesignComparison` from the repetitions' records (NaN
+    estimates, e.g. a metric a design cannot analyse, are left out of its row)."""
+    rows = []
+    for d in designs:
+        for m in metrics:
+            rec = [r["designs"][d][m] for r in reps if m in r["designs"].get(d, {})
+                   and math.isfinite(r["designs"][d][m].get("estimate", float("nan")))
+                   and math.isfinite(r["designs"][d][m].get("truth", float("nan")))]
+            if not rec:
+                continue
+            est = np.array([x["estimate"] for x in rec])
+            tru = np.array([x["truth"] for x in rec])
+            se = np.array([x["se"] for x in rec])
+            err = est - tru
+            k = len(rec)
+            sd = float(est.std(ddof=1)) if k > 1 else float("nan")
+            se_mean = sd / math.sqrt(k) if k > 1 else float("nan")
+            cov = np.mean([x["ci_low"] <= x["truth"] <= x["ci_high"] for x in rec])
+            de = np.array([x.get("design_effect", float("nan")) for x in rec])
+            row: dict[str, Any] = {
+                "design": d, "metric": m, "estimate": float(est.mean()),
+                "ci_low": float(est.mean() - 1.96 * se_mean),
+                "ci_high": float(est.mean() + 1.96 * se_mean), "se": se_mean,
+                "truth": float(tru.mean()), "bias": float(err.mean()),
+                "bias_se": float(err.std(ddof=1) / math.sqrt(k)) if k > 1 else float("nan"),
+                "rmse": float(np.sqrt(np.mean(err**2))), "coverage": float(cov),
+                "mde": float(Z_MDE * se.mean()), "se_per_experiment": float(se.mean()),
+                "sd": sd, "design_effect": float(np.nanmean(de)) if np.isfinite(de).any()
+                else float("nan"), "reps": k}
+            p = [x["p_interference"] for x in rec if "p_interference" in x]
+            if p:
+                row["interference_rejects"] = float(np.mean(np.asarray(p) < 0.05))
+            rows.append(row)
+    return rows
+
+
+def default_designs(sim_config: Any, days: int) -> list[DesignConfig]:
+    """The designs worth comparing for a simulator configuration: the unit A/B test, and
+    those that match its interference channels (graph clusters on the social graph,
+    market clusters and market × time switchbacks with creator supply)."""
+    out = [DesignConfig(kind="unit")]
+    regions = sim_config.regions
+    if sim_config.social.enabled:
+        out.append(DesignConfig(kind="cluster", graph="social"))
+        out.append(DesignConfig(kind="hierarchical", graph="social"))
+    if regions >= 4:
+        out.append(DesignConfig(kind="cluster", graph="regions"))
+        if not sim_config.social.enabled:
+            out.append(DesignConfig(kind="hierarchical", graph="regions"))
+    slice_h = 24.0 * max(1, min(3, days // 4))
+    out.append(DesignConfig(kind="switchback", slice_hours=slice_h,
+                            burn_in_hours=slice_h - 24.0 if slice_h > 24 else 12.0,
+                            regions=regions))
+    return out
+
+
+def compare_designs(spec: Any, designs: Sequence[DesignConfig] | None = None, *, reps: int,
+                    truth_world: Any = None, file: str | None = None,
+                    n_permutations: int = 200, progress: Progress | None = None,
+                    ) -> DesignComparison:
+    """Run ``spec``'s change under every design for ``reps`` seeded repetitions.
+
+    ``spec`` is an :class:`~recscope.sim.experiment_config.ExperimentSpec` with one
+    two-variant experiment (control and one treatment). ``designs`` default to the
+    spec's ``[design]`` and ``[[compare]]`` tables, or :func:`default_designs`; the unit
+    design (the naive A/B test) is always included first. ``progress(stage, done,
+    total)`` is called after every design of every repetition.
+    """
+    import tomllib
+
+    from recscope.experiments.metrics import parse_metrics
+    from recscope.sim.runner import _metrics_text
+    from recscope.sim.world_source import build_world
+
+    if reps < 1:
+        raise ConfigError(f"reps must be at least 1, got {reps}", key="--reps")
+    if len(spec.experiment) != 1 or len(spec.experiment[0].variants) != 2:
+        raise ConfigError("design-compare needs one [[experiment]] with two variants "
+                          "(control and a treatment)", key="experiment", file=file)
+    layer = spec.experiment[0]
+    treat = next(v for v in layer.variants if v != "control")
+    policy_specs = [{**spec.policy, **layer.variants["control"]},
+                    {**spec.policy, **layer.variants[treat]}]
+    chosen = list(designs) if designs is not None else spec_designs(spec)
+    if not chosen:
+        chosen = default_designs(spec.simulation, spec.days)
+    if not any(d.kind == "unit" for d in chosen):
+        chosen = [DesignConfig(kind="unit"), *chosen]
+    labels = [design_label(d) for d in chosen]
+    if len(set(labels)) != len(labels):
+        dup = next(x for x in labels if labels.count(x) > 1)
+        raise ConfigError(f"design {dup!r} is listed twice", key="compare", file=file)
+    text = _metrics_text(spec)
+    config = parse_metrics(tomllib.loads(text), source=spec.metrics)
+    world = truth_world if truth_world is not None else build_world(spec.world)
+    base = Path(file).resolve().parent if file else None
+    t0 = time.perf_counter()
+    records = []
+    total = reps * len(chosen)
+    done = [0]
+
+    def step() -> None:
+        done[0] += 1
+        report(progress, "designs", done[0], total)
+
+    for i in range(reps):
+        seed = spec.seed + i
+        records.append(run_rep(world, spec.simulation, chosen, policy_specs, config,
+                               seed=seed, salt=f"{spec.name}:{seed}", days=spec.days,
+                               warmup_days=spec.warmup_days, file=file, base=base,
+                               n_permutations=n_permutations, step=step))
+    metrics = [m.name for m in config.metrics]
+    rows = summarise(records, labels, metrics)
+    clustering = {k: v for k, v in records[0]["clustering"].items() if v}
+    return DesignComparison(spec.name, reps, spec.days, labels, metrics, rows, clustering,
+                            round(time.perf_counter() - t0, 1))
+
+
+def spec_designs(spec: Any) -> list[DesignConfig]:
+    """The designs an experiment file names: its ``[design]`` and ``[[compare]]``."""
+    out = []
+    if getattr(spec, "design", None) is not None:
+        out.append(spec.design)
+    out.extend(getattr(spec, "compare", None) or [])
+    return out
