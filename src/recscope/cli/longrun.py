@@ -188,3 +188,64 @@ def simulate_history_cmd(
         written = simulate_history(spec, out, force=force, progress=prog, only=pick)
     console.print(f"{len(written)} experiments written to {out}", highlight=False,
                   markup=False)
+
+
+@app.command()
+def novelty(
+    assignments: str = typer.Option(..., "--assignments", help="Assignment table (unit_id, "
+                                    "variant, first_exposure_ts): Parquet/CSV path."),
+    events: str = typer.Option(..., "--events", help="Events table (unit_id, ts, columns)."),
+    numerator: str = typer.Option("clicks", "--numerator", help="Events column summed."),
+    denominator: str | None = typer.Option("impressions", "--denominator",
+                                           help="Ratio denominator column ('' for a mean)."),
+    days: int = typer.Option(14, "--days", help="Days since first exposure to read."),
+    json_out: JsonOut = None,
+    html_out: HtmlOut = None,
+) -> None:
+    """Effect by day since first exposure, trend test, and the settled effect.
+
+    Example: recscope longrun novelty --assignments sim/assignments.parquet
+    --events sim/events.parquet --json novelty.json
+    """
+    from recscope.cli.common import write_outputs
+    from recscope.experiments.novelty import daily_effects, project_settled
+
+    if days < 4:
+        raise ConfigError("must be at least 4", key="--days")
+    check_outputs(json_out, html_out, track=False)
+    daily = daily_effects(assignments, events, days=days, numerator=numerator,
+                          denominator=denominator or None)
+    res = project_settled(daily)
+    console.print(res.rich_table())
+    write_outputs(res, json_out, html_out, what="novelty readout")
+
+
+@app.command()
+def engagement(
+    assignments: str = typer.Option(..., "--assignments", help="Assignment table."),
+    events: str = typer.Option(..., "--events", help="Events table."),
+    population: str = typer.Option(..., "--population", help="Every user of the population "
+                                   "with a pre-period engagement column (Parquet/CSV)."),
+    stratum: str = typer.Option(..., "--stratum", help="Engagement column of --population."),
+    column: str = typer.Option("sessions", "--column", help="Events column summed per unit."),
+    days: int = typer.Option(7, "--days", help="Early units: exposed in the first DAYS."),
+    window: int | None = typer.Option(None, "--window", help="Days since exposure summed "
+                                      "(default --days)."),
+    json_out: JsonOut = None,
+    html_out: HtmlOut = None,
+) -> None:
+    """Early readout as is and reweighted to the population's engagement strata.
+
+    Example: recscope longrun engagement --assignments a.parquet --events e.parquet
+    --population hist/population.parquet --stratum pre_sessions --days 3 --window 7
+    """
+    from recscope.cli.common import write_outputs
+    from recscope.experiments.engagement import engagement_readout
+
+    if days < 1 or (window is not None and window < 1):
+        raise ConfigError("must be at least 1", key="--days" if days < 1 else "--window")
+    check_outputs(json_out, html_out, track=False)
+    res = engagement_readout(assignments, events, population, stratum=stratum,
+                             column=column, days=days, window=window)
+    console.print(res.rich_table())
+    write_outputs(res, json_out, html_out, what="engagement readout")

@@ -1,0 +1,106 @@
+"""``recscope longrun fit`` and ``experiment analyze --long-run`` end to end on small
+hand-made histories, and their bad inputs: one line naming the file, exit 2, nothing
+written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.cli.inputs import invoke
+
+T0 = pd.Timestamp("2026-01-01", tz="UTC")
+SHORT = """unit = "unit_id"
+[metrics.clicks]
+kind = "mean"
+column = "clicks"
+[metrics.saves]
+kind = "mean"
+column = "saves"
+"""
+
+
+def _write(d: Path, seed: int, lift: float, outcome: bool = True, n: int = 400) -> None:
+    rng = np.random.default_rng(seed)
+    d.mkdir(parents=True)
+    t = rng.integers(0, 2, n)
+    pd.DataFrame({"unit_id": np.arange(n), "variant": np.where(t, "treatment", "control"),
+                  "first_exposure_ts": [T0] * n}).to_parquet(d / "assignments.parquet")
+    q = rng.normal(0, 1, n) + lift * t
+    saves = np.maximum(np.round(2 + q + rng.normal(0, 0.3, n)), 0)
+    clicks = rng.poisson(5 + 3 * t * rng.random(), n)
+    pd.DataFrame({"unit_id": np.arange(n), "ts": [T0 + pd.Timedelta(hours=2)] * n,
+                  "clicks": clicks, "saves": saves}).to_parquet(d / "events.parquet")
+    if outcome:
+        pd.DataFrame({"unit_id": np.arange(n), "days_long": 4 + 2 * saves
+                      + rng.normal(0, 1, n)}).to_parquet(d / "outcomes.parquet")
+
+
+@pytest.fixture()
+def hist(tmp_path: Path) -> Path:
+    for k in range(5):
+        _write(tmp_path / "hist" / f"h{k}", k, 0.3 * (k - 2))
+    _write(tmp_path / "new", 9, 0.5, outcome=False)
+    (tmp_path / "short.toml").write_text(SHORT)
+    return tmp_path
+
+
+def _snapshot(p: Path) -> set[str]:
+    return {str(x.relative_to(p)) for x in p.rglob("*")}
+
+
+def test_fit_then_analyze_with_long_run(hist: Path) -> None:
+    code, _out, err = invoke(["longrun", "fit", "--history", "hist", "--short", "short.toml",
+                             "--long", "days_long", "--metric", "saves", "--out", "model"],
+                            hist)
+    assert code == 0, err
+    assert (hist / "model" / "model.json").is_file()
+    code, _out, err = invoke(["experiment", "analyze", "--assignments",
+                             "new/assignments.parquet", "--events", "new/events.parquet",
+                             "--metrics", "short.toml", "--long-run", "model", "--json",
+                             "card.json", "--tracking", "track"], hist)
+    assert code == 0, err
+    card = json.loads((hist / "card.json").read_text())
+    row = next(r for r in card["results"] if r["metric"] == "saves")
+    lr = row["long_run"]
+    assert set(lr) >= {"estimate", "ci_low", "ci_high", "method"}
+    assert lr["ci_low"] < lr["estimate"] < lr["ci_high"]
+    assert lr["ci_low"] <= 2 * 0.5 <= lr["ci_high"]  # planted: outcome = 2·saves, lift 0.5
+    assert "long_run" not in next(r for r in card["results"] if r["metric"] == "clicks")
+
+
+def test_history_without_outcome_is_refused(hist: Path) -> None:
+    (hist / "hist" / "h3" / "outcomes.parquet").unlink()
+    before = _snapshot(hist)
+    code, _out, err = invoke(["longrun", "fit", "--history", "hist/h0", "--history",
+                             "hist/h3", "--history", "hist/h1", "--short", "short.toml",
+                             "--long", "days_long", "--out", "model"], hist)
+    assert code == 2
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "h3/outcomes.parquet" in lines[0] and "long-run" in lines[0]
+    assert _snapshot(hist) == before
+    code, _out, err = invoke(["longrun", "fit", "--history", "hist", "--short", "short.toml",
+                             "--long", "nope", "--out", "model"], hist)
+    assert code == 2 and "'nope'" in err and "outcomes.parquet" in err
+    assert _snapshot(hist) == before
+
+
+def test_surrogate_missing_in_new_experiment_is_refused(hist: Path) -> None:
+    assert invoke(["longrun", "fit", "--history", "hist", "--short", "short.toml", "--long",
+                   "days_long", "--out", "model"], hist)[0] == 0
+    ev = pd.read_parquet(hist / "new" / "events.parquet").drop(columns=["saves"])
+    ev.to_parquet(hist / "new" / "events.parquet")
+    (hist / "clicks.toml").write_text(SHORT.split("[metrics.saves]")[0])
+    before = _snapshot(hist)
+    code, _out, err = invoke(["experiment", "analyze", "--assignments",
+                             "new/assignments.parquet", "--events", "new/events.parquet",
+                             "--metrics", "clicks.toml", "--long-run", "model", "--json",
+                             "card.json", "--tracking", "track"], hist)
+    assert code == 2
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "new/events.parquet" in lines[0] and "saves" in lines[0]
+    assert _snapshot(hist) == before
