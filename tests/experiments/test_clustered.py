@@ -1,0 +1,408 @@
+"""Design analyses: cluster-robust standard errors against statsmodels, the interference
+test and cluster-robust coverage by simulation, switchback Newey-West against
+statsmodels' HAC, Spark = DuckDB, and bad designs refused in one line."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.api as sm
+
+from recscope.errors import ConfigError, DataValidationError
+from recscope.experiments.analysis import analyze
+from recscope.experiments.assignment import Experiment
+from recscope.experiments.clustered import (
+    ArmStats,
+    DesignAnalysis,
+    analyze_design,
+    compare_arms,
+    interference_test,
+    switchback_effect,
+)
+from recscope.experiments.designs import hierarchical_assign, switchback_schedule
+from recscope.experiments.metrics import AnalysisConfig, Metric
+
+CONFIG = AnalysisConfig(metrics=[Metric("y", "mean", column="y"),
+                                 Metric("ctr", "ratio", numerator="x", denominator="z")])
+
+
+def clustered_data(n_clusters: int = 60, seed: int = 1, icc: float = 1.0,
+                   effect: float = 0.3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Units in clusters of 1-11, whole clusters in one arm, outcomes correlated within
+    clusters; ``z > 0`` so the ratio metric is also a per-unit regression."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 12, n_clusters)
+    cl = np.repeat(np.arange(n_clusters), sizes)
+    n = len(cl)
+    arm = rng.integers(0, 2, n_clusters)
+    arm[:2], arm[2:4] = 0, 1
+    v = arm[cl]
+    a = rng.normal(0, icc, n_clusters)[cl]
+    y = 2 + a + rng.normal(0, 1, n) + effect * v
+    z = rng.poisson(3, n) + 1.0
+    x = z * (0.2 + 0.05 * a) + rng.normal(0, 0.3, n)
+    assign = pd.DataFrame({"user_id": np.arange(n) + 100,
+                           "variant": np.where(v == 1, "treatment", "control"),
+                           "cluster_id": cl * 7})
+    events = pd.DataFrame({"user_id": np.arange(n) + 100, "y": y, "x": x, "z": z})
+    return assign, events
+
+
+def _row(res: DesignAnalysis, metric: str, part: str | None = None):  # type: ignore[no-untyped-def]
+    return next(e for e in res.results if e.metric == metric
+                and e.extra.get("part") == part)
+
+
+@pytest.mark.parametrize(("small_sample", "use_correction"), [("stata", True),
+                                                              ("none", False)])
+def test_cluster_robust_se_equals_statsmodels(small_sample: str,
+                                              use_correction: bool) -> None:
+    assign, events = clustered_data()
+    res = analyze_design(assign, events, CONFIG, {"kind": "cluster"},
+                         small_sample=small_sample)  # type: ignore[arg-type]
+    v = (assign["variant"] == "treatment").to_numpy(float)
+    x = sm.add_constant(v)
+    kw = {"groups": assign["cluster_id"].to_numpy(), "use_correction": use_correction}
+    ols = sm.OLS(events["y"].to_numpy(), x).fit(cov_type="cluster", cov_kwds=kw)
+    r = _row(res, "y")
+    assert r.estimate == pytest.approx(ols.params[1], abs=1e-12)
+    assert r.se == pytest.approx(ols.bse[1], rel=1e-9, abs=0)
+    # the ratio of sums is weighted least squares of x/z with weights z: same sandwich
+    wls = sm.WLS((events["x"] / events["z"]).to_numpy(), x, weights=events["z"].to_numpy()
+                 ).fit(cov_type="cluster", cov_kwds=kw)
+    r = _row(res, "ctr")
+    assert r.estimate == pytest.approx(wls.params[1], abs=1e-12)
+    assert r.se == pytest.approx(wls.bse[1], rel=1e-9, abs=0)
+    assert r.extra["n_clusters"] == 60 and r.extra["design"] == "cluster"
+
+
+def test_ratio_delta_method_equals_a_direct_cluster_level_computation() -> None:
+    assign, events = clustered_data(seed=4)
+    res = analyze_design(assign, events, CONFIG, {"kind": "cluster"})
+    df = assign.join(events[["x", "z"]])
+    var, means = {}, {}
+    for arm, g in df.groupby("variant"):
+        tot = g.groupby("cluster_id")[["x", "z"]].sum()
+        r = tot["x"].sum() / tot["z"].sum()
+        resid = tot["x"] - r * tot["z"]
+        k = len(tot)
+        var[arm] = k / (k - 1) * float(np.sum(resid**2)) / tot["z"].sum() ** 2
+        means[arm] = r
+        # the same as the delta method on cluster totals' sample moments
+        cov = np.cov(tot[["x", "z"]].to_numpy(), rowvar=False)
+        grad = np.array([1 / tot["z"].mean(), -r / tot["z"].mean()])
+        assert grad @ cov @ grad / k == pytest.approx(var[arm], rel=1e-12)
+    e = _row(res, "ctr")
+    assert e.estimate == pytest.approx(means["treatment"] - means["control"], abs=1e-14)
+    assert e.se == pytest.approx(math.sqrt(var["treatment"] + var["control"]), rel=1e-12)
+    assert e.extra["control_mean"] == pytest.approx(means["control"], rel=1e-12)
+
+
+def test_singleton_clusters_reduce_to_the_unit_level_scorecard() -> None:
+    assign, events = clustered_data(seed=5)
+    assign["cluster_id"] = assign["user_id"]
+    res = analyze_design(assign, events, CONFIG, {"kind": "cluster"})
+    card = analyze(assign, events, CONFIG)
+    for m in ("y", "ctr"):
+        a, b = _row(res, m), next(e for e in card.results if e.metric == m)
+        assert a.estimate == pytest.approx(b.estimate, abs=1e-12)
+        assert a.se == pytest.approx(b.se, rel=1e-9)
+        assert a.extra["design_effect"] == pytest.approx(1.0, rel=1e-9)
+        assert a.extra["se_unit"] == pytest.approx(b.se, rel=1e-9)
+        if m == "y":  # Welch t on both sides
+            assert a.p_value == pytest.approx(b.p_value, rel=1e-6)
+
+
+def test_clusters_table_and_design_effect(tmp_path: Path) -> None:
+    assign, events = clustered_data(seed=6, icc=2.0)
+    clusters = assign[["user_id", "cluster_id"]]
+    a = analyze_design(assign, events, CONFIG, {"kind": "cluster"})
+    b = analyze_design(assign.drop(columns="cluster_id"), events, CONFIG,
+                       {"kind": "creator"}, clusters=clusters)
+    for m in ("y", "ctr"):
+        assert _row(a, m).se == pytest.approx(_row(b, m).se, rel=1e-12)
+    # strongly correlated clusters of ~6 units: the design costs variance
+    assert _row(a, "y").extra["design_effect"] > 2
+    assert b.results[0].extra["design"] == "creator"
+    out = b.save(tmp_path / "r.json")
+    back = DesignAnalysis.load(out)
+    assert back.results[0].se == pytest.approx(b.results[0].se)
+    assert "Design: creator" in b.notes()[0]
+    assert "<table" in b.to_html()
+
+
+def test_hierarchical_parts_and_interference_row() -> None:
+    rng = np.random.default_rng(8)
+    cl = np.repeat(np.arange(200), rng.integers(2, 9, 200))
+    n = len(cl)
+    v, mode = hierarchical_assign(cl, Experiment("hier"), 0.5)
+    y = rng.normal(0, 1, 200)[cl] + rng.normal(0, 1, n) + 0.2 * v
+    assign = pd.DataFrame({"user_id": np.arange(n), "cluster_id": cl, "mode": mode.astype(str),
+                           "variant": np.where(v == 1, "treatment", "control")})
+    events = pd.DataFrame({"user_id": np.arange(n), "y": y})
+    cfg = AnalysisConfig(metrics=[Metric("y", "mean", column="y")])
+    res = analyze_design(assign, events, cfg, {"kind": "hierarchical"})
+    c, u, d = (_row(res, "y", p) for p in ("cluster", "unit", "interference"))
+    assert d.estimate == pytest.approx(c.estimate - u.estimate, abs=1e-14)
+    assert d.se == pytest.approx(math.hypot(c.se, u.se), rel=1e-12)
+    # the unit part is the ordinary scorecard on the unit-mode units
+    um = assign["mode"] == "unit"
+    card = analyze(assign[um], events[um.to_numpy()], cfg)
+    assert u.se == pytest.approx(card.results[0].se, rel=1e-9)
+    assert u.estimate == pytest.approx(card.results[0].estimate, abs=1e-12)
+
+
+def _arm(cl_tot: np.ndarray, cl_n: np.ndarray, unit_ss: np.ndarray) -> ArmStats:
+    return ArmStats(float(len(cl_tot)), float(cl_n.sum()), float(cl_tot.sum()),
+                    float(cl_n.sum()), float(cl_tot @ cl_tot), float(cl_n @ cl_n),
+                    float(cl_tot @ cl_n), float(unit_ss), float(cl_n.sum()),
+                    float(cl_tot.sum()))
+
+
+def _simulate_aa(reps: int, seed: int) -> tuple[float, float]:
+    """Coverage of the cluster-robust and of the naive unit-level 95% intervals in an
+    A/A test with strongly correlated outcomes within clusters."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, 30, 80)
+    cl = np.repeat(np.arange(80), sizes)
+    hit_c = hit_u = 0
+    for _ in range(reps):
+        y = rng.normal(0, 1, 80)[cl] + rng.normal(0, 1, len(cl))
+        arm = rng.permutation(np.r_[np.zeros(40), np.ones(40)]).astype(int)
+        tot = np.bincount(cl, y, 80)
+        ss = np.bincount(cl, y * y, 80)
+        arms = [_arm(tot[arm == k], sizes[arm == k], ss[arm == k].sum()) for k in (0, 1)]
+        e = compare_arms("y", "t", arms[0], arms[1])
+        hit_c += e.ci_low <= 0 <= e.ci_high
+        hit_u += abs(e.estimate) <= 1.96 * e.extra["se_unit"]
+    return hit_c / reps, hit_u / reps
+
+
+def test_aa_cluster_robust_covers_and_naive_undercovers() -> None:
+    reps = 1000
+    cov_cluster, cov_unit = _simulate_aa(reps, seed=11)
+    tol = 3 * math.sqrt(0.95 * 0.05 / reps)  # ~2 percentage points
+    assert abs(cov_cluster - 0.95) <= tol, cov_cluster
+    assert cov_unit < 0.7, cov_unit  # ICC 0.5 in clusters of ~16: SE far too small
+
+
+def _hierarchical_rejections(reps: int, spill: float, seed: int) -> float:
+    """Share of interference tests rejecting at 5% when each unit's outcome moves by
+    ``spill`` x the share of its cluster that is treated (0: no interference)."""
+    rng = np.random.default_rng(seed)
+    g = 200
+    sizes = rng.integers(5, 15, g)
+    cl = np.repeat(np.arange(g), sizes)
+    rejected = 0
+    for _ in range(reps):
+        cluster_mode = rng.random(g) < 0.5
+        arm_c = rng.integers(0, 2, g)
+        unit_arm = rng.integers(0, 2, len(cl))
+        t = np.where(cluster_mode[cl], arm_c[cl], unit_arm)
+        share = np.bincount(cl, t, g) / sizes
+        y = rng.normal(0, 1, g)[cl] + rng.normal(0, 1, len(cl)) + 0.1 * t + spill * share[cl]
+        effects = []
+        for is_cluster in (True, False):
+            m = cluster_mode[cl] == is_cluster
+            key = cl if is_cluster else np.arange(len(cl))
+            arms = []
+            for k in (0, 1):
+                sel = m & (t == k)
+                u, inv = np.unique(key[sel], return_inverse=True)
+                tot = np.bincount(inv, y[sel], len(u))
+                nn = np.bincount(inv, None, len(u))
+                arms.append(_arm(tot, nn, float(y[sel] @ y[sel])))
+            effects.append(compare_arms("y", "t", *arms))
+        rejected += interference_test(*effects).p_value < 0.05
+    return rejected / reps
+
+
+def test_interference_test_level_and_power() -> None:
+    reps = 400
+    level = _hierarchical_rejections(reps, 0.0, seed=21)
+    assert level <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / reps), level  # <= ~8.3%
+    assert level >= 0.01, level  # a test that never rejects would also pass the above
+    power = _hierarchical_rejections(100, 1.5, seed=22)
+    assert power >= 0.8, power
+
+
+# -- switchback -------------------------------------------------------------------------------
+
+def switchback_data(n_slices: int = 40, regions: int = 2, seed: int = 3, effect: float = 0.2
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rng = np.random.default_rng(seed)
+    sch = switchback_schedule(n_slices, regions, Experiment(f"sb{seed}"))
+    schedule = pd.DataFrame([(r, s, ("control", "treatment")[sch[r, s]])
+                             for r in range(regions) for s in range(n_slices)],
+                            columns=["region", "slice", "variant"])
+    n = 400 * n_slices
+    reg = rng.integers(0, regions, n)
+    sec = rng.integers(0, n_slices * 6 * 3600, n)
+    sl = sec // (6 * 3600)
+    ar = np.zeros(n_slices + 1)
+    for s in range(1, n_slices + 1):  # autocorrelated demand over time
+        ar[s] = 0.7 * ar[s - 1] + rng.normal(0, 0.3)
+    mu = np.exp(0.5 + ar[sl] + effect * sch[reg, sl])
+    events = pd.DataFrame({"user_id": rng.integers(0, 2000, n), "region": reg,
+                           "ts": pd.Timestamp("2026-02-01", tz="UTC")
+                           + pd.to_timedelta(sec, unit="s"),
+                           "clicks": rng.poisson(mu), "imps": rng.poisson(4, n) + 1})
+    return schedule, events
+
+
+SB_CONFIG = AnalysisConfig(metrics=[Metric("clicks", "mean", column="clicks"),
+                                    Metric("ctr", "ratio", numerator="clicks",
+                                           denominator="imps")], timestamp="ts")
+
+
+def test_newey_west_equals_statsmodels_hac() -> None:
+    rng = np.random.default_rng(0)
+    s = 60
+    treated = rng.integers(0, 2, s).astype(bool)
+    den = rng.integers(50, 150, s).astype(float)
+    num = den * (0.3 + 0.05 * treated + np.cumsum(rng.normal(0, 0.02, s)))
+    for lag in (1, 3):
+        est, se, se_iid = switchback_effect(np.zeros(s, int), np.arange(s), treated, num,
+                                            den, lag=lag)
+        x = sm.add_constant(treated.astype(float))
+        fit = sm.WLS(num / den, x, weights=den).fit(
+            cov_type="HAC", cov_kwds={"maxlags": lag, "use_correction": False})
+        assert est == pytest.approx(fit.params[1], abs=1e-12)
+        assert se == pytest.approx(fit.bse[1], rel=1e-9)
+        hc0 = sm.WLS(num / den, x, weights=den).fit(cov_type="HC0")
+        assert se_iid == pytest.approx(hc0.bse[1], rel=1e-9)
+
+
+def test_switchback_analysis() -> None:
+    schedule, events = switchback_data(effect=0.8)
+    res = analyze_design(schedule, events, SB_CONFIG,
+                         {"kind": "switchback", "slice_hours": 6.0, "burn_in_hours": 1.0,
+                          "regions": 2}, n_permutations=300)
+    e = _row(res, "clicks")
+    assert e.extra["n_slices"] == 40 and e.extra["n_cells"] == 80
+    assert e.ci_low < e.estimate < e.ci_high and e.se > 0
+    assert e.extra["ri_p_value"] < 0.05 and e.p_value < 0.05  # a real, large effect
+    # burn-in: the first hour of each 6 h slice is dropped (~1/6 of the events)
+    kept = e.n
+    full = analyze_design(schedule, events, SB_CONFIG,
+                          {"kind": "switchback", "slice_hours": 6.0, "regions": 2},
+                          n_permutations=10)
+    assert _row(full, "clicks").n > kept
+    # an events-side slice column gives the same cells as bucketing the timestamp
+    ev2 = events.assign(slice=((events["ts"] - events["ts"].min()).dt.total_seconds()
+                               // (6 * 3600)).astype(int))
+    res2 = analyze_design(schedule, ev2.drop(columns="ts"), SB_CONFIG.replace(timestamp=None),
+                          {"kind": "switchback", "slice_hours": 6.0, "regions": 2},
+                          n_permutations=10)
+    assert _row(res2, "ctr").estimate == pytest.approx(_row(full, "ctr").estimate, abs=1e-12)
+
+
+# -- bad designs ------------------------------------------------------------------------------
+
+def test_bad_cluster_designs_are_one_line_errors(tmp_path: Path) -> None:
+    assign, events = clustered_data(n_clusters=20, seed=9)
+    f = tmp_path / "assign.csv"
+    two = pd.concat([assign, assign.iloc[[0]].assign(cluster_id=999)])
+    two.to_csv(f, index=False)
+    with pytest.raises(DataValidationError, match=r"file assign.csv, column 'cluster_id': 1 "
+                       r"unit\(s\) appear in two clusters \(e.g. unit 100\)"):
+        analyze_design(str(f), events, CONFIG, {"kind": "cluster"})
+    split = assign.copy()
+    split.loc[0, "variant"] = "treatment" if split.loc[0, "variant"] == "control" else \
+        "control"
+    split.to_csv(f, index=False)
+    if split.groupby("cluster_id")["variant"].nunique().max() > 1:
+        with pytest.raises(DataValidationError, match="more than one variant"):
+            analyze_design(str(f), events, CONFIG, {"kind": "cluster"})
+    few = assign.copy()
+    few["variant"] = np.where(few["cluster_id"] == 0, "treatment", "control")
+    few.to_csv(f, index=False)
+    with pytest.raises(DataValidationError, match=r"column 'cluster_id': variant 'treatment' "
+                       r"has 1 clusters: a cluster-robust analysis needs at least 2"):
+        analyze_design(str(f), events, CONFIG, {"kind": "cluster"})
+    with pytest.raises(DataValidationError, match="needs a cluster column 'cluster_id'"):
+        analyze_design(assign.drop(columns="cluster_id"), events, CONFIG, {"kind": "cluster"})
+    missing = assign.astype({"cluster_id": "float"})
+    missing.loc[3, "cluster_id"] = np.nan
+    with pytest.raises(DataValidationError, match=r"1 unit\(s\) without a cluster id"):
+        analyze_design(missing, events, CONFIG, {"kind": "cluster"})
+    with pytest.raises(ConfigError, match=r"design\.kind"):
+        analyze_design(assign, events, CONFIG, {"kind": "unit"})
+
+
+def test_bad_switchback_designs_are_one_line_errors() -> None:
+    schedule, events = switchback_data(n_slices=8)
+    with pytest.raises(ConfigError, match=r"slice \(100 h\) is longer than the experiment") \
+            as info:
+        analyze_design(schedule, events, SB_CONFIG, {"kind": "switchback",
+                                                     "slice_hours": 100.0, "regions": 2})
+    assert info.value.key == "design.slice_hours"
+    with pytest.raises(DataValidationError, match=r"cell\(s\) with events have no row in the "
+                       r"schedule"):
+        analyze_design(schedule[schedule["slice"] != 3], events, SB_CONFIG,
+                       {"kind": "switchback", "slice_hours": 6.0, "regions": 2})
+    with pytest.raises(DataValidationError, match="'region' column for 2 regions"):
+        analyze_design(schedule, events.drop(columns="region"), SB_CONFIG,
+                       {"kind": "switchback", "slice_hours": 6.0, "regions": 2})
+
+
+# -- Spark ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[object]:
+    pytest.importorskip("pyspark", reason="the spark extra is not installed")
+    from pyspark.sql import SparkSession
+
+    session = (SparkSession.builder.master("local[2]").appName("recscope-designs-tests")
+               .config("spark.sql.shuffle.partitions", "2")
+               .config("spark.default.parallelism", "2")
+               .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.session.timeZone", "UTC")
+               .config("spark.driver.memory", "1g")
+               .getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.mark.slow  # ~15 s of Spark start-up and ~20 s of first-query warm-up on 2 cores
+@pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas")
+def test_spark_equals_duckdb(spark: object, tmp_path: Path) -> None:
+    from recscope.experiments.engines import SparkEngine
+
+    eng = SparkEngine(spark)
+    assign, events = clustered_data(seed=12)
+    rng = np.random.default_rng(0)
+    assign["mode"] = np.where(rng.random(60)[assign["cluster_id"] // 7] < 0.5, "cluster",
+                              "unit")
+    unit_mode = assign["mode"] == "unit"
+    assign.loc[unit_mode, "variant"] = rng.choice(["control", "treatment"], unit_mode.sum())
+    schedule, sb_events = switchback_data(n_slices=12, seed=4)
+    sb_events["ts"] = sb_events["ts"].astype("datetime64[us, UTC]")
+    paths = {}
+    for name, df in (("a", assign), ("e", events), ("s", schedule), ("se", sb_events)):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        df.to_parquet(paths[name])
+    # the hierarchical query holds the cluster design's (and its mode split); the cluster
+    # design itself is left out to keep the test short
+    runs = [((paths["a"], paths["e"], CONFIG, {"kind": "hierarchical"}), {}),
+            ((paths["s"], paths["se"], SB_CONFIG, {"kind": "switchback", "slice_hours": 6.0,
+                                                    "burn_in_hours": 0.5, "regions": 2}),
+             {"n_permutations": 50})]
+    for args, kw in runs:
+        a = analyze_design(*args, **kw)  # type: ignore[arg-type]
+        b = analyze_design(*args, engine=eng, **kw)  # type: ignore[arg-type]
+        assert len(a.results) == len(b.results) > 0
+        for ra, rb in zip(a.results, b.results, strict=True):
+            for key, va in ra.to_dict().items():
+                vb = rb.to_dict()[key]
+                if isinstance(va, float) and math.isfinite(va):
+                    assert vb == pytest.approx(va, rel=1e-9, abs=1e-12), (args[3], key)
+                else:
+                    assert va == vb or (va != va and vb != vb), key
