@@ -243,8 +243,13 @@ def _online(world: Any, comps: dict[str, Any], sz: dict[str, Any], seed: int,
         cs = (CellStats.from_units(cells, tot["clicks"], 2, denominator=tot["impressions"])
               if m == "ctr" else CellStats.from_units(cells, tot[m], 2))
         attribution[m] = attribute_metric(cs, list(COMPONENTS), metric=m, seed=seed).to_dict()
+    from recscope.experiments.novelty import daily_effects, project_settled
+
+    novelty = project_settled(daily_effects(res.assignments, res.events, days=sz["days"]),
+                              variant=design.cell_names[-1], seed=seed)
     return {"scorecard": card, "truth": res.truth, "attribution": attribution,
-            "summary": res.to_dict(), "daily": res.daily, "design": design, "result": res}
+            "summary": res.to_dict(), "daily": res.daily, "design": design, "result": res,
+            "novelty": novelty}
 
 
 def _launch(online: dict[str, Any]) -> Any:
@@ -289,6 +294,13 @@ def _summarise(world: Any, offline: dict[str, Any], online: dict[str, Any],
                                     "ci_high": inter.get("ci_high"),
                                     "truth": true_att.get("interaction")}
         metrics[m] = entry
+    nov = online["novelty"].settled
+    long_run = {"metric": "ctr", "settled_projection": nov.estimate, "ci_low": nov.ci_low,
+                "ci_high": nov.ci_high, "trend_p_value": online["novelty"].trend_p_value,
+                "first_days_effect": online["novelty"].first_days,
+                "truth_short_run": gt.true_effects("ctr").get(full, {}).get("effect"),
+                "truth_long_run": (gt.true_effects("ctr", long_run=True).get(full, {})
+                                   .get("effect") if gt.long_run else None)}
     s = online["summary"]
     return {
         "scale": scale, "seed": seed,
@@ -302,10 +314,31 @@ def _summarise(world: Any, offline: dict[str, Any], online: dict[str, Any],
         "offline": {"rows": offline["rows"], "funnel": offline["funnel"],
                     "n_users": offline["n_users"]},
         "metrics": metrics,
+        "long_run": long_run,
     }
 
 
 # ---------------------------------------------------------------------- report
+def _long_run_section(rep: Any, lr: dict[str, Any], novelty: Any) -> None:
+    """Novelty: the full stack's CTR effect by day since exposure, the settled effect
+    projected from the two weeks, and the long-run truth beside it."""
+    rep.heading("Long run: novelty projection of the settled CTR effect (full stack)")
+    truth = lr["truth_long_run"]
+    covered = (None if truth is None else
+               "yes" if lr["ci_low"] <= truth <= lr["ci_high"] else "no")
+    rep.table([{"first days' effect": lr["first_days_effect"],
+                "two-week truth": lr["truth_short_run"],
+                "projected settled effect": lr["settled_projection"],
+                "ci_low": lr["ci_low"], "ci_high": lr["ci_high"],
+                "long-run truth (last replay week)": truth, "covered": covered,
+                "trend p": lr["trend_p_value"]}])
+    for note in novelty.notes():
+        rep.paragraph(note, "note")
+    if truth is None:
+        rep.paragraph("No long-run replay at this scale: the truth is not computed.", "note")
+    novelty.html_sections(rep)
+
+
 def _world_section(rep: Any, d: dict[str, Any]) -> None:
     """The built-in world and its logged history: counts, engagement by surface and
     position, heavy tails."""
@@ -426,6 +459,7 @@ def _report(summary: dict[str, Any], parts: dict[str, Any]) -> str:
                             "long-run effect (last week)": lr.get("effect"),
                             "long-run relative": lr.get("rel_effect")})
         rep.table(lr_rows)
+    _long_run_section(rep, summary["long_run"], online["novelty"])
     daily = online["daily"]
     fig = go.Figure()
     fig.add_scatter(x=[d["day"] for d in daily],
