@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.cli.inputs import invoke, write_inputs
+from tests.cli.test_track import write_long_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -44,6 +45,7 @@ PAGES: dict[str, tuple[str, bool]] = {
                   "--metrics {d}/metrics.toml --bootstrap 200 --html {d}/attribute.html", True),
     "ope": ("ope --logs {d}/log.parquet --policy uniform -e ips -e snips --bootstrap 100 "
             "--html {d}/ope.html", False),
+    "track": ("track {d}/long-run --html {d}/track.html", True),
 }
 
 
@@ -80,6 +82,7 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Write every page with the real command line on small generated inputs."""
     d = tmp_path_factory.mktemp("pages")
     write_inputs(d)
+    write_long_run(d / "long-run")
     ranks = pq.read_table(d / "rankings.parquet")  # a second system: scores reversed
     pq.write_table(ranks.set_column(2, "score", pc.negate(ranks.column("score"))),
                    d / "rankings2.parquet")

@@ -398,7 +398,8 @@ class TrackingResult(Result):
                                        "estimate", "ci_low", "ci_high", "naive_low",
                                        "naive_high")}
                     for r in self.values if r["series"] == "weekly"])
-        page.heading("Launches").table([{k: (str(v) if isinstance(v, dict) else v)
+        page.heading("Launches").table([{k: (", ".join(f"{a} = {b}" for a, b in v.items())
+                                             if isinstance(v, dict) else v)
                                          for k, v in x.items()} for x in self.launches])
 
 
