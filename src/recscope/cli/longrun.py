@@ -199,6 +199,8 @@ def novelty(
     denominator: str | None = typer.Option("impressions", "--denominator",
                                            help="Ratio denominator column ('' for a mean)."),
     days: int = typer.Option(14, "--days", help="Days since first exposure to read."),
+    control: str = typer.Option("control", "--control", help="Control variant (e.g. "
+                                "holdout for a long-term holdout)."),
     json_out: JsonOut = None,
     html_out: HtmlOut = None,
 ) -> None:
@@ -214,7 +216,7 @@ def novelty(
         raise ConfigError("must be at least 4", key="--days")
     check_outputs(json_out, html_out, track=False)
     daily = daily_effects(assignments, events, days=days, numerator=numerator,
-                          denominator=denominator or None)
+                          denominator=denominator or None, control=control)
     res = project_settled(daily)
     console.print(res.rich_table())
     write_outputs(res, json_out, html_out, what="novelty readout")
@@ -231,6 +233,7 @@ def engagement(
     days: int = typer.Option(7, "--days", help="Early units: exposed in the first DAYS."),
     window: int | None = typer.Option(None, "--window", help="Days since exposure summed "
                                       "(default --days)."),
+    control: str = typer.Option("control", "--control", help="Control variant."),
     json_out: JsonOut = None,
     html_out: HtmlOut = None,
 ) -> None:
@@ -246,6 +249,6 @@ def engagement(
         raise ConfigError("must be at least 1", key="--days" if days < 1 else "--window")
     check_outputs(json_out, html_out, track=False)
     res = engagement_readout(assignments, events, population, stratum=stratum,
-                             column=column, days=days, window=window)
+                             column=column, days=days, window=window, control=control)
     console.print(res.rich_table())
     write_outputs(res, json_out, html_out, what="engagement readout")
