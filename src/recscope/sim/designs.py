@@ -12,7 +12,8 @@ so the simulator and a service assign identically. Where the clusters come from
 - ``"regions"``: the simulator's markets (``simulation.regions``): a cluster is a region,
   whose users share that market's creator supply;
 - a path: an edge list of user indices (``read_edges``; an id that is not a user of the
-  world is an error naming the file, column and row);
+  world is an error naming the file, column and row), or a ready-made clustering (a
+  table with ``unit_id`` and ``cluster_id``: every user once, in one cluster);
 - not given: ``"social"`` when the social channel is on, else ``"regions"`` when there
   are several markets.
 
@@ -80,7 +81,8 @@ def design_label(d: DesignConfig) -> str:
                 + (f"x{d.regions}" if d.regions > 1 else ""))
     if d.kind in ("cluster", "hierarchical"):
         g = d.graph or "auto"
-        return f"{d.kind}:{Path(g).name if g not in ('social', 'regions', 'auto') else g}"
+        return (f"{d.kind}:{Path(g).name if g not in ('social', 'regions', 'auto') else g}"
+                + (":metis" if d.method == "metis" and g != "regions" else ""))
     return d.kind
 
 
@@ -121,11 +123,53 @@ def user_clusters(env: Environment, d: DesignConfig, *, seed: int, file: str | N
         weights = None
     else:
         p = Path(g) if Path(g).is_absolute() or base is None else base / g
+        table = _cluster_table(p, n)
+        if table is not None:
+            sizes = np.bincount(np.unique(table, return_inverse=True)[1])
+            return table, {"graph": str(p), "n_clusters": int(sizes.size),
+                           "cut_fraction": float("nan"), "size_min": int(sizes.min()),
+                           "size_max": int(sizes.max())}
         edges = read_edges(p, units=np.arange(n, dtype=np.int64))
         src, dst, weights = edges.src, edges.dst, edges.weights
     cl = cluster_graph(n, src, dst, weights=weights, method=d.method,
                        n_clusters=d.n_clusters, seed=seed)
     return cl.cluster, {"graph": g, **cl.summary()}
+
+
+def _cluster_table(path: Path, n_users: int) -> np.ndarray | None:
+    """A ready-made clustering: a file with ``unit_id`` and ``cluster_id`` columns (every
+    user of the world once); None when the file is an edge list instead."""
+    from recscope.errors import DataValidationError
+    from recscope.experiments.clusters import _read_table
+    from recscope.experiments.designs import check_unique_clusters
+
+    t = _read_table(path)
+    if "cluster_id" not in t.column_names:
+        return None
+    file = str(path)
+    if "unit_id" not in t.column_names:
+        raise DataValidationError("a cluster table needs a unit_id column beside cluster_id",
+                                  file=file, column="unit_id")
+    u = t.column("unit_id").to_numpy(zero_copy_only=False)
+    c = t.column("cluster_id").to_numpy(zero_copy_only=False)
+    if u.dtype.kind not in "iu":
+        raise DataValidationError("unit ids must be the world's user indices (integers)",
+                                  file=file, column="unit_id")
+    bad = (u < 0) | (u >= n_users)
+    if bad.any():
+        row = int(np.argmax(bad)) + 1
+        raise DataValidationError(f"unit {u[row - 1]} is not a user of the world (0 to "
+                                  f"{n_users - 1})", file=file, column="unit_id", row=row)
+    check_unique_clusters(u, c, file=file)
+    uniq_u, first = np.unique(u, return_index=True)
+    if uniq_u.size != n_users:
+        missing = int(np.setdiff1d(np.arange(n_users), uniq_u)[0])
+        raise DataValidationError(f"user {missing} has no cluster ({n_users - uniq_u.size:,} "
+                                  "users missing; every user of the world needs one)",
+                                  file=file, column="unit_id")
+    out = np.empty(n_users, dtype=c.dtype)
+    out[uniq_u] = c[first]
+    return np.unique(out, return_inverse=True)[1].astype(np.int64)
 
 
 def plan_design(env: Environment, d: DesignConfig, experiment: Experiment, *, days: int,

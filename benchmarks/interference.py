@@ -1,0 +1,195 @@
+"""Validation of interference-aware designs against the simulator's ground truth (issue 14).
+
+    flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/interference.py run \
+        --setting supply --reps 50 --start 0      # appends to benchmarks/out/interference.jsonl
+    .venv/bin/python benchmarks/interference.py report   # tables from the JSONL
+
+Settings (small world: 2,000 users, 1,000 pins, 3 warm-up + 10 experiment days; each
+repetition re-draws every random number and the assignment salt; the designs of one
+repetition share its world and its truth replays):
+
+``off``     both channels off (markets and a planted follow graph exist, but supply does
+            not respond and nothing spreads): every design should be unbiased, cover 95%,
+            and the interference test reject at most 5%.
+``supply``  strong creator-side interference (``weight = 1.5``, ``elasticity = 1.0``,
+            ``rate = 0.5``, as in docs/benchmarks.md "Creator-side interference, strong")
+            in 20 markets (``simulation.regions = 20``); the change moves retrieval from
+            ``embedding`` to ``popular``.
+``social``  strong social spillover: a follow graph with 40 planted communities (95% of
+            follows inside), every save shared (``share = 1``), up to 3 waiting pins with
+            ``boost = 3`` and ``visit_pull = 3`` (waiting pins bring followers back); the
+            change is the ranker ``affinity -> affinity_quality``.
+
+Each repetition's per-design, per-metric record (estimate, interval, se, design effect,
+truth, interference p-value) is appended as one JSON line, so long validations run in
+chunks (``--start`` offsets the seeds) and ``report`` summarises whatever is there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+
+from recscope.experiments.designs import DesignConfig
+from recscope.sim.designs import design_label, run_rep, summarise
+from recscope.sim.experiment_config import WorldSpec
+from recscope.sim.world_source import build_world
+
+OUT = Path(__file__).resolve().parent / "out"
+RECORDS = OUT / "interference.jsonl"
+
+METRICS_TEXT = """unit = "unit_id"
+variant = "variant"
+control = "control"
+[metrics.ctr]
+kind = "ratio"
+numerator = "clicks"
+denominator = "impressions"
+[metrics.clicks]
+kind = "mean"
+column = "clicks"
+[metrics.saves]
+kind = "mean"
+column = "saves"
+[metrics.sessions]
+kind = "mean"
+column = "sessions"
+"""
+
+STRONG_SUPPLY = {"enabled": True, "weight": 1.5, "elasticity": 1.0, "rate": 0.5}
+STRONG_SOCIAL = {"enabled": True, "communities": 40, "in_community": 0.95, "share": 1.0,
+                 "boost": 3.0, "mean_follows": 6, "position": 0, "inserts": 3,
+                 "visit_pull": 3.0}
+QUIET_SOCIAL = {**STRONG_SOCIAL, "share": 0.0, "visit_pull": 0.0}
+BASE = {"retriever": "embedding", "ranker": "affinity", "pool": 50}
+
+SWITCHBACKS = [DesignConfig(kind="switchback", slice_hours=48, burn_in_hours=24, regions=20),
+               DesignConfig(kind="switchback", slice_hours=120, burn_in_hours=72,
+                            regions=20)]
+SETTINGS: dict[str, dict[str, Any]] = {
+    "off": {"simulation": {"regions": 20, "social": QUIET_SOCIAL},
+            "treatment": {"retriever": "popular"},
+            "designs": [DesignConfig(kind="unit"),
+                        DesignConfig(kind="cluster", graph="social"),
+                        DesignConfig(kind="hierarchical", graph="social"),
+                        DesignConfig(kind="cluster", graph="regions"),
+                        DesignConfig(kind="hierarchical", graph="regions"),
+                        SWITCHBACKS[0]]},
+    "supply": {"simulation": {"regions": 20, "creator_supply": STRONG_SUPPLY},
+               "treatment": {"retriever": "popular"},
+               "designs": [DesignConfig(kind="unit"),
+                           DesignConfig(kind="cluster", graph="regions"),
+                           DesignConfig(kind="hierarchical", graph="regions"),
+                           *SWITCHBACKS]},
+    "social": {"simulation": {"social": STRONG_SOCIAL},
+               "treatment": {"ranker": "affinity_quality"},
+               "designs": [DesignConfig(kind="unit"),
+                           DesignConfig(kind="cluster", graph="social"),
+                           DesignConfig(kind="cluster", graph="social", method="metis",
+                                        n_clusters=40),
+                           DesignConfig(kind="hierarchical", graph="social")]},
+}
+DAYS, WARMUP, SCALE = 10, 3, 0.1
+
+
+def run(setting: str, reps: int, start: int) -> None:
+    """Append ``reps`` repetitions (seeds ``start ...``) of a setting to the JSONL."""
+    import tomllib
+
+    from recscope.experiments.metrics import parse_metrics
+    from recscope.sim.environment import SimConfig
+
+    s = SETTINGS[setting]
+    config = parse_metrics(tomllib.loads(METRICS_TEXT))
+    sim = SimConfig.model_validate(s["simulation"])
+    world = build_world(WorldSpec(scale=SCALE))
+    OUT.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + reps):
+        t0 = time.perf_counter()
+        seed = 10_000 + i
+        rec = run_rep(world, sim, s["designs"], [BASE, {**BASE, **s["treatment"]}], config,
+                      seed=seed, salt=f"interference:{setting}:{seed}", days=DAYS,
+                      warmup_days=WARMUP, n_permutations=0)
+        rec.update({"setting": setting, "rep": i, "seconds": round(time.perf_counter() - t0,
+                                                                     2)})
+        with RECORDS.open("a") as f:
+            f.write(json.dumps(rec, default=float) + "\n")
+        print(setting, i, rec["seconds"], flush=True)
+
+
+def report() -> dict[str, Any]:
+    """Summaries per setting: the DesignComparison rows plus bias cuts against unit."""
+    recs: dict[str, dict[int, dict[str, Any]]] = {}
+    for line in RECORDS.read_text().splitlines():
+        r = json.loads(line)
+        recs.setdefault(r["setting"], {})[r["rep"]] = r  # a re-run rep replaces the old
+    out: dict[str, Any] = {}
+    for setting, by_rep in recs.items():
+        reps = list(by_rep.values())
+        designs = [design_label(d) for d in SETTINGS[setting]["designs"]]
+        metrics = ["ctr", "clicks", "saves", "sessions"]
+        rows = summarise(reps, designs, metrics)
+        naive = {r["metric"]: r for r in rows if r["design"] == "unit"}
+        for r in rows:
+            b0 = naive[r["metric"]]["bias"]
+            r["bias_cut"] = 1 - abs(r["bias"]) / abs(b0) if b0 else float("nan")
+            r["bias_over_se"] = r["bias"] / r["bias_se"] if r["bias_se"] else float("nan")
+        out[setting] = {"reps": len(reps), "rows": rows,
+                        "clustering": reps[0]["clustering"],
+                        "seconds_per_rep": float(np.mean([r["seconds"] for r in reps]))}
+    return out
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The docs' tables."""
+    lines = []
+    for setting, s in summary.items():
+        lines.append(f"\n**{setting}** ({s['reps']} repetitions, "
+                     f"{s['seconds_per_rep']:.1f} s each)\n")
+        lines.append("| design | metric | mean estimate | mean truth | bias ± s.e. | bias/s.e. "
+                     "| bias cut vs unit | RMSE | coverage | MDE | design effect | "
+                     "interference test rejects |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in s["rows"]:
+            if r["metric"] not in ("ctr", "clicks", "sessions"):
+                continue
+            rej = r.get("interference_rejects")
+            lines.append(
+                f"| {r['design']} | {r['metric']} | {r['estimate']:.4g} | {r['truth']:.4g} | "
+                f"{r['bias']:.3g} ± {r['bias_se']:.2g} | {r['bias_over_se']:.1f} | "
+                f"{'—' if r['design'] == 'unit' else format(r['bias_cut'], '.0%')} | "
+                f"{r['rmse']:.3g} | {r['coverage']:.0%} | {r['mde']:.3g} | "
+                f"{r['design_effect']:.2g} | {'' if rej is None else format(rej, '.0%')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["run", "report"])
+    ap.add_argument("--setting", choices=sorted(SETTINGS), default="off")
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--start", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.what == "run":
+        run(args.setting, args.reps, args.start)
+        return
+    summary = report()
+    (OUT / "interference.json").write_text(json.dumps(summary, indent=1, default=float)
+                                           + "\n")
+    print(markdown(summary))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

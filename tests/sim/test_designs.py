@@ -1,0 +1,153 @@
+"""Designs in the simulator (recscope.sim.designs): assignment through the experiments'
+functions, the logs they produce, bias against the truth, and bad designs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pytest
+
+from recscope.errors import ConfigError, DataValidationError
+from recscope.experiments.assignment import Experiment
+from recscope.experiments.designs import DesignConfig, assign_clusters
+from recscope.sim.config import WorldConfig
+from recscope.sim.designs import (
+    compare_designs,
+    design_tables,
+    plan_design,
+)
+from recscope.sim.environment import Environment, Schedule, SimConfig
+from recscope.sim.experiment_config import ExperimentSpec
+from recscope.sim.stacks import StackPolicy, WorldIndex
+from recscope.sim.world_model import WorldTruth, build_truth
+
+_DAY = 86_400_000_000
+EXP = Experiment("t", variants=("control", "treatment"), salt="test")
+
+
+@pytest.fixture(scope="module")
+def truth() -> WorldTruth:
+    cfg = WorldConfig(seed=0, n_users=600, n_items=300, n_creators=40, n_impressions=1000)
+    return build_truth(cfg, np.random.default_rng(0))
+
+
+def _env(truth: WorldTruth, **sim: object) -> Environment:
+    return Environment(truth, SimConfig.model_validate(sim), seed=3)
+
+
+def test_a_cluster_shares_one_arm_assigned_by_the_one_hash(truth: WorldTruth) -> None:
+    env = _env(truth, social={"enabled": True, "communities": 8, "in_community": 0.95})
+    plan = plan_design(env, DesignConfig(kind="cluster", graph="social", n_clusters=8),
+                       EXP, days=2, start_us=env.start_us)
+    assert plan.cluster is not None and isinstance(plan.arm, np.ndarray)
+    for c in np.unique(plan.cluster):
+        assert np.unique(plan.arm[plan.cluster == c]).size == 1
+    np.testing.assert_array_equal(plan.arm, assign_clusters(plan.cluster, EXP))
+    assert 0 < plan.clustering["cut_fraction"] < 0.3  # planted communities are found
+    # markets as clusters
+    env = _env(truth, regions=6)
+    plan = plan_design(env, DesignConfig(kind="cluster", graph="regions"), EXP, days=2,
+                       start_us=env.start_us)
+    np.testing.assert_array_equal(plan.cluster, env.region)
+    # hierarchical: cluster-mode clusters share an arm; unit-mode users are split
+    env = _env(truth, regions=16)
+    plan = plan_design(env, DesignConfig(kind="hierarchical", graph="regions"), EXP, days=2,
+                       start_us=env.start_us)
+    assert plan.mode is not None and set(plan.mode) == {"cluster", "unit"}
+    for c in np.unique(plan.cluster):
+        arms = np.unique(plan.arm[plan.cluster == c])
+        assert arms.size == (1 if plan.mode[plan.cluster == c][0] == "cluster" else 2)
+
+
+def _pols(truth: WorldTruth) -> list[StackPolicy]:
+    idx = WorldIndex(truth)
+    return [StackPolicy(truth, "embedding", "affinity", index=idx, name="control"),
+            StackPolicy(truth, "popular", "affinity", index=idx, name="treatment")]
+
+
+def test_switchback_tables_follow_the_schedule(truth: WorldTruth) -> None:
+    env = _env(truth, regions=4)
+    pols = _pols(truth)
+    state = env.warmup(pols[0], days=1)
+    start = env.start_us + state.day * _DAY
+    d = DesignConfig(kind="switchback", slice_hours=12, burn_in_hours=2, regions=4)
+    plan = plan_design(env, d, EXP, days=2, start_us=start)
+    assert isinstance(plan.arm, Schedule) and plan.schedule is not None
+    assert plan.schedule.shape == (4, 4)
+    res = env.run(pols, days=2, arm=plan.arm, state=state)
+    sched, events, _ = design_tables(plan, res, env)
+    assert sched.num_rows == 16 and set(sched.column_names) == {"region", "slice", "variant"}
+    lut = {(r, s): v for r, s, v in zip(*(sched.column(c).to_pylist() for c in
+                                          ("region", "slice", "variant")), strict=True)}
+    served = ["control", "treatment"]
+    for r, s, a in zip(*(events.column(c).to_pylist() for c in ("region", "slice", "arm")),
+                       strict=True):
+        assert lut[(r, s)] == served[a]
+    with pytest.raises(ConfigError, match="slice_hours"):
+        plan_design(env, DesignConfig(kind="switchback", slice_hours=72), EXP, days=2,
+                    start_us=start)
+    with pytest.raises(ConfigError, match="regions"):
+        plan_design(env, DesignConfig(kind="switchback", slice_hours=12, regions=3), EXP,
+                    days=2, start_us=start)
+
+
+def _spec(**over: object) -> ExperimentSpec:
+    return ExperimentSpec.model_validate({
+        "name": "t", "seed": 11, "days": 6, "warmup_days": 2, "world": {"scale": 0.08},
+        "simulation": {"regions": 8, "creator_supply": {
+            "enabled": True, "weight": 1.5, "elasticity": 1.0, "rate": 0.5}},
+        "policy": {"retriever": "embedding", "ranker": "affinity", "pool": 30},
+        "experiment": [{"name": "r", "variants": {"control": {},
+                                                   "treatment": {"retriever": "popular"}}}],
+        **over})
+
+
+def test_market_clusters_cut_the_bias_of_the_unit_design() -> None:
+    """Strong creator-side supply in 8 markets: randomising whole markets is much closer
+    to the global effect than randomising users (who share each market's supply)."""
+    res = compare_designs(_spec(), [DesignConfig(kind="unit"),
+                                    DesignConfig(kind="cluster", graph="regions")], reps=3)
+    rows = {(r["design"], r["metric"]): r for r in res.rows_}
+    unit, cl = rows[("unit", "ctr")], rows[("cluster:regions", "ctr")]
+    assert abs(unit["bias"]) > 2.5 * unit["bias_se"]  # the naive test is visibly biased
+    assert abs(cl["bias"]) < 0.5 * abs(unit["bias"])
+    assert unit["truth"] == pytest.approx(cl["truth"])  # same estimand, same replays
+    assert {"design", "metric", "estimate", "ci_low", "ci_high", "truth", "bias", "rmse",
+            "coverage", "mde"} <= set(res.records()[0])
+    assert res.to_html().count("plotly-graph-div") >= 1
+
+
+def test_bad_graph_files(tmp_path: Path, truth: WorldTruth) -> None:
+    env = _env(truth, regions=6)
+    n = truth.n_users
+    edges = tmp_path / "edges.csv"
+    pcsv.write_csv(pa.table({"src": [0, 1, n + 5], "dst": [1, 2, 3]}), edges)
+    with pytest.raises(DataValidationError) as e:
+        plan_design(env, DesignConfig(kind="cluster", graph=str(edges)), EXP, days=2,
+                    start_us=0)
+    assert "edges.csv" in str(e.value) and "src" in str(e.value) and "row 3" in str(e.value)
+    two = tmp_path / "two.csv"
+    pcsv.write_csv(pa.table({"unit_id": [*range(n), 0],
+                             "cluster_id": [u % 10 for u in range(n)] + [7]}), two)
+    with pytest.raises(DataValidationError, match="two clusters") as e:
+        plan_design(env, DesignConfig(kind="cluster", graph=str(two)), EXP, days=2,
+                    start_us=0)
+    assert "two.csv" in str(e.value) and "cluster_id" in str(e.value)
+    few = tmp_path / "few.csv"
+    pcsv.write_csv(pa.table({"unit_id": list(range(n)), "cluster_id": [u % 2 for u in
+                                                                       range(n)]}), few)
+    with pytest.raises(DataValidationError, match="at least 2 clusters per arm"):
+        plan_design(env, DesignConfig(kind="cluster", graph=str(few)), EXP, days=2,
+                    start_us=0)
+    ok = tmp_path / "ok.csv"
+    pcsv.write_csv(pa.table({"unit_id": list(range(n)), "cluster_id": [u % 40 for u in
+                                                                      range(n)]}), ok)
+    plan = plan_design(env, DesignConfig(kind="cluster", graph=str(ok)), EXP, days=2,
+                       start_us=0)
+    assert plan.cluster is not None and np.unique(plan.cluster).size == 40
+    with pytest.raises(ConfigError, match="social"):
+        plan_design(env, DesignConfig(kind="cluster", graph="social"), EXP, days=2,
+                    start_us=0)
