@@ -1,0 +1,251 @@
+"""Long-term holdout tracking: coverage against the simulator's truth, and speed.
+
+Two parts (run each under ``flock /tmp/recscope-heavy.lock``; docs/long_run.md has the
+figures):
+
+``coverage``: repetitions of ``examples/long_run.toml`` (12 weeks, 10% holdout, four
+launches on three surfaces) on a smaller world, each with its own simulator seed and
+holdout salt; ``recscope.experiments.tracking.track`` on each run's files; whether the
+always-valid interval of the cumulative effect covers the true cumulative effect (CRN
+replays) per surface and metric, at week 12 and at every week at once, with the
+fixed-horizon interval beside it. Results append one JSON line per repetition, so the
+repetitions can be run in chunks (``--first``, ``--reps``)::
+
+    flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/tracking.py coverage \\
+        --reps 25 --first 0
+    flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/tracking.py coverage \\
+        --reps 25 --first 25
+    .venv/bin/python benchmarks/tracking.py summary
+
+``spark``: the same tracking on DuckDB and on Spark (local mode) over one simulated run;
+prints the Spark statements (the plan for 10M units / 1B events is the same SQL) and the
+largest relative difference::
+
+    .venv/bin/python benchmarks/tracking.py spark out/long-run
+
+``perf``: synthetic events of ``--units`` units over 12 weeks and three surfaces
+(written once by DuckDB), then, on DuckDB, the time of a bare per-unit GROUP BY over the
+same events, of a GROUP BY at the tracking's grain (unit, surface, week), and of the
+whole tracking (every series, every look); prints the ratios::
+
+    flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/tracking.py perf \\
+        --units 1000000 --events 30000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+OUT = Path(__file__).parent / "out"
+COVERAGE = OUT / "tracking_coverage.jsonl"
+
+
+def coverage(reps: int, first: int, scale: float, out: Path) -> None:
+    """Run repetitions ``first .. first + reps - 1`` and append their coverage lines."""
+    import tempfile
+
+    from recscope.experiments.tracking import Design, track
+    from recscope.sim.long_run import load_long_run, run_long_run
+
+    base = load_long_run(Path(__file__).parent.parent / "examples" / "long_run.toml")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for rep in range(first, first + reps):
+        t0 = time.perf_counter()
+        spec = base.model_copy(update={
+            "seed": 1000 + rep,
+            "world": base.world.model_copy(update={"scale": scale}),
+            "holdout": base.holdout.model_copy(update={"salt": f"bench-{rep}"})})
+        with tempfile.TemporaryDirectory() as tmp:
+            sim = run_long_run(spec, Path(tmp) / "sim")
+            assert sim.truth is not None
+            r = track(Path(tmp) / "sim" / "assignments.parquet",
+                      Path(tmp) / "sim" / "events.parquet",
+                      Design(spec.holdout.start_day, spec.days, launches=tuple(
+                          spec.launches())), truth=sim.truth.values)
+        rows = []
+        for x in r.values:
+            if "true_effect" not in x or not math.isfinite(x["estimate"]):
+                continue
+            t = x["true_effect"]
+            rows.append({k: x[k] for k in ("series", "surface", "metric", "window", "look",
+                                           "estimate", "se", "ci_low", "ci_high",
+                                           "n_holdout", "n_exposed")}
+                        | {"true": t, "covered": x["covered"],
+                           "naive_covered": bool(x["naive_low"] <= t <= x["naive_high"])})
+        line = {"rep": rep, "seed": spec.seed, "scale": scale, "n_units": sim.n_units,
+                "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
+        with out.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        print(f"rep {rep}: {sim.n_units:,} units, {line['seconds']} s", flush=True)
+
+
+def summary(path: Path) -> dict[str, Any]:
+    """Coverage per surface and metric over the repetitions in ``path``."""
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    reps = sorted({x["rep"] for x in lines})
+    out: dict[str, Any] = {"repetitions": len(reps), "scale": sorted({x["scale"]
+                                                                      for x in lines})}
+    table: dict[tuple[str, str], dict[str, list[bool]]] = {}
+    for line in lines:
+        cum = [r for r in line["rows"] if r["series"] == "cumulative"]
+        last = max(r["look"] for r in cum)
+        for r in cum:
+            d = table.setdefault((r["surface"], r["metric"]),
+                                 {"final": [], "final_naive": [], "all_weeks": [],
+                                  "all_weeks_naive": [], "window": []})
+            if r["look"] == last:
+                d["final"].append(r["covered"])
+                d["final_naive"].append(r["naive_covered"])
+        for key, d in table.items():
+            mine = [r for r in cum if (r["surface"], r["metric"]) == key]
+            if mine:
+                d["all_weeks"].append(all(r["covered"] for r in mine))
+                d["all_weeks_naive"].append(all(r["naive_covered"] for r in mine))
+            d["window"] += [r["covered"] for r in line["rows"] if r["series"] == "window"
+                            and (r["surface"], r["metric"]) == key]
+    out["coverage"] = {f"{s}/{m}": {k: round(float(np.mean(v)), 3) for k, v in d.items()}
+                       for (s, m), d in sorted(table.items())}
+    out["seconds_per_rep"] = round(float(np.mean([x["seconds"] for x in lines])), 1)
+    return out
+
+
+def make_events(path: Path, units: int, events: int, seed: int = 0) -> None:
+    """Synthetic holdout data written by DuckDB: 10% held out, heavy-tailed activity,
+    12 weeks, three surfaces, clicks and saves, exposed units +5% clicks after day 14."""
+    import duckdb
+
+    path.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect()
+    con.execute("SET threads = 2")
+    con.execute(f"SELECT setseed({(seed % 1000) / 1000})")
+    con.execute(f"""COPY (SELECT range AS unit_id, hash(range, 'h') % 10 = 0 AS holdout
+        FROM range({units})) TO '{path}/assignments.parquet' (FORMAT parquet)""")
+    # unit drawn with a heavy tail: floor(units * u^2) puts more events on low ids
+    con.execute(f"""COPY (
+        SELECT CAST(FLOOR({units} * POW(random(), 2)) AS BIGINT) AS unit_id,
+               CAST(FLOOR(random() * 84) AS INTEGER) AS day,
+               CASE WHEN random() < 0.6 THEN 'home_feed' WHEN random() < 0.6 THEN 'related'
+                    ELSE 'search' END AS surface,
+               CAST(random() < 0.12 AS INTEGER) AS clicks,
+               CAST(random() < 0.03 AS INTEGER) AS saves
+        FROM range({events})) TO '{path}/events.parquet' (FORMAT parquet,
+        ROW_GROUP_SIZE 1000000)""")
+
+
+def perf(units: int, events: int, folder: Path, repeat: int) -> dict[str, Any]:
+    """Time the bare GROUP BYs and the tracking on the same events (DuckDB, 2 threads)."""
+    import duckdb
+
+    from recscope.experiments.engines import DuckDBEngine
+    from recscope.experiments.tracking import Design, track
+
+    data = folder / f"u{units}_e{events}"
+    if not (data / "events.parquet").exists():
+        t0 = time.perf_counter()
+        make_events(data, units, events)
+        print(f"wrote {events:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
+    ev = data / "events.parquet"
+    design = Design(0, 84, launches=(
+        {"name": "a", "day": 14, "surface": "home_feed"},
+        {"name": "b", "day": 35, "surface": "search"},
+        {"name": "c", "day": 56, "surface": "related"}))
+
+    def bare(sql: str) -> float:
+        con = duckdb.connect()
+        con.execute("SET threads = 2")
+        t0 = time.perf_counter()
+        con.execute(f"CREATE TEMP TABLE t AS {sql}")
+        return time.perf_counter() - t0
+
+    res: dict[str, Any] = {"units": units, "events": events, "threads": 2}
+    by_unit, by_grain, tracking = [], [], []
+    for _ in range(repeat):
+        by_unit.append(bare(f"SELECT unit_id, SUM(clicks) AS c, SUM(saves) AS s FROM "
+                            f"read_parquet('{ev}') GROUP BY unit_id"))
+        by_grain.append(bare(f"SELECT unit_id, surface, CAST(FLOOR(day / 7.0) AS INT) AS w, "
+                             f"SUM(clicks) AS c, SUM(saves) AS s FROM read_parquet('{ev}') "
+                             "GROUP BY unit_id, surface, CAST(FLOOR(day / 7.0) AS INT)"))
+        eng = DuckDBEngine(threads=2)
+        t0 = time.perf_counter()
+        r = track(data / "assignments.parquet", ev, design, engine=eng)
+        tracking.append(time.perf_counter() - t0)
+    res.update({"bare_group_by_unit_s": round(min(by_unit), 2),
+                "bare_group_by_unit_surface_week_s": round(min(by_grain), 2),
+                "tracking_s": round(min(tracking), 2),
+                "ratio_vs_group_by_unit": round(min(tracking) / min(by_unit), 2),
+                "ratio_vs_group_by_grain": round(min(tracking) / min(by_grain), 2),
+                "rows": len(r.values)})
+    return res
+
+
+def spark_check(folder: Path) -> dict[str, Any]:
+    """The same tracking on DuckDB and Spark (local[2]) over one simulated run's files:
+    largest relative difference of estimates and intervals, and the Spark SQL."""
+    from recscope.experiments.engines import SparkEngine
+    from recscope.experiments.tracking import Design, track
+
+    plan = json.loads((folder / "launches.json").read_text())
+    design = Design(plan["start_day"], plan["days"], launches=tuple(plan["launches"]))
+    a, e = folder / "assignments.parquet", folder / "events.parquet"
+    t0 = time.perf_counter()
+    r1 = track(a, e, design)
+    t1 = time.perf_counter()
+    r2 = track(a, e, design, engine=SparkEngine())
+    t2 = time.perf_counter()
+
+    def key(x: dict[str, Any]) -> tuple[Any, ...]:
+        return x["series"], x["surface"], x["metric"], x["window"], x["look"]
+
+    other = {key(x): x for x in r2.values}
+    worst, counts_equal = 0.0, True
+    for x in r1.values:
+        y = other[key(x)]
+        counts_equal &= (x["n_holdout"], x["n_exposed"]) == (y["n_holdout"], y["n_exposed"])
+        for f in ("estimate", "se", "ci_low", "ci_high"):
+            worst = max(worst, abs(x[f] - y[f]) / max(1e-12, abs(x[f])))
+    return {"rows": len(r1.values), "same_rows": len(r1.values) == len(r2.values),
+            "counts_equal": counts_equal, "max_rel_diff": worst,
+            "duckdb_s": round(t1 - t0, 1), "spark_s": round(t2 - t1, 1),
+            "spark_sql": r2.sql}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("coverage")
+    c.add_argument("--reps", type=int, default=25)
+    c.add_argument("--first", type=int, default=0)
+    c.add_argument("--scale", type=float, default=0.25)
+    c.add_argument("--out", type=Path, default=COVERAGE)
+    s = sub.add_parser("summary")
+    s.add_argument("--out", type=Path, default=COVERAGE)
+    p = sub.add_parser("perf")
+    p.add_argument("--units", type=int, default=1_000_000)
+    p.add_argument("--events", type=int, default=10_000_000)
+    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--data", type=Path, default=OUT / "tracking_data")
+    k = sub.add_parser("spark")
+    k.add_argument("folder", type=Path, help="a `recscope simulate` long-run folder")
+    a = ap.parse_args()
+    if a.cmd == "coverage":
+        coverage(a.reps, a.first, a.scale, a.out)
+    elif a.cmd == "summary":
+        print(json.dumps(summary(a.out), indent=2))
+    elif a.cmd == "spark":
+        res = spark_check(a.folder)
+        for stmt in res.pop("spark_sql"):
+            print(stmt + ";\n")
+        print(json.dumps(res, indent=2))
+    else:
+        print(json.dumps(perf(a.units, a.events, a.data, a.repeat), indent=2))
+
+
+if __name__ == "__main__":
+    main()
