@@ -319,11 +319,12 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
                 f"the {d.kind} design needs a {why} column {c!r} in the assignments "
                 f"(columns: {', '.join(a_tbl.columns)})", file=a_tbl.name, column=c)
     run = SqlRunner(eng, [a_tbl, *ev_tbls], show_sql)
-    _check_clusters(run, a_tbl, config, cluster, mode if hier else None, eng.dialect)
     segs = (cluster, mode) if hier else (cluster,)
     cfg = config.replace(segments=segs, correction="none")
     plan = make_plan(cfg, a_tbl, ev_tbls, eng)
     checks = plan.apply_checks(run(plan.checks_sql())[0])
+    _check_clusters(run, a_tbl, config, cluster, mode if hier else None, eng.dialect,
+                    one_row_per_unit=plan.one_row_per_unit)
     apply_caps(plan, run)
     metrics = [mp for mp in plan.metrics if mp.metric.kind != "quantile"]
     skipped = [mp.metric.name for mp in plan.metrics if mp.metric.kind == "quantile"]
@@ -427,38 +428,47 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
 
 
 def _check_clusters(run: SqlRunner, a: Table, config: AnalysisConfig, cluster: str,
-                    mode: str | None, dialect: str) -> None:
-    """Refuse units in two clusters, clusters spread over two variants (in cluster mode)
-    or two modes, and missing cluster ids: one line naming the file and the column."""
+                    mode: str | None, dialect: str, *, one_row_per_unit: bool) -> None:
+    """Refuse missing cluster ids, clusters spread over two variants (in cluster mode) or
+    two modes, and units in two clusters: one line naming the file and the column.
+
+    One GROUP BY cluster over the assignments answers all but the last, which needs a
+    GROUP BY unit only when a unit has several assignment rows (``one_row_per_unit``
+    comes from the analysis' own checks)."""
     s = _from(a, "s")
     u, c, v = (f"s.{_ident(x)}" for x in (config.unit, cluster, config.variant))
-    in_cluster_mode = "" if mode is None else f" WHERE CAST(s.{_ident(mode)} AS TEXT) = 'cluster'"
-    parts = [
-        f"(SELECT COUNT(*) AS n_multi, MIN(x) AS ex_multi FROM (SELECT CAST({u} AS TEXT) AS "
-        f"x FROM {s} GROUP BY {u} HAVING COUNT(DISTINCT {c}) > 1) AS t1) AS p1",
-        f"(SELECT COUNT(*) AS n_split, MIN(x) AS ex_split FROM (SELECT CAST({c} AS TEXT) "
-        f"AS x FROM {s}{in_cluster_mode} GROUP BY {c} HAVING COUNT(DISTINCT {v}) > 1) AS t2)"
-        " AS p2",
-        f"(SELECT SUM(CASE WHEN {c} IS NULL THEN 1 ELSE 0 END) AS n_null, MIN(CASE WHEN {c} "
-        f"IS NULL THEN CAST({u} AS TEXT) END) AS ex_null FROM {s}) AS p3"]
+    if mode is None:
+        cv, mode_aggs = v, ""
+    else:
+        m = f"CAST(s.{_ident(mode)} AS TEXT)"
+        cv = f"CASE WHEN {m} = 'cluster' THEN {v} END"
+        mode_aggs = (f", MIN({m}) AS lo_m, MAX({m}) AS hi_m, SUM(CASE WHEN {m} IN ('cluster', "
+                     f"'unit') THEN 0 ELSE 1 END) AS bad_m, MIN(CASE WHEN {m} IN ('cluster', "
+                     f"'unit') THEN NULL ELSE {m} END) AS ex_bad_m")
+    per_cluster = (f"SELECT CAST({c} AS TEXT) AS x, COUNT(*) AS n, MIN({cv}) AS lo_v, "
+                   f"MAX({cv}) AS hi_v{mode_aggs} FROM {s} GROUP BY {c}")
+    split = "g.x IS NOT NULL AND g.lo_v <> g.hi_v"
+    outer = ["SUM(CASE WHEN g.x IS NULL THEN g.n ELSE 0 END) AS n_null",
+             f"SUM(CASE WHEN {split} THEN 1 ELSE 0 END) AS n_split",
+             f"MIN(CASE WHEN {split} THEN g.x END) AS ex_split"]
     if mode is not None:
-        m = f"s.{_ident(mode)}"
-        parts.append(
-            f"(SELECT COUNT(*) AS n_mode, MIN(x) AS ex_mode FROM (SELECT CAST({c} AS TEXT) "
-            f"AS x FROM {s} GROUP BY {c} HAVING COUNT(DISTINCT {m}) > 1) AS t4) AS p4")
-        parts.append(
-            f"(SELECT SUM(CASE WHEN CAST({m} AS TEXT) IN ('cluster', 'unit') THEN 0 ELSE 1 "
-            f"END) AS n_badmode, MIN(CASE WHEN CAST({m} AS TEXT) IN ('cluster', 'unit') THEN "
-            f"NULL ELSE CAST({m} AS TEXT) END) AS ex_badmode FROM {s}) AS p5")
-    row = {k.lower(): val for k, val in run(_to(dialect, "SELECT * FROM " + " CROSS JOIN "
-                                                 .join(parts)))[0].items()}
+        two = "g.x IS NOT NULL AND g.lo_m <> g.hi_m"
+        outer += [f"SUM(CASE WHEN {two} THEN 1 ELSE 0 END) AS n_mode",
+                  f"MIN(CASE WHEN {two} THEN g.x END) AS ex_mode",
+                  "SUM(g.bad_m) AS n_badmode", "MIN(g.ex_bad_m) AS ex_badmode"]
+    text = f"SELECT {', '.join(outer)} FROM ({per_cluster}) AS g"
+    row = {k.lower(): val for k, val in run(_to(dialect, text))[0].items()}
     if row["n_null"]:
-        raise DataValidationError(f"{int(row['n_null']):,} unit(s) without a cluster id "
-                                  f"(e.g. unit {row['ex_null']})", file=a.name, column=cluster)
-    if row["n_multi"]:
-        raise DataValidationError(f"{int(row['n_multi']):,} unit(s) appear in two clusters "
-                                  f"(e.g. unit {row['ex_multi']}); a unit must belong to "
-                                  "exactly one cluster", file=a.name, column=cluster)
+        raise DataValidationError(f"{int(row['n_null']):,} unit(s) without a cluster id",
+                                  file=a.name, column=cluster)
+    if not one_row_per_unit:
+        multi = (f"SELECT COUNT(*) AS n_multi, MIN(x) AS ex_multi FROM (SELECT CAST({u} AS "
+                 f"TEXT) AS x FROM {s} GROUP BY {u} HAVING COUNT(DISTINCT {c}) > 1) AS t")
+        r = {k.lower(): val for k, val in run(_to(dialect, multi))[0].items()}
+        if r["n_multi"]:
+            raise DataValidationError(f"{int(r['n_multi']):,} unit(s) appear in two clusters "
+                                      f"(e.g. unit {r['ex_multi']}); a unit must belong to "
+                                      "exactly one cluster", file=a.name, column=cluster)
     if mode is not None and row["n_badmode"]:
         raise DataValidationError(f"mode must be 'cluster' or 'unit', got "
                                   f"{row['ex_badmode']!r}", file=a.name, column=mode)
