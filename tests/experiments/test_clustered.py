@@ -302,6 +302,24 @@ def test_switchback_analysis() -> None:
     assert _row(res2, "ctr").estimate == pytest.approx(_row(full, "ctr").estimate, abs=1e-12)
 
 
+def test_switchback_variant_from_the_events() -> None:
+    schedule, events = switchback_data(n_slices=10, seed=5)
+    design = {"kind": "switchback", "slice_hours": 6.0, "regions": 2}
+    a = analyze_design(schedule, events, SB_CONFIG, design, n_permutations=20)
+    slc = ((events["ts"] - events["ts"].min()).dt.total_seconds() // (6 * 3600)).astype(int)
+    served = events.assign(slice=slc).merge(schedule, on=["region", "slice"])
+    b = analyze_design(None, served.drop(columns="slice"), SB_CONFIG, design,
+                       n_permutations=20)
+    for ea, eb in zip(a.results, b.results, strict=True):
+        assert eb.estimate == pytest.approx(ea.estimate, abs=1e-12)
+        assert eb.se == pytest.approx(ea.se, rel=1e-12)
+    served.loc[served.index[0], "variant"] = (
+        "treatment" if served["variant"].iloc[0] == "control" else "control")
+    with pytest.raises(DataValidationError, match=r"column 'variant': 1 \(region, slice\) "
+                       r"cell\(s\) hold events of several variants"):
+        analyze_design(None, served.drop(columns="slice"), SB_CONFIG, design)
+
+
 # -- bad designs ------------------------------------------------------------------------------
 
 def test_bad_cluster_designs_are_one_line_errors(tmp_path: Path) -> None:

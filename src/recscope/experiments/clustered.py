@@ -45,7 +45,14 @@ from sqlglot import exp
 from recscope.errors import ConfigError, DataValidationError
 from recscope.experiments.analysis import apply_caps, make_plan
 from recscope.experiments.designs import CLUSTERED, DesignConfig, parse_design
-from recscope.experiments.engines import Engine, Source, SqlRunner, open_tables
+from recscope.experiments.engines import (
+    Engine,
+    Source,
+    SqlRunner,
+    make_engine,
+    open_tables,
+    source_name,
+)
 from recscope.experiments.metrics import AnalysisConfig
 from recscope.experiments.sql import Table, aliased, is_numeric, q
 from recscope.results import Effect, Result
@@ -248,7 +255,7 @@ def _f(v: object) -> float:
 
 # -- the entry point --------------------------------------------------------------------------
 
-def analyze_design(assignments: Source, events: Source | Sequence[Source],
+def analyze_design(assignments: Source | None, events: Source | Sequence[Source],
                    config: AnalysisConfig, design: DesignConfig | Mapping[str, Any], *,
                    engine: str | Engine = "duckdb", clusters: Source | None = None,
                    cluster: str = "cluster_id", mode: str = "mode", region: str = "region",
@@ -264,8 +271,13 @@ def analyze_design(assignments: Source, events: Source | Sequence[Source],
     (``"cluster"`` / ``"unit"``). For a switchback, ``assignments`` is the schedule:
     one row per (``region``, ``slice``) cell with its ``config.variant``; ``events``
     carry ``slice_column`` (or a timestamp, bucketed from ``start``, epoch seconds,
-    default the first event) and ``region`` (optional with one region).
+    default the first event) and ``region`` (optional with one region); with
+    ``assignments=None`` the events' own ``config.variant`` column says which arm each
+    cell served (one per cell, checked).
     """
+    if assignments is None and parse_design(design).kind != "switchback":
+        raise ConfigError("only a switchback can be analysed without an assignments table",
+                          key="assignments")
     d = parse_design(design)
     if d.kind == "unit":
         raise ConfigError("the unit design is analysed by recscope.experiments.analyze "
@@ -515,20 +527,27 @@ def switchback_effect(region: np.ndarray, slice_: np.ndarray, treated: np.ndarra
     return float(rt - rc), math.sqrt(max(var, 0.0)), math.sqrt(var_iid)
 
 
-def _switchback(schedule: Source, events: Source | Sequence[Source], config: AnalysisConfig,
+def _switchback(schedule: Source | None, events: Source | Sequence[Source], config: AnalysisConfig,
                 d: DesignConfig, *, engine: str | Engine, region: str, slice_column: str,
                 start: float | None, hac_lag: int | None, n_permutations: int, seed: int,
                 show_sql: Callable[[str], None] | None) -> DesignAnalysis:
     ev_list = [events] if not isinstance(events, list | tuple) else list(events)
     if len(ev_list) != 1:
         raise ConfigError("a switchback analysis reads one events table", key="events")
-    eng, s_tbl, (e_tbl,) = open_tables(engine, schedule, ev_list)
-    run = SqlRunner(eng, [s_tbl, e_tbl], show_sql)
-    for c in (region, slice_column, config.variant):
-        if c not in s_tbl.columns:
-            raise DataValidationError(f"the switchback schedule needs a {c!r} column "
-                                      f"(columns: {', '.join(s_tbl.columns)})",
-                                      file=s_tbl.name, column=c)
+    if schedule is not None:
+        eng, s_tbl, (e_tbl,) = open_tables(engine, schedule, ev_list)
+        for c in (region, slice_column, config.variant):
+            if c not in s_tbl.columns:
+                raise DataValidationError(f"the switchback schedule needs a {c!r} column "
+                                          f"(columns: {', '.join(s_tbl.columns)})",
+                                          file=s_tbl.name, column=c)
+    else:  # the events carry the arm each was served in
+        eng = make_engine(engine) if isinstance(engine, str) else engine
+        e_tbl = s_tbl = eng.table(ev_list[0], source_name(ev_list[0]))
+        if config.variant not in e_tbl.columns:
+            raise DataValidationError("without a schedule, the events need the variant "
+                                      "column", file=e_tbl.name, column=config.variant)
+    run = SqlRunner(eng, [s_tbl, e_tbl] if s_tbl is not e_tbl else [e_tbl], show_sql)
     if config.unit not in e_tbl.columns:
         raise DataValidationError("unit column not found in the events", file=e_tbl.name,
                                   column=config.unit)
@@ -630,6 +649,35 @@ def _switchback(schedule: Source, events: Source | Sequence[Source], config: Ana
                                           column=c)
     sch = _from(s_tbl, "k")
     cell_cols = ", ".join("x." + p.split(" AS ")[-1] for p in per_cell)
+    if schedule is None:
+        ev_v = f"CAST(e.{_ident(config.variant)} AS TEXT)"
+        text = (
+            f"SELECT w.r AS r, w.sl AS sl, MIN(w.lo) AS v, MAX(w.hi) AS v_hi, COUNT(*) AS "
+            f"n_units, {', '.join(per_cell)} FROM (SELECT {region_expr} AS r, {slice_expr} "
+            f"AS sl, e.{_ident(config.unit)} AS u, MIN({ev_v}) AS lo, MAX({ev_v}) AS hi, "
+            f"{', '.join(per_unit)} FROM {src} WHERE {keep} GROUP BY {region_expr}, "
+            f"{slice_expr}, e.{_ident(config.unit)}) AS w GROUP BY w.r, w.sl")
+        rows = run(_to(eng.dialect, text))
+        mixed = [r for r in rows if r["v"] != r["v_hi"]]
+        if mixed:
+            r0 = mixed[0]
+            raise DataValidationError(
+                f"{len(mixed)} (region, slice) cell(s) hold events of several variants (e.g. "
+                f"region {r0['r']}, slice {r0['sl']}: {r0['v']!r} and {r0['v_hi']!r}); a "
+                "switchback serves one variant per cell", file=e_tbl.name,
+                column=config.variant)
+    else:
+        rows = _schedule_rows(run, eng.dialect, config, region, slice_column, sch, cell_cols,
+                              per_cell, per_unit, region_expr, slice_expr, src, keep)
+    return _switchback_result(rows, config, d, s_tbl, slice_column, skipped, metrics,
+                              hac_lag, n_permutations, seed, t0, run)
+
+
+def _schedule_rows(run: SqlRunner, dialect: str, config: AnalysisConfig, region: str,
+                   slice_column: str, sch: str, cell_cols: str, per_cell: list[str],
+                   per_unit: list[str], region_expr: str, slice_expr: str, src: str,
+                   keep: str) -> list[dict[str, Any]]:
+    """Per-cell sums with each cell's variant read from the schedule table."""
     text = (
         f"SELECT x.r AS r, x.sl AS sl, CAST(k.{_ident(config.variant)} AS TEXT) AS v, "
         f"x.n_units AS n_units, {cell_cols} "
@@ -639,7 +687,14 @@ def _switchback(schedule: Source, events: Source | Sequence[Source], config: Ana
         f"e.{_ident(config.unit)}) AS w GROUP BY w.r, w.sl) AS x LEFT JOIN {sch} ON "
         f"CAST(x.r AS TEXT) = CAST(k.{_ident(region)} AS TEXT) AND x.sl = "
         f"CAST(k.{_ident(slice_column)} AS BIGINT)")
-    rows = run(_to(eng.dialect, text))
+    return run(_to(dialect, text))
+
+
+def _switchback_result(rows: list[dict[str, Any]], config: AnalysisConfig, d: DesignConfig,
+                       s_tbl: Table, slice_column: str, skipped: list[str],
+                       metrics: list[Any], hac_lag: int | None, n_permutations: int,
+                       seed: int, t0: float, run: SqlRunner) -> DesignAnalysis:
+    """Estimates, Newey-West and randomisation inference from the per-cell rows."""
     missing = [r for r in rows if r["v"] is None]
     if missing:
         r0 = missing[0]
