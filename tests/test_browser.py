@@ -46,6 +46,8 @@ PAGES: dict[str, tuple[str, bool]] = {
     "ope": ("ope --logs {d}/log.parquet --policy uniform -e ips -e snips --bootstrap 100 "
             "--html {d}/ope.html", False),
     "track": ("track {d}/long-run --html {d}/track.html", True),
+    "design-compare": (f"experiment design-compare {Path(__file__).parent}/cli/design_compare.toml "
+                       "--reps 1 --out {d}/dc --html {d}/design-compare.html", True),
 }
 
 

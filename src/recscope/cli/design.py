@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from recscope.cli.common import Force, OutDir, check_outputs, console, progress
+from recscope.cli.common import Force, HtmlOut, OutDir, check_outputs, console, progress
 from recscope.errors import ConfigError
 
 
@@ -21,13 +21,15 @@ def design_compare(
     permutations: int = typer.Option(
         200, "--permutations", help="Randomisation-inference draws per switchback "
         "analysis (0 or more)."),
+    html_out: HtmlOut = None,
 ) -> None:
     """Run the experiment's change under each design in the simulator and compare them
     with the true global effect: per design and metric the mean estimate, the truth, the
     bias, RMSE, coverage of the 95% interval, the MDE and the design effect.
 
     Writes DIR/designs.json (one object per design and metric), DIR/designs.html (the
-    comparison plot) and DIR/comparison.json (the whole result).
+    comparison plot) and DIR/comparison.json (the whole result); --html also writes the
+    page to FILE.
     The designs are the file's [design] and [[compare]] tables, or, without them, the
     ones that fit its interference channels; the unit A/B test is always included.
 
@@ -45,7 +47,7 @@ def design_compare(
     if not experiment.is_file():
         raise ConfigError("is a folder; expected an experiment TOML file" if experiment.is_dir()
                           else "experiment file not found", file=str(experiment))
-    check_outputs(folder=out, force=force, track=False)
+    check_outputs(html_out, folder=out, force=force, track=False)
     spec = load_experiment(experiment)
     with progress() as bar:
         tasks: dict[str, int] = {}
@@ -62,6 +64,10 @@ def design_compare(
         write_json(tmp / "designs.json", result.records())
         write_json(tmp / "comparison.json", result.to_dict())
         write_text(tmp / "designs.html", html)
+    if html_out is not None:
+        from recscope.io import write_all
+
+        write_all({html_out: html})
     console.print(result.rich_table())
     console.print(f"{len(result.designs)} designs x {reps} repetitions in "
                   f"{result.seconds:.1f} s; wrote {out}/designs.json and designs.html",

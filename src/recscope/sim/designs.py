@@ -126,7 +126,7 @@ def user_clusters(env: Environment, d: DesignConfig, *, seed: int, file: str | N
         table = _cluster_table(p, n)
         if table is not None:
             sizes = np.bincount(np.unique(table, return_inverse=True)[1])
-            return table, {"graph": str(p), "n_clusters": int(sizes.size),
+            return table, {"graph": str(p), "table": True, "n_clusters": int(sizes.size),
                            "cut_fraction": float("nan"), "size_min": int(sizes.min()),
                            "size_max": int(sizes.max())}
         edges = read_edges(p, units=np.arange(n, dtype=np.int64))
@@ -190,13 +190,15 @@ def plan_design(env: Environment, d: DesignConfig, experiment: Experiment, *, da
         return DesignPlan(d, label, arm)
     if d.kind in ("cluster", "hierarchical"):
         cluster, summary = user_clusters(env, d, seed=seed, file=file, base=base)
+        # too few clusters per arm: the cluster table's fault, else the design's
+        where = summary["graph"] if summary.pop("table", False) else file
         if d.kind == "cluster":
             arm = assign_clusters(cluster, experiment)
-            check_arms(arm, cluster, 2, file=file)
+            check_arms(arm, cluster, 2, file=where)
             return DesignPlan(d, label, arm, cluster=cluster, clustering=summary)
         arm, mode = hierarchical_assign(cluster, experiment, d.cluster_share)
         by_cluster = mode == "cluster"
-        check_arms(arm[by_cluster], cluster[by_cluster], 2, file=file)
+        check_arms(arm[by_cluster], cluster[by_cluster], 2, file=where)
         return DesignPlan(d, label, arm, cluster=cluster, mode=mode, clustering=summary)
     if d.kind == "switchback":
         n_slices = d.n_slices(days * 24.0, file=file)

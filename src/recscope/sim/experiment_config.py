@@ -173,5 +173,15 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
 
     layers = [x.model_copy(update={"variants": {k: stack(v) for k, v in x.variants.items()}})
               for x in spec.experiment]
+
+    def design(d: DesignConfig | None) -> DesignConfig | None:
+        if d is not None and d.kind == "switchback":
+            d.n_slices(spec.days * 24.0, file=p)  # a slice longer than the experiment
+        if d is None or d.graph is None or d.graph in ("social", "regions"):
+            return d
+        return d.model_copy(update={"graph": rel(d.graph)})
+
     return spec.model_copy(update={"world": world, "metrics": rel(spec.metrics),
-                                   "policy": stack(spec.policy), "experiment": layers})
+                                   "policy": stack(spec.policy), "experiment": layers,
+                                   "design": design(spec.design),
+                                   "compare": [design(d) for d in spec.compare]})

@@ -20,10 +20,11 @@ import pyarrow as pa
 from pydantic import Field
 
 from recscope.core.progress import Progress
+from recscope.experiments.assignment import Experiment, Holdout
 from recscope.experiments.metrics import load_metrics, parse_metrics
 from recscope.results import Effect, Result
 from recscope.sim.cells import Cells, assign_cells
-from recscope.sim.environment import Environment
+from recscope.sim.environment import Environment, Schedule
 from recscope.sim.experiment_config import DEFAULT_METRICS, RETENTION_METRIC, ExperimentSpec
 from recscope.sim.output import assignment_table, write_outputs
 from recscope.sim.policy_factory import PolicyFactory
@@ -63,6 +64,7 @@ class SimulatedExperiment(Result):
     seconds: float
     daily: list[dict[str, Any]]
     truth: GroundTruth | None = None
+    design: dict[str, Any] | None = None
     assignments: _Memory = None
     events: _Memory = None
     metrics: _Memory = None
@@ -104,7 +106,7 @@ class SimulatedExperiment(Result):
 def run_experiment(spec: ExperimentSpec, out_dir: str | Path | None = None, *,
                    truth_world: WorldTruth | None = None, progress: Progress | None = None,
                    parts: dict[tuple[str, str], Any] | None = None,
-                   force: bool = True) -> SimulatedExperiment:
+                   force: bool = True, spec_file: str | None = None) -> SimulatedExperiment:
     """Simulate ``spec``; write the logs and truth under ``out_dir`` when given.
 
     ``parts`` maps ``("retriever" | "ranker", name)`` to stage objects (for example
@@ -112,6 +114,12 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path | None = None, *,
     that the spec's variants can name besides the built-in ones. ``progress(stage, done,
     total)`` reports simulated days of the ``warm-up``, ``experiment`` and ``ground
     truth`` stages. ``force``: see :func:`recscope.sim.output.write_outputs`.
+
+    With a ``[design]`` other than ``unit`` (:mod:`recscope.sim.designs`) users are
+    assigned by cluster (the assignments get ``cluster_id`` and, hierarchical, ``mode``)
+    or the experiment is a switchback: ``assignments`` is then the schedule (``region``,
+    ``slice``, ``variant``) and the events carry ``region``, ``slice`` and ``arm``.
+    ``spec_file`` names the experiment file in errors.
     """
     t0 = time.perf_counter()
     truth = truth_world if truth_world is not None else build_world(spec.world)
@@ -126,16 +134,30 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path | None = None, *,
     warm = env.run([policies[0]], days=spec.warmup_days, calibrate=True, progress=progress,
                    names=[cells.cell_names[0]], stage="warm-up")
     state = warm.state
-    arm = np.where(cells.in_experiment, cells.user_cell, 0)
+    plan = None
+    if spec.design is not None and spec.design.kind != "unit":
+        from recscope.sim.designs import plan_design
+
+        plan = plan_design(env, spec.design, design_experiment(spec), days=spec.days,
+                           start_us=env.start_us + state.day * 86_400_000_000,
+                           seed=spec.seed, file=spec_file)
+        arm: Any = plan.arm if isinstance(plan.arm, Schedule) else np.maximum(plan.arm, 0)
+    else:
+        arm = np.where(cells.in_experiment, cells.user_cell, 0)
     res = env.run(policies, days=spec.days, arm=arm, state=state, progress=progress,
                   names=cells.cell_names, stage="experiment")
     first = res.first_exposure(truth.n_users)
-    units = np.flatnonzero((first >= 0) & cells.in_experiment)
-    assignments = assignment_table(cells, units, first)
-    events = pa.concat_tables([warm.events_table(), res.events_table()])
-    keep = np.zeros(truth.n_users, dtype=bool)
-    keep[units] = True
-    events = events.filter(pa.array(keep[events.column("unit_id").to_numpy()]))
+    if plan is not None:
+        from recscope.sim.designs import design_tables
+
+        assignments, events, units = design_tables(plan, res, env, cells.cell_names)
+    else:
+        units = np.flatnonzero((first >= 0) & cells.in_experiment)
+        assignments = assignment_table(cells, units, first)
+        events = pa.concat_tables([warm.events_table(), res.events_table()])
+        keep = np.zeros(truth.n_users, dtype=bool)
+        keep[units] = True
+        events = events.filter(pa.array(keep[events.column("unit_id").to_numpy()]))
     gt: GroundTruth | None = None
     if spec.truth:
         exposure = np.full(truth.n_users, -1, dtype=np.int64)
@@ -151,6 +173,8 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path | None = None, *,
         n_users=truth.n_users, n_items=truth.n_items, n_units=int(units.size),
         units_per_variant={str(k): int(v) for k, v in counts.items()},
         cell_names=cells.cell_names, components=cells.components,
+        design=None if plan is None else {"kind": plan.design.kind, "label": plan.label,
+                                          **plan.design.model_dump(), **plan.clustering},
         impressions=res.n_impressions, requests=res.n_requests,
         warmup_impressions=warm.n_impressions,
         seconds=round(time.perf_counter() - t0, 3), daily=res.daily, truth=gt,
@@ -159,6 +183,17 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path | None = None, *,
     if out_dir is not None:
         result.save_to(out_dir, force=force)
     return result
+
+
+def design_experiment(spec: ExperimentSpec) -> Experiment:
+    """The assignment experiment of a one-layer, two-variant spec, with the salt, layer,
+    traffic and holdout :func:`recscope.sim.cells.assign_cells` would use."""
+    x = spec.experiment[0]
+    treat = next(v for v in x.variants if v != "control")
+    return Experiment(name=x.name, variants=("control", treat), layer=x.layer or x.name,
+                      traffic=tuple(x.traffic),
+                      salt=x.salt or f"{spec.name}:{x.name}:{spec.seed}",
+                      holdout=Holdout(x.holdout, salt=spec.name) if x.holdout else None)
 
 
 def _metrics_text(spec: ExperimentSpec) -> str:
