@@ -117,7 +117,7 @@ def evaluate(out: Path, n_boot: int = 1000) -> dict[str, Any]:
         rows.append({
             "name": d.name, "change": info["change"], "truth": truth,
             "estimate": e.estimate, "ci_low": e.ci_low, "ci_high": e.ci_high,
-            "naive": naive, "mde": mde, "covered": bool(e.ci_low <= truth <= e.ci_high),
+            "naive": naive, "unit_level": e.extra["unit_level"], "mde": mde, "covered": bool(e.ci_low <= truth <= e.ci_high),
             "abs_error": abs(e.estimate - truth), "naive_abs_error": abs(naive - truth),
             "novelty": info["change"]["novelty"],
             "ctr_settled_truth": info["truth"]["effects"]["ctr_settled"],
@@ -172,6 +172,8 @@ def summarise(model: Any, rows: list[dict[str, Any]], fit_s: float, n_hist: int
                   "features": model.features, "coef": model.coef},
         "surrogate_mean_abs_error": float(err.mean()),
         "naive_mean_abs_error": float(nerr.mean()),
+        "unit_level_mean_abs_error": float(np.mean([abs(r["unit_level"] - r["truth"])
+                                                    for r in rows])),
         "error_ratio": float(err.mean() / nerr.mean()),
         "coverage": float(cov.mean()), "covered": int(cov.sum()),
         "decision_n": len(big), "decision_agree": int(sum(agree)),

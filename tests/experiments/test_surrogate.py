@@ -45,7 +45,7 @@ def _history(rng: np.random.Generator, k: int = 20, hidden_sd: float = 0.0
 def test_recovers_planted_long_run_effect_where_naive_fails() -> None:
     rng = np.random.default_rng(1)
     model = fit_surrogate(_history(rng), long="y", metric="clicks")
-    new, truth = _experiment("new", rng, d_quality=0.3, d_curiosity=1.0)
+    new, truth = _experiment("new", rng, d_quality=0.3, d_curiosity=2.0)
     (e,) = model.project(new, n_boot=400, seed=1)
     naive = (new.x[new.variants == "treatment", 0].mean()
              - new.x[new.variants == "control", 0].mean())
@@ -126,3 +126,26 @@ def test_unit_features_in_sql_and_scorecard_attachment() -> None:
     d = lr.to_dict()
     assert d["long_run"][0]["metric"] == "y_long"
     assert type(lr).from_dict(d).results[1].extra["long_run"]["ci_high"] == 0.9
+
+
+def _compounding(name: str, rng: np.random.Generator, lift: float, n: int = 2000
+                 ) -> tuple[UnitTable, float]:
+    """The treatment's effect on the outcome is twice what the across-user relation
+    between surrogate and outcome implies (it keeps compounding after the readout)."""
+    t = rng.integers(0, 2, n)
+    base = rng.normal(0, 1, n)
+    saves = base + lift * t + rng.normal(0, 0.2, n)
+    y = 2 * base + 4 * lift * t + rng.normal(0, 1, n)
+    variants = np.where(t == 1, "treatment", "control").astype(object)
+    return UnitTable(name, np.arange(n), variants, ["saves"], saves[:, None], y), 4 * lift
+
+
+def test_experiment_level_map_corrects_unit_level_attenuation() -> None:
+    rng = np.random.default_rng(5)
+    model = fit_surrogate([_compounding(f"h{i}", rng, rng.normal(0, 0.3))[0]
+                           for i in range(20)], long="y")
+    new, truth = _compounding("new", rng, 0.25)
+    (e,) = model.project(new, n_boot=300)
+    assert e.ci_low <= truth <= e.ci_high and abs(e.estimate - truth) < 0.2
+    assert abs(e.extra["unit_level"] - truth / 2) < 0.1  # across users: half of it
+    assert model.theta[0] == pytest.approx(4.0, abs=0.3)

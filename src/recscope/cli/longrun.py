@@ -82,6 +82,8 @@ def fit(
     out: Path = typer.Option(..., "--out", metavar="MODEL_DIR", help="Model folder."),
     metric: str | None = typer.Option(None, "--metric", help="Scorecard metric whose row "
                                       "shows the projection (default: --long)."),
+    ridge: float = typer.Option(0.03, "--ridge", help="Ridge of the experiment-level map, "
+                                "per comparison on standardised effects."),
     force: Force = False,
     json_out: JsonOut = None,
     html_out: HtmlOut = None,
@@ -99,6 +101,8 @@ def fit(
 
     if not short.is_file():
         raise ConfigError("file not found", key="--short", file=str(short))
+    if not ridge >= 0:
+        raise ConfigError("must be 0 or more", key="--ridge")
     check_outputs(json_out, html_out, folder=out, force=force, track=False)
     config = load_metrics(short)
     dirs = history_dirs(history)
@@ -116,7 +120,7 @@ def fit(
             tables.append(attach_outcome(t, outcomes, long, unit=config.unit, file=str(f)))
             bar.update(task, advance=1)
     model = fit_surrogate(tables, long=long, metric=metric, control=config.control,
-                          metrics_toml=short.read_text(encoding="utf-8"))
+                          metrics_toml=short.read_text(encoding="utf-8"), ridge=ridge)
     console.print(model.rich_table())
     with atomic_dir(out, force=force) as tmp:
         model.save(tmp / MODEL_FILE)

@@ -2,23 +2,29 @@
 
 Athey, Chetty, Imbens & Kang (2019): on a *history* of experiments where both the
 short-run surrogates ``S`` (per unit: 14-day clicks, saves, sessions, active days, ...)
-and the long-run outcome ``Y`` (e.g. active days in weeks 9–12) are observed, fit
-``E[Y | S]``; in a new two-week experiment the effect on the predicted outcome
-``Ŷ = f(S)`` estimates the long-run effect, provided the surrogates carry all of the
-treatment's effect on ``Y`` (surrogacy).
+and the long-run outcome ``Y`` (e.g. active days in weeks 9–12) are observed, learn how
+``Y`` follows from ``S``; in a new two-week experiment, project the long-run effect from
+the surrogates' effects, provided they carry all of the treatment's effect on ``Y``
+(surrogacy).
 
-Here ``f`` is linear (ordinary least squares with a small ridge, pooled over every unit
-of the history). Per-unit surrogates come from the experiments package's own per-unit
-SQL (:class:`recscope.experiments.sql.Plan`), so a surrogate means exactly what the same
-metric means in a scorecard. The model keeps each history experiment's Gram matrix and
-per-arm moments, so that
+Two fits, both linear:
 
-* the projection's interval combines a bootstrap over the new experiment's units
-  (Poisson weights within arms) with a bootstrap over the history's experiments (the
-  model refitted on resampled experiments), and
-* the history's own leave-one-experiment-out errors (projected vs observed long-run
-  effect) give the *surrogacy error* variance ``tau2`` beyond sampling noise, added to
-  the interval: the part of a change's long-run effect the surrogates miss.
+* the *unit-level* index ``E[Y | S]`` pooled over the history's units (the original
+  estimator; kept as a diagnostic), and
+* the *experiment-level* map used for the projection: across the history's comparisons,
+  long-run effect ≈ ``theta`` · short-run effects, with the short-run effects' sampling
+  noise removed by the method of moments (as in Netflix's work on many weak experiments,
+  Bibaut et al. 2023) and a small ridge on standardised effects. Where a change keeps
+  acting after the surrogates are read (satisfaction compounding into retention), the
+  relation *across users* understates the relation *across treatments*; the history's
+  experiments measure the latter directly.
+
+Per-unit surrogates come from the experiments package's own per-unit SQL
+(:class:`recscope.experiments.sql.Plan`), so a surrogate means exactly what the same
+metric means in a scorecard. The projection's interval combines a bootstrap over the new
+experiment's units (Poisson weights within arms) with a bootstrap over the history's
+comparisons (``theta`` refitted), plus the *surrogacy error* variance ``tau2``: the
+history's leave-one-experiment-out squared errors beyond their sampling noise.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ from recscope.results import Effect, Result
 RIDGE = 1e-6
 """Ridge penalty, relative to each standardised feature's variance (numerical safety)."""
 
-METHOD = "surrogate index (linear; bootstrap over units and history experiments)"
+METHOD = ("surrogate index (experiment-level, noise-corrected; bootstrap over units and "
+          "history experiments + surrogacy error)")
 
 
 @dataclass
@@ -144,13 +151,6 @@ def _gram(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return z.T @ z
 
 
-def _arm(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    z = np.column_stack([x, y])
-    cov = np.cov(z, rowvar=False) if z.shape[0] > 1 else np.zeros((z.shape[1],) * 2)
-    return {"n": int(z.shape[0]), "mean": z.mean(axis=0).tolist(),
-            "cov": np.atleast_2d(cov).tolist()}
-
-
 def _solve(gram: np.ndarray) -> np.ndarray:
     """Intercept and coefficients from a Gram matrix of ``[1, x, y]`` (ridge on the
     centred features, scaled to their variance)."""
@@ -164,16 +164,52 @@ def _solve(gram: np.ndarray) -> np.ndarray:
     return np.concatenate([[gram[0, p + 1] / n - mean @ beta], beta])
 
 
+def _effects(x: np.ndarray, y: np.ndarray, treated: np.ndarray
+             ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, float]:
+    """Treatment − control differences of the surrogates' and the outcome's means, and
+    their sampling (co)variances: ``dx``, ``dy``, ``V = Var(dx)``, ``C = Cov(dx, dy)``,
+    ``Var(dy)``."""
+    z = np.column_stack([x, y])
+    a, b = z[treated], z[~treated]
+    d = a.mean(axis=0) - b.mean(axis=0)
+    s = (np.atleast_2d(np.cov(a, rowvar=False)) / a.shape[0]
+         + np.atleast_2d(np.cov(b, rowvar=False)) / b.shape[0])
+    return d[:-1], float(d[-1]), s[:-1, :-1], s[:-1, -1], float(s[-1, -1])
+
+
+def _theta(dx: np.ndarray, dy: np.ndarray, v: np.ndarray, c: np.ndarray,
+           ridge: float) -> np.ndarray:
+    """Experiment-level regression of long-run effects on short-run effects, corrected
+    for the sampling noise of the short-run effects (method of moments: the summed
+    sampling covariances are subtracted), with a ridge on standardised effects."""
+    a = dx.T @ dx - v.sum(axis=0)
+    b = dx.T @ dy - c.sum(axis=0)
+    scale = np.sqrt(np.maximum(np.diag(dx.T @ dx) / max(dx.shape[0], 1), 1e-300))
+    a_s = a / np.outer(scale, scale)
+    lam = ridge * dx.shape[0]
+    w, vecs = np.linalg.eigh((a_s + a_s.T) / 2)
+    # directions the noise correction leaves without signal are not identified: dropped
+    keep = w > 1e-6 * max(float(w.max()), 1e-300)
+    coef_s = vecs[:, keep] @ ((vecs[:, keep].T @ (b / scale)) / (w[keep] + lam))
+    return coef_s / scale
+
+
 @dataclass
 class SurrogateModel(Result):
     """A fitted surrogate index and what the history says about it.
 
-    ``coef``: intercept then one coefficient per feature. ``experiments``: per history
-    comparison (treatment vs control) its observed long-run effect, the surrogate
-    projection from a model fitted without that experiment (leave one out) and their
-    sampling variances; :meth:`effects` shows them. ``tau2``: the surrogacy error variance
-    (mean squared leave-one-out error beyond sampling noise). ``metrics_toml``: the
-    surrogates' definitions, applied unchanged to new experiments.
+    Two stages. ``coef`` (intercept then one per feature): the unit-level surrogate
+    index ``E[Y | S]`` pooled over the history's units (Athey et al.), kept as a
+    diagnostic (``unit_level`` in projections, ``r2``). ``theta`` (one per feature): the
+    experiment-level map from short-run effects to the long-run effect, fitted across
+    the history's comparisons with the short-run effects' sampling noise removed — the
+    projection uses it, because when the treatment's effect keeps compounding after the
+    surrogates are read (satisfaction into retention) the unit-level relation across
+    users attenuates it. ``experiments``: per history comparison its short-run effects
+    ``dx`` with sampling covariance ``V``/``C``, observed long-run effect and
+    leave-one-experiment-out projection (:meth:`effects` shows them). ``tau2``: the
+    surrogacy error variance (leave-one-out squared error beyond sampling noise).
+    ``metrics_toml``: the surrogates' definitions, applied unchanged to new experiments.
     """
 
     kind: ClassVar[str] = "surrogate_model"
@@ -183,11 +219,12 @@ class SurrogateModel(Result):
     metric: str
     features: list[str]
     coef: list[float]
+    theta: list[float]
+    ridge: float
     tau2: float
     control: str
     long_control_mean: float
     metrics_toml: str
-    grams: list[list[list[float]]]
     experiments: list[dict[str, Any]]
     n_units: int
     r2: float
@@ -196,32 +233,39 @@ class SurrogateModel(Result):
     def effects(self) -> list[Effect]:
         return [Effect(self.long, e["projected"], n=e["n"], extra={
             "experiment": e["name"], "variant": e["variant"], "observed": e["observed"],
-            "observed_se": math.sqrt(e["observed_var"]), "error": e["observed"] - e["projected"],
-        }) for e in self.experiments]
+            "observed_se": math.sqrt(e["observed_var"]),
+            "error": e["observed"] - e["projected"]}) for e in self.experiments]
 
     def notes(self) -> list[str]:
-        return [f"{len(self.grams)} history experiments, {self.n_units:,} units, R² = "
-                f"{self.r2:.3f} (unit level); surrogacy error sd = {math.sqrt(self.tau2):.4g} "
-                f"(leave-one-experiment-out, beyond sampling noise)."]
+        return [f"{len(self.experiments)} history comparisons, {self.n_units:,} units; "
+                f"unit-level R² = {self.r2:.3f}; surrogacy error sd = "
+                f"{math.sqrt(self.tau2):.4g} (leave-one-experiment-out, beyond sampling "
+                "noise). 'estimate' is the leave-one-out projection."]
+
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        e = self.experiments
+        return (np.array([x["dx"] for x in e]), np.array([x["observed"] for x in e]),
+                np.array([x["V"] for x in e]), np.array([x["C"] for x in e]))
 
     # -- applying -------------------------------------------------------------------------
     def project(self, table: UnitTable, *, n_boot: int = 1000, seed: int = 0,
                 alpha: float = 0.05, control: str | None = None) -> list[Effect]:
         """Projected long-run effect of every treatment of ``table`` against its control.
 
-        ``estimate`` = fitted coefficients · (treatment − control surrogate means); the
-        interval is the percentile interval of a bootstrap over the new experiment's
-        units (Poisson weights) and the history's experiments (refits), each draw plus a
+        ``estimate`` = ``theta`` · (treatment − control surrogate means); the interval is
+        the percentile interval of a bootstrap over the new experiment's units (Poisson
+        weights) and the history's comparisons (``theta`` refitted), each draw plus a
         normal surrogacy error of variance ``tau2``. ``se`` is the sd of the draws.
+        ``extra['unit_level']``: the unit-level index's projection, for comparison.
         """
         check_features(self, table)
         ctrl = control or self.control
-        beta = np.asarray(self.coef)[1:]
+        theta = np.asarray(self.theta)
         rng = np.random.default_rng(seed)
-        grams = np.asarray(self.grams)
-        k = grams.shape[0]
+        dx, dy, v, c = self._arrays()
+        k = dx.shape[0]
         picks = rng.integers(0, k, size=(n_boot, k))
-        boot_beta = np.array([_solve(grams[p].sum(axis=0))[1:] for p in picks])
+        boot = np.array([_theta(dx[p], dy[p], v[p], c[p], self.ridge) for p in picks])
         in_c = table.variants == ctrl
         if not in_c.any():
             raise DataValidationError(f"control variant {ctrl!r} not found in the data",
@@ -230,13 +274,13 @@ class SurrogateModel(Result):
         wc = rng.poisson(1.0, size=(n_boot, xc.shape[0])).astype(np.float64)
         mc = (wc @ xc) / np.maximum(wc.sum(axis=1), 1.0)[:, None]
         out = []
-        for v in sorted(set(table.variants) - {ctrl}):
-            xt = table.x[table.variants == v]
+        for var in sorted(set(table.variants) - {ctrl}):
+            xt = table.x[table.variants == var]
             diff = xt.mean(axis=0) - xc.mean(axis=0)
-            est = float(beta @ diff)
+            est = float(theta @ diff)
             wt = rng.poisson(1.0, size=(n_boot, xt.shape[0])).astype(np.float64)
             mt = (wt @ xt) / np.maximum(wt.sum(axis=1), 1.0)[:, None]
-            draws = np.einsum("bp,bp->b", boot_beta, mt - mc)
+            draws = np.einsum("bp,bp->b", boot, mt - mc)
             draws = draws + rng.normal(0.0, math.sqrt(self.tau2), n_boot)
             centred = draws - draws.mean() + est
             lo, hi = np.quantile(centred, [alpha / 2, 1 - alpha / 2])
@@ -244,9 +288,10 @@ class SurrogateModel(Result):
             p = math.erfc(abs(est / se) / math.sqrt(2)) if se > 0 else math.nan
             out.append(Effect(self.long, est, float(lo), float(hi), se, p,
                               int(xt.shape[0] + xc.shape[0]), extra={
-                                  "variant": v, "method": METHOD, "for_metric": self.metric,
+                                  "variant": var, "method": METHOD, "for_metric": self.metric,
+                                  "unit_level": float(np.asarray(self.coef)[1:] @ diff),
                                   "surrogacy_sd": math.sqrt(self.tau2),
-                                  "n_boot": n_boot, "history_experiments": k}))
+                                  "n_boot": n_boot, "history_comparisons": k}))
         return out
 
 
@@ -262,16 +307,15 @@ def check_features(model: SurrogateModel, table: UnitTable) -> None:
 
 
 def fit_surrogate(history: Sequence[UnitTable], *, long: str, metric: str | None = None,
-                  control: str = "control", metrics_toml: str = "") -> SurrogateModel:
+                  control: str = "control", metrics_toml: str = "",
+                  ridge: float = 0.03) -> SurrogateModel:
     """Fit the surrogate index on ``history`` (each with its outcome ``y``).
 
-    Every history table needs the same features, a control and at least one treatment
-    (its comparisons give the leave-one-experiment-out check); at least 3 experiments.
+    Every history table needs the same features, a control and at least one treatment;
+    at least 3 comparisons (more than features is better: ``ridge``, on standardised
+    effects and per comparison, keeps a short history stable).
     """
-    if len(history) < 3:
-        raise ConfigError(f"a surrogate index needs at least 3 history experiments (got "
-                          f"{len(history)})", key="--history")
-    feats = history[0].features
+    feats = history[0].features if history else []
     for h in history:
         if h.y is None:
             raise DataValidationError("no long-run outcome", file=h.name)
@@ -281,42 +325,52 @@ def fit_surrogate(history: Sequence[UnitTable], *, long: str, metric: str | None
         if not (h.variants == control).any():
             raise DataValidationError(f"no unit in the control variant {control!r}",
                                       file=h.name)
-    grams = [_gram(h.x, h.y) for h in history]  # type: ignore[arg-type]
-    total = np.sum(grams, axis=0)
-    coef = _solve(total)
-    n = int(total[0, 0])
+    comps: list[tuple[str, str, np.ndarray, np.ndarray]] = []
+    for h in history:
+        for v in sorted(set(h.variants) - {control}):
+            sel = (h.variants == v) | (h.variants == control)
+            if min(int((h.variants == v).sum()), int((h.variants == control).sum())) < 2:
+                raise DataValidationError(f"fewer than 2 units in {v!r} or the control",
+                                          file=h.name)
+            comps.append((h.name, v, sel, h.variants[sel] == v))
+    if len(comps) < 3:
+        raise ConfigError(f"a surrogate index needs at least 3 history comparisons (got "
+                          f"{len(comps)})", key="--history")
+    by_name = {h.name: h for h in history}
+    stats = [_effects(by_name[n].x[sel], by_name[n].y[sel], t)  # type: ignore[index]
+             for n, _v, sel, t in comps]
+    dx = np.array([s[0] for s in stats])
+    dy = np.array([s[1] for s in stats])
+    vv = np.array([s[2] for s in stats])
+    cc = np.array([s[3] for s in stats])
+    theta = _theta(dx, dy, vv, cc, ridge)
+    exps: list[dict[str, Any]] = []
+    sq_err, samp = [], []
+    for k, ((name, v, sel, _t), st) in enumerate(zip(comps, stats, strict=True)):
+        keep = np.arange(len(comps)) != k
+        th = _theta(dx[keep], dy[keep], vv[keep], cc[keep], ridge)
+        proj = float(th @ dx[k])
+        noise = st[4] + th @ st[2] @ th - 2 * th @ st[3]
+        exps.append({"name": name, "variant": v, "n": int(sel.sum()),
+                     "observed": st[1], "projected": proj, "observed_var": st[4],
+                     "error_var": float(noise), "dx": st[0].tolist(),
+                     "V": st[2].tolist(), "C": st[3].tolist()})
+        sq_err.append((st[1] - proj) ** 2)
+        samp.append(noise)
+    tau2 = max(0.0, float(np.mean(sq_err) - np.mean(samp)))
+    grams = np.sum([_gram(h.x, h.y) for h in history], axis=0)  # type: ignore[arg-type]
+    coef = _solve(grams)
     y_all = np.concatenate([h.y for h in history])  # type: ignore[misc]
     x_all = np.concatenate([h.x for h in history])
     resid = y_all - coef[0] - x_all @ coef[1:]
     r2 = float(1 - resid.var() / y_all.var()) if y_all.var() > 0 else math.nan
-    exps: list[dict[str, Any]] = []
-    sq_err, samp = [], []
-    for k, h in enumerate(history):
-        b = _solve(total - grams[k])
-        w = np.concatenate([-b[1:], [1.0]])  # residual y − b·x
-        yk = h.y  # type: ignore[assignment]
-        c = h.variants == control
-        arm_c = _arm(h.x[c], yk[c])
-        for v in sorted(set(h.variants) - {control}):
-            t = h.variants == v
-            arm_t = _arm(h.x[t], yk[t])
-            dx = np.asarray(arm_t["mean"][:-1]) - np.asarray(arm_c["mean"][:-1])
-            obs = arm_t["mean"][-1] - arm_c["mean"][-1]
-            proj = float(b[1:] @ dx)
-            obs_var = sum(np.asarray(a["cov"])[-1, -1] / a["n"] for a in (arm_t, arm_c))
-            res_var = sum(w @ np.asarray(a["cov"]) @ w / a["n"] for a in (arm_t, arm_c))
-            exps.append({"name": h.name, "variant": v, "n": arm_t["n"] + arm_c["n"],
-                         "observed": float(obs), "projected": proj,
-                         "observed_var": float(obs_var), "residual_var": float(res_var)})
-            sq_err.append((obs - proj) ** 2)
-            samp.append(res_var)
-    tau2 = max(0.0, float(np.mean(sq_err) - np.mean(samp))) if exps else 0.0
     ctrl_y = np.concatenate([h.y[h.variants == control] for h in history])  # type: ignore[index]
     return SurrogateModel(long=long, metric=metric or long, features=list(feats),
-                          coef=coef.tolist(), tau2=tau2, control=control,
-                          long_control_mean=float(ctrl_y.mean()), metrics_toml=metrics_toml,
-                          grams=[g.tolist() for g in grams], experiments=exps, n_units=n,
-                          r2=r2, sources=[h.name for h in history])
+                          coef=coef.tolist(), theta=theta.tolist(), ridge=ridge, tau2=tau2,
+                          control=control, long_control_mean=float(ctrl_y.mean()),
+                          metrics_toml=metrics_toml, experiments=exps,
+                          n_units=int(grams[0, 0]), r2=r2,
+                          sources=[h.name for h in history])
 
 
 MODEL_FILE = "model.json"
