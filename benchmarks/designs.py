@@ -12,6 +12,13 @@ the cut fraction, next to the planted communities' cut::
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/designs.py graph \
         --users 1000000 --edges 20000000
 
+``validate``: the statistics by simulation (numpy, through the same
+:func:`~recscope.experiments.clustered.compare_arms`, :func:`interference_test` and
+:func:`switchback_effect` the analysis uses): A/A coverage of cluster-robust and naive
+intervals, the interference test's level and power, switchback A/A coverage::
+
+    flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/designs.py validate --reps 4000
+
 ``analysis``: 10M units in 100k clusters (Parquet under benchmarks/out/designs/), the
 same events analysed unit by unit (``analyze``) and by cluster (``analyze_design``,
 kind = "cluster") on DuckDB, alternating, ``--repeat`` times; prints the medians and the
@@ -161,6 +168,114 @@ def run_analysis(args: argparse.Namespace) -> None:
                       "ctr_design_effect": ctr_c.extra["design_effect"]}), flush=True)
 
 
+# -- validation by simulation -----------------------------------------------------------------
+
+def _arm(tot: np.ndarray, n: np.ndarray, unit_ss: float) -> object:
+    from recscope.experiments.clustered import ArmStats
+
+    return ArmStats(float(len(tot)), float(n.sum()), float(tot.sum()), float(n.sum()),
+                    float(tot @ tot), float(n @ n), float(tot @ n), float(unit_ss),
+                    float(n.sum()), float(tot.sum()))
+
+
+def validate_cluster_aa(reps: int, n_clusters: int, icc: float, seed: int
+                        ) -> dict[str, float]:
+    """A/A coverage of 95% intervals: cluster-robust (arm and Stata CR1 factors) and the
+    naive unit-level one, clusters of 2-29 units, intra-cluster correlation ``icc``."""
+    from recscope.experiments.clustered import compare_arms
+
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(2, 30, n_clusters)
+    cl = np.repeat(np.arange(n_clusters), sizes)
+    hits = {"arm": 0, "stata": 0, "unit": 0}
+    half = n_clusters // 2
+    for _ in range(reps):
+        y = (rng.normal(0, np.sqrt(icc), n_clusters)[cl]
+             + rng.normal(0, np.sqrt(1 - icc), len(cl)))
+        arm = rng.permutation(np.r_[np.zeros(half), np.ones(n_clusters - half)]).astype(int)
+        tot, ss = np.bincount(cl, y, n_clusters), np.bincount(cl, y * y, n_clusters)
+        arms = [_arm(tot[arm == k], sizes[arm == k], ss[arm == k].sum()) for k in (0, 1)]
+        for key in ("arm", "stata"):
+            e = compare_arms("y", "t", *arms, small_sample=key)  # type: ignore[arg-type]
+            hits[key] += e.ci_low <= 0 <= e.ci_high
+        hits["unit"] += abs(e.estimate) <= 1.96 * e.extra["se_unit"]
+    return {f"coverage_{k}": v / reps for k, v in hits.items()}
+
+
+def validate_interference(reps: int, spill: float, seed: int) -> float:
+    """Rejection rate at 5% of the hierarchical interference test (200 clusters of 5-14
+    units, half randomised as clusters, effect 0.1 + ``spill`` x treated share)."""
+    from recscope.experiments.clustered import compare_arms, interference_test
+
+    rng = np.random.default_rng(seed)
+    g = 200
+    sizes = rng.integers(5, 15, g)
+    cl = np.repeat(np.arange(g), sizes)
+    rejected = 0
+    for _ in range(reps):
+        cluster_mode = rng.random(g) < 0.5
+        t = np.where(cluster_mode[cl], rng.integers(0, 2, g)[cl],
+                     rng.integers(0, 2, len(cl)))
+        share = np.bincount(cl, t, g) / sizes
+        y = rng.normal(0, 1, g)[cl] + rng.normal(0, 1, len(cl)) + 0.1 * t + spill * share[cl]
+        effects = []
+        for is_cluster in (True, False):
+            m = cluster_mode[cl] == is_cluster
+            key = cl if is_cluster else np.arange(len(cl))
+            arms = []
+            for k in (0, 1):
+                sel = m & (t == k)
+                u, inv = np.unique(key[sel], return_inverse=True)
+                arms.append(_arm(np.bincount(inv, y[sel], len(u)),
+                                 np.bincount(inv, None, len(u)), float(y[sel] @ y[sel])))
+            effects.append(compare_arms("y", "t", *arms))
+        rejected += interference_test(*effects).p_value < 0.05
+    return rejected / reps
+
+
+def validate_switchback(reps: int, n_slices: int, rho: float, seed: int
+                        ) -> dict[str, float]:
+    """A/A coverage of the switchback's Newey-West and i.i.d.-cell 95% intervals with
+    AR(1) demand (``rho``) over slices, 2 regions, the automatic lag."""
+    from recscope.experiments.clustered import newey_west_lag, switchback_effect
+
+    rng = np.random.default_rng(seed)
+    lag = newey_west_lag(n_slices)
+    hit_hac = hit_iid = 0
+    reg = np.repeat([0, 1], n_slices)
+    sl = np.tile(np.arange(n_slices), 2)
+    for _ in range(reps):
+        ar = np.zeros((2, n_slices))
+        for s in range(1, n_slices):
+            ar[:, s] = rho * ar[:, s - 1] + rng.normal(0, 0.3, 2)
+        den = rng.poisson(200, 2 * n_slices).astype(float) + 1
+        num = rng.poisson(den * 0.1 * np.exp(ar.ravel())).astype(float)
+        treated = rng.random(2 * n_slices) < 0.5
+        if treated.sum() < 2 or (~treated).sum() < 2:
+            continue
+        est, se, se_iid = switchback_effect(reg, sl, treated, num, den, lag=lag)
+        hit_hac += abs(est) <= 1.96 * se
+        hit_iid += abs(est) <= 1.96 * se_iid
+    return {"coverage_hac": hit_hac / reps, "coverage_iid": hit_iid / reps, "lag": lag}
+
+
+def run_validate(args: argparse.Namespace) -> None:
+    for g in (20, 40, 100):
+        for icc in (0.0, 0.2, 0.5):
+            out = validate_cluster_aa(args.reps, g, icc, args.seed)
+            print(json.dumps({"check": "cluster A/A", "clusters": g, "icc": icc,
+                              "reps": args.reps, **out}), flush=True)
+    for spill in (0.0, 0.25, 0.5, 1.0):
+        reps = args.reps // 2
+        rate = validate_interference(reps, spill, args.seed)
+        print(json.dumps({"check": "interference test", "spill": spill, "reps": reps,
+                          "rejection_rate": rate}), flush=True)
+    for n_slices, rho in ((28, 0.0), (28, 0.7), (84, 0.7)):
+        out = validate_switchback(args.reps, n_slices, rho, args.seed)
+        print(json.dumps({"check": "switchback A/A", "slices": n_slices, "regions": 2,
+                          "rho": rho, "reps": args.reps, **out}), flush=True)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "graph-child":
         method, users, edges, seed = sys.argv[2], *map(int, sys.argv[3:6])
@@ -178,8 +293,11 @@ def main() -> None:
     a.add_argument("--clusters", type=int, default=100_000)
     a.add_argument("--repeat", type=int, default=3)
     a.add_argument("--seed", type=int, default=0)
+    v = sub.add_parser("validate")
+    v.add_argument("--reps", type=int, default=4000)
+    v.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    (run_graph if args.what == "graph" else run_analysis)(args)
+    {"graph": run_graph, "analysis": run_analysis, "validate": run_validate}[args.what](args)
 
 
 if __name__ == "__main__":
