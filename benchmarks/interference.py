@@ -13,7 +13,7 @@ repetition share its world and its truth replays):
             and the interference test reject at most 5%.
 ``supply``  strong creator-side interference (``weight = 1.5``, ``elasticity = 1.0``,
             ``rate = 0.5``, as in docs/benchmarks.md "Creator-side interference, strong")
-            in 20 markets (``simulation.regions = 20``); the change moves retrieval from
+            in 40 markets (``simulation.regions = 40``); the change moves retrieval from
             ``embedding`` to ``popular``.
 ``social``  strong social spillover: a follow graph with 40 planted communities (95% of
             follows inside), every save shared (``share = 1``), up to 3 waiting pins with
@@ -73,19 +73,19 @@ STRONG_SOCIAL = {"enabled": True, "communities": 40, "in_community": 0.95, "shar
 QUIET_SOCIAL = {**STRONG_SOCIAL, "share": 0.0, "visit_pull": 0.0}
 BASE = {"retriever": "embedding", "ranker": "affinity", "pool": 50}
 
-SWITCHBACKS = [DesignConfig(kind="switchback", slice_hours=48, burn_in_hours=24, regions=20),
+SWITCHBACKS = [DesignConfig(kind="switchback", slice_hours=48, burn_in_hours=24, regions=40),
                DesignConfig(kind="switchback", slice_hours=120, burn_in_hours=72,
-                            regions=20)]
+                            regions=40)]
 SETTINGS: dict[str, dict[str, Any]] = {
-    "off": {"simulation": {"regions": 20, "social": QUIET_SOCIAL},
+    "off": {"simulation": {"regions": 40, "social": QUIET_SOCIAL},
             "treatment": {"retriever": "popular"},
             "designs": [DesignConfig(kind="unit"),
-                        DesignConfig(kind="cluster", graph="social"),
-                        DesignConfig(kind="hierarchical", graph="social"),
+                        DesignConfig(kind="cluster", graph="social", n_clusters=40),
+                        DesignConfig(kind="hierarchical", graph="social", n_clusters=40),
                         DesignConfig(kind="cluster", graph="regions"),
                         DesignConfig(kind="hierarchical", graph="regions"),
                         SWITCHBACKS[0]]},
-    "supply": {"simulation": {"regions": 20, "creator_supply": STRONG_SUPPLY},
+    "supply": {"simulation": {"regions": 40, "creator_supply": STRONG_SUPPLY},
                "treatment": {"retriever": "popular"},
                "designs": [DesignConfig(kind="unit"),
                            DesignConfig(kind="cluster", graph="regions"),
@@ -94,10 +94,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "social": {"simulation": {"social": STRONG_SOCIAL},
                "treatment": {"ranker": "affinity_quality"},
                "designs": [DesignConfig(kind="unit"),
-                           DesignConfig(kind="cluster", graph="social"),
+                           DesignConfig(kind="cluster", graph="social", n_clusters=40),
                            DesignConfig(kind="cluster", graph="social", method="metis",
                                         n_clusters=40),
-                           DesignConfig(kind="hierarchical", graph="social")]},
+                           DesignConfig(kind="hierarchical", graph="social", n_clusters=40)]},
 }
 DAYS, WARMUP, SCALE = 10, 3, 0.1
 
@@ -119,7 +119,7 @@ def run(setting: str, reps: int, start: int) -> None:
         seed = 10_000 + i
         rec = run_rep(world, sim, s["designs"], [BASE, {**BASE, **s["treatment"]}], config,
                       seed=seed, salt=f"interference:{setting}:{seed}", days=DAYS,
-                      warmup_days=WARMUP, n_permutations=0)
+                      warmup_days=WARMUP, n_permutations=0, skip_unassignable=True)
         rec.update({"setting": setting, "rep": i, "seconds": round(time.perf_counter() - t0,
                                                                      2)})
         with RECORDS.open("a") as f:
@@ -144,7 +144,8 @@ def report() -> dict[str, Any]:
             b0 = naive[r["metric"]]["bias"]
             r["bias_cut"] = 1 - abs(r["bias"]) / abs(b0) if b0 else float("nan")
             r["bias_over_se"] = r["bias"] / r["bias_se"] if r["bias_se"] else float("nan")
-        out[setting] = {"reps": len(reps), "rows": rows,
+        skipped = {d: sum(d in r.get("skipped", {}) for r in reps) for d in designs}
+        out[setting] = {"reps": len(reps), "rows": rows, "skipped": skipped,
                         "clustering": reps[0]["clustering"],
                         "seconds_per_rep": float(np.mean([r["seconds"] for r in reps]))}
     return out

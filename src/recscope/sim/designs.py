@@ -41,7 +41,7 @@ from scipy import stats
 
 from recscope.core.progress import Progress, report
 from recscope.data.schema import TIMESTAMP_TYPE
-from recscope.errors import ConfigError
+from recscope.errors import ConfigError, DataValidationError
 from recscope.experiments.assignment import Experiment, assign
 from recscope.experiments.designs import (
     DesignConfig,
@@ -371,9 +371,14 @@ def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
             salt: str, days: int, warmup_days: int, file: str | None = None,
             base: Path | None = None, n_permutations: int = 200,
             parts: dict[tuple[str, str], Any] | None = None,
-            step: Callable[[], None] | None = None) -> dict[str, Any]:
+            step: Callable[[], None] | None = None,
+            skip_unassignable: bool = False) -> dict[str, Any]:
     """One repetition: warm-up, the two truth replays, then every design; returns per
-    design label and metric the estimate, interval, se, design effect and truth."""
+    design label and metric the estimate, interval, se, design effect and truth.
+
+    ``skip_unassignable``: a design whose draw leaves fewer than 2 clusters (or cells)
+    in an arm is skipped in this repetition (listed under ``skipped``) instead of
+    raising; a team would re-randomise such a draw."""
     from recscope.sim.policy_factory import PolicyFactory
 
     env = Environment(truth_world, sim_config, seed=seed)
@@ -387,10 +392,18 @@ def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
                        record=True) for c in (0, 1)]
     experiment = Experiment(name="design-compare", variants=("control", "treatment"),
                             salt=salt)
-    out: dict[str, Any] = {"seed": seed, "designs": {}, "clustering": {}}
+    out: dict[str, Any] = {"seed": seed, "designs": {}, "clustering": {}, "skipped": {}}
     for d in designs:
-        plan = plan_design(env, d, experiment, days=days, start_us=start_us, seed=seed,
-                           file=file, base=base)
+        try:
+            plan = plan_design(env, d, experiment, days=days, start_us=start_us, seed=seed,
+                               file=file, base=base)
+        except DataValidationError as exc:
+            if not skip_unassignable or "per arm" not in str(exc):
+                raise
+            out["skipped"][design_label(d)] = str(exc)
+            if step is not None:
+                step()
+            continue
         res = env.run(pols, days=days, arm=plan.arm, state=state)
         a_tbl, ev_tbl, units = design_tables(plan, res, env)
         exposure = res.first_exposure(n)
@@ -436,6 +449,7 @@ class DesignComparison(Result):
     rows_: list[dict[str, Any]]
     clustering: dict[str, Any] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def effects(self) -> list[Effect]:
         out = []
@@ -452,6 +466,9 @@ class DesignComparison(Result):
                "definition."]
         if self.reps < 20:
             out.append(f"Only {self.reps} repetitions: bias, coverage and RMSE are rough.")
+        for d, k in self.skipped.items():
+            out.append(f"{d}: {k} repetition(s) skipped, their draw left fewer than 2 "
+                       "clusters or cells in an arm (use more, smaller clusters).")
         return out
 
     def rich_table(self) -> Any:
@@ -607,15 +624,20 @@ def compare_designs(spec: Any, designs: Sequence[DesignConfig] | None = None, *,
 
     for i in range(reps):
         seed = spec.seed + i
+        # a design that cannot be assigned in the first repetition is refused (bad
+        # input); later unlucky draws (< 2 clusters in an arm) are skipped and counted
         records.append(run_rep(world, spec.simulation, chosen, policy_specs, config,
                                seed=seed, salt=f"{spec.name}:{seed}", days=spec.days,
                                warmup_days=spec.warmup_days, file=file, base=base,
-                               n_permutations=n_permutations, step=step))
+                               n_permutations=n_permutations, step=step,
+                               skip_unassignable=i > 0))
     metrics = [m.name for m in config.metrics]
     rows = summarise(records, labels, metrics)
     clustering = {k: v for k, v in records[0]["clustering"].items() if v}
+    skipped = {d: sum(d in r["skipped"] for r in records) for d in labels}
     return DesignComparison(spec.name, reps, spec.days, labels, metrics, rows, clustering,
-                            round(time.perf_counter() - t0, 1))
+                            round(time.perf_counter() - t0, 1),
+                            {k: v for k, v in skipped.items() if v})
 
 
 def spec_designs(spec: Any) -> list[DesignConfig]:
