@@ -84,13 +84,13 @@ SETTINGS: dict[str, dict[str, Any]] = {
                         DesignConfig(kind="hierarchical", graph="social", n_clusters=40),
                         DesignConfig(kind="cluster", graph="regions"),
                         DesignConfig(kind="hierarchical", graph="regions"),
-                        SWITCHBACKS[0]]},
+                        SWITCHBACKS[0], DesignConfig(kind="creator")]},
     "supply": {"simulation": {"regions": 40, "creator_supply": STRONG_SUPPLY},
                "treatment": {"retriever": "popular"},
                "designs": [DesignConfig(kind="unit"),
                            DesignConfig(kind="cluster", graph="regions"),
                            DesignConfig(kind="hierarchical", graph="regions"),
-                           *SWITCHBACKS]},
+                           *SWITCHBACKS, DesignConfig(kind="creator")]},
     "social": {"simulation": {"social": STRONG_SOCIAL},
                "treatment": {"ranker": "affinity_quality"},
                "designs": [DesignConfig(kind="unit"),
@@ -137,7 +137,8 @@ def report() -> dict[str, Any]:
     for setting, by_rep in recs.items():
         reps = list(by_rep.values())
         designs = [design_label(d) for d in SETTINGS[setting]["designs"]]
-        metrics = ["ctr", "clicks", "saves", "sessions"]
+        metrics = ["ctr", "clicks", "saves", "sessions", "exposure", "clicks_received",
+                   "saves_received"]
         rows = summarise(reps, designs, metrics)
         naive = {r["metric"]: r for r in rows if r["design"] == "unit"}
         for r in rows:
@@ -162,7 +163,7 @@ def markdown(summary: dict[str, Any]) -> str:
                      "interference test rejects |")
         lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in s["rows"]:
-            if r["metric"] not in ("ctr", "clicks", "sessions"):
+            if r["metric"] not in ("ctr", "clicks", "sessions", "exposure"):
                 continue
             rej = r.get("interference_rejects")
             lines.append(

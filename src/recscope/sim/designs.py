@@ -1,8 +1,12 @@
 """Interference-aware designs in the simulator, and the design advisor.
 
 :func:`plan_design` turns a :class:`recscope.experiments.designs.DesignConfig` into what
-the simulator serves: a policy index per user (``unit``, ``cluster``, ``hierarchical``)
-or a :class:`~recscope.sim.environment.Schedule` (``switchback``). Every design assigns
+the simulator serves: a policy index per user (``unit``, ``cluster``, ``hierarchical``),
+a :class:`~recscope.sim.environment.Schedule` (``switchback``) or an arm per creator
+(``creator``: every user's slate holds the control ranking's pins of control creators
+and the treatment ranking's pins of treatment creators, merged by rank,
+:class:`CreatorSplit`; the units are creators and the metrics are on the creator side:
+exposure, clicks and saves received, CTR of their pins). Every design assigns
 through the functions of :mod:`recscope.experiments.designs` (the one assignment hash),
 so the simulator and a service assign identically. Where the clusters come from
 (``design.graph``):
@@ -71,6 +75,7 @@ class DesignPlan:
     cluster: np.ndarray | None = None
     mode: np.ndarray | None = None
     schedule: np.ndarray | None = None  # [region, slice] variant index
+    creator_arm: np.ndarray | None = None  # creator design: variant index per creator
     clustering: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
@@ -215,9 +220,105 @@ def plan_design(env: Environment, d: DesignConfig, experiment: Experiment, *, da
                        round(d.slice_hours * _HOUR_US))
         return DesignPlan(d, label, sch, schedule=sched,
                           clustering={"n_slices": n_slices, "n_regions": d.regions})
-    raise ConfigError(f"design kind {d.kind!r} is not simulated (the simulator runs unit, "
-                      "cluster, hierarchical and switchback designs)", key="design.kind",
+    if d.kind == "creator":
+        creators = np.arange(env.n_creators, dtype=np.int64)
+        carm = assign_clusters(creators, experiment)
+        check_arms(carm, creators, 2, file=file, what="creators")
+        return DesignPlan(d, label, np.full(n, 2, dtype=np.int64), creator_arm=carm,
+                          clustering={"n_creators": int(env.n_creators)})
+    raise ConfigError(f"design kind {d.kind!r} is not simulated", key="design.kind",
                       file=file)
+
+
+CREATOR_METRICS = """unit = "unit_id"
+variant = "variant"
+control = "control"
+[metrics.ctr]
+kind = "ratio"
+numerator = "clicks"
+denominator = "impressions"
+[metrics.exposure]
+kind = "mean"
+column = "impressions"
+[metrics.clicks_received]
+kind = "mean"
+column = "clicks"
+[metrics.saves_received]
+kind = "mean"
+column = "saves"
+"""
+"""Creator-side metrics of a creator-randomised experiment (per creator over the run)."""
+
+
+class CreatorSplit:
+    """The slate of a creator-side experiment: the control ranking's pins of control
+    creators and the treatment ranking's pins of treatment creators, interleaved by their
+    rank in their own ranking (ties: control first on even request keys)."""
+
+    def __init__(self, control: Any, treatment: Any, item_arm: np.ndarray) -> None:
+        self.control, self.treatment = control, treatment
+        self.item_arm = np.asarray(item_arm, dtype=np.int64)
+        self.name = "creator-split"
+
+    def __call__(self, users: np.ndarray, surface: str, k: int, context: Any) -> np.ndarray:
+        from recscope.sim.stacks import slates_of
+
+        n, m = users.size, 2 * k
+        a = slates_of(self.control(users, surface, m, context), n, m)
+        b = slates_of(self.treatment(users, surface, m, context), n, m)
+        items = np.concatenate([a, b], axis=1)
+        arm = self.item_arm[np.maximum(items, 0)]
+        keep = (items >= 0) & (arm == np.repeat([0, 1], m)[None, :])
+        odd = (np.asarray(context.keys, dtype=np.uint64) & np.uint64(1)).astype(bool)
+        tie = np.where(odd[:, None], np.repeat([0.5, 0.0], m)[None, :],
+                       np.repeat([0.0, 0.5], m)[None, :])
+        rank = np.tile(np.arange(m, dtype=np.float64), 2)[None, :] + tie
+        rank = np.where(keep, rank, np.inf)
+        order = np.argsort(rank, axis=1, kind="stable")[:, :k]
+        out = np.take_along_axis(items, order, axis=1)
+        out[~np.isfinite(np.take_along_axis(rank, order, axis=1))] = -1
+        return out
+
+
+class CreatorStats:
+    """Per-creator impressions, clicks and saves received during a run (an ``observe``
+    callback of :meth:`Environment.run`)."""
+
+    def __init__(self, item_creator: np.ndarray, n_creators: int) -> None:
+        self.item_creator = item_creator
+        self.n = n_creators
+        self.impressions = np.zeros(n_creators)
+        self.clicks = np.zeros(n_creators)
+        self.saves = np.zeros(n_creators)
+
+    def __call__(self, obs: Any) -> None:
+        r = obs.response
+        c = self.item_creator[np.maximum(obs.items, 0)]
+        for arr, mask in ((self.impressions, r.shown), (self.clicks, r.clicked),
+                          (self.saves, r.saved)):
+            arr += np.bincount(c[mask & (obs.items >= 0)], minlength=self.n)
+
+    def values(self, config: AnalysisConfig) -> dict[str, float]:
+        """The creator metrics over all creators (means per creator, CTR of all pins)."""
+        cols = {"impressions": self.impressions, "clicks": self.clicks, "saves": self.saves}
+        out = {}
+        for m in config.metrics:
+            if m.kind == "ratio":
+                den = cols[str(m.denominator)].sum()
+                out[m.name] = float(cols[str(m.numerator)].sum() / den) if den else math.nan
+            else:
+                out[m.name] = float(cols[str(m.column)].mean())
+        return out
+
+    def tables(self, creator_arm: np.ndarray, names: Sequence[str]
+               ) -> tuple[pa.Table, pa.Table]:
+        """Assignments (a creator per row) and per-creator events for the analysis."""
+        ids = pa.array(np.arange(self.n, dtype=np.int64))
+        a = pa.table({"unit_id": ids, "variant": pa.array(
+            np.asarray(names, dtype=object)[creator_arm].tolist(), pa.string())})
+        e = pa.table({"unit_id": ids, "impressions": pa.array(self.impressions),
+                      "clicks": pa.array(self.clicks), "saves": pa.array(self.saves)})
+        return a, e
 
 
 # -- tables of a design run ---------------------------------------------------------------------
@@ -388,8 +489,11 @@ def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
     state = env.warmup(pols[0], days=warmup_days)
     start_us = env.start_us + state.day * _DAY_US
     n = env.truth.n_users
+    has_creator = any(d.kind == "creator" for d in designs)
+    item_creator = np.asarray(env.item_creator, dtype=np.int64)
+    replay_stats = [CreatorStats(item_creator, env.n_creators) for _ in (0, 1)]
     replays = [env.run(pols, days=days, arm=np.full(n, c, dtype=np.int64), state=state,
-                       record=True) for c in (0, 1)]
+                       observe=replay_stats[c] if has_creator else None) for c in (0, 1)]
     experiment = Experiment(name="design-compare", variants=("control", "treatment"),
                             salt=salt)
     out: dict[str, Any] = {"seed": seed, "designs": {}, "clustering": {}, "skipped": {}}
@@ -404,12 +508,28 @@ def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
             if step is not None:
                 step()
             continue
-        res = env.run(pols, days=days, arm=plan.arm, state=state)
-        a_tbl, ev_tbl, units = design_tables(plan, res, env)
-        exposure = res.first_exposure(n)
-        rows = _effect_rows(plan, a_tbl, ev_tbl, config, seed=seed,
-                            n_permutations=n_permutations)
-        true = design_truth(plan, replays, units, exposure, config.metrics, n)
+        if plan.creator_arm is not None:
+            import tomllib
+
+            from recscope.experiments.metrics import parse_metrics
+
+            cconf = parse_metrics(tomllib.loads(CREATOR_METRICS))
+            stats_ = CreatorStats(item_creator, env.n_creators)
+            split = CreatorSplit(pols[0], pols[1], plan.creator_arm[item_creator])
+            env.run([*pols, split], days=days, arm=plan.arm, state=state,
+                    novel=[False, True, False], observe=stats_)
+            a_tbl, ev_tbl = stats_.tables(plan.creator_arm, ("control", "treatment"))
+            rows = _effect_rows(dataclasses.replace(plan, design=DesignConfig(kind="unit")),
+                                a_tbl, ev_tbl, cconf, seed=seed, n_permutations=0)
+            vals = [r.values(cconf) for r in replay_stats]
+            true = {k: vals[1][k] - vals[0][k] for k in vals[0]}
+        else:
+            res = env.run(pols, days=days, arm=plan.arm, state=state)
+            a_tbl, ev_tbl, units = design_tables(plan, res, env)
+            exposure = res.first_exposure(n)
+            rows = _effect_rows(plan, a_tbl, ev_tbl, config, seed=seed,
+                                n_permutations=n_permutations)
+            true = design_truth(plan, replays, units, exposure, config.metrics, n)
         for m, r in rows.items():
             r["truth"] = true.get(m, float("nan"))
         out["designs"][plan.label] = rows
@@ -632,6 +752,9 @@ def compare_designs(spec: Any, designs: Sequence[DesignConfig] | None = None, *,
                                n_permutations=n_permutations, step=step,
                                skip_unassignable=i > 0))
     metrics = [m.name for m in config.metrics]
+    if any(d.kind == "creator" for d in chosen):
+        metrics += [x for x in ("exposure", "clicks_received", "saves_received")
+                    if x not in metrics]
     rows = summarise(records, labels, metrics)
     clustering = {k: v for k, v in records[0]["clustering"].items() if v}
     skipped = {d: sum(d in r["skipped"] for r in records) for d in labels}

@@ -20,6 +20,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from recscope.core.progress import Progress
+from recscope.errors import ConfigError
 from recscope.experiments.assignment import Experiment, Holdout
 from recscope.experiments.metrics import load_metrics, parse_metrics
 from recscope.results import Effect, Result
@@ -135,6 +136,11 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path | None = None, *,
                    names=[cells.cell_names[0]], stage="warm-up")
     state = warm.state
     plan = None
+    if spec.design is not None and spec.design.kind == "creator":
+        raise ConfigError("a creator-side design is simulated by `recscope experiment "
+                          "design-compare` (its units and logs are creators); simulate runs "
+                          "unit, cluster, hierarchical and switchback designs",
+                          key="design.kind", file=spec_file)
     if spec.design is not None and spec.design.kind != "unit":
         from recscope.sim.designs import plan_design
 
