@@ -142,3 +142,20 @@ def test_truth_is_zero_before_the_first_launch(run: tuple[Any, Path]) -> None:
     parts = sum(t.lookup("cumulative", s, "clicks")[2]
                 for s in ("home_feed", "related", "search"))
     assert clicks[2] == pytest.approx(parts)
+
+
+def test_per_surface_holdout_run(tmp_path: Path) -> None:
+    s = spec(holdout={"surfaces": {"home_feed": 0.3, "search": 0.3}, "salt": "p"})
+    r = run_long_run(s, tmp_path / "p")
+    a = pq.read_table(tmp_path / "p" / "assignments.parquet")
+    assert a.column_names == ["unit_id", "variant", "holdout", "holdout_home_feed",
+                              "holdout_search", "first_exposure_ts", "first_day"]
+    both = a.column("holdout_home_feed").to_numpy(zero_copy_only=False) & a.column(
+        "holdout_search").to_numpy(zero_copy_only=False)
+    assert np.array_equal(a.column("holdout").to_numpy(zero_copy_only=False), both)
+    assert set(a.column("variant").to_pylist()) == {"holdout", "exposed", "partial"}
+    assert r.truth is not None
+    assert r.truth.worlds == ["all", "none", "home_feed:on", "home_feed:off", "search:on",
+                              "search:off"]
+    # the home feed's launch is on from day 4: forcing it on vs off moves home impressions
+    assert r.truth.lookup("cumulative", "home_feed", "impressions")[2] != 0.0

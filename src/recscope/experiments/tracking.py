@@ -119,6 +119,16 @@ class Design:
         return {"cumulative": [(0, looks[-1], looks)], "weekly": weekly, "window": win}
 
 
+def quantities(design: Design) -> list[tuple[str, int, int, int]]:
+    """Every (series, partition, first cell, look cell) the query sums: the per-unit value
+    of a series at a look is the sum of the unit's cells ``[first, look)``."""
+    out = []
+    for kind, parts in design.parts().items():
+        for p, (lo, _hi, looks) in enumerate(parts):
+            out += [(kind, p, lo, k) for k in looks]
+    return out
+
+
 # ---------------------------------------------------------------------- SQL
 def _check_columns(assign: Table, events: Table, design: Design) -> tuple[list[str], bool]:
     """Check the inputs' columns; returns the per-surface holdout surfaces and whether the
@@ -194,15 +204,17 @@ def stage_sql(events: Table, design: Design, dialect: str) -> Stage:
 
 def tracking_sql(assign: Table, events: Table, design: Design, dialect: str, stage: str,
                  ) -> tuple[str, str]:
-    """The two queries on the stage table ``stage``: the series' difference arrays
-    (series, part, arm, surface, pos, sign, sums) and the units per arm and first cell
-    (with units that have no assignment and rows with NULLs). Identifiers come from the
+    """The two queries on the stage table ``stage``: per arm and surface, the sums and
+    sums of squares of every series' per-unit value at every look (:func:`quantities`;
+    the cells are pivoted to one row per unit and surface, so there is no window
+    function and no join per look), and the units per arm and first cell (with units
+    that have no assignment and rows with NULLs). Identifiers come from the
     data's schema and are quoted; numbers are literals: no user text is pasted in."""
     per, has_surface = _check_columns(assign, events, design)
     ms = [_qi(m) for m in design.metrics]
     surfaces = list(design.surfaces)
     arm_s = {s: (f"CAST(a.{_qi('holdout_' + s)} AS INT)" if s in per
-                 else "CAST(a.holdout AS INT)") for s in surfaces}
+                 else "a.total_arm") for s in surfaces}
     if per:
         hs = " + ".join(f"CAST({_qi('holdout_' + s)} AS INT)" for s in per)
         total_arm = f"CASE WHEN {hs} = {len(per)} THEN 1 WHEN {hs} = 0 THEN 0 END"
@@ -211,40 +223,28 @@ def tracking_sql(assign: Table, events: Table, design: Design, dialect: str, sta
     a_cte = (f"a AS (SELECT {', '.join(['unit_id', *(_qi('holdout_' + s) for s in per)])}, "
              f"CAST(holdout AS INT) AS holdout, {total_arm} AS total_arm FROM __assign__)")
     e = f"SELECT * FROM {stage} WHERE unit_id IS NOT NULL AND cell IS NOT NULL"
+    n_cells = len(design.cuts()) - 1
+    xs = [f"x_{c}_{i}" for c in range(n_cells) for i in range(len(ms))]
+    pivot = ", ".join(f"SUM(CASE WHEN cell = {c} THEN {m} ELSE 0 END) AS x_{c}_{i}"
+                      for c in range(n_cells) for i, m in enumerate(ms))
+    p_cte = f"SELECT unit_id, surface, {pivot} FROM e GROUP BY unit_id, surface"
     if has_surface:
-        et = (f"SELECT unit_id, surface, cell, {', '.join(ms)} FROM e UNION ALL "
-              f"SELECT unit_id, '{TOTAL}' AS surface, cell, "
-              f"{', '.join(f'SUM({m}) AS {m}' for m in ms)} FROM e GROUP BY unit_id, cell")
+        pt = (f"SELECT * FROM p UNION ALL SELECT unit_id, '{TOTAL}' AS surface, "
+              f"{', '.join(f'SUM({x}) AS {x}' for x in xs)} FROM p GROUP BY unit_id")
     else:
-        et = f"SELECT unit_id, surface, cell, {', '.join(ms)} FROM e"
+        pt = "SELECT * FROM p"
     arm_case = " ".join(f"WHEN '{s}' THEN {x}" for s, x in arm_s.items())
-    arm = f"CASE et.surface {arm_case} ELSE a.total_arm END" if arm_s else "a.total_arm"
-    parts = design.parts()
-    part_expr = {"c": "0"}
-    for kind, name in (("w", "weekly"), ("n", "window")):
-        whens = " ".join(f"WHEN cell >= {lo} THEN {i}" for i, (lo, _h, _l) in
-                         reversed(list(enumerate(parts[name]))))
-        part_expr[kind] = f"CASE {whens} END"
-    run_cols = []
-    for kind, part in part_expr.items():
-        w = f"PARTITION BY unit_id, surface, {part} ORDER BY cell"
-        run_cols += [f"SUM({m}) OVER ({w} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
-                     f" AS {kind}_{i}" for i, m in enumerate(ms)]
-        run_cols += [f"LEAD(cell) OVER ({w}) AS {kind}_next", f"{part} AS {kind}_part"]
-    selects = []
-    for kind, name in (("c", "cumulative"), ("w", "weekly"), ("n", "window")):
-        for sign, at, cond in ((1, "cell + 1", "TRUE"),
-                               (-1, f"{kind}_next + 1", f"{kind}_next IS NOT NULL")):
-            stats = ", ".join(f"SUM({kind}_{i}) AS s_{i}, SUM({kind}_{i} * {kind}_{i}) AS q_{i}"
-                              for i in range(len(ms)))
-            selects.append(
-                f"SELECT '{name}' AS series, {kind}_part AS part, arm, surface, {at} AS pos, "
-                f"{sign} AS sign, {stats} FROM r WHERE {cond} "
-                f"GROUP BY {kind}_part, arm, surface, {at}")
-    main = (f"WITH {a_cte}, e AS ({e}), et AS ({et}), "
-            f"j AS (SELECT et.*, {arm} AS arm FROM et JOIN a ON et.unit_id = a.unit_id), "
-            f"r AS (SELECT arm, surface, cell, {', '.join(run_cols)} FROM j "
-            f"WHERE arm IS NOT NULL) " + " UNION ALL ".join(selects))
+    arm = f"CASE pt.surface {arm_case} ELSE a.total_arm END" if arm_s else "a.total_arm"
+    values = []
+    for j, (_kind, _part, lo, look) in enumerate(quantities(design)):
+        for i in range(len(ms)):
+            values.append(f"({' + '.join(f'x_{c}_{i}' for c in range(lo, look))}) AS v_{j}_{i}")
+    stats = ", ".join(f"SUM(v_{j}_{i}) AS s_{j}_{i}, SUM(v_{j}_{i} * v_{j}_{i}) AS q_{j}_{i}"
+                      for j in range(len(quantities(design))) for i in range(len(ms)))
+    main = (f"WITH {a_cte}, e AS ({e}), p AS ({p_cte}), pt AS ({pt}), "
+            f"v AS (SELECT {arm} AS arm, pt.surface AS surface, {', '.join(values)} "
+            "FROM pt JOIN a ON pt.unit_id = a.unit_id) "
+            f"SELECT arm, surface, {stats} FROM v WHERE arm IS NOT NULL GROUP BY arm, surface")
     arm_cols = "".join(f", {x} AS {_qi('arm_' + s)}" for s, x in arm_s.items())
     arm_keys = "".join(f", {x}" for x in arm_s.values())
     units = (f"WITH {a_cte}, f AS (SELECT unit_id, MIN(cell) AS fc, SUM(bad) AS bad, "
@@ -474,7 +474,7 @@ def track(assignments: Any, events: Any, design: Design, *, engine: str | Engine
 
 def _series(design: Design, sums: list[dict[str, Any]], counts: list[dict[str, Any]],
             ) -> list[dict[str, Any]]:
-    """Prefix-sum the engine's difference arrays into per-look statistics and run the
+    """Per-look statistics from the engine's sums (units counted by first cell) and the
     always-valid monitor on every series."""
     cuts = design.cuts()
     n_pos = len(cuts) + 1
@@ -489,26 +489,27 @@ def _series(design: Design, sums: list[dict[str, Any]], counts: list[dict[str, A
             n_first[k][int(a), int(row["fc"]) + 1] += row["n"]
     n_at = {k: np.cumsum(v, axis=1) for k, v in n_first.items()}  # n_at[k][a, pos]
     nm = len(design.metrics)
-    acc: dict[tuple[str, int, str, int], np.ndarray] = {}
+    qs = quantities(design)
+    index = {(kind, p, look): j for j, (kind, p, _lo, look) in enumerate(qs)}
+    acc: dict[tuple[str, int], np.ndarray] = {}  # (surface, arm) -> [quantity, s|q, metric]
     for row in sums:
         if row["arm"] is None or row["surface"] not in keys:
             continue
-        key = (row["series"], int(row["part"]), row["surface"], int(row["arm"]))
-        a = acc.setdefault(key, np.zeros((n_pos + 1, 2, nm)))
-        pos = int(row["pos"])
-        for i in range(nm):
-            a[pos, 0, i] += row["sign"] * (row[f"s_{i}"] or 0.0)
-            a[pos, 1, i] += row["sign"] * (row[f"q_{i}"] or 0.0)
+        a = acc.setdefault((row["surface"], int(row["arm"])), np.zeros((len(qs), 2, nm)))
+        for j in range(len(qs)):
+            for i in range(nm):
+                a[j, 0, i] += row[f"s_{j}_{i}"] or 0.0
+                a[j, 1, i] += row[f"q_{j}_{i}"] or 0.0
     out = []
     windows = design.windows()
     for kind, parts in design.parts().items():
         for p, (lo, hi, look_pos) in enumerate(parts):
+            rows_j = [index[(kind, p, k)] for k in look_pos]
             for s in keys:
                 stats = []
                 for arm in (1, 0):  # holdout (1) is the control
-                    a = acc.get((kind, p, s, arm), np.zeros((n_pos + 1, 2, nm)))
-                    run = np.cumsum(a, axis=0)  # value at each position
-                    stats.append((n_at[s][arm, look_pos], run[look_pos]))
+                    a = acc.get((s, arm), np.zeros((len(qs), 2, nm)))
+                    stats.append((n_at[s][arm, look_pos], a[rows_j]))
                 length = cuts[hi] - cuts[lo]
                 scale = 1.0 / length if kind == "window" else 1.0
                 for i, m in enumerate(design.metrics):

@@ -473,12 +473,12 @@ def true_effects(env: Environment, policies: _Policies, segments: Sequence[_Segm
                                      "none": np.full(n_users, _ALL, np.int64)}
     pairs: dict[str, tuple[str, str]] = {TOTAL: ("all", "none")}
     for i, s in enumerate(SURFACES):
-        if not ho.per_surface:
-            pairs[s] = ("all", "none")
-        elif (ho.surfaces or {}).get(s):
+        if ho.per_surface and (ho.surfaces or {}).get(s):
             worlds[f"{s}:on"] = mask & ~(1 << i)
             worlds[f"{s}:off"] = mask | (1 << i)
             pairs[s] = (f"{s}:on", f"{s}:off")
+        else:  # compared like the total: held out of every held surface, or of none
+            pairs[s] = ("all", "none")
     cols = {}
     total = float(len(worlds) * spec.days)
     for w, (name, m) in enumerate(worlds.items()):
@@ -571,12 +571,12 @@ def run_long_run(spec: LongRunSpec, out_dir: str | Path | None = None, *,
     if spec.truth:
         gt = true_effects(env, policies, segments, spec, mask, warm.state, first_day,
                           progress=progress)
-    assignments = _assignment_table(units, mask, first_ts, first_day)
+    assignments = _assignment_table(units, mask, first_ts, first_day, spec.holdout)
     events = _events_table(pa.concat_tables([warm.events_table(),
                                              *[r.events_table() for r in runs]]),
                            units, n_users, spec.warmup_days, start)
     held = {s: int(((mask[units] >> i) & 1).sum()) for i, s in enumerate(SURFACES)}
-    held[TOTAL] = int((mask[units] == _ALL).sum())
+    held[TOTAL] = int(assignments.column("holdout").to_numpy(zero_copy_only=False).sum())
     result = LongRunSimulation(
         name=spec.name, seed=spec.seed, weeks=spec.weeks, warmup_days=spec.warmup_days,
         n_users=n_users, n_units=int(units.size), n_held=held, launches=spec.launches(),
@@ -590,16 +590,20 @@ def run_long_run(spec: LongRunSpec, out_dir: str | Path | None = None, *,
 
 
 def _assignment_table(units: np.ndarray, mask: np.ndarray, first_ts: np.ndarray,
-                      first_day: np.ndarray) -> pa.Table:
+                      first_day: np.ndarray, holdout: HoldoutSpec) -> pa.Table:
+    """One row per unit: ``holdout`` = held out of every surface that has a holdout,
+    ``holdout_<surface>`` per such surface, the variant label and first exposure."""
     m = mask[units]
-    variant = np.where(m == _ALL, HOLDOUT, np.where(m == 0, EXPOSED, PARTIAL))
+    held = [i for i, s in enumerate(SURFACES) if holdout.shares()[s] > 0]
+    full = sum(1 << i for i in held)
+    variant = np.where((m & full) == full, HOLDOUT, np.where(m == 0, EXPOSED, PARTIAL))
     cols: dict[str, Any] = {
         "unit_id": pa.array(units.astype(np.int64)),
         "variant": pa.array(variant.tolist(), pa.string()),
-        "holdout": pa.array(m == _ALL),
+        "holdout": pa.array((m & full) == full),
     }
-    for i, s in enumerate(SURFACES):
-        cols[f"holdout_{s}"] = pa.array(((m >> i) & 1).astype(bool))
+    for i in held:
+        cols[f"holdout_{SURFACES[i]}"] = pa.array(((m >> i) & 1).astype(bool))
     cols["first_exposure_ts"] = pa.array(first_ts[units], TIMESTAMP_TYPE)
     cols["first_day"] = pa.array(first_day[units].astype(np.int32))
     return pa.table(cols)
