@@ -1,7 +1,7 @@
 """Validation of interference-aware designs against the simulator's ground truth (issue 14).
 
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/interference.py run \
-        --setting supply --reps 50 --start 0      # appends to benchmarks/out/interference.jsonl
+        --setting supply --reps 50 --start 0      # appends to benchmarks/out/interference/
     .venv/bin/python benchmarks/interference.py report   # tables from the JSONL
 
 Settings (small world: 2,000 users, 1,000 pins, 3 warm-up + 10 experiment days; each
@@ -22,7 +22,8 @@ repetition share its world and its truth replays):
 
 Each repetition's per-design, per-metric record (estimate, interval, se, design effect,
 truth, interference p-value) is appended as one JSON line, so long validations run in
-chunks (``--start`` offsets the seeds) and ``report`` summarises whatever is there.
+chunks (``--start`` offsets the seeds; one file per chunk under benchmarks/out/interference/)
+and ``report`` summarises whatever is there.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from recscope.sim.experiment_config import WorldSpec
 from recscope.sim.world_source import build_world
 
 OUT = Path(__file__).resolve().parent / "out"
-RECORDS = OUT / "interference.jsonl"
+RECORDS = OUT / "interference"
+"""One JSON-lines file per (setting, first seed) chunk, so parallel chunks never share one."""
 
 METRICS_TEXT = """unit = "unit_id"
 variant = "variant"
@@ -122,7 +124,8 @@ def run(setting: str, reps: int, start: int) -> None:
                       warmup_days=WARMUP, n_permutations=0, skip_unassignable=True)
         rec.update({"setting": setting, "rep": i, "seconds": round(time.perf_counter() - t0,
                                                                      2)})
-        with RECORDS.open("a") as f:
+        RECORDS.mkdir(parents=True, exist_ok=True)
+        with (RECORDS / f"{setting}-{start}.jsonl").open("a") as f:
             f.write(json.dumps(rec, default=float) + "\n")
         print(setting, i, rec["seconds"], flush=True)
 
@@ -130,9 +133,10 @@ def run(setting: str, reps: int, start: int) -> None:
 def report() -> dict[str, Any]:
     """Summaries per setting: the DesignComparison rows plus bias cuts against unit."""
     recs: dict[str, dict[int, dict[str, Any]]] = {}
-    for line in RECORDS.read_text().splitlines():
-        r = json.loads(line)
-        recs.setdefault(r["setting"], {})[r["rep"]] = r  # a re-run rep replaces the old
+    for path in sorted(RECORDS.glob("*.jsonl")):
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            recs.setdefault(r["setting"], {})[r["rep"]] = r  # a re-run rep replaces the old
     out: dict[str, Any] = {}
     for setting, by_rep in recs.items():
         reps = list(by_rep.values())
