@@ -4,7 +4,7 @@ Two steps, each under the heavy lock (``flock /tmp/recscope-heavy.lock``):
 
 ``simulate``: a history of simulated experiments (:mod:`recscope.sim.long_run_history`,
 written where ``--out`` says), in chunks that stop after ``--budget`` seconds and resume
-where they stopped (folders already written are kept)::
+where they stopped (folders already written are kept; exit status 3 while incomplete)::
 
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/long_run.py simulate \
         --out benchmarks/out/long_run --budget 840      # repeat until "complete"
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         done = simulate(a.out, a.budget, {"history": a.history, "held_out": a.held_out,
                                           "scale": a.scale})
         print("complete" if done else "partial: run again to continue")
-        return 0
+        return 0 if done else 3
     res = evaluate(a.out, a.n_boot)
     (a.out / "results.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=2, default=float))
