@@ -104,18 +104,24 @@ def markdown(res: dict[str, object]) -> str:
                      f"{t['good_launches_all']} | {t['good_launches_missed']} | "
                      f"{t['bad_launches_avoided']} / {t['bad_launches_all']} | "
                      f"{t['true_positive_missed']} |")
-    lines += ["", "| data | metric | prior | readouts | MSE raw | MSE shrunken | reduction |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "| data | held out | metric | prior | readouts | MSE raw | MSE shrunken | "
+              "reduction | 95% coverage raw | shrunken | weight (metric / family) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["priors"]:  # type: ignore[union-attr]
-        lines.append(f"| {r['data']} | {r['metric']} | {r['prior']} | {r['n']} | "
-                     f"{r['mse_raw']:.3g} | "
-                     f"{r['mse_shrunken']:.3g} | {_f(r['mse_reduction'], True)} |")
-    lines += ["", "| data | metric | prior | P(effect > 0) bin | n | mean P | share positive |",
-              "|---|---|---|---|---|---|---|"]
+        lam = "–" if r.get("shrink") != r.get("shrink") else f"{r['shrink']:.2f}"
+        if r.get("family_shrink") == r.get("family_shrink") and r["prior"].startswith("family"):
+            lam += f" / {r['family_shrink']:.2f}"
+        lines.append(f"| {r['data']} | {r['unit']} | {r['metric']} | {r['prior']} | {r['n']} | "
+                     f"{r['mse_raw']:.3g} | {r['mse_shrunken']:.3g} | "
+                     f"{_f(r['mse_reduction'], True)} | {_f(r.get('coverage_raw'), True)} | "
+                     f"{_f(r.get('coverage_shrunken'), True)} | {lam} |")
+    lines += ["", "| data | held out | metric | prior | P(effect > 0) bin | n | mean P | "
+              "share positive |", "|---|---|---|---|---|---|---|---|"]
     for r in res["priors"]:  # type: ignore[union-attr]
         for b in r["reliability"]:
-            lines.append(f"| {r['data']} | {r['metric']} | {r['prior']} | {b['bin']} | {b['n']} | "
-                         f"{b['mean_p_positive']:.2f} | {b['share_positive']:.2f} |")
+            lines.append(f"| {r['data']} | {r['unit']} | {r['metric']} | {r['prior']} | "
+                         f"{b['bin']} | {b['n']} | {b['mean_p_positive']:.2f} | "
+                         f"{b['share_positive']:.2f} |")
     lines += ["", "| data | rule | series | experiment-days saved | disagreement with the "
               "final decision |", "|---|---|---|---|---|"]
     for data, s in res["shortcuts"].items():  # type: ignore[union-attr]

@@ -17,8 +17,11 @@ from recscope.history.predict import conformal_quantile, triage, validate
 from recscope.history.priors import (
     NormalPrior,
     apply_prior,
+    fit_family_model,
+    fit_metric_prior,
     fit_normal_prior,
     fit_priors,
+    sure_weight,
     validate_asos,
 )
 from recscope.history.shortcuts import (
@@ -119,6 +122,46 @@ def test_posterior_reliability_in_simulation() -> None:
     assert np.mean(theta[sel] > 0) == pytest.approx(np.mean(p[sel]), abs=0.03)
 
 
+def test_sure_weight_one_for_a_right_prior_near_zero_for_a_wrong_one() -> None:
+    """The shrinkage weight needs no truth: ~1 when readouts scatter as the prior says,
+    ~0 when the prior claims far less spread than the readouts show."""
+    rng = np.random.default_rng(3)
+    theta = rng.normal(0.0, 0.05, 20000)
+    s = rng.uniform(0.02, 0.06, theta.size)
+    y = theta + s * rng.standard_normal(theta.size)
+    mu = np.zeros_like(y)
+    assert sure_weight(y, s, mu, np.full_like(y, 0.05)) == pytest.approx(1.0, abs=0.05)
+    # a prior centred 0.5 away from every readout with a small spread: no shrinkage
+    assert sure_weight(y, s, mu + 0.5, np.full_like(y, 0.05)) < 0.05
+
+
+def test_family_model_and_log_scale_prior() -> None:
+    """Three levels recover the between- and within-family spreads; family centres and
+    the log scale; shrink=0 leaves a readout as it is."""
+    rng = np.random.default_rng(4)
+    fam = np.repeat(np.arange(60), 20)
+    theta = rng.normal(0.1, 0.3, 60)[fam] + rng.normal(0, 0.1, fam.size)
+    s = np.full(fam.size, 0.05)
+    mu, tb, tw = fit_family_model(theta + s * rng.standard_normal(fam.size), s, fam)
+    assert (mu, tb, tw) == pytest.approx((0.1, 0.3, 0.1), abs=0.08)
+    est = np.expm1(theta + s * rng.standard_normal(fam.size))  # relative effects
+    se = s * (1 + est)  # the SE of a relative effect grows with it
+    p = fit_metric_prior(est, se, "clicks", families=fam.astype(str))
+    assert p.scale == "log" and len(p.families) == 60
+    assert 0.5 < p.family_shrink <= 1 and 0 <= p.shrink <= 1
+    m_f, sd_f = p.centre("7")
+    assert m_f == pytest.approx(np.log1p(est[fam == 7]).mean(), abs=0.03)
+    assert sd_f == pytest.approx(0.1, abs=0.03)
+    assert p.centre("unknown") == (p.mean, p.sd)
+    keep = NormalPrior("m", 0.0, 0.1, 10, scale="log", shrink=0.0)
+    m, _, _ = keep.posterior(0.3, 0.05)
+    lo, hi = keep.interval(0.3, 0.05)
+    assert float(m) == pytest.approx(0.3)
+    assert float(lo) == pytest.approx(np.expm1(np.log1p(0.3) - 1.959964 * 0.05 / 1.3))
+    assert float(lo) < 0.3 < float(hi)
+    assert "barely helps" in NormalPrior("m", 0.0, 0.1, 10, shrink=0.1).describe()
+
+
 def test_apply_prior_and_wrong_metric(tiny_corpus: Path) -> None:
     import pyarrow.parquet as pq
 
@@ -131,6 +174,11 @@ def test_apply_prior_and_wrong_metric(tiny_corpus: Path) -> None:
     m, _, p = priors["clicks"].posterior(0.1, 0.1 / 1.959963984540054)
     assert row["shrunken"] == pytest.approx(float(m))
     assert row["p_positive"] == pytest.approx(float(p))
+    assert row["shrunken_ci_low"] < row["shrunken"] < row["shrunken_ci_high"]
+    fam = sorted(priors["clicks"].families)[0]  # a known family: its own centre
+    m_f, _, _ = priors["clicks"].posterior(0.1, 0.1 / 1.959963984540054, fam)
+    assert apply_prior(card, priors, family=fam).rows_[0]["shrunken"] == pytest.approx(
+        float(m_f))
     bad = {"results": [{**card["results"][0], "metric": "ctr"}]}
     with pytest.raises(DataValidationError, match=r"h\.parquet.*fitted on metric.*'ctr'"):
         apply_prior(bad, priors, file="h.parquet")
@@ -141,9 +189,9 @@ def test_asos_priors_reduce_error() -> None:
 
     frame = pd.read_parquet(data_path("asos-digital-experiments",
                                       "asos_digital_experiments_dataset.parquet"))
-    rows = validate_asos(frame)
+    rows = [r for r in validate_asos(frame) if r["prior"] == "normal (log, SURE)"]
     assert len(rows) == 4
-    assert all(r["mse_reduction"] > 0 for r in rows)
+    assert all(r["mse_reduction"] > 0.2 and r["shrink"] > 0.5 for r in rows)
     series = asos_to_series(frame)
     a = analyse(series, max_disagreement=0.10)
     assert 0 < a["always_valid"]["days_saved_share"] < 1
@@ -231,6 +279,10 @@ def test_experiment_analyze_with_prior(tiny_corpus: Path, tmp_path: Path,
     out = capsys.readouterr().out
     assert "Readout with informed priors" in out and "prior for clicks: N(" in out
     assert "no prior in the history for hides" in out
+    assert "shrinkage weight" in out and "on log(1 + effect)" in out
+    assert run([*args, "--metrics", str(metrics), "--prior", hist,
+                "--prior-family", "no/such/family"]) == 0
+    assert "not in the history; the metric-level prior is used" in capsys.readouterr().out
     only_hides = tmp_path / "h.toml"
     only_hides.write_text('unit = "unit_id"\nvariant = "variant"\ncontrol = "control"\n'
                           '[metrics.hides]\nkind = "mean"\ncolumn = "hides"\n')

@@ -67,6 +67,10 @@ def analyze(
         None, "--prior", metavar="HISTORY", help="History Parquet (recscope history build / "
         "simulate): also report empirical-Bayes shrunken effects and P(effect > 0) per "
         "metric, with a normal prior fitted on the history's readouts of that metric."),
+    prior_family: str | None = typer.Option(
+        None, "--prior-family", metavar="FAMILY", help="With --prior: the change family "
+        "(the history's 'family' column) of this experiment, to shrink toward that "
+        "family's centre; an unknown family gets the metric-level prior."),
     long_run: list[Path] = typer.Option(
         [], "--long-run", metavar="MODEL_DIR", help="Surrogate model (recscope longrun fit; "
         "repeatable): add each metric's projected long-run effect and interval."),
@@ -106,7 +110,8 @@ def analyze(
     if priors is not None:  # before the outputs are written
         from recscope.history import apply_prior
 
-        console.print(apply_prior(card, priors, file=str(prior)).rich_table())
+        console.print(apply_prior(card, priors, file=str(prior),
+                                  family=prior_family).rich_table())
     inputs = experiment_inputs(assignments, events)
     with track("experiment.analyze", config=config.to_dict(), inputs=inputs,
                store=tracking) as run:

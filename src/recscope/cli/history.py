@@ -172,7 +172,8 @@ def predict(
 def priors(
     history: Path = typer.Argument(..., metavar="HISTORY", help="History Parquet file."),
 ) -> None:
-    """The empirical-Bayes prior of every metric's relative effect.
+    """The empirical-Bayes prior of every metric (log scale, family centres, shrinkage
+    weight by cross-family SURE).
 
     Example: recscope history priors corpus/history.parquet
     """
@@ -183,7 +184,9 @@ def priors(
     table = read_history(history)
     fitted = fit_priors(table, source=str(history))
     console.print(rich_table([p.to_dict() for p in fitted.values()],
-                             title="Normal priors on relative effects"))
+                             title="Priors per metric (docs/history.md, Informed priors)"))
+    for p in fitted.values():
+        console.print(p.describe(), highlight=False, markup=False)
 
 
 @app.command()

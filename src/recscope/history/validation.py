@@ -82,7 +82,7 @@ def run_validation(table: pa.Table, *, asos: str | Path | None = None, cost: flo
     out: dict[str, Any] = {"candidates": table.num_rows}
     out["predictor"] = {kind: predict.validate(table, kind=kind, cost=cost)
                         for kind in ("gbm", "ridge")}
-    out["priors"] = [*priors.validate_corpus(table), *priors.validate_corpus(table, "grid"),
+    out["priors"] = [*priors.validate_corpus(table),
                      priors.validate_predicted(table, out["predictor"]["ridge"]["predictions"])]
     cs = shortcuts.corpus_to_series(table)
     out["shortcuts"] = {"simulated corpus": shortcuts_cross_validated(
@@ -90,7 +90,7 @@ def run_validation(table: pa.Table, *, asos: str | Path | None = None, cost: flo
     out["shortcuts"]["simulated corpus"]["groups_are"] = "candidates"
     if asos is not None:
         frame = read_asos(asos)
-        out["priors"] += [*priors.validate_asos(frame), *priors.validate_asos(frame, kind="grid")]
+        out["priors"] += priors.validate_asos(frame)
         series = shortcuts.asos_to_series(frame)
         out["shortcuts"]["ASOS"] = shortcuts_cross_validated(
             series, [s.key.split("/")[0] for s in series])
@@ -120,7 +120,8 @@ def print_validation(res: dict[str, Any], console: Any) -> None:
     console.print(rich_table(rows, title="Triage against running every candidate"))
     console.print(rich_table([{k: v for k, v in r.items() if k != "reliability"}
                               for r in res["priors"]], title="Empirical-Bayes priors: MSE"))
-    rel = [{"data": r["data"], "metric": r["metric"], "prior": r["prior"], **b}
+    rel = [{"data": r["data"], "held out": r["unit"], "metric": r["metric"],
+            "prior": r["prior"], **b}
            for r in res["priors"]
            for b in r["reliability"]]
     console.print(rich_table(rel, title="Reliability of P(effect > 0)"))
