@@ -95,6 +95,11 @@ def analyze(
 
         priors = prior_from_history(str(prior))
         check_prior(priors, [m.name for m in config.metrics], file=str(prior))
+    if long_run:  # before any work: a missing or unreadable model -> exit 2
+        from recscope.experiments.surrogate import load_model
+
+        for model_dir in long_run:
+            load_model(model_dir)
     with progress() as bar:
         task = bar.add_task(f"analysing on {engine}", total=1)
         card = run_analysis(assignments, events, config,
