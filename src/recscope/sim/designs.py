@@ -179,12 +179,15 @@ def _cluster_table(path: Path, n_users: int) -> np.ndarray | None:
 
 def plan_design(env: Environment, d: DesignConfig, experiment: Experiment, *, days: int,
                 start_us: int, seed: int = 0, file: str | None = None,
-                base: Path | None = None) -> DesignPlan:
+                base: Path | None = None,
+                cache: dict[Any, tuple[np.ndarray, dict[str, Any]]] | None = None,
+                ) -> DesignPlan:
     """Assign the world's users (or its region × time cells) under design ``d``.
 
     ``experiment`` must have the variants ``("control", "treatment")`` (index 0 is the
     incumbent, served by policy 0). ``start_us``: when the experiment starts (switchback
     slice 0). Users outside the experiment's traffic get -1 and are served control.
+    ``cache`` (a dict) keeps clusterings between designs on the same graph.
     """
     n = env.truth.n_users
     label = design_label(d)
@@ -194,7 +197,13 @@ def plan_design(env: Environment, d: DesignConfig, experiment: Experiment, *, da
         arm = np.array([names.index(x) if x in names else -1 for x in v], dtype=np.int64)
         return DesignPlan(d, label, arm)
     if d.kind in ("cluster", "hierarchical"):
-        cluster, summary = user_clusters(env, d, seed=seed, file=file, base=base)
+        key = (d.graph, d.method, d.n_clusters, seed)
+        if cache is not None and key in cache:
+            cluster, summary = cache[key][0], dict(cache[key][1])
+        else:
+            cluster, summary = user_clusters(env, d, seed=seed, file=file, base=base)
+            if cache is not None:
+                cache[key] = (cluster, dict(summary))
         # too few clusters per arm: the cluster table's fault, else the design's
         where = summary["graph"] if summary.pop("table", False) else file
         if d.kind == "cluster":
@@ -497,10 +506,11 @@ def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
     experiment = Experiment(name="design-compare", variants=("control", "treatment"),
                             salt=salt)
     out: dict[str, Any] = {"seed": seed, "designs": {}, "clustering": {}, "skipped": {}}
+    cache: dict[Any, Any] = {}
     for d in designs:
         try:
             plan = plan_design(env, d, experiment, days=days, start_us=start_us, seed=seed,
-                               file=file, base=base)
+                               file=file, base=base, cache=cache)
         except DataValidationError as exc:
             if not skip_unassignable or "per arm" not in str(exc):
                 raise
