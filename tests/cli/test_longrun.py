@@ -104,3 +104,25 @@ def test_surrogate_missing_in_new_experiment_is_refused(hist: Path) -> None:
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and "new/events.parquet" in lines[0] and "saves" in lines[0]
     assert _snapshot(hist) == before
+
+
+def test_simulate_history_then_fit(tmp_path: Path) -> None:
+    code, _out, err = invoke(["longrun", "simulate-history", "--out", "hist", "--scale",
+                              "0.02", "--experiments", "4", "--held-out", "1", "--horizon", "21"],
+                             tmp_path)
+    assert code == 0, err
+    hist = tmp_path / "hist"
+    assert sorted(p.name for p in hist.iterdir() if p.is_dir()) == [
+        "h000", "h001", "h002", "h003", "x000"]
+    truth = json.loads((hist / "x000" / "truth.json").read_text())["truth"]
+    assert set(truth["effects"]) >= {"active_days_long", "ctr_settled"}
+    assert not (hist / "x000" / "outcomes.parquet").exists()
+    code, _out, err = invoke(["longrun", "fit", "--history", "hist", "--short",
+                              "hist/surrogates.toml", "--long", "active_days_long",
+                              "--out", "model"], tmp_path)
+    assert code == 0, err
+    model = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert len(model["experiments"]) == 4 and "active_days.pre" in model["features"]
+    code, _out, err = invoke(["longrun", "simulate-history", "--out", "hist", "--scale",
+                              "0.02", "--experiments", "4", "--held-out", "1"], tmp_path)
+    assert code == 2 and "--force" in err

@@ -158,6 +158,8 @@ def simulate_history_cmd(
                                  "long-run truth)."),
     scale: float = typer.Option(0.5, "--scale", help="World scale (1.0 = 20,000 users)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the changes and assignments."),
+    horizon: int = typer.Option(84, "--horizon", help="Days simulated for the long-run "
+                                "outcome, read over its last 4 weeks (after day 14)."),
     only: str | None = typer.Option(None, "--only", help="Run only names starting with "
                                     "this prefix (h or x) or a comma list of names."),
     force: Force = False,
@@ -168,7 +170,10 @@ def simulate_history_cmd(
     """
     from recscope.sim.long_run_history import HistorySpec, simulate_history
 
-    spec = HistorySpec(scale=scale, seed=seed, history=experiments, held_out=held_out)
+    if horizon < 21:
+        raise ConfigError("must be at least 21 days", key="--horizon")
+    spec = HistorySpec(scale=scale, seed=seed, history=experiments, held_out=held_out,
+                       horizon=horizon, long_window=(max(14, horizon - 28), horizon))
     if out.exists() and not out.is_dir():
         raise ConfigError("is a file; expected a folder", key="--out", file=str(out))
     names = None if only is None else [s.strip() for s in only.split(",") if s.strip()]

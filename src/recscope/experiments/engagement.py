@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from recscope.errors import DataValidationError
 from recscope.results import Effect, Result
@@ -184,12 +182,4 @@ def _effect(metric: str, est: float, se: float, n: int, variant: str, readout: s
                   extra={"variant": variant, "readout": readout, **extra})
 
 
-def population_table(unit_ids: np.ndarray, engagement: np.ndarray, name: str = "engagement"
-                     ) -> pa.Table:
-    """A population table (``unit_id`` and one engagement column) from arrays."""
-    if not np.isfinite(pc.cast(pa.array(engagement), pa.float64()).to_numpy()).all():
-        raise DataValidationError("engagement has missing values", column=name)
-    return pa.table({"unit_id": pa.array(unit_ids), name: pa.array(engagement)})
-
-
-__all__ = ["EngagementReadout", "engagement_readout", "population_table"]
+__all__ = ["EngagementReadout", "engagement_readout"]
