@@ -159,3 +159,9 @@ def test_page_renders_in_chromium(name: str, pages: dict[str, Path], browser: An
     assert found["scrolled"] == found["tables"], f"{name}: a table without a scroll box"
     assert not re.search(r"\{'[^']*': ", text), f"{name}: a Python dict repr in the text"
     assert "Traceback" not in text and "nan" not in re.findall(r"\b\w+\b", text)
+    if name == "demo":  # what history predicted, beside what the experiment measured
+        pct = r"[+-]\d+\.\d%"
+        assert re.search(rf"What history predicted for clicks \(full stack vs baseline\): "
+                         rf"{pct} \(90% conformal interval {pct} to {pct};", text), text[:3000]
+        assert re.search(rf"The experiment then measured {pct} \(95% CI {pct} to {pct}\); "
+                         rf"the ground truth is {pct}", text)

@@ -17,6 +17,10 @@
 
 7. **Launch decision** on the full stack (:func:`recscope.launch.decide_simulated`) with
    the truth's verdict beside it.
+8. **What history predicted**: the offline->online predictor, fitted on a small history
+   of other candidate stacks simulated on the same world (:mod:`recscope.history.demo`,
+   kept under ``history/`` and reused while its key matches), forecasts the candidate's
+   effect on clicks with a conformal interval, beside what the experiment measured.
 
 Everything goes into ``report.html`` (Plotly inlined), ``summary.json``, ``launch.json`` /
 ``launch.html`` and the experiment's files under ``experiment/``.
@@ -92,7 +96,12 @@ def run_story(out_dir: str | Path, scale: str = "default", progress: Progress | 
         timings["simulation_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
+        history = _history(world, comps, sz, scale, seed, out, progress)
+        timings["history_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
         summary = _summarise(world, offline, online, sz, scale, seed)
+        summary["history"] = _history_summary(history, summary["metrics"])
         decision = _launch(online)
         summary["launch"] = {"decision": decision.decision, "truth": decision.truth_verdict,
                              "reasons": [c.extra["text"] for c in decision.reasons()]}
@@ -104,6 +113,7 @@ def run_story(out_dir: str | Path, scale: str = "default", progress: Progress | 
         summary["timings"]["report_s"] = round(time.perf_counter() - t, 2)
         with atomic_dir(out, force=force) as tmp:
             online["result"].save_to(tmp / "experiment")
+            _write_history(tmp, history)
             write_text(tmp / "report.html", html)
             write_text(tmp / "launch.json", decision.to_json() + "\n")
             write_text(tmp / "launch.html", decision.to_html())
@@ -252,6 +262,41 @@ def _online(world: Any, comps: dict[str, Any], sz: dict[str, Any], seed: int,
             "novelty": novelty}
 
 
+def _history(world: Any, comps: dict[str, Any], sz: dict[str, Any], scale: str, seed: int,
+             out: Path, progress: Progress | None) -> dict[str, Any]:
+    """The history predictor's forecast for the candidate (a corpus on this world, reused
+    from ``out/history/`` when its key matches)."""
+    from recscope.history.demo import FOLDER, demo_prediction
+
+    def prog(stage: str, i: int, n: int) -> None:
+        report(progress, f"history: {stage}", i, n)
+
+    return demo_prediction(world, comps, baseline=BASELINE, candidate=CANDIDATE,
+                           pool=sz["pool"], scale=scale, seed=seed, cached=out / FOLDER,
+                           progress=prog)
+
+
+def _history_summary(pred: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """The forecast beside what the experiment measured and the truth (relative)."""
+    m = metrics.get(pred["metric"], {})
+    out = {k: v for k, v in pred.items() if k not in ("table", "meta")}
+    out.update(measured=m.get("rel_estimate"), measured_ci_low=m.get("rel_ci_low"),
+               measured_ci_high=m.get("rel_ci_high"), truth=m.get("rel_truth"))
+    t = out["truth"]
+    out["covered"] = None if t is None else bool(pred["ci_low"] <= t <= pred["ci_high"])
+    return out
+
+
+def _write_history(tmp: Path, pred: dict[str, Any]) -> None:
+    """The demo's history corpus under ``history/`` (reused by the next run)."""
+    from recscope.history.demo import FOLDER
+    from recscope.io import write_json, write_parquet
+
+    (tmp / FOLDER).mkdir()
+    write_parquet(tmp / FOLDER / "history.parquet", pred["table"])
+    write_json(tmp / FOLDER / "corpus.json", pred["meta"])
+
+
 def _launch(online: dict[str, Any]) -> Any:
     """The launch decision on the full-stack cell, with its truth (``recscope.launch``)."""
     from recscope.launch import SIM_LAUNCH, decide_simulated
@@ -319,6 +364,26 @@ def _summarise(world: Any, offline: dict[str, Any], online: dict[str, Any],
 
 
 # ---------------------------------------------------------------------- report
+def _history_line(h: dict[str, Any]) -> str:
+    """'What history predicted' beside what the experiment measured and the truth."""
+    seen = ("" if h["family_seen"] else
+            f"; none of them of the candidate's family ({h['candidate_family']})")
+    text = (f"What history predicted for {h['metric']} (full stack vs baseline): "
+            f"{h['estimate']:+.1%} ({h['level']:.0%} conformal interval {h['ci_low']:+.1%} "
+            f"to {h['ci_high']:+.1%}; triage: {h['recommendation']}), from "
+            f"{h['candidates']} other candidate stacks in {h['families']} families "
+            f"simulated on this world with {h['corpus_days']}-day experiments{seen}"
+            f" (history/, {'reused' if h['reused'] else 'built'} in {h['seconds']:.0f} s).")
+    if h.get("measured") is not None:
+        text += (f" The experiment then measured {h['measured']:+.1%} (95% CI "
+                 f"{h['measured_ci_low']:+.1%} to {h['measured_ci_high']:+.1%})")
+        if h.get("truth") is not None:
+            text += (f"; the ground truth is {h['truth']:+.1%}, "
+                     f"{'inside' if h['covered'] else 'outside'} the predicted interval")
+        text += "."
+    return text
+
+
 def _long_run_section(rep: Any, lr: dict[str, Any], novelty: Any) -> None:
     """Novelty: the full stack's CTR effect by day since exposure, the settled effect
     projected from the two weeks, and the long-run truth beside it."""
@@ -388,6 +453,9 @@ def _report(summary: dict[str, Any], parts: dict[str, Any]) -> str:
         rep.paragraph(f"Launch decision on the full stack: {launch['decision']} (the ground "
                       f"truth says {launch['truth']}); the reasons and the metric tree are "
                       "in launch.html beside this report.", "note")
+    hist = summary.get("history")
+    if hist is not None:
+        rep.paragraph(_history_line(hist), "note")
     _world_section(rep, w["description"])
     rep.heading("1. Offline benchmark (held-out last 20% of the log)")
     rep.paragraph(f"{offline['n_users']:,} test users; intervals are bootstrap 95% over users.")

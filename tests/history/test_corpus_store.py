@@ -187,3 +187,25 @@ def test_build_refuses_empty_sources(tmp_path: Path, capsys: pytest.CaptureFixtu
     rc = run(["history", "build", "--results", str(tmp_path / "empty"), "--out", str(out)])
     assert rc == 2 and "no history candidates" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_demo_corpus_cache_is_reused_only_with_its_key(tiny_corpus: Path,
+                                                      tmp_path: Path) -> None:
+    """The demo's history/ folder is reused when its key matches; a stale or broken one
+    is rebuilt (never trusted)."""
+    import json
+    import shutil
+
+    from recscope.history.demo import _read_cached
+
+    folder = tmp_path / "history"
+    folder.mkdir()
+    shutil.copy(tiny_corpus / "history.parquet", folder / "history.parquet")
+    (folder / "corpus.json").write_text(json.dumps({"key": "abc"}))
+    assert _read_cached(folder, "abc").num_rows == 12
+    assert _read_cached(folder, "other") is None
+    (folder / "history.parquet").write_bytes(b"not parquet")
+    assert _read_cached(folder, "abc") is None
+    (folder / "corpus.json").write_text("[1, 2")
+    assert _read_cached(folder, "abc") is None
+    assert _read_cached(tmp_path / "missing", "abc") is None

@@ -58,6 +58,16 @@ def test_demo_runs_the_small_story_and_writes_report_and_summary(tmp_path: Path)
     assert saved["launch"]["decision"] == launch["decision"]
     assert saved["launch"]["truth"] in ("good", "bad", "marginal") and saved["launch"]["reasons"]
     assert (out / "launch.html").exists() and "launch.html" in html
+    # what history predicted: a forecast from a corpus on the same world, kept under
+    # history/, beside the experiment's own readout and truth of clicks
+    h = saved["history"]
+    assert h["ci_low"] < h["estimate"] < h["ci_high"] and h["level"] == 0.9
+    assert h["candidates"] == 16 and not h["family_seen"] and not h["reused"]
+    assert h["measured"] == saved["metrics"]["clicks"]["rel_estimate"]
+    assert h["truth"] == saved["metrics"]["clicks"]["rel_truth"]
+    assert h["covered"] == (h["ci_low"] <= h["truth"] <= h["ci_high"])
+    assert "What history predicted for clicks" in html
+    assert (out / "history" / "history.parquet").exists()
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("recscope")
     runs = client.search_runs([exp.experiment_id], "tags.`recscope.command` = 'demo.story'")

@@ -213,6 +213,9 @@ class _Shared:
     replay_state: Any = None
     replay_base: dict[str, np.ndarray] = field(default_factory=dict)
     base_ope: tuple[np.ndarray, float] | None = None
+    baseline: CandidateSpec = BASELINE_SPEC
+    components: dict[str, Any] = field(default_factory=dict)
+    parts: dict[tuple[str, str, int], Any] = field(default_factory=dict)
 
 
 def _world(cfg: CorpusConfig) -> Any:
@@ -233,6 +236,8 @@ def build_policy(spec: CandidateSpec, shared: _Shared, *, temperature: float | N
     """The simulator policy of a candidate (built-in stages with its hyper-parameters)."""
     from recscope.sim.stacks import (
         AffinityRanker,
+        ComponentRanker,
+        ComponentRetriever,
         EmbeddingRetriever,
         PopularityRanker,
         StackPolicy,
@@ -242,12 +247,19 @@ def build_policy(spec: CandidateSpec, shared: _Shared, *, temperature: float | N
     seed = _seed_of(spec.candidate_id)
     r = spec.retriever
     retriever: Any = r["kind"]
-    if r["kind"] == "embedding":
+    k = spec.ranker
+    if r["kind"] in shared.components:  # a fitted recscope component (the demo's)
+        key = ("retriever", r["kind"], 0)
+        if key not in shared.parts:  # its pools are computed once for every user
+            shared.parts[key] = ComponentRetriever(shared.components[r["kind"]], t.n_users)
+        retriever = shared.parts[key]
+    elif r["kind"] == "embedding":
         retriever = EmbeddingRetriever(t, noise=r["noise"], pool=r["pool"],
                                        popularity_weight=r["popularity_weight"], seed=seed)
-    k = spec.ranker
-    if k["kind"] == "popularity":
-        ranker: Any = PopularityRanker(t)
+    if k["kind"] in shared.components:
+        ranker: Any = ComponentRanker(shared.components[k["kind"]])
+    elif k["kind"] == "popularity":
+        ranker = PopularityRanker(t)
     else:
         ranker = AffinityRanker(t, noise=k["noise"], affinity_weight=k["affinity_weight"],
                                 popularity_weight=k["popularity_weight"],
@@ -320,13 +332,17 @@ def _ope_weights(spec: CandidateSpec, shared: _Shared) -> np.ndarray:
     retrieved = np.asarray(inner.retriever.candidates(users, inner.pool, ctx))
     in_ret = (safe[:, :, None] == retrieved[:, None, :]).any(axis=2) & (pool >= 0)
     allowed = np.where(in_ret.any(axis=1, keepdims=True), in_ret, pool >= 0)
-    mu = np.nanmean(np.where(allowed, s, np.nan), axis=1, keepdims=True)
-    sd = np.nanstd(np.where(allowed, s, np.nan), axis=1, keepdims=True)
-    z = np.where(allowed, (s - mu) / np.where(sd > 0, sd, 1.0), -np.inf)
+    allowed &= np.isfinite(s)  # a component scores what it cannot rank as -inf
+    with np.errstate(invalid="ignore"):  # a row with nothing allowed: probability 0
+        mu = np.nanmean(np.where(allowed, s, np.nan), axis=1, keepdims=True)
+        sd = np.nanstd(np.where(allowed, s, np.nan), axis=1, keepdims=True)
+    z = np.where(allowed, (np.where(allowed, s, 0.0) - np.nan_to_num(mu))
+                 / np.where(sd > 0, sd, 1.0), -np.inf)
     z = shared.cfg.ope_beta * z
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p = p / p.sum(axis=1, keepdims=True)
+    top = z.max(axis=1, keepdims=True)
+    p = np.exp(z - np.where(np.isfinite(top), top, 0.0))
+    tot = p.sum(axis=1, keepdims=True)
+    p = np.divide(p, tot, out=np.zeros_like(p), where=tot > 0)
     row = np.searchsorted(users, rows["user"])
     hit = pool[row] == rows["item"][:, None]
     pi_e = np.where(hit, p[row], 0.0).sum(axis=1)
@@ -358,15 +374,24 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(a.sum()) / sb - 1.0 if sb > 0 else math.nan
 
 
-def prepare(cfg: CorpusConfig, progress: Progress | None = None) -> _Shared:
-    """Generate the world, split its log, and run everything the candidates share."""
+SIM_VARIANTS = tuple((nov, itf) for nov in (False, True) for itf in (False, True))
+
+
+def prepare(cfg: CorpusConfig, progress: Progress | None = None, *, world: Any = None,
+            components: dict[str, Any] | None = None,
+            baseline: CandidateSpec = BASELINE_SPEC,
+            variants: tuple[tuple[bool, bool], ...] = SIM_VARIANTS) -> _Shared:
+    """Generate the world (or take ``world``), split its log, and run everything the
+    candidates share. ``components``: fitted recscope components that candidate specs
+    may name as a retriever or ranker kind; ``baseline``: what every candidate is
+    compared with; ``variants``: the (novelty, interference) simulator variants to warm
+    up (none: only the pre-experiment signals can be computed)."""
     from recscope.data.rankings import Relevance
     from recscope.data.splits import temporal_split_fraction
     from recscope.sim import Environment, SimConfig
-    from recscope.sim.interference import CreatorSupplyConfig
     from recscope.sim.stacks import WorldIndex
 
-    world = _world(cfg)
+    world = _world(cfg) if world is None else world
     truth = world.truth
     pos = world.interactions.filter(events=["click", "save"])
     sp = temporal_split_fraction(pos, 0.2)
@@ -376,16 +401,37 @@ def prepare(cfg: CorpusConfig, progress: Progress | None = None) -> _Shared:
     pop_rank = np.argsort(np.argsort(-truth.item_popularity, kind="stable"), kind="stable")
     head = pop_rank / truth.n_items  # popularity rank as a share of the catalogue
     shared = _Shared(cfg, world, truth, WorldIndex(truth, pool=150, seed=cfg.seed), users, rel,
-                     {}, sp.test.fingerprint(), _ope_rows(world), head)
-    base = build_policy(BASELINE_SPEC, shared)
-    shared.base_offline = _offline_values(build_policy(BASELINE_SPEC, shared, temperature=0.0),
+                     {}, sp.test.fingerprint(), _ope_rows(world), head, baseline=baseline,
+                     components=dict(components or {}))
+    base = build_policy(baseline, shared)
+    shared.base_offline = _offline_values(build_policy(baseline, shared, temperature=0.0),
                                           shared)
-    w_b = _ope_weights(BASELINE_SPEC, shared)
+    w_b = _ope_weights(baseline, shared)
     v_b, infl_b = _snips(w_b, shared.ope_rows["reward"])
     shared.base_ope = (infl_b, v_b)
+    warm_variants(shared, variants, progress)
+    renv = Environment(world, SimConfig(novelty=0.0), seed=cfg.seed + 3)
+    shared.replay_env = renv
+    shared.replay_state = renv.warmup(base, days=cfg.warmup_days)
+    run = renv.run([base], days=cfg.replay_days, state=shared.replay_state)
+    rb = _user_day(run, truth.n_users, cfg.replay_days, shared.replay_state.day)
+    shared.replay_base = rb
+    if progress is not None:
+        progress("prepare", len(variants) + 1, len(variants) + 1)
+    return shared
+
+
+def warm_variants(shared: _Shared, variants: tuple[tuple[bool, bool], ...],
+                  progress: Progress | None = None) -> None:
+    """Warm up the experiment and truth simulators of each (novelty, interference)
+    variant, and run the baseline's truth once per variant."""
+    from recscope.sim import Environment, SimConfig
+    from recscope.sim.interference import CreatorSupplyConfig
+
     # independent random numbers for the experiment, the truth and the replay: the
     # readout's error and the replay's must not be coupled to the truth's draws
-    variants = [(nov, itf) for nov in (False, True) for itf in (False, True)]
+    cfg, world, truth = shared.cfg, shared.world, shared.truth
+    base = build_policy(shared.baseline, shared)
     for i, (nov, itf) in enumerate(variants):
         sim = SimConfig(novelty=0.4 if nov else 0.0,
                         creator_supply=CreatorSupplyConfig(enabled=itf, weight=1.5))
@@ -399,21 +445,19 @@ def prepare(cfg: CorpusConfig, progress: Progress | None = None) -> _Shared:
         shared.base_runs[(nov, itf)] = _user_day(run, truth.n_users, cfg.long_run_days, st.day)
         if progress is not None:
             progress("prepare", i + 1, len(variants) + 1)
-    renv = Environment(world, SimConfig(novelty=0.0), seed=cfg.seed + 3)
-    shared.replay_env = renv
-    shared.replay_state = renv.warmup(base, days=cfg.warmup_days)
-    run = renv.run([base], days=cfg.replay_days, state=shared.replay_state)
-    rb = _user_day(run, truth.n_users, cfg.replay_days, shared.replay_state.day)
-    shared.replay_base = rb
-    if progress is not None:
-        progress("prepare", len(variants) + 1, len(variants) + 1)
-    return shared
 
 
-def evaluate_candidate(spec: CandidateSpec, shared: _Shared) -> dict[str, Any]:
-    """Every signal and the truth of one candidate (one history record)."""
-    from recscope.experiments.sequential import monitor
+def pre_experiment(spec: CandidateSpec, shared: _Shared) -> dict[str, Any]:
+    """A candidate's record with the signals measured before any experiment: offline
+    deltas, OPE and replay (what :func:`recscope.history.predict.predict_candidate`
+    needs)."""
+    return _pre_experiment(spec, shared)[0]
 
+
+def _pre_experiment(spec: CandidateSpec, shared: _Shared,
+                    ) -> tuple[dict[str, Any], np.random.Generator]:
+    """:func:`pre_experiment`, and the candidate's random stream (its A/B split comes
+    next from the same stream)."""
     cfg, truth = shared.cfg, shared.truth
     rec: dict[str, Any] = {**spec.to_dict(), "model_version": f"{spec.family}@{spec.candidate_id}",
                            "experiment": f"exp-{spec.candidate_id}",
@@ -446,7 +490,7 @@ def evaluate_candidate(spec: CandidateSpec, shared: _Shared) -> dict[str, Any]:
                   "ess": ess}
     # short replay on a simplified simulator (no novelty, no interference)
     pol = build_policy(spec, shared)
-    base = build_policy(BASELINE_SPEC, shared)
+    base = build_policy(shared.baseline, shared)
     env, st = shared.replay_env, shared.replay_state
     # each candidate draws its own replay users and its own A/B split, so readout errors
     # are independent across candidates (a shared split is one draw of user
@@ -466,6 +510,21 @@ def evaluate_candidate(spec: CandidateSpec, shared: _Shared) -> dict[str, Any]:
     se = float(g.std(ddof=1) / np.sqrt(g.size))
     rec["replay"] = {"estimate": rel, "ci_low": rel - Z95 * se, "ci_high": rel + Z95 * se,
                      "se": se, "n": int(g.size)}
+    rec["changed"] = [s for s, a, b in (("retriever", spec.retriever, shared.baseline.retriever),
+                                        ("ranker", spec.ranker, shared.baseline.ranker),
+                                        ("reranker", spec.reranker, shared.baseline.reranker))
+                      if a != b]
+    return rec, rng
+
+
+def evaluate_candidate(spec: CandidateSpec, shared: _Shared) -> dict[str, Any]:
+    """Every signal and the truth of one candidate (one history record)."""
+    from recscope.experiments.sequential import monitor
+
+    cfg, truth = shared.cfg, shared.truth
+    rec, rng = _pre_experiment(spec, shared)
+    pol = build_policy(spec, shared)
+    base = build_policy(shared.baseline, shared)
     # online A/B test, read out every day
     key = (spec.novelty, spec.interference)
     env, st = shared.envs[key], shared.states[key]
@@ -505,20 +564,19 @@ def evaluate_candidate(spec: CandidateSpec, shared: _Shared) -> dict[str, Any]:
     last = slice(cfg.long_run_days - min(7, cfg.long_run_days), cfg.long_run_days)
     rec["truth"] = {m: {"effect": _rel(tr[m][:, :cfg.days], bt[m][:, :cfg.days]),
                         "long_run": _rel(tr[m][:, last], bt[m][:, last])} for m in METRICS}
-    rec["changed"] = [s for s, a, b in (("retriever", spec.retriever, BASELINE_SPEC.retriever),
-                                        ("ranker", spec.ranker, BASELINE_SPEC.ranker),
-                                        ("reranker", spec.reranker, BASELINE_SPEC.reranker))
-                      if a != b]
     return rec
 
 
-def simulate_corpus(cfg: CorpusConfig, progress: Progress | None = None,
+def simulate_corpus(cfg: CorpusConfig, progress: Progress | None = None, *,
+                    shared: _Shared | None = None, specs: list[CandidateSpec] | None = None,
                     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Simulate ``cfg.n`` candidates; returns their records and timings/metadata."""
+    """Simulate ``cfg.n`` candidates (or ``specs``, on a ``shared`` set-up from
+    :func:`prepare`); returns their records and timings/metadata."""
     t0 = time.perf_counter()
-    shared = prepare(cfg, progress)
+    shared = prepare(cfg, progress) if shared is None else shared
     t1 = time.perf_counter()
-    specs = sample_candidates(cfg.n, cfg.seed, cfg.novelty_share, cfg.interference_share)
+    if specs is None:
+        specs = sample_candidates(cfg.n, cfg.seed, cfg.novelty_share, cfg.interference_share)
     recs = []
     for i, spec in enumerate(specs):
         recs.append(evaluate_candidate(spec, shared))
@@ -528,7 +586,7 @@ def simulate_corpus(cfg: CorpusConfig, progress: Progress | None = None,
     meta = {"config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
             "world": {"users": shared.truth.n_users, "items": shared.truth.n_items,
                       "log_rows": len(shared.world.interactions)},
-            "baseline": BASELINE_SPEC.to_dict(), "split_fingerprint": shared.split_fingerprint,
+            "baseline": shared.baseline.to_dict(), "split_fingerprint": shared.split_fingerprint,
             "timings": {"prepare_s": round(t1 - t0, 3), "candidates_s": round(t2 - t1, 3),
-                        "per_candidate_s": round((t2 - t1) / max(cfg.n, 1), 4)}}
+                        "per_candidate_s": round((t2 - t1) / max(len(specs), 1), 4)}}
     return recs, meta

@@ -1,0 +1,158 @@
+"""What history predicted for the demo's candidate (``recscope demo``).
+
+The demo's candidate stack is new: nothing in a history made elsewhere was measured on its
+world and split (the predictor refuses offline deltas from another split). So the demo
+simulates a small history **on its own world**, with its own trained components and its
+own baseline: candidate stacks drawn from the demo's components (popularity, ALS, BPR)
+and built-in stages (noisy embedding / random retrievers, an affinity ranker, topic and
+popularity re-rankers), every one with its offline deltas, OPE estimate, replay, a short
+online A/B test and its truth (:mod:`recscope.history.corpus`). The candidate's own
+family (its retriever, ranker and no re-ranker) is never drawn, so the prediction is
+made as for an unseen kind of change.
+
+Short runs keep it cheap: the corpus' experiments and truth last ``days`` days after a
+one-day warm-up (the demo's own experiment lasts 14), so its truth is a short-run effect.
+The corpus is written under the demo's output folder (``history/``) with the key of
+everything it depends on, and reused by the next run whose key matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recscope.history.corpus import CandidateSpec, CorpusConfig, Progress
+
+# corpus size per demo scale: a few seconds a candidate at the default scale
+DEMO_CORPUS: dict[str, dict[str, Any]] = {
+    "default": {"n": 24, "warmup_days": 1, "days": 3, "long_run_days": 3, "replay_days": 1,
+                "replay_share": 0.25, "eval_users": 2000},
+    "small": {"n": 16, "warmup_days": 1, "days": 3, "long_run_days": 3, "replay_days": 1,
+              "replay_share": 0.5, "eval_users": 600},
+}
+FOLDER = "history"
+
+
+def stack_spec(stack: dict[str, str], pool: int, candidate_id: str) -> CandidateSpec:
+    """A demo stack (component names) as a corpus candidate without a re-ranker."""
+    r, k = stack["retriever"], stack["ranker"]
+    return CandidateSpec(candidate_id, f"{r}/{k}/none", {"kind": r, "pool": int(pool)},
+                         {"kind": k}, {"kind": "none"}, 0.3, False, False)
+
+
+def sample_demo_candidates(n: int, seed: int, components: list[str], exclude: str,
+                           baseline: str) -> list[CandidateSpec]:
+    """``n`` stacks from the demo's ``components`` and built-in stages, never of family
+    ``exclude`` nor the baseline's exact stack."""
+    rng = np.random.default_rng([seed, 1919])
+    retrievers = [*components, "embedding", "random"]
+    rankers = [*components, "affinity"]
+    out: list[CandidateSpec] = []
+    while len(out) < n:
+        rk = str(rng.choice(retrievers))
+        ret: dict[str, Any] = {"kind": rk, "pool": int(rng.choice([50, 100, 150]))}
+        if rk == "embedding":
+            ret.update(noise=round(float(rng.uniform(0.3, 1.5)), 3),
+                       popularity_weight=round(float(rng.uniform(0.0, 0.6)), 3))
+        kk = str(rng.choice(rankers))
+        rank: dict[str, Any] = {"kind": kk}
+        if kk == "affinity":
+            rank.update(noise=round(float(rng.uniform(0.3, 1.5)), 3),
+                        affinity_weight=round(float(rng.uniform(1.0, 5.0)), 3),
+                        popularity_weight=round(float(rng.uniform(0.0, 0.8)), 3))
+        ek = str(rng.choice(["none", "none", "diversity", "demote_popular"]))
+        rr: dict[str, Any] = {"kind": ek}
+        if ek == "diversity":
+            rr["max_per_topic"] = int(rng.integers(1, 4))
+        elif ek == "demote_popular":
+            rr.update(head_share=round(float(rng.uniform(0.02, 0.2)), 3),
+                      penalty=round(float(rng.uniform(1.0, 6.0)), 3))
+        family = f"{rk}/{kk}/{ek}"
+        temp = round(float(rng.uniform(0.1, 0.6)), 3)
+        if family == exclude or (family == baseline and ret["pool"] == 100):
+            continue
+        out.append(CandidateSpec(f"demo-{len(out):03d}", family, ret, rank, rr, temp,
+                                 False, False))
+    return out
+
+
+def _key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _read_cached(folder: Path | None, key: str) -> Any:
+    """The cached corpus table when ``folder`` holds one made with ``key``, else None (an
+    unreadable or stale cache is rebuilt, never trusted)."""
+    from recscope.errors import DataValidationError
+    from recscope.history.store import read_history
+
+    if folder is None or not (folder / "corpus.json").is_file():
+        return None
+    try:
+        meta = json.loads((folder / "corpus.json").read_text())
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            return None
+        return read_history(folder / "history.parquet")
+    except (OSError, ValueError, DataValidationError):
+        return None
+
+
+def demo_prediction(world: Any, components: dict[str, Any], *, baseline: dict[str, str],
+                    candidate: dict[str, str], pool: int, scale: str, seed: int,
+                    cached: Path | None = None, progress: Progress | None = None,
+                    metric: str = "clicks", cost: float = 0.01) -> dict[str, Any]:
+    """Build (or reuse from ``cached``) the demo's history and predict its candidate.
+
+    Returns the prediction (``estimate``, ``ci_low``, ``ci_high`` of the relative effect
+    on ``metric``, the triage) with the corpus' size, key and whether it was reused, and
+    ``table`` / ``meta`` (the corpus, to be written to ``<out>/history/``)."""
+    from recscope.history.corpus import pre_experiment, prepare, simulate_corpus, warm_variants
+    from recscope.history.predict import fit_predictor, predict_candidate
+    from recscope.history.store import record_to_row, rows_to_table
+
+    t0 = time.perf_counter()
+    sz = DEMO_CORPUS[scale]
+    cfg = CorpusConfig(n=sz["n"], seed=seed, warmup_days=sz["warmup_days"], days=sz["days"],
+                       long_run_days=sz["long_run_days"], replay_days=sz["replay_days"],
+                       replay_share=sz["replay_share"], eval_users=sz["eval_users"],
+                       novelty_share=0.0, interference_share=0.0)
+    base = stack_spec(baseline, pool, "baseline")
+    cand = stack_spec(candidate, pool, "demo-candidate")
+    shared = prepare(cfg, world=world, components=components, baseline=base, variants=())
+    key = _key({"scale": scale, "seed": seed, "config": sz, "pool": pool,
+                "baseline": baseline, "candidate": candidate,
+                "split": shared.split_fingerprint, "world": repr(world),
+                "components": sorted(components)})
+    table = _read_cached(cached, key)
+    reused = table is not None
+    meta: dict[str, Any]
+    if table is None:
+        warm_variants(shared, ((False, False),))
+        specs = sample_demo_candidates(cfg.n, seed, sorted(components), cand.family,
+                                       base.family)
+        recs, meta = simulate_corpus(cfg, progress, shared=shared, specs=specs)
+        table = rows_to_table([record_to_row(r) for r in recs])
+        meta["key"] = key
+        meta["command"] = "recscope demo (history/ is reused while its key matches)"
+    else:
+        assert cached is not None
+        meta = json.loads((cached / "corpus.json").read_text())
+    row = record_to_row(pre_experiment(cand, shared))
+    pred = fit_predictor(table, metric=metric, kind="ridge", alpha=0.1)
+    res = predict_candidate(pred, row, cost=cost)
+    families = sorted(set(table.column("family").to_pylist()))
+    return {"metric": metric, "estimate": res.estimate, "ci_low": res.ci_low,
+            "ci_high": res.ci_high, "level": 1 - res.alpha,
+            "recommendation": res.triage["recommendation"],
+            "p_positive": res.triage["p_positive"], "ev_run": res.triage["ev_run"],
+            "signals": {k: (v if math.isfinite(v) else None) for k, v in res.signals.items()},
+            "candidates": table.num_rows, "families": len(families),
+            "candidate_family": cand.family, "family_seen": cand.family in families,
+            "corpus_days": cfg.days, "reused": reused, "key": key,
+            "seconds": round(time.perf_counter() - t0, 2), "table": table, "meta": meta}
