@@ -83,7 +83,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "treatment": {"retriever": "popular"},
             "designs": [DesignConfig(kind="unit"),
                         DesignConfig(kind="cluster", graph="social", n_clusters=40),
-                        DesignConfig(kind="hierarchical", graph="social", n_clusters=40),
                         DesignConfig(kind="cluster", graph="regions"),
                         DesignConfig(kind="hierarchical", graph="regions"),
                         SWITCHBACKS[0], DesignConfig(kind="creator")]},
