@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -299,14 +299,35 @@ def rows_from_mlflow(uri: str) -> list[dict[str, Any]]:
     return rows
 
 
-def union_sql(sources: list[str]) -> str:
-    """SQL that unions the sources and keeps one row per (model_version, experiment)
-    (the first source wins); portable to Spark SQL."""
-    union = " UNION ALL BY NAME ".join(
-        f"SELECT *, {i} AS _source_rank FROM {s}" for i, s in enumerate(sources))
-    return (f"SELECT * EXCLUDE (_source_rank, _rn) FROM (SELECT *, ROW_NUMBER() OVER "
-            f"(PARTITION BY model_version, experiment ORDER BY _source_rank, candidate_id) "
-            f"AS _rn FROM ({union})) WHERE _rn = 1 ORDER BY candidate_id")
+def union_sql(sources: Mapping[str, Sequence[str]], dialect: str = "duckdb") -> str:
+    """SQL that unions the ``sources`` (table name -> its columns; a column a source lacks
+    is NULL there) and keeps one row per (model_version, experiment), the first source
+    winning. Plain SQL (explicit column lists, ``UNION ALL``, ``ROW_NUMBER``): the same
+    query runs in DuckDB and in Spark SQL (``dialect="spark"`` only changes the
+    identifier quotes) for a history too large for one machine."""
+    if dialect not in ("duckdb", "spark"):
+        raise ConfigError(f"unknown SQL dialect {dialect!r}; expected duckdb or spark",
+                          key="dialect")
+    q = '"' if dialect == "duckdb" else "`"
+
+    def ident(name: str) -> str:
+        return q + name.replace(q, q + q) + q
+
+    cols: list[str] = []
+    for c in sources.values():
+        cols.extend(x for x in c if x not in cols)
+    for need in ("model_version", "experiment", "candidate_id"):
+        if need not in cols:
+            raise DataValidationError("a history source lacks a key column", column=need)
+    parts = []
+    for i, (name, have) in enumerate(sources.items()):
+        sel = ", ".join(ident(c) if c in have else f"NULL AS {ident(c)}" for c in cols)
+        parts.append(f"SELECT {sel}, {i} AS _source_rank FROM {ident(name)}")
+    out_cols = ", ".join(ident(c) for c in cols)
+    return (f"SELECT {out_cols} FROM (SELECT {out_cols}, ROW_NUMBER() OVER (PARTITION BY "
+            f"{ident('model_version')}, {ident('experiment')} ORDER BY _source_rank, "
+            f"{ident('candidate_id')}) AS _rn FROM ({' UNION ALL '.join(parts)}) u) t "
+            f"WHERE _rn = 1 ORDER BY {ident('candidate_id')}")
 
 
 def build_history(*, tracking: str | None = None, results: Iterable[str | Path] = (),
@@ -332,7 +353,7 @@ def build_history(*, tracking: str | None = None, results: Iterable[str | Path] 
     con = duckdb.connect()
     for name, t in tables.items():
         con.register(name, t)
-    out = con.sql(union_sql(list(tables))).to_arrow_table()
+    out = con.sql(union_sql({k: t.column_names for k, t in tables.items()})).to_arrow_table()
     return out
 
 
