@@ -65,20 +65,21 @@ def coverage(reps: int, first: int, scale: float, out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             sim = run_long_run(spec, Path(tmp) / "sim")
             assert sim.truth is not None
-            r = track(Path(tmp) / "sim" / "assignments.parquet",
-                      Path(tmp) / "sim" / "events.parquet",
-                      Design(spec.holdout.start_day, spec.days, launches=tuple(
-                          spec.launches())), truth=sim.truth.values)
-        rows = []
-        for x in r.values:
-            if "true_effect" not in x or not math.isfinite(x["estimate"]):
-                continue
-            t = x["true_effect"]
-            rows.append({k: x[k] for k in ("series", "surface", "metric", "window", "look",
-                                           "estimate", "se", "ci_low", "ci_high",
-                                           "n_holdout", "n_exposed")}
-                        | {"true": t, "covered": x["covered"],
-                           "naive_covered": bool(x["naive_low"] <= t <= x["naive_high"])})
+            rows = []
+            for pre in (0, spec.warmup_days):  # plain, then CUPED on the warm-up week
+                r = track(Path(tmp) / "sim" / "assignments.parquet",
+                          Path(tmp) / "sim" / "events.parquet",
+                          Design(spec.holdout.start_day, spec.days, launches=tuple(
+                              spec.launches()), pre_days=pre), truth=sim.truth.values)
+                for x in r.values:
+                    if "true_effect" not in x or not math.isfinite(x["estimate"]):
+                        continue
+                    t = x["true_effect"]
+                    rows.append({k: x[k] for k in (
+                        "series", "surface", "metric", "window", "look", "estimate", "se",
+                        "ci_low", "ci_high", "n_holdout", "n_exposed")} | {
+                        "cuped": pre > 0, "true": t, "covered": x["covered"],
+                        "naive_covered": bool(x["naive_low"] <= t <= x["naive_high"])})
         line = {"rep": rep, "seed": spec.seed, "scale": scale, "n_units": sim.n_units,
                 "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
         with out.open("a") as f:
@@ -92,26 +93,31 @@ def summary(path: Path) -> dict[str, Any]:
     reps = sorted({x["rep"] for x in lines})
     out: dict[str, Any] = {"repetitions": len(reps), "scale": sorted({x["scale"]
                                                                       for x in lines})}
-    table: dict[tuple[str, str], dict[str, list[bool]]] = {}
+    table: dict[tuple[bool, str, str], dict[str, list[Any]]] = {}
     for line in lines:
-        cum = [r for r in line["rows"] if r["series"] == "cumulative"]
-        last = max(r["look"] for r in cum)
-        for r in cum:
-            d = table.setdefault((r["surface"], r["metric"]),
-                                 {"final": [], "final_naive": [], "all_weeks": [],
-                                  "all_weeks_naive": [], "window": []})
-            if r["look"] == last:
-                d["final"].append(r["covered"])
-                d["final_naive"].append(r["naive_covered"])
-        for key, d in table.items():
-            mine = [r for r in cum if (r["surface"], r["metric"]) == key]
-            if mine:
+        for cuped in (False, True):
+            cum = [r for r in line["rows"] if r["series"] == "cumulative"
+                   and r.get("cuped", False) == cuped]
+            if not cum:
+                continue
+            last = max(r["look"] for r in cum)
+            for key in sorted({(r["surface"], r["metric"]) for r in cum}):
+                mine = [r for r in cum if (r["surface"], r["metric"]) == key]
+                d = table.setdefault((cuped, *key), {
+                    "final": [], "final_naive": [], "all_weeks": [], "all_weeks_naive": [],
+                    "window": [], "width": []})
+                fin = next(r for r in mine if r["look"] == last)
+                d["final"].append(fin["covered"])
+                d["final_naive"].append(fin["naive_covered"])
+                d["width"].append(fin["ci_high"] - fin["ci_low"])
                 d["all_weeks"].append(all(r["covered"] for r in mine))
                 d["all_weeks_naive"].append(all(r["naive_covered"] for r in mine))
-            d["window"] += [r["covered"] for r in line["rows"] if r["series"] == "window"
-                            and (r["surface"], r["metric"]) == key]
-    out["coverage"] = {f"{s}/{m}": {k: round(float(np.mean(v)), 3) for k, v in d.items()}
-                       for (s, m), d in sorted(table.items())}
+                d["window"] += [r["covered"] for r in line["rows"] if r["series"] == "window"
+                                and r.get("cuped", False) == cuped
+                                and (r["surface"], r["metric"]) == key]
+    out["coverage"] = {f"{'cuped' if c else 'plain'}/{s}/{m}": {
+        k: round(float(np.mean(v)), 3) for k, v in d.items()}
+        for (c, s, m), d in sorted(table.items())}
     out["seconds_per_rep"] = round(float(np.mean([x["seconds"] for x in lines])), 1)
     return out
 

@@ -65,6 +65,9 @@ class Design:
     surfaces: tuple[str, ...] = ()
     alpha: float = 0.05
     tau: float = 0.1
+    pre_days: int = 0
+    """CUPED: days before ``start_day`` whose per-unit sums are each series' covariate
+    (0: no adjustment)."""
 
     def __post_init__(self) -> None:
         if self.end_day <= self.start_day:
@@ -76,6 +79,9 @@ class Design:
             raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}", key="alpha")
         if not self.tau > 0:
             raise ConfigError(f"tau must be positive, got {self.tau}", key="tau")
+        if self.pre_days < 0:
+            raise ConfigError(f"pre_days must be 0 or more, got {self.pre_days}",
+                              key="pre_days")
         for x in self.launches:
             if not self.start_day <= int(x["day"]) < self.end_day:
                 raise ConfigError(f"launch {x.get('name', x.get('id'))!r} (day {x['day']}) "
@@ -186,11 +192,15 @@ def stage_sql(events: Table, design: Design, dialect: str) -> Stage:
     name = f"recscope_track_{next(_names)}"
     surf = "CAST(surface AS VARCHAR)" if "surface" in events.columns else f"'{TOTAL}'"
     cell = _cell_expr(cuts)
+    first = cuts[0]
+    if design.pre_days:  # the pre-period is cell -1
+        cell = f"CASE WHEN day < {cuts[0]} THEN -1 ELSE {cell} END"
+        first = cuts[0] - design.pre_days
     null_any = " OR ".join(f"{m} IS NULL" for m in ms)
     sums = ", ".join(f"SUM(CAST({m} AS DOUBLE)) AS {m}" for m in ms)
     stage1 = (f"SELECT unit_id, {surf} AS surface, {cell} AS cell, {sums}, "
               f"SUM(CASE WHEN {null_any} THEN 1 ELSE 0 END) AS bad "
-              f"FROM __events__ WHERE (day >= {cuts[0]} AND day < {cuts[-1]}) OR day IS NULL "
+              f"FROM __events__ WHERE (day >= {first} AND day < {cuts[-1]}) OR day IS NULL "
               f"GROUP BY unit_id, {surf}, {cell}")
     if dialect == "spark":
         setup = [f"CREATE OR REPLACE TEMPORARY VIEW {name} AS {stage1}", f"CACHE TABLE {name}"]
@@ -224,9 +234,12 @@ def tracking_sql(assign: Table, events: Table, design: Design, dialect: str, sta
              f"CAST(holdout AS INT) AS holdout, {total_arm} AS total_arm FROM __assign__)")
     e = f"SELECT * FROM {stage} WHERE unit_id IS NOT NULL AND cell IS NOT NULL"
     n_cells = len(design.cuts()) - 1
-    xs = [f"x_{c}_{i}" for c in range(n_cells) for i in range(len(ms))]
-    pivot = ", ".join(f"SUM(CASE WHEN cell = {c} THEN {m} ELSE 0 END) AS x_{c}_{i}"
-                      for c in range(n_cells) for i, m in enumerate(ms))
+    cuped = design.pre_days > 0
+    cells = [*range(n_cells), *([-1] if cuped else [])]
+    xn = {c: ("pre" if c < 0 else str(c)) for c in cells}
+    xs = [f"x_{xn[c]}_{i}" for c in cells for i in range(len(ms))]
+    pivot = ", ".join(f"SUM(CASE WHEN cell = {c} THEN {m} ELSE 0 END) AS x_{xn[c]}_{i}"
+                      for c in cells for i, m in enumerate(ms))
     p_cte = f"SELECT unit_id, surface, {pivot} FROM e GROUP BY unit_id, surface"
     if has_surface:
         pt = (f"SELECT * FROM p UNION ALL SELECT unit_id, '{TOTAL}' AS surface, "
@@ -236,18 +249,36 @@ def tracking_sql(assign: Table, events: Table, design: Design, dialect: str, sta
     arm_case = " ".join(f"WHEN '{s}' THEN {x}" for s, x in arm_s.items())
     arm = f"CASE pt.surface {arm_case} ELSE a.total_arm END" if arm_s else "a.total_arm"
     values = []
+    nq = len(quantities(design))
     for j, (_kind, _part, lo, look) in enumerate(quantities(design)):
         for i in range(len(ms)):
             values.append(f"({' + '.join(f'x_{c}_{i}' for c in range(lo, look))}) AS v_{j}_{i}")
     stats = ", ".join(f"SUM(v_{j}_{i}) AS s_{j}_{i}, SUM(v_{j}_{i} * v_{j}_{i}) AS q_{j}_{i}"
-                      for j in range(len(quantities(design))) for i in range(len(ms)))
-    main = (f"WITH {a_cte}, e AS ({e}), p AS ({p_cte}), pt AS ({pt}), "
-            f"v AS (SELECT {arm} AS arm, pt.surface AS surface, {', '.join(values)} "
-            "FROM pt JOIN a ON pt.unit_id = a.unit_id) "
-            f"SELECT arm, surface, {stats} FROM v WHERE arm IS NOT NULL GROUP BY arm, surface")
+                      for j in range(nq) for i in range(len(ms)))
+    if not cuped:
+        main = (f"WITH {a_cte}, e AS ({e}), p AS ({p_cte}), pt AS ({pt}), "
+                f"v AS (SELECT {arm} AS arm, pt.surface AS surface, {', '.join(values)} "
+                "FROM pt JOIN a ON pt.unit_id = a.unit_id) "
+                f"SELECT arm, surface, {stats} FROM v WHERE arm IS NOT NULL "
+                "GROUP BY arm, surface")
+    else:  # per first cell too: the covariate's sums depend on which units are in a look
+        values += [f"x_pre_{i} AS w_{i}" for i in range(len(ms))]
+        stats += ", " + ", ".join(
+            f"SUM(w_{i}) AS sw_{i}, SUM(w_{i} * w_{i}) AS qw_{i}" for i in range(len(ms)))
+        stats += ", " + ", ".join(f"SUM(v_{j}_{i} * w_{i}) AS c_{j}_{i}"
+                                  for j in range(nq) for i in range(len(ms)))
+        main = (f"WITH {a_cte}, e AS ({e}), f AS (SELECT unit_id, MIN(CASE WHEN cell >= 0 "
+                "THEN cell END) AS fc FROM e GROUP BY unit_id), "
+                f"p AS ({p_cte}), pt AS ({pt}), "
+                f"v AS (SELECT {arm} AS arm, pt.surface AS surface, f.fc AS fc, "
+                f"{', '.join(values)} FROM pt JOIN a ON pt.unit_id = a.unit_id "
+                "JOIN f ON pt.unit_id = f.unit_id) "
+                f"SELECT arm, surface, fc, {stats} FROM v WHERE arm IS NOT NULL AND fc IS "
+                "NOT NULL GROUP BY arm, surface, fc")
     arm_cols = "".join(f", {x} AS {_qi('arm_' + s)}" for s, x in arm_s.items())
     arm_keys = "".join(f", {x}" for x in arm_s.values())
-    units = (f"WITH {a_cte}, f AS (SELECT unit_id, MIN(cell) AS fc, SUM(bad) AS bad, "
+    units = (f"WITH {a_cte}, f AS (SELECT unit_id, MIN(CASE WHEN cell >= 0 THEN cell END) "
+             "AS fc, SUM(bad) AS bad, "
              f"SUM(CASE WHEN cell IS NULL THEN 1 ELSE 0 END) AS no_day FROM {stage} "
              "GROUP BY unit_id) "
              f"SELECT a.total_arm AS arm_total{arm_cols}, f.fc AS fc, "
@@ -491,36 +522,45 @@ def _series(design: Design, sums: list[dict[str, Any]], counts: list[dict[str, A
     nm = len(design.metrics)
     qs = quantities(design)
     index = {(kind, p, look): j for j, (kind, p, _lo, look) in enumerate(qs)}
-    acc: dict[tuple[str, int], np.ndarray] = {}  # (surface, arm) -> [quantity, s|q, metric]
+    # (surface, arm) -> [first cell + 1, quantity, sum|squares|cross with covariate, metric]
+    acc: dict[tuple[str, int], np.ndarray] = {}
+    cov: dict[tuple[str, int], np.ndarray] = {}  # -> [first cell + 1, sum|squares, metric]
     for row in sums:
         if row["arm"] is None or row["surface"] not in keys:
             continue
-        a = acc.setdefault((row["surface"], int(row["arm"])), np.zeros((len(qs), 2, nm)))
-        for j in range(len(qs)):
-            for i in range(nm):
-                a[j, 0, i] += row[f"s_{j}_{i}"] or 0.0
-                a[j, 1, i] += row[f"q_{j}_{i}"] or 0.0
+        key = (row["surface"], int(row["arm"]))
+        a = acc.setdefault(key, np.zeros((n_pos, len(qs), 3, nm)))
+        w = cov.setdefault(key, np.zeros((n_pos, 2, nm)))
+        f = int(row["fc"]) + 1 if "fc" in row else 0
+        for i in range(nm):
+            for j in range(len(qs)):
+                a[f, j, 0, i] += row[f"s_{j}_{i}"] or 0.0
+                a[f, j, 1, i] += row[f"q_{j}_{i}"] or 0.0
+                a[f, j, 2, i] += row.get(f"c_{j}_{i}") or 0.0
+            w[f, 0, i] += row.get(f"sw_{i}") or 0.0
+            w[f, 1, i] += row.get(f"qw_{i}") or 0.0
+    acc = {k: np.cumsum(v, axis=0) for k, v in acc.items()}  # units with first cell < pos
+    cov = {k: np.cumsum(v, axis=0) for k, v in cov.items()}
     out = []
     windows = design.windows()
     for kind, parts in design.parts().items():
         for p, (lo, hi, look_pos) in enumerate(parts):
             rows_j = [index[(kind, p, k)] for k in look_pos]
             for s in keys:
-                stats = []
-                for arm in (1, 0):  # holdout (1) is the control
-                    a = acc.get((s, arm), np.zeros((len(qs), 2, nm)))
-                    stats.append((n_at[s][arm, look_pos], a[rows_j]))
                 length = cuts[hi] - cuts[lo]
                 scale = 1.0 / length if kind == "window" else 1.0
                 for i, m in enumerate(design.metrics):
-                    cols = []
-                    for n, r in stats:
-                        with np.errstate(divide="ignore", invalid="ignore"):
-                            mean = np.where(n > 0, r[:, 0, i] / n, np.nan) * scale
-                            var = np.where(n > 1, (r[:, 1, i] - r[:, 0, i] ** 2 / n)
-                                           / (n - 1), np.nan) * scale**2
-                        cols.append((n, mean, np.maximum(var, 0.0)))
-                    (n_h, m_h, v_h), (n_e, m_e, v_e) = cols
+                    arms = []
+                    for arm in (1, 0):  # holdout (1) is the control
+                        a = acc.get((s, arm), np.zeros((n_pos, len(qs), 3, nm)))
+                        w = cov.get((s, arm), np.zeros((n_pos, 2, nm)))
+                        lp = np.asarray(look_pos)
+                        arms.append(_moments(n_at[s][arm, look_pos],
+                                             a[lp, rows_j, 0, i] * scale,
+                                             a[lp, rows_j, 1, i] * scale**2,
+                                             a[lp, rows_j, 2, i] * scale,
+                                             w[lp, 0, i], w[lp, 1, i]))
+                    (n_h, m_h, v_h), (n_e, m_e, v_e) = _cuped(arms, design.pre_days > 0)
                     ok = (n_h > 1) & (n_e > 1)
                     mon = monitor(np.where(ok, n_h, 2), m_h, v_h, np.where(ok, n_e, 2), m_e,
                                   v_e, alpha=design.alpha, tau=design.tau)
@@ -550,6 +590,37 @@ def _series(design: Design, sums: list[dict[str, Any]], counts: list[dict[str, A
                         out.append(row)
     _add_increments(out)
     return out
+
+
+def _moments(n: np.ndarray, sv: np.ndarray, svv: np.ndarray, svw: np.ndarray,
+             sw: np.ndarray, sww: np.ndarray) -> dict[str, np.ndarray]:
+    """Means, variances and the covariance of a series and its covariate, per look."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.where(n > 1, n - 1, np.nan)
+        return {"n": n, "mv": np.where(n > 0, sv / n, np.nan),
+                "mw": np.where(n > 0, sw / n, np.nan), "sw": sw,
+                "vv": np.maximum((svv - sv**2 / n) / d, 0.0),
+                "ww": np.maximum((sww - sw**2 / n) / d, 0.0),
+                "vw": (svw - sv * sw / n) / d}
+
+
+def _cuped(arms: list[dict[str, np.ndarray]], adjust: bool,
+           ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(n, mean, variance) per arm; with ``adjust``, CUPED: the series minus θ times the
+    pre-period covariate's deviation from the pooled mean (θ from the pooled within-arm
+    covariance), which leaves the effect unbiased and removes the covariate's share of
+    the variance."""
+    if not adjust:
+        return [(x["n"], x["mv"], x["vv"]) for x in arms]
+    h, e = arms
+    with np.errstate(divide="ignore", invalid="ignore"):
+        num = h["vw"] * (h["n"] - 1) + e["vw"] * (e["n"] - 1)
+        den = h["ww"] * (h["n"] - 1) + e["ww"] * (e["n"] - 1)
+        theta = np.where(den > 0, num / den, 0.0)
+        mw_all = (h["sw"] + e["sw"]) / (h["n"] + e["n"])
+    return [(x["n"], x["mv"] - theta * (x["mw"] - mw_all),
+             np.maximum(x["vv"] - 2 * theta * x["vw"] + theta**2 * x["ww"], 0.0))
+            for x in arms]
 
 
 def _add_increments(rows: list[dict[str, Any]]) -> None:
