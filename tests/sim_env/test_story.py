@@ -61,11 +61,14 @@ def test_demo_runs_the_small_story_and_writes_report_and_summary(tmp_path: Path)
     # what history predicted: a forecast from a corpus on the same world, kept under
     # history/, beside the experiment's own readout and truth of clicks
     h = saved["history"]
-    assert h["ci_low"] < h["estimate"] < h["ci_high"] and h["level"] == 0.9
-    assert h["candidates"] == 16 and not h["family_seen"] and not h["reused"]
-    assert h["measured"] == saved["metrics"]["clicks"]["rel_estimate"]
-    assert h["truth"] == saved["metrics"]["clicks"]["rel_truth"]
-    assert h["covered"] == (h["ci_low"] <= h["truth"] <= h["ci_high"])
+    assert h["candidates"] == 16 and h["level"] == 0.9 and not h["reused"]
+    assert set(h["cells"]) == {"retriever", "ranker", "retriever+ranker"}
+    for c in h["cells"].values():  # each change's family is unseen by the predictor
+        assert c["ci_low"] < c["estimate"] < c["ci_high"] and not c["family_seen"]
+        assert c["covered"] == (c["ci_low"] <= c["truth"] <= c["ci_high"])
+    full = h["cells"]["retriever+ranker"]
+    assert full["measured"] == saved["metrics"]["clicks"]["rel_estimate"]
+    assert full["truth"] == saved["metrics"]["clicks"]["rel_truth"]
     assert "What history predicted for clicks" in html
     assert (out / "history" / "history.parquet").exists()
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])

@@ -6,9 +6,10 @@ simulates a small history **on its own world**, with its own trained components 
 own baseline: candidate stacks drawn from the demo's components (popularity, ALS, BPR)
 and built-in stages (noisy embedding / random retrievers, an affinity ranker, topic and
 popularity re-rankers), every one with its offline deltas, OPE estimate, replay, a short
-online A/B test and its truth (:mod:`recscope.history.corpus`). The candidate's own
-family (its retriever, ranker and no re-ranker) is never drawn, so the prediction is
-made as for an unseen kind of change.
+online A/B test and its truth (:mod:`recscope.history.corpus`). The families of the
+demo's own changes (the full stack and each single-component change; a family is the
+retriever, ranker and re-ranker kinds) are never drawn, so each prediction is made as
+for an unseen kind of change.
 
 Short runs keep it cheap: the corpus' experiments and truth last ``days`` days after a
 one-day warm-up (the demo's own experiment lasts 14), so its truth is a short-run effect.
@@ -46,10 +47,10 @@ def stack_spec(stack: dict[str, str], pool: int, candidate_id: str) -> Candidate
                          {"kind": k}, {"kind": "none"}, 0.3, False, False)
 
 
-def sample_demo_candidates(n: int, seed: int, components: list[str], exclude: str,
+def sample_demo_candidates(n: int, seed: int, components: list[str], exclude: set[str],
                            baseline: str) -> list[CandidateSpec]:
-    """``n`` stacks from the demo's ``components`` and built-in stages, never of family
-    ``exclude`` nor the baseline's exact stack."""
+    """``n`` stacks from the demo's ``components`` and built-in stages, never of a family
+    in ``exclude`` nor the baseline's exact stack."""
     rng = np.random.default_rng([seed, 1919])
     retrievers = [*components, "embedding", "random"]
     rankers = [*components, "affinity"]
@@ -75,7 +76,7 @@ def sample_demo_candidates(n: int, seed: int, components: list[str], exclude: st
                       penalty=round(float(rng.uniform(1.0, 6.0)), 3))
         family = f"{rk}/{kk}/{ek}"
         temp = round(float(rng.uniform(0.1, 0.6)), 3)
-        if family == exclude or (family == baseline and ret["pool"] == 100):
+        if family in exclude or (family == baseline and ret["pool"] == 100):
             continue
         out.append(CandidateSpec(f"demo-{len(out):03d}", family, ret, rank, rr, temp,
                                  False, False))
@@ -104,14 +105,16 @@ def _read_cached(folder: Path | None, key: str) -> Any:
 
 
 def demo_prediction(world: Any, components: dict[str, Any], *, baseline: dict[str, str],
-                    candidate: dict[str, str], pool: int, scale: str, seed: int,
+                    candidates: dict[str, dict[str, str]], pool: int, scale: str, seed: int,
                     cached: Path | None = None, progress: Progress | None = None,
                     metric: str = "clicks", cost: float = 0.01) -> dict[str, Any]:
-    """Build (or reuse from ``cached``) the demo's history and predict its candidate.
+    """Build (or reuse from ``cached``) the demo's history and predict each of its
+    ``candidates`` (name -> stack).
 
-    Returns the prediction (``estimate``, ``ci_low``, ``ci_high`` of the relative effect
-    on ``metric``, the triage) with the corpus' size, key and whether it was reused, and
-    ``table`` / ``meta`` (the corpus, to be written to ``<out>/history/``)."""
+    Returns per candidate the prediction (``estimate``, ``ci_low``, ``ci_high`` of the
+    relative effect on ``metric``, the triage, the signals) with the corpus' size, key
+    and whether it was reused, and ``table`` / ``meta`` (the corpus, to be written to
+    ``<out>/history/``). No candidate's family is ever in the corpus."""
     from recscope.history.corpus import pre_experiment, prepare, simulate_corpus, warm_variants
     from recscope.history.predict import fit_predictor, predict_candidate
     from recscope.history.store import record_to_row, rows_to_table
@@ -123,10 +126,10 @@ def demo_prediction(world: Any, components: dict[str, Any], *, baseline: dict[st
                        replay_share=sz["replay_share"], eval_users=sz["eval_users"],
                        novelty_share=0.0, interference_share=0.0)
     base = stack_spec(baseline, pool, "baseline")
-    cand = stack_spec(candidate, pool, "demo-candidate")
+    cands = {name: stack_spec(st, pool, f"demo-{name}") for name, st in candidates.items()}
     shared = prepare(cfg, world=world, components=components, baseline=base, variants=())
     key = _key({"scale": scale, "seed": seed, "config": sz, "pool": pool,
-                "baseline": baseline, "candidate": candidate,
+                "baseline": baseline, "candidates": candidates,
                 "split": shared.split_fingerprint, "world": repr(world),
                 "components": sorted(components)})
     table = _read_cached(cached, key)
@@ -134,8 +137,8 @@ def demo_prediction(world: Any, components: dict[str, Any], *, baseline: dict[st
     meta: dict[str, Any]
     if table is None:
         warm_variants(shared, ((False, False),))
-        specs = sample_demo_candidates(cfg.n, seed, sorted(components), cand.family,
-                                       base.family)
+        specs = sample_demo_candidates(cfg.n, seed, sorted(components),
+                                       {c.family for c in cands.values()}, base.family)
         recs, meta = simulate_corpus(cfg, progress, shared=shared, specs=specs)
         table = rows_to_table([record_to_row(r) for r in recs])
         meta["key"] = key
@@ -143,16 +146,18 @@ def demo_prediction(world: Any, components: dict[str, Any], *, baseline: dict[st
     else:
         assert cached is not None
         meta = json.loads((cached / "corpus.json").read_text())
-    row = record_to_row(pre_experiment(cand, shared))
     pred = fit_predictor(table, metric=metric, kind="ridge", alpha=0.1)
-    res = predict_candidate(pred, row, cost=cost)
     families = sorted(set(table.column("family").to_pylist()))
-    return {"metric": metric, "estimate": res.estimate, "ci_low": res.ci_low,
-            "ci_high": res.ci_high, "level": 1 - res.alpha,
-            "recommendation": res.triage["recommendation"],
-            "p_positive": res.triage["p_positive"], "ev_run": res.triage["ev_run"],
-            "signals": {k: (v if math.isfinite(v) else None) for k, v in res.signals.items()},
-            "candidates": table.num_rows, "families": len(families),
-            "candidate_family": cand.family, "family_seen": cand.family in families,
-            "corpus_days": cfg.days, "reused": reused, "key": key,
-            "seconds": round(time.perf_counter() - t0, 2), "table": table, "meta": meta}
+    out: dict[str, Any] = {}
+    for name, spec in cands.items():
+        res = predict_candidate(pred, record_to_row(pre_experiment(spec, shared)), cost=cost)
+        out[name] = {"estimate": res.estimate, "ci_low": res.ci_low, "ci_high": res.ci_high,
+                     "recommendation": res.triage["recommendation"],
+                     "p_positive": res.triage["p_positive"], "ev_run": res.triage["ev_run"],
+                     "family": spec.family, "family_seen": spec.family in families,
+                     "signals": {k: (v if math.isfinite(v) else None)
+                                 for k, v in res.signals.items()}}
+    return {"metric": metric, "level": 1 - pred.alpha, "predictions": out,
+            "candidates": table.num_rows, "families": len(families), "corpus_days": cfg.days,
+            "reused": reused, "key": key, "seconds": round(time.perf_counter() - t0, 2),
+            "table": table, "meta": meta}
