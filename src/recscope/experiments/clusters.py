@@ -324,7 +324,10 @@ def _py(x: object) -> object:
 
 # -- edge files -------------------------------------------------------------------------------
 
-def _read_table(path: Path) -> pa.Table:
+def read_table(path: str | os.PathLike[str]) -> pa.Table:
+    """A CSV, TSV/``.dat`` or Parquet file as an Arrow table (missing or empty files,
+    unreadable content: one line naming the file)."""
+    path = Path(path)
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
@@ -339,8 +342,11 @@ def _read_table(path: Path) -> pa.Table:
         delim = "\t" if name.endswith((".tsv", ".dat", ".tsv.gz", ".dat.gz")) else ","
         return pcsv.read_csv(path, parse_options=pcsv.ParseOptions(delimiter=delim))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataValidationError(f"cannot read the edge list: {str(exc).splitlines()[0]}",
+        raise DataValidationError(f"cannot read the table: {str(exc).splitlines()[0]}",
                                   file=str(path)) from exc
+
+
+_read_table = read_table  # the simulator's earlier name for it (kept)
 
 
 def read_edges(path: str | os.PathLike[str], *, src: str | None = None,
@@ -355,7 +361,7 @@ def read_edges(path: str | os.PathLike[str], *, src: str | None = None,
     kind in the two columns and missing, negative or NaN weights are errors too.
     """
     p = Path(path)
-    t = _read_table(p)
+    t = read_table(p)
     file = str(p)
     if t.num_rows == 0:
         raise DataValidationError("the edge list has no rows", file=file)
