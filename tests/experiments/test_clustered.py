@@ -128,6 +128,8 @@ def test_clusters_table_and_design_effect(tmp_path: Path) -> None:
         assert _row(a, m).se == pytest.approx(_row(b, m).se, rel=1e-12)
     # strongly correlated clusters of ~6 units: the design costs variance
     assert _row(a, "y").extra["design_effect"] > 2
+    # minimum detectable effect at 80% power: about (1.96 + 0.84) standard errors
+    assert _row(a, "y").extra["mde"] == pytest.approx(2.80 * _row(a, "y").se, rel=0.01)
     assert b.results[0].extra["design"] == "creator"
     out = b.save(tmp_path / "r.json")
     back = DesignAnalysis.load(out)

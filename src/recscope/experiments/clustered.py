@@ -43,6 +43,7 @@ from scipy import special
 from sqlglot import exp
 
 from recscope.errors import ConfigError, DataValidationError
+from recscope.experiments import moments
 from recscope.experiments.analysis import apply_caps, make_plan
 from recscope.experiments.designs import CLUSTERED, DesignConfig, parse_design
 from recscope.experiments.engines import (
@@ -70,7 +71,9 @@ class DesignAnalysis(Result):
     ``treatment_mean``, ``rel_effect``, ``n_control`` / ``n_treatment`` (units, or cells
     for a switchback), ``n_clusters`` (or ``n_slices`` and ``n_cells``),
     ``design_effect``, ``se_unit`` (the unit-randomisation standard error on the same
-    data), ``df`` and ``small_sample``. Hierarchical designs give three rows per metric:
+    data), ``mde`` (the smallest absolute effect detected with 80% power by a z test at
+    this standard error), ``df`` and ``small_sample``. Hierarchical designs give three
+    rows per metric:
     ``part`` = ``cluster``, ``unit`` and ``interference`` (cluster minus unit).
     """
 
@@ -232,6 +235,7 @@ def compare_arms(metric: str, variant: str, c: ArmStats, t: ArmStats, *,
     p = float(2 * special.stdtr(df, -abs(stat))) if math.isfinite(df) else float(
         2 * special.ndtr(-abs(stat)))
     base["not_computable"] = None
+    base["mde"] = moments.mde(var, 1.0, 0.0, 1.0, alpha=alpha)
     return Effect(metric, est, est - crit * se, est + crit * se, se, p, c.n + t.n, base)
 
 
@@ -752,6 +756,8 @@ def _switchback_result(rows: list[dict[str, Any]], config: AnalysisConfig, d: De
                 "n_slices": n_slices, "n_cells": int(pick.sum()), "hac_lag": lag,
                 "se_iid_cells": se_iid, "se_unit": math.sqrt(uv) if uv >= 0 else math.nan,
                 "design_effect": se**2 / uv if uv > 0 else math.nan,
+                "mde": moments.mde(se**2, 1.0, 0.0, 1.0, alpha=config.alpha) if se > 0
+                else math.nan,
                 "ri_p_value": ri_p, "ri_ci_low": est - crit * ri_sd,
                 "ri_ci_high": est + crit * ri_sd, "test": "z (Newey-West)",
                 "not_computable": None if se > 0 else "no variance"}))
