@@ -135,6 +135,12 @@ def test_clusters_table_and_design_effect(tmp_path: Path) -> None:
     back = DesignAnalysis.load(out)
     assert back.results[0].se == pytest.approx(b.results[0].se)
     assert "Design: creator" in b.notes()[0]
+    orphan = pd.concat([events, events.iloc[[0]].assign(user_id=-5)])
+    c = analyze_design(assign, orphan, CONFIG.replace(segments=("variant",)),
+                       {"kind": "cluster"})
+    assert _row(c, "y").se == pytest.approx(_row(a, "y").se, rel=1e-12)
+    assert any("1 unit(s) have events but no assignment" in n for n in c.notes())
+    assert any("Segments are not split" in n for n in c.notes())
     assert "<table" in b.to_html()
 
 

@@ -117,6 +117,13 @@ class DesignAnalysis(Result):
         skipped = self.data_checks.get("metrics_skipped")
         if skipped:
             out.append(f"Not analysed under this design: {', '.join(skipped)}.")
+        orphans = self.data_checks.get("units_with_events_but_no_assignment")
+        if orphans:
+            out.append(f"{orphans:,} unit(s) have events but no assignment row and were "
+                       "left out.")
+        if self.data_checks.get("segments_ignored"):
+            out.append("Segments are not split by design analyses "
+                       f"({', '.join(self.data_checks['segments_ignored'])}).")
         ignored = self.data_checks.get("covariates_ignored")
         if ignored:
             out.append(f"CUPED covariates are not used by design analyses ({', '.join(ignored)}).")
@@ -437,6 +444,7 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
     data_checks = {"n_clusters": n_clusters, "units": int(sum(
         max(_f(r[f"k{i}"]) for i in range(len(terms))) for r in stats.values())),
         "metrics_skipped": skipped, "covariates_ignored": ignored,
+        "segments_ignored": list(config.segments),
         "units_with_events_but_no_assignment": checks.get(
             "units_with_events_but_no_assignment", 0)}
     return DesignAnalysis(results, {**d.model_dump(), "small_sample": small_sample},
