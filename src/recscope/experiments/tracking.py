@@ -393,6 +393,16 @@ class TrackingResult(Result):
                        and r["surface"] == surface and r["metric"] == metric),
                       key=lambda r: (r["window"] if kind == "window" else 0, r["look"]))
 
+    def to_html(self) -> str:
+        """The plots first (the effect over time), then the tables."""
+        from recscope.report.html import HtmlReport
+
+        page = HtmlReport(self.title)
+        for note in self.notes():
+            page.banner(note, "bad")
+        self.html_sections(page)
+        return page.render()
+
     def html_sections(self, page: Any) -> None:
         import plotly.graph_objects as go
 
@@ -424,6 +434,8 @@ class TrackingResult(Result):
                               xaxis_title="day since the holdout started (launches dashed)",
                               yaxis_title=f"effect on {m} per unit", height=420)
             page.figure(fig)
+        page.heading("Cumulative effect at the end, and per launch window")
+        page.table(self.rows())
         page.heading("Weekly effect")
         page.table([{c: r[c] for c in ("surface", "metric", "look", "n_holdout", "n_exposed",
                                        "estimate", "ci_low", "ci_high", "naive_low",
