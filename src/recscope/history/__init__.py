@@ -9,7 +9,9 @@
   and triage (``recscope history predict``);
 - :mod:`~recscope.history.priors`: empirical-Bayes priors for readouts
   (:func:`apply_prior`, ``recscope experiment analyze --prior``);
-- :mod:`~recscope.history.shortcuts`: earliest agreement and early-stopping rules.
+- :mod:`~recscope.history.shortcuts`: earliest agreement and early-stopping rules;
+- :mod:`~recscope.history.demo`: the small history on the demo's world behind its "what
+  history predicted" line.
 
 See docs/history.md.
 """
@@ -22,7 +24,10 @@ from recscope.history.priors import (
     PriorReadout,
     apply_prior,
     check_prior,
+    fit_family_model,
+    fit_metric_prior,
     fit_priors,
+    sure_weight,
 )
 from recscope.history.store import build_history, check_history, read_history
 
@@ -37,11 +42,14 @@ __all__ = [
     "build_history",
     "check_history",
     "check_prior",
+    "fit_family_model",
+    "fit_metric_prior",
     "fit_predictor",
     "fit_priors",
     "predict_candidate",
     "prior_from_history",
     "read_history",
+    "sure_weight",
 ]
 
 
