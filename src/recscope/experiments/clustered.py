@@ -752,7 +752,8 @@ def _switchback_result(rows: list[dict[str, Any]], config: AnalysisConfig, d: De
                     continue
                 draws.append(num[tt].sum() / den[tt].sum() - num[~tt].sum() / den[~tt].sum())
             dr = np.asarray(draws)
-            ri_p = float((1 + np.sum(np.abs(dr) >= abs(est) - 1e-12)) / (len(dr) + 1))
+            ri_p = (float((1 + np.sum(np.abs(dr) >= abs(est) - 1e-12)) / (len(dr) + 1))
+                    if len(dr) else math.nan)  # no draws: no randomisation p-value
             ri_sd = float(dr.std(ddof=1)) if len(dr) > 1 else math.nan
             p = float(2 * special.ndtr(-abs(est / se))) if se > 0 else math.nan
             rc, rt = c_arm.value, t_arm.value
