@@ -359,6 +359,11 @@ def test_bad_cluster_designs_are_one_line_errors(tmp_path: Path) -> None:
         analyze_design(missing, events, CONFIG, {"kind": "cluster"})
     with pytest.raises(ConfigError, match=r"design\.kind"):
         analyze_design(assign, events, CONFIG, {"kind": "unit"})
+    with pytest.raises(ConfigError, match="small_sample must be"):
+        analyze_design(assign, events, CONFIG, {"kind": "cluster"},
+                       small_sample="hc3")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="only a switchback"):
+        analyze_design(None, events, CONFIG, {"kind": "cluster"})
 
 
 def test_bad_switchback_designs_are_one_line_errors() -> None:

@@ -290,6 +290,15 @@ def analyze_design(assignments: Source | None, events: Source | Sequence[Source]
         raise ConfigError("only a switchback can be analysed without an assignments table",
                           key="assignments")
     d = parse_design(design)
+    if small_sample not in ("arm", "stata", "none"):
+        raise ConfigError(f"small_sample must be arm, stata or none, got {small_sample!r}",
+                          key="small_sample")
+    if hac_lag is not None and not (isinstance(hac_lag, int) and hac_lag >= 0):
+        raise ConfigError(f"hac_lag must be a whole number >= 0, got {hac_lag!r}",
+                          key="hac_lag")
+    if not (isinstance(n_permutations, int) and n_permutations >= 0):
+        raise ConfigError(f"n_permutations must be a whole number >= 0, got "
+                          f"{n_permutations!r}", key="n_permutations")
     if d.kind == "unit":
         raise ConfigError("the unit design is analysed by recscope.experiments.analyze "
                           "(recscope experiment analyze)", key="design.kind")
