@@ -35,6 +35,7 @@ whole tracking (every series, every look); prints the ratios::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -131,8 +132,7 @@ def make_events(path: Path, units: int, events: int, seed: int = 0) -> None:
     con = duckdb.connect()
     con.execute("SET threads = 2")
     con.execute(f"SELECT setseed({(seed % 1000) / 1000})")
-    con.execute(f"""COPY (SELECT range AS unit_id, hash(range, 'h') % 10 = 0 AS holdout
-        FROM range({units})) TO '{path}/assignments.parquet' (FORMAT parquet)""")
+
     # unit drawn with a heavy tail: floor(units * u^2) puts more events on low ids
     con.execute(f"""COPY (
         SELECT CAST(FLOOR({units} * POW(random(), 2)) AS BIGINT) AS unit_id,
@@ -143,6 +143,11 @@ def make_events(path: Path, units: int, events: int, seed: int = 0) -> None:
                CAST(random() < 0.03 AS INTEGER) AS saves
         FROM range({events})) TO '{path}/events.parquet' (FORMAT parquet,
         ROW_GROUP_SIZE 1000000)""")
+    # the assignment table, with each unit's first day (first exposure) as platforms log it
+    con.execute(f"""COPY (SELECT u.range AS unit_id, hash(u.range, 'h') % 10 = 0 AS holdout,
+        f.first_day FROM range({units}) u JOIN (SELECT unit_id, MIN(day) AS first_day
+        FROM read_parquet('{path}/events.parquet') GROUP BY unit_id) f ON f.unit_id = u.range)
+        TO '{path}/assignments.parquet' (FORMAT parquet)""")
 
 
 def perf(units: int, events: int, folder: Path, repeat: int) -> dict[str, Any]:
@@ -152,7 +157,7 @@ def perf(units: int, events: int, folder: Path, repeat: int) -> dict[str, Any]:
     from recscope.experiments.engines import DuckDBEngine
     from recscope.experiments.tracking import Design, track
 
-    data = folder / f"u{units}_e{events}"
+    data = folder / f"u{units}_e{events}_v2"
     if not (data / "events.parquet").exists():
         t0 = time.perf_counter()
         make_events(data, units, events)
@@ -171,7 +176,7 @@ def perf(units: int, events: int, folder: Path, repeat: int) -> dict[str, Any]:
         return time.perf_counter() - t0
 
     res: dict[str, Any] = {"units": units, "events": events, "threads": 2}
-    by_unit, by_grain, tracking = [], [], []
+    by_unit, by_grain, tracking, bucketed = [], [], [], []
     for _ in range(repeat):
         by_unit.append(bare(f"SELECT unit_id, SUM(clicks) AS c, SUM(saves) AS s FROM "
                             f"read_parquet('{ev}') GROUP BY unit_id"))
@@ -182,11 +187,25 @@ def perf(units: int, events: int, folder: Path, repeat: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         r = track(data / "assignments.parquet", ev, design, engine=eng)
         tracking.append(time.perf_counter() - t0)
+        eng = DuckDBEngine(threads=2)
+        t0 = time.perf_counter()
+        rb = track(data / "assignments.parquet", ev, dataclasses.replace(design, buckets=256),
+                   engine=eng)
+        bucketed.append(time.perf_counter() - t0)
+    same = {(x["series"], x["surface"], x["metric"], x["window"], x["look"]): x
+            for x in rb.values}
+    se_ratio = [same[(x["series"], x["surface"], x["metric"], x["window"], x["look"])]["se"]
+                / x["se"] for x in r.values if x["se"] > 0]
     res.update({"bare_group_by_unit_s": round(min(by_unit), 2),
                 "bare_group_by_unit_surface_week_s": round(min(by_grain), 2),
                 "tracking_s": round(min(tracking), 2),
                 "ratio_vs_group_by_unit": round(min(tracking) / min(by_unit), 2),
                 "ratio_vs_group_by_grain": round(min(tracking) / min(by_grain), 2),
+                "tracking_buckets_256_s": round(min(bucketed), 2),
+                "buckets_ratio_vs_group_by_unit": round(min(bucketed) / min(by_unit), 2),
+                "buckets_se_over_exact_se": [round(float(np.min(se_ratio)), 3),
+                                             round(float(np.mean(se_ratio)), 3),
+                                             round(float(np.max(se_ratio)), 3)],
                 "rows": len(r.values)})
     return res
 

@@ -76,6 +76,11 @@ def test_track_with_files(sim: Path, tmp_path: Path) -> None:
                            "--end-day", "14", "--html", str(html)], tmp_path)
     assert code == 0, err
     assert "impressions" in html.read_text()
+    code, _, err = invoke(["track", str(sim), "--buckets", "16", "--json",
+                           str(tmp_path / "b.json")], tmp_path)
+    assert code == 0, err
+    fast = TrackingResult.load(tmp_path / "b.json")
+    assert fast.buckets == 16 and len(fast.values) == 4 * 2 * (2 + 2 + 4)  # 4 window looks
 
 
 def _bad_toml(tmp_path: Path, old: str, new: str) -> Path:

@@ -118,6 +118,34 @@ def test_cuped_matches_brute_force_and_narrows() -> None:
     assert np.mean(ratio) < 1.0  # the pre-period explains part of the first week
 
 
+def test_bucket_mode_matches_the_exact_estimates() -> None:
+    a, ev = make_data(seed=6, n=1500, per_surface=True)
+    e = ev.to_pandas()
+    first = e[e["day"] >= 0].groupby("unit_id")["day"].min()
+    units = a.column("unit_id").to_pylist()
+    keep = [u in first.index for u in units]
+    a = a.filter(pa.array(keep)).append_column(
+        "first_day", pa.array([int(first[u]) for u, k in zip(units, keep, strict=True) if k]))
+    launches = ({"name": "L1", "day": 10, "surface": "home_feed"},
+                {"name": "L2", "day": 17, "surface": "search"})
+    exact = track(a, ev, Design(0, 30, launches=launches))
+    fast = track(a, ev, Design(0, 30, launches=launches, buckets=64))
+    assert fast.surfaces == exact.surfaces and fast.buckets == 64
+    assert any("64 hash buckets" in n for n in fast.notes())
+    ratios = []
+    for x, y in zip(exact.values, fast.values, strict=True):
+        assert (x["series"], x["surface"], x["metric"], x["look"]) == (
+            y["series"], y["surface"], y["metric"], y["look"])
+        assert (x["n_holdout"], x["n_exposed"]) == (y["n_holdout"], y["n_exposed"])
+        assert y["estimate"] == pytest.approx(x["estimate"], abs=1e-9)
+        ratios.append(y["se"] / x["se"])
+    assert 0.9 < np.mean(ratios) < 1.1 and 0.6 < min(ratios) and max(ratios) < 1.5
+    with pytest.raises(DataValidationError, match="first_day"):
+        track(a.drop(["first_day"]), ev, Design(0, 30, buckets=64))
+    with pytest.raises(ConfigError, match="exact mode"):
+        Design(0, 30, buckets=64, pre_days=3)
+
+
 def rows_of(r: TrackingResult, series: str) -> list[dict[str, Any]]:
     return [x for x in r.values if x["series"] == series]
 

@@ -70,6 +70,9 @@ def track(
     pre_days: int = typer.Option(0, "--pre-days", help="CUPED: adjust every series by the "
                                  "unit's sum over this many days before the start (0: off; "
                                  "the simulator writes its warm-up days)."),
+    buckets: int = typer.Option(0, "--buckets", help="Warehouse mode: variances from B hash "
+                                "buckets of units per arm, one join and one small GROUP BY "
+                                "(needs first_day in the assignments); 0: exact per unit."),
     alpha: float = typer.Option(0.05, "--alpha", help="1 - coverage of the intervals."),
     tau: float = typer.Option(0.1, "--tau", help="Mixing scale of the always-valid test "
                               "(standardised effect size)."),
@@ -135,7 +138,7 @@ def track(
                               key=f"launches[{i}].day")
     try:
         design = Design(start, int(end), metrics=names, launches=tuple(plan["launches"]),
-                        alpha=alpha, tau=tau, pre_days=pre_days)
+                        alpha=alpha, tau=tau, pre_days=pre_days, buckets=buckets)
     except ConfigError as exc:
         exc.file = str(launches) if launches is not None and exc.key == "launches" else None
         raise ConfigError(exc.problem, key=exc.key, file=exc.file) from None
@@ -155,7 +158,7 @@ def track(
         console.print(f"note: {note}", highlight=False, markup=False)
     ins = {"assignments": file_fingerprint(assignments), "events": file_fingerprint(events)}
     with log_run("track", config={"metrics": list(names), "start_day": start,
-                                  "end_day": int(end), "alpha": alpha, "tau": tau, "pre_days": pre_days,
+                                  "end_day": int(end), "alpha": alpha, "tau": tau, "pre_days": pre_days, "buckets": buckets,
                                   "engine": engine}, inputs=ins, store=tracking) as run:
         _write(result, out, files, json_out, html_out, force)
         for e in result.effects():

@@ -68,6 +68,10 @@ class Design:
     pre_days: int = 0
     """CUPED: days before ``start_day`` whose per-unit sums are each series' covariate
     (0: no adjustment)."""
+    buckets: int = 0
+    """0: exact per-unit statistics. B > 0: warehouse mode, one join and one small
+    aggregation: units are hashed into B buckets per arm and the variance comes from the
+    buckets' sums (delta method); needs ``first_day`` in the assignment table."""
 
     def __post_init__(self) -> None:
         if self.end_day <= self.start_day:
@@ -79,6 +83,12 @@ class Design:
             raise ConfigError(f"alpha must be in (0, 1), got {self.alpha}", key="alpha")
         if not self.tau > 0:
             raise ConfigError(f"tau must be positive, got {self.tau}", key="tau")
+        if self.buckets and not 16 <= self.buckets <= 100_000:
+            raise ConfigError(f"buckets must be 0 or 16 to 100000, got {self.buckets}",
+                              key="buckets")
+        if self.buckets and self.pre_days:
+            raise ConfigError("CUPED (pre_days) needs the exact mode (buckets = 0)",
+                              key="buckets")
         if self.pre_days < 0:
             raise ConfigError(f"pre_days must be 0 or more, got {self.pre_days}",
                               key="pre_days")
@@ -158,12 +168,12 @@ def _check_columns(assign: Table, events: Table, design: Design) -> tuple[list[s
     return per, "surface" in events.columns
 
 
-def _cell_expr(cuts: Sequence[int]) -> str:
+def _cell_expr(cuts: Sequence[int], day: str = "day") -> str:
     """The cell index of ``day`` (arithmetic when the cells are weeks)."""
     weeks = all(c - cuts[0] == 7 * i for i, c in enumerate(cuts[:-1]))
     if weeks and cuts[-1] - cuts[-2] <= 7:
-        return f"CAST(FLOOR((day - {cuts[0]}) / 7.0) AS INT)"
-    whens = " ".join(f"WHEN day < {c} THEN {i}" for i, c in enumerate(cuts[1:]))
+        return f"CAST(FLOOR(({day} - {cuts[0]}) / 7.0) AS INT)"
+    whens = " ".join(f"WHEN {day} < {c} THEN {i}" for i, c in enumerate(cuts[1:]))
     return f"CASE {whens} END"
 
 
@@ -292,6 +302,118 @@ def tracking_sql(assign: Table, events: Table, design: Design, dialect: str, sta
     return _render(main, assign, events, dialect), _render(units, assign, events, dialect)
 
 
+def bucket_sql(assign: Table, events: Table, design: Design, dialect: str,
+               ) -> tuple[str, str]:
+    """Warehouse mode: events joined to the assignment and summed per holdout flags,
+    bucket, surface and cell (a few thousand groups, one pass); units counted per
+    flags, bucket and first cell from the assignment's ``first_day``."""
+    per, has_surface = _check_columns(assign, events, design)
+    if "first_day" not in assign.columns:
+        raise DataValidationError("missing column 'first_day' (the bucket mode counts units "
+                                  "from the assignment's first day)", file=assign.name,
+                                  column="first_day")
+    cuts = design.cuts()
+    ms = [_qi(m) for m in design.metrics]
+    flags = ["CAST(a.holdout AS INT) AS h", *(f"CAST(a.{_qi('holdout_' + s)} AS INT) AS "
+                                              f"{_qi('h_' + s)}" for s in per)]
+    keys = ["h", *(_qi("h_" + s) for s in per)]
+    a_cte = (f"a AS (SELECT unit_id, {', '.join(flags)}, HASH(unit_id) % {design.buckets} "
+             f"AS b, first_day FROM __assign__ a)")
+    surf = "CAST(e.surface AS VARCHAR)" if has_surface else f"'{TOTAL}'"
+    cell = _cell_expr(cuts, "e.day")
+    null_any = " OR ".join(f"e.{m} IS NULL" for m in ms)
+    sums = ", ".join(f"SUM(CAST(e.{m} AS DOUBLE)) AS s_{i}" for i, m in enumerate(ms))
+    group = ", ".join([*keys, "b", surf, cell])
+    main = (f"WITH {a_cte} SELECT {', '.join(keys)}, b, {surf} AS surface, {cell} AS cell, "
+            f"{sums}, COUNT(*) AS rows, SUM(CASE WHEN {null_any} THEN 1 ELSE 0 END) AS bad "
+            f"FROM __events__ e LEFT JOIN a ON e.unit_id = a.unit_id "
+            f"WHERE e.day >= {cuts[0]} AND e.day < {cuts[-1]} GROUP BY {group}")
+    fc = (f"CASE WHEN first_day < {cuts[0]} THEN 0 ELSE "
+          f"{_cell_expr(cuts, 'first_day')} END")
+    units = (f"WITH {a_cte} SELECT {', '.join(keys)}, b, {fc} AS fc, COUNT(*) AS n FROM a "
+             f"WHERE first_day < {cuts[-1]} GROUP BY {', '.join(keys)}, b, {fc}")
+    return _render(main, assign, events, dialect), _render(units, assign, events, dialect)
+
+
+def _bucket_stats(design: Design, sums: list[dict[str, Any]], units: list[dict[str, Any]],
+                  per: list[str]) -> tuple[list[str], dict[tuple[str, int], Any]]:
+    """Per surface key and arm: the buckets' cell sums [bucket, cell, metric] and unit
+    counts by first cell [bucket, first cell + 1]."""
+    n_cells = len(design.cuts()) - 1
+    nm = len(design.metrics)
+    surfaces = sorted({str(r["surface"]) for r in sums if r["surface"] is not None
+                       and str(r["surface"]) != TOTAL})
+    keys = [*surfaces, TOTAL]
+    bucket_ids = sorted({r["b"] for r in units if r["b"] is not None})
+    bi = {b: i for i, b in enumerate(bucket_ids)}
+    out: dict[tuple[str, int], Any] = {}
+
+    def arm_of(row: dict[str, Any], key: str) -> Any:
+        if key in per:
+            return row[f"h_{key}"]
+        if not per:
+            return row["h"]
+        hs = [row[f"h_{s}"] for s in per]
+        return 1 if all(h == 1 for h in hs) else 0 if all(h == 0 for h in hs) else None
+
+    for key in keys:
+        for arm in (0, 1):
+            out[(key, arm)] = (np.zeros((len(bucket_ids), n_cells, nm)),
+                               np.zeros((len(bucket_ids), n_cells + 2)))
+    for r in units:
+        for key in keys:
+            arm = arm_of(r, key)
+            if arm is not None and r["fc"] is not None:
+                out[(key, int(arm))][1][bi[r["b"]], int(r["fc"]) + 1] += r["n"]
+    for r in sums:
+        if r["b"] is None or r["b"] not in bi or r["cell"] is None:
+            continue
+        for key in (str(r["surface"]), TOTAL) if str(r["surface"]) != TOTAL else (TOTAL,):
+            arm = arm_of(r, key)
+            if arm is None:
+                continue
+            x = out[(key, int(arm))][0]
+            for i in range(nm):
+                x[bi[r["b"]], int(r["cell"]), i] += r[f"s_{i}"] or 0.0
+    return surfaces, out
+
+
+def _bucket_series(design: Design, stats: dict[tuple[str, int], Any], keys: list[str],
+                   ) -> list[dict[str, Any]]:
+    """Per look: each arm's mean (sum over units / units) and its variance by the delta
+    method over the buckets, as a per-unit variance for the always-valid monitor."""
+    cuts = design.cuts()
+    out = []
+    windows = design.windows()
+    for kind, parts in design.parts().items():
+        for p, (lo, hi, look_pos) in enumerate(parts):
+            scale = 1.0 / (cuts[hi] - cuts[lo]) if kind == "window" else 1.0
+            for s in keys:
+                for i, m in enumerate(design.metrics):
+                    arms = []
+                    for arm in (1, 0):  # holdout (1) is the control
+                        x, cnt = stats[(s, arm)]
+                        csum = np.cumsum(cnt, axis=1)
+                        ns, means, vs = [], [], []
+                        for look in look_pos:
+                            sb = x[:, lo:look, i].sum(axis=1) * scale
+                            nb = csum[:, look]
+                            n = nb.sum()
+                            b = int((nb > 0).sum())
+                            with np.errstate(divide="ignore", invalid="ignore"):
+                                mean = sb.sum() / n if n > 0 else np.nan
+                                var_mean = (b / (b - 1) * ((sb - mean * nb) ** 2).sum()
+                                            / n**2) if b > 1 else np.nan
+                            ns.append(n)
+                            means.append(mean)
+                            vs.append(var_mean * n)
+                        arms.append((np.array(ns), np.array(means), np.array(vs)))
+                    out += _rows(design, kind, p, lo, hi, look_pos, s, m, windows, *arms[0],
+                                 *arms[1])
+    _add_increments(out)
+    return out
+
+
 def checks_sql(assign: Table, dialect: str) -> str:
     """Rows and distinct units of the assignment table, and rows with NULLs."""
     return _render("SELECT COUNT(*) AS rows_a, COUNT(DISTINCT unit_id) AS units_a, "
@@ -341,6 +463,9 @@ class TrackingResult(Result):
     per_surface: list[str] = dataclasses.field(default_factory=list)
     n_unassigned: int = 0
     sql: list[str] = dataclasses.field(default_factory=list)
+    buckets: int = 0
+    n_unassigned_rows: int = 0
+    pre_days: int = 0
 
     def effects(self) -> list[Effect]:
         """Every row: ``estimate`` the effect, ``ci_low``/``ci_high`` always valid."""
@@ -377,6 +502,12 @@ class TrackingResult(Result):
         if self.n_unassigned:
             out.append(f"{self.n_unassigned:,} units have events in the tracked period but "
                        "no row in the assignment table; they are left out.")
+        if self.n_unassigned_rows:
+            out.append(f"{self.n_unassigned_rows:,} event rows belong to units without a "
+                       "row in the assignment table; they are left out.")
+        if self.buckets:
+            out.append(f"Warehouse mode: variances from {self.buckets} hash buckets of units "
+                       "per arm (delta method), not from every unit.")
         if any(not math.isfinite(r["estimate"]) for r in self.values):
             out.append("Some looks have fewer than two units in an arm: no estimate there.")
         return out
@@ -469,6 +600,8 @@ def track(assignments: Any, events: Any, design: Design, *, engine: str | Engine
         raise DataValidationError(f"{chk['rows_a'] - chk['units_a']:,} units appear more "
                                   "than once (one row per unit expected)", file=a.name,
                                   column="unit_id")
+    if design.buckets:
+        return _track_buckets(a, ev, design, eng, runner, truth)
     stage = stage_sql(ev, design, eng.dialect)
     try:
         for stmt in stage.setup:
@@ -512,7 +645,43 @@ def track(assignments: Any, events: Any, design: Design, *, engine: str | Engine
         launches=[dict(x) for x in design.launches], windows=design.windows(),
         alpha=design.alpha, tau=design.tau, values=values, per_surface=per,
         n_unassigned=sum(int(r["n"]) for r in cnt if r["unassigned"] and r["fc"] is not None),
-        sql=runner.executed)
+        sql=runner.executed, pre_days=design.pre_days)
+
+
+def _track_buckets(a: Table, ev: Table, design: Design, eng: Engine, runner: SqlRunner,
+                   truth: Any) -> TrackingResult:
+    """The warehouse mode of :func:`track` (``design.buckets`` > 0)."""
+    main, units = bucket_sql(a, ev, design, eng.dialect)
+    sums = runner(main)
+    cnt = runner(units)
+    bad = sum(int(r["bad"] or 0) for r in sums)
+    if bad:
+        raise DataValidationError(f"{bad:,} rows in the tracked period have a NULL value in "
+                                  f"a tracked metric ({', '.join(design.metrics)})",
+                                  file=ev.name)
+    if any(r["surface"] is None for r in sums):
+        raise DataValidationError("rows with a NULL surface", file=ev.name, column="surface")
+    if not cnt:
+        raise DataValidationError(f"no assigned unit has a first_day in the tracked period "
+                                  f"(before day {design.end_day})", file=a.name,
+                                  column="first_day")
+    per, _ = _check_columns(a, ev, design)
+    surfaces, stats = _bucket_stats(design, sums, cnt, per)
+    if design.surfaces:
+        surfaces = [x for x in surfaces if x in design.surfaces]
+    design = dataclasses.replace(design, surfaces=tuple(surfaces))
+    values = _bucket_series(design, stats, [*surfaces, TOTAL])
+    if truth is not None:
+        _add_truth(values, truth)
+    unassigned = sum(int(r["rows"]) for r in sums if r["b"] is None)
+    result = TrackingResult(
+        sources={"assignments": a.name, "events": ev.name}, start_day=design.start_day,
+        end_day=design.end_day, metrics=list(design.metrics), surfaces=list(surfaces),
+        launches=[dict(x) for x in design.launches], windows=design.windows(),
+        alpha=design.alpha, tau=design.tau, values=values, per_surface=per,
+        n_unassigned=0, sql=runner.executed, buckets=design.buckets,
+        n_unassigned_rows=unassigned)
+    return result
 
 
 def _series(design: Design, sums: list[dict[str, Any]], counts: list[dict[str, Any]],
@@ -573,34 +742,44 @@ def _series(design: Design, sums: list[dict[str, Any]], counts: list[dict[str, A
                                              a[lp, rows_j, 2, i] * scale,
                                              w[lp, 0, i], w[lp, 1, i]))
                     (n_h, m_h, v_h), (n_e, m_e, v_e) = _cuped(arms, design.pre_days > 0)
-                    ok = (n_h > 1) & (n_e > 1)
-                    mon = monitor(np.where(ok, n_h, 2), m_h, v_h, np.where(ok, n_e, 2), m_e,
-                                  v_e, alpha=design.alpha, tau=design.tau)
-                    z = sps.norm.ppf(1 - design.alpha / 2)
-                    for j, lp in enumerate(look_pos):
-                        good = bool(ok[j]) and np.isfinite(mon.effect[j])
-                        nan = float("nan")
-                        est = float(mon.effect[j]) if good else nan
-                        se = float(mon.se[j]) if good else nan
-                        row = {
-                            "series": kind, "surface": s, "metric": m,
-                            "window": windows[p]["window"] if kind == "window" else None,
-                            "start": cuts[lo], "end": cuts[hi], "look": cuts[lp],
-                            "week": (cuts[lp] - design.start_day + 6) // 7,
-                            "n": int(n_h[j] + n_e[j]), "n_holdout": int(n_h[j]),
-                            "n_exposed": int(n_e[j]),
-                            "mean_holdout": float(m_h[j]) if good else nan,
-                            "mean_exposed": float(m_e[j]) if good else nan,
-                            "estimate": est, "se": se,
-                            "ci_low": float(mon.seq_low[j]) if good else nan,
-                            "ci_high": float(mon.seq_high[j]) if good else nan,
-                            "p_value": float(mon.seq_p[j]) if good else nan,
-                            "naive_low": est - z * se, "naive_high": est + z * se,
-                            "naive_p": float(mon.naive_p[j]) if good else nan,
-                            "rel_effect": (est / float(m_h[j]) if good and m_h[j] else nan),
-                        }
-                        out.append(row)
+                    out += _rows(design, kind, p, lo, hi, look_pos, s, m, windows, n_h, m_h,
+                                 v_h, n_e, m_e, v_e)
     _add_increments(out)
+    return out
+
+
+def _rows(design: Design, kind: str, p: int, lo: int, hi: int, look_pos: Sequence[int],
+          s: str, m: str, windows: list[dict[str, Any]], n_h: np.ndarray, m_h: np.ndarray,
+          v_h: np.ndarray, n_e: np.ndarray, m_e: np.ndarray, v_e: np.ndarray,
+          ) -> list[dict[str, Any]]:
+    """One series' rows: per look, the arms, the effect and its always-valid interval."""
+    cuts = design.cuts()
+    out = []
+    ok = (n_h > 1) & (n_e > 1) & np.isfinite(v_h) & np.isfinite(v_e)
+    mon = monitor(np.where(ok, n_h, 2), m_h, v_h, np.where(ok, n_e, 2), m_e, v_e,
+                  alpha=design.alpha, tau=design.tau)
+    z = sps.norm.ppf(1 - design.alpha / 2)
+    nan = float("nan")
+    for j, lp in enumerate(look_pos):
+        good = bool(ok[j]) and np.isfinite(mon.effect[j])
+        est = float(mon.effect[j]) if good else nan
+        se = float(mon.se[j]) if good else nan
+        out.append({
+            "series": kind, "surface": s, "metric": m,
+            "window": windows[p]["window"] if kind == "window" else None,
+            "start": cuts[lo], "end": cuts[hi], "look": cuts[lp],
+            "week": (cuts[lp] - design.start_day + 6) // 7,
+            "n": int(n_h[j] + n_e[j]), "n_holdout": int(n_h[j]), "n_exposed": int(n_e[j]),
+            "mean_holdout": float(m_h[j]) if good else nan,
+            "mean_exposed": float(m_e[j]) if good else nan,
+            "estimate": est, "se": se,
+            "ci_low": float(mon.seq_low[j]) if good else nan,
+            "ci_high": float(mon.seq_high[j]) if good else nan,
+            "p_value": float(mon.seq_p[j]) if good else nan,
+            "naive_low": est - z * se, "naive_high": est + z * se,
+            "naive_p": float(mon.naive_p[j]) if good else nan,
+            "rel_effect": (est / float(m_h[j]) if good and m_h[j] else nan),
+        })
     return out
 
 
