@@ -67,11 +67,14 @@ def coverage(reps: int, first: int, scale: float, out: Path) -> None:
             sim = run_long_run(spec, Path(tmp) / "sim")
             assert sim.truth is not None
             rows = []
-            for pre in (0, spec.warmup_days):  # plain, then CUPED on the warm-up week
+            # plain, CUPED on the warm-up week, and the warehouse mode (64 buckets)
+            for mode, pre, buckets in (("plain", 0, 0), ("cuped", spec.warmup_days, 0),
+                                       ("buckets", 0, 64)):
                 r = track(Path(tmp) / "sim" / "assignments.parquet",
                           Path(tmp) / "sim" / "events.parquet",
                           Design(spec.holdout.start_day, spec.days, launches=tuple(
-                              spec.launches()), pre_days=pre), truth=sim.truth.values)
+                              spec.launches()), pre_days=pre, buckets=buckets),
+                          truth=sim.truth.values)
                 for x in r.values:
                     if "true_effect" not in x or not math.isfinite(x["estimate"]):
                         continue
@@ -79,7 +82,7 @@ def coverage(reps: int, first: int, scale: float, out: Path) -> None:
                     rows.append({k: x[k] for k in (
                         "series", "surface", "metric", "window", "look", "estimate", "se",
                         "ci_low", "ci_high", "n_holdout", "n_exposed")} | {
-                        "cuped": pre > 0, "true": t, "covered": x["covered"],
+                        "mode": mode, "true": t, "covered": x["covered"],
                         "naive_covered": bool(x["naive_low"] <= t <= x["naive_high"])})
         line = {"rep": rep, "seed": spec.seed, "scale": scale, "n_units": sim.n_units,
                 "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
@@ -94,11 +97,15 @@ def summary(path: Path) -> dict[str, Any]:
     reps = sorted({x["rep"] for x in lines})
     out: dict[str, Any] = {"repetitions": len(reps), "scale": sorted({x["scale"]
                                                                       for x in lines})}
-    table: dict[tuple[bool, str, str], dict[str, list[Any]]] = {}
+    table: dict[tuple[str, str, str], dict[str, list[Any]]] = {}
+
+    def mode_of(r: dict[str, Any]) -> str:  # early lines had a "cuped" flag
+        return r.get("mode") or ("cuped" if r.get("cuped") else "plain")
+
     for line in lines:
-        for cuped in (False, True):
+        for cuped in ("plain", "cuped", "buckets"):
             cum = [r for r in line["rows"] if r["series"] == "cumulative"
-                   and r.get("cuped", False) == cuped]
+                   and mode_of(r) == cuped]
             if not cum:
                 continue
             last = max(r["look"] for r in cum)
@@ -114,9 +121,12 @@ def summary(path: Path) -> dict[str, Any]:
                 d["all_weeks"].append(all(r["covered"] for r in mine))
                 d["all_weeks_naive"].append(all(r["naive_covered"] for r in mine))
                 d["window"] += [r["covered"] for r in line["rows"] if r["series"] == "window"
-                                and r.get("cuped", False) == cuped
+                                and mode_of(r) == cuped
                                 and (r["surface"], r["metric"]) == key]
-    out["coverage"] = {f"{'cuped' if c else 'plain'}/{s}/{m}": {
+    out["repetitions_per_mode"] = {c: sum(any(mode_of(r) == c for r in x["rows"])
+                                          for x in lines)
+                                   for c in ("plain", "cuped", "buckets")}
+    out["coverage"] = {f"{c}/{s}/{m}": {
         k: round(float(np.mean(v)), 3) for k, v in d.items()}
         for (c, s, m), d in sorted(table.items())}
     out["seconds_per_rep"] = round(float(np.mean([x["seconds"] for x in lines])), 1)
