@@ -9,11 +9,13 @@ delta-method standard error. :func:`project_settled` then
 
 * tests for a trend: the weighted least-squares slope of the daily effects on ``d``
   (z test; a significant slope says the two-week average is not the settled effect);
-* fits ``effect(d) = settled + amplitude · exp(−d / tau)`` by weighted least squares
-  (``tau`` profiled on a grid of 0.5 to 14 days), or a constant when the decay does not
-  reduce the weighted residual sum of squares by :data:`PENALTY`, and reports
-  ``settled``, the effect once the transient has worn off, with a parametric-bootstrap
-  interval that repeats the whole fit (the choice of model and ``tau``) in every draw.
+* fits ``effect(d) = settled + amplitude · g(d / tau)`` by weighted least squares, with
+  ``g`` exponential (``exp(−x)``) or hyperbolic (``1 / (1 + x)``, the heavier tail of a
+  population whose novelty fades at different speeds), ``tau`` profiled on a grid of 0.5
+  to 14 days, or a constant when the decay does not reduce the weighted residual sum of
+  squares by :data:`PENALTY`; ``settled`` (the effect once the transient has worn off)
+  comes from the better-fitting shape, and its interval spans both shapes' parametric
+  bootstraps, each repeating the whole fit (the choice of model and ``tau``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ from recscope.results import Effect, Result
 TAUS = np.geomspace(0.5, 14.0, 36)
 """Grid of decay times (days) the fit profiles over: a transient must fade within about
 the two weeks observed for its end to be projected."""
+
+SHAPES = ("exponential", "hyperbolic")
+"""Decay shapes fitted; the interval spans both (a population of users whose novelty
+fades at different speeds decays with a heavier tail than one exponential)."""
 
 PENALTY = 4.0
 """Weighted residual sum of squares the decay's two extra parameters must save (an
@@ -111,14 +117,20 @@ def _ratio(r: dict[str, Any]) -> tuple[float, float, int]:
     return ratio, max(var, 0.0), n
 
 
-def _fit(d: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float, float, float]:
-    """Weighted least squares of ``y = s + a·exp(−d/tau)`` over the ``tau`` grid, or of
-    a constant when the decay saves less than :data:`PENALTY`: (s, a, tau, rss)."""
+def _basis(d: np.ndarray, tau: float, shape: str) -> np.ndarray:
+    return np.exp(-d / tau) if shape == "exponential" else 1.0 / (1.0 + d / tau)
+
+
+def _fit(d: np.ndarray, y: np.ndarray, w: np.ndarray, shape: str = "exponential",
+         ) -> tuple[float, float, float, float]:
+    """Weighted least squares of ``y = s + a·g(d/tau)`` (``g`` exponential or
+    hyperbolic) over the ``tau`` grid, or of a constant when the decay saves less than
+    :data:`PENALTY`: (s, a, tau, rss)."""
     s0 = float(np.sum(w * y) / np.sum(w))
     best = (s0, 0.0, math.inf, float(np.sum(w * (y - s0) ** 2)) - PENALTY)
     sw = np.sqrt(w)
     for tau in TAUS:
-        x = np.column_stack([np.ones_like(d), np.exp(-d / tau)])
+        x = np.column_stack([np.ones_like(d), _basis(d, tau, shape)])
         coef, *_ = np.linalg.lstsq(x * sw[:, None], y * sw, rcond=None)
         rss = float(np.sum(w * (y - x @ coef) ** 2))
         if rss < best[3]:
@@ -167,7 +179,8 @@ class NoveltyResult(Result):
                             "array": [e.ci_high - e.estimate for e in self.daily],
                             "arrayminus": [e.estimate - e.ci_low for e in self.daily]})
         grid = np.linspace(0, max(d, default=0) * 2 + 1, 100)
-        decay = np.exp(-grid / self.tau) if math.isfinite(self.tau) else 0 * grid
+        shape = self.settled.extra.get("shape", "exponential")
+        decay = _basis(grid, self.tau, shape) if math.isfinite(self.tau) else 0 * grid
         fig.add_scatter(x=grid, y=self.settled.estimate + self.amplitude * decay, name="fit")
         for y, nm in ((self.settled.estimate, "settled"), (self.settled.ci_low, "CI"),
                       (self.settled.ci_high, "CI")):
@@ -198,21 +211,29 @@ def project_settled(daily: Sequence[Effect], *, n_boot: int = 500, seed: int = 0
     slope = float((cov @ (x.T @ (w * y)))[1])
     slope_se = float(math.sqrt(cov[1, 1]))
     p = math.erfc(abs(slope / slope_se) / math.sqrt(2))
-    s, a, tau, _ = _fit(d, y, w)
-    fitted = s + a * np.exp(-d / tau)
+    fits = {shape: _fit(d, y, w, shape) for shape in SHAPES}
     rng = np.random.default_rng(seed)
-    draws = np.array([_fit(d, fitted + se * rng.standard_normal(d.size), w)[0]
-                      for _ in range(n_boot)])
-    lo_q, hi_q = np.quantile(draws - s, [alpha / 2, 1 - alpha / 2])
-    boot_se = float(draws.std(ddof=1))
+    bounds = []
+    for shape, (s_k, a_k, tau_k, _) in fits.items():
+        fitted = s_k + (a_k * _basis(d, tau_k, shape) if math.isfinite(tau_k) else 0.0)
+        draws = np.array([_fit(d, fitted + se * rng.standard_normal(d.size), w, shape)[0]
+                          for _ in range(n_boot)])
+        lo_q, hi_q = np.quantile(draws - s_k, [alpha / 2, 1 - alpha / 2])
+        bounds.append((s_k - hi_q, s_k - lo_q, float(draws.std(ddof=1))))
+    shape = min(fits, key=lambda k: fits[k][3])
+    s, a, tau, _ = fits[shape]
+    lo = min(b[0] for b in bounds)
+    hi = max(b[1] for b in bounds)
+    boot_se = max(b[2] for b in bounds)
     n = float(sum(e.n for e in rows))
     k = min(3, d.size)
     first = float(np.average(y[:k], weights=w[:k]))
-    settled = Effect(rows[0].metric, s, s - hi_q, s - lo_q, boot_se,
+    settled = Effect(rows[0].metric, s, lo, hi, boot_se,
                      math.erfc(abs(s / boot_se) / math.sqrt(2)) if boot_se > 0 else math.nan,
                      n, extra={"variant": v, "day": "settled", "tau_days": tau,
-                               "amplitude": a, "method": "exp-decay fit, parametric "
-                               "bootstrap"})
+                               "amplitude": a, "shape": shape,
+                               "method": "decay fit (exponential or hyperbolic, the better "
+                               "one); interval spans both shapes' parametric bootstraps"})
     notes = []
     if math.isfinite(tau) and tau >= TAUS[-3]:
         notes.append("The decay is about as slow as the window is long: the settled effect "
