@@ -258,7 +258,7 @@ class SurrogateModel(Result):
         normal surrogacy error of variance ``tau2``. ``se`` is the sd of the draws.
         ``extra['unit_level']``: the unit-level index's projection, for comparison.
         """
-        check_features(self, table)
+        table = check_features(self, table)
         ctrl = control or self.control
         theta = np.asarray(self.theta)
         rng = np.random.default_rng(seed)
@@ -295,15 +295,16 @@ class SurrogateModel(Result):
         return out
 
 
-def check_features(model: SurrogateModel, table: UnitTable) -> None:
-    """The new experiment provides every surrogate the model was fitted on."""
+def check_features(model: SurrogateModel, table: UnitTable) -> UnitTable:
+    """``table`` with the model's surrogates in the model's order; a surrogate the new
+    experiment lacks is an error naming it."""
     missing = [f for f in model.features if f not in table.features]
     if missing:
         raise DataValidationError(f"surrogate {missing[0]!r} of the long-run model is "
                                   "missing from this experiment", file=table.name)
     idx = [table.features.index(f) for f in model.features]
-    table.x = table.x[:, idx]
-    table.features = list(model.features)
+    return UnitTable(table.name, table.unit_ids, table.variants, list(model.features),
+                     table.x[:, idx], table.y)
 
 
 def fit_surrogate(history: Sequence[UnitTable], *, long: str, metric: str | None = None,
