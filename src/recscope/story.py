@@ -275,7 +275,8 @@ def _history(world: Any, comps: dict[str, Any], sz: dict[str, Any], scale: str, 
              "ranker": {**BASELINE, "ranker": CANDIDATE["ranker"]},
              "retriever+ranker": CANDIDATE}
     return demo_prediction(world, comps, baseline=BASELINE, candidates=cells,
-                           pool=sz["pool"], scale=scale, seed=seed, cached=out / FOLDER,
+                           pool=sz["pool"], scale=scale, seed=seed, days=sz["days"],
+                           warmup_days=sz["warmup_days"], cached=out / FOLDER,
                            progress=prog)
 
 
@@ -385,7 +386,8 @@ def _history_line(h: dict[str, Any], cell: str = "retriever+ranker") -> str:
             f"{c['estimate']:+.1%} ({h['level']:.0%} conformal interval {c['ci_low']:+.1%} "
             f"to {c['ci_high']:+.1%}; triage: {c['recommendation']}), from "
             f"{h['candidates']} other candidate stacks in {h['families']} families "
-            f"simulated on this world with {h['corpus_days']}-day experiments{seen}"
+            f"simulated on this world (truth over the experiment's {h['corpus_days']} "
+            f"days){seen}"
             f" (history/, {'reused' if h['reused'] else 'built'} in {h['seconds']:.0f} s)."
             f" The experiment then measured {c['measured']:+.1%} (95% CI "
             f"{c['measured_ci_low']:+.1%} to {c['measured_ci_high']:+.1%})")

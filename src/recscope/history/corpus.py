@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,13 +66,15 @@ class CorpusConfig:
     eval_users: int = 2000
     novelty_share: float = 0.5
     interference_share: float = 0.3
+    online_days: int = 0  # the A/B test's days; 0: ``days`` (the truth's window)
 
     def __post_init__(self) -> None:
         checks = {"n": self.n >= 1, "world_scale": self.world_scale > 0,
                   "days": self.days >= 2, "long_run_days": self.long_run_days >= self.days,
                   "replay_days": self.replay_days >= 1,
                   "replay_share": 0 < self.replay_share <= 1,
-                  "warmup_days": self.warmup_days >= 1, "ope_beta": self.ope_beta > 0}
+                  "warmup_days": self.warmup_days >= 1, "ope_beta": self.ope_beta > 0,
+                  "online_days": self.online_days == 0 or self.online_days >= 2}
         for key, ok in checks.items():
             if not ok:
                 raise ConfigError(f"invalid value {getattr(self, key)!r}", key=key)
@@ -333,7 +336,8 @@ def _ope_weights(spec: CandidateSpec, shared: _Shared) -> np.ndarray:
     in_ret = (safe[:, :, None] == retrieved[:, None, :]).any(axis=2) & (pool >= 0)
     allowed = np.where(in_ret.any(axis=1, keepdims=True), in_ret, pool >= 0)
     allowed &= np.isfinite(s)  # a component scores what it cannot rank as -inf
-    with np.errstate(invalid="ignore"):  # a row with nothing allowed: probability 0
+    with warnings.catch_warnings():  # a row with nothing allowed: probability 0
+        warnings.simplefilter("ignore", RuntimeWarning)
         mu = np.nanmean(np.where(allowed, s, np.nan), axis=1, keepdims=True)
         sd = np.nanstd(np.where(allowed, s, np.nan), axis=1, keepdims=True)
     z = np.where(allowed, (np.where(allowed, s, 0.0) - np.nan_to_num(mu))
@@ -529,16 +533,17 @@ def evaluate_candidate(spec: CandidateSpec, shared: _Shared) -> dict[str, Any]:
     key = (spec.novelty, spec.interference)
     env, st = shared.envs[key], shared.states[key]
     ab_arm = (rng.random(truth.n_users) < 0.5).astype(np.int64)
-    run = env.run([base, pol], days=cfg.days, arm=ab_arm, state=st)
-    ab = _user_day(run, truth.n_users, cfg.days, st.day)
+    days = cfg.online_days or cfg.days
+    run = env.run([base, pol], days=days, arm=ab_arm, state=st)
+    ab = _user_day(run, truth.n_users, days, st.day)
     rec["online"] = {}
     rec["online_daily"] = {}
     t_mask = ab_arm == 1
     for m in METRICS:
         cum = np.cumsum(ab[m], axis=1)
         xc, xt = cum[~t_mask], cum[t_mask]
-        mon = monitor(np.full(cfg.days, xc.shape[0]), xc.mean(0), xc.var(0, ddof=1),
-                      np.full(cfg.days, xt.shape[0]), xt.mean(0), xt.var(0, ddof=1))
+        mon = monitor(np.full(days, xc.shape[0]), xc.mean(0), xc.var(0, ddof=1),
+                      np.full(days, xt.shape[0]), xt.mean(0), xt.var(0, ddof=1))
         mc, mt = xc.mean(0), xt.mean(0)
         with np.errstate(divide="ignore", invalid="ignore"):
             rel_d = mt / mc - 1.0

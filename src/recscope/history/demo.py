@@ -11,8 +11,10 @@ demo's own changes (the full stack and each single-component change; a family is
 retriever, ranker and re-ranker kinds) are never drawn, so each prediction is made as
 for an unseen kind of change.
 
-Short runs keep it cheap: the corpus' experiments and truth last ``days`` days after a
-one-day warm-up (the demo's own experiment lasts 14), so its truth is a short-run effect.
+The history's truth covers the demo experiment's own window (its days after its warm-up:
+the effect of a stack change on clicks grows over the first weeks as users come back
+more), while the history's own A/B tests and replays are short (3 days, 1 day) to keep it
+cheap.
 The corpus is written under the demo's output folder (``history/``) with the key of
 everything it depends on, and reused by the next run whose key matches.
 """
@@ -30,12 +32,12 @@ import numpy as np
 
 from recscope.history.corpus import CandidateSpec, CorpusConfig, Progress
 
-# corpus size per demo scale: a few seconds a candidate at the default scale
+# corpus size per demo scale (the truth's window and warm-up are the demo experiment's)
 DEMO_CORPUS: dict[str, dict[str, Any]] = {
-    "default": {"n": 24, "warmup_days": 1, "days": 3, "long_run_days": 3, "replay_days": 1,
-                "replay_share": 0.25, "eval_users": 2000},
-    "small": {"n": 16, "warmup_days": 1, "days": 3, "long_run_days": 3, "replay_days": 1,
-              "replay_share": 0.5, "eval_users": 600},
+    "default": {"n": 20, "online_days": 3, "replay_days": 1, "replay_share": 0.25,
+                "eval_users": 2000},
+    "small": {"n": 16, "online_days": 3, "replay_days": 1, "replay_share": 0.5,
+              "eval_users": 600},
 }
 FOLDER = "history"
 
@@ -106,29 +108,33 @@ def _read_cached(folder: Path | None, key: str) -> Any:
 
 def demo_prediction(world: Any, components: dict[str, Any], *, baseline: dict[str, str],
                     candidates: dict[str, dict[str, str]], pool: int, scale: str, seed: int,
-                    cached: Path | None = None, progress: Progress | None = None,
-                    metric: str = "clicks", cost: float = 0.01) -> dict[str, Any]:
+                    days: int, warmup_days: int, cached: Path | None = None,
+                    progress: Progress | None = None, metric: str = "clicks",
+                    cost: float = 0.01) -> dict[str, Any]:
     """Build (or reuse from ``cached``) the demo's history and predict each of its
     ``candidates`` (name -> stack).
 
     Returns per candidate the prediction (``estimate``, ``ci_low``, ``ci_high`` of the
     relative effect on ``metric``, the triage, the signals) with the corpus' size, key
     and whether it was reused, and ``table`` / ``meta`` (the corpus, to be written to
-    ``<out>/history/``). No candidate's family is ever in the corpus."""
+    ``<out>/history/``). No candidate's family is ever in the corpus. Its truth covers
+    ``days`` days after ``warmup_days`` (the demo experiment's window); its own A/B
+    tests last ``online_days`` of :data:`DEMO_CORPUS`."""
     from recscope.history.corpus import pre_experiment, prepare, simulate_corpus, warm_variants
     from recscope.history.predict import fit_predictor, predict_candidate
     from recscope.history.store import record_to_row, rows_to_table
 
     t0 = time.perf_counter()
     sz = DEMO_CORPUS[scale]
-    cfg = CorpusConfig(n=sz["n"], seed=seed, warmup_days=sz["warmup_days"], days=sz["days"],
-                       long_run_days=sz["long_run_days"], replay_days=sz["replay_days"],
-                       replay_share=sz["replay_share"], eval_users=sz["eval_users"],
-                       novelty_share=0.0, interference_share=0.0)
+    cfg = CorpusConfig(n=sz["n"], seed=seed, warmup_days=warmup_days, days=days,
+                       long_run_days=days, online_days=min(sz["online_days"], days),
+                       replay_days=sz["replay_days"], replay_share=sz["replay_share"],
+                       eval_users=sz["eval_users"], novelty_share=0.0, interference_share=0.0)
     base = stack_spec(baseline, pool, "baseline")
     cands = {name: stack_spec(st, pool, f"demo-{name}") for name, st in candidates.items()}
     shared = prepare(cfg, world=world, components=components, baseline=base, variants=())
-    key = _key({"scale": scale, "seed": seed, "config": sz, "pool": pool,
+    key = _key({"scale": scale, "seed": seed, "config": sz, "pool": pool, "days": days,
+                "warmup_days": warmup_days,
                 "baseline": baseline, "candidates": candidates,
                 "split": shared.split_fingerprint, "world": repr(world),
                 "components": sorted(components)})
@@ -159,5 +165,6 @@ def demo_prediction(world: Any, components: dict[str, Any], *, baseline: dict[st
                                  for k, v in res.signals.items()}}
     return {"metric": metric, "level": 1 - pred.alpha, "predictions": out,
             "candidates": table.num_rows, "families": len(families), "corpus_days": cfg.days,
+            "online_days": cfg.online_days,
             "reused": reused, "key": key, "seconds": round(time.perf_counter() - t0, 2),
             "table": table, "meta": meta}
