@@ -134,7 +134,10 @@ def report() -> dict[str, Any]:
     recs: dict[str, dict[int, dict[str, Any]]] = {}
     for path in sorted(RECORDS.glob("*.jsonl")):
         for line in path.read_text().splitlines():
-            r = json.loads(line)
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a time-out
+                continue
             recs.setdefault(r["setting"], {})[r["rep"]] = r  # a re-run rep replaces the old
     out: dict[str, Any] = {}
     for setting, by_rep in recs.items():
@@ -145,8 +148,12 @@ def report() -> dict[str, Any]:
         rows = summarise(reps, designs, metrics)
         naive = {r["metric"]: r for r in rows if r["design"] == "unit"}
         for r in rows:
-            b0 = naive[r["metric"]]["bias"]
-            r["bias_cut"] = 1 - abs(r["bias"]) / abs(b0) if b0 else float("nan")
+            # the cut of the RELATIVE bias (bias / truth): a switchback's truth is per
+            # active unit-slice, not per unit, so only relative biases compare across designs
+            n0 = naive.get(r["metric"])
+            r["rel_bias"] = r["bias"] / r["truth"] if r["truth"] else float("nan")
+            b0 = n0["bias"] / n0["truth"] if n0 and n0["truth"] else float("nan")
+            r["bias_cut"] = 1 - abs(r["rel_bias"]) / abs(b0) if b0 else float("nan")
             r["bias_over_se"] = r["bias"] / r["bias_se"] if r["bias_se"] else float("nan")
         skipped = {d: sum(d in r.get("skipped", {}) for r in reps) for d in designs}
         out[setting] = {"reps": len(reps), "rows": rows, "skipped": skipped,
@@ -162,9 +169,9 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(f"\n**{setting}** ({s['reps']} repetitions, "
                      f"{s['seconds_per_rep']:.1f} s each)\n")
         lines.append("| design | metric | mean estimate | mean truth | bias ± s.e. | bias/s.e. "
-                     "| bias cut vs unit | RMSE | coverage | MDE | design effect | "
+                     "| relative bias | cut vs unit | RMSE | coverage | MDE | design effect | "
                      "interference test rejects |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in s["rows"]:
             if r["metric"] not in ("ctr", "clicks", "sessions", "exposure"):
                 continue
@@ -172,7 +179,8 @@ def markdown(summary: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['design']} | {r['metric']} | {r['estimate']:.4g} | {r['truth']:.4g} | "
                 f"{r['bias']:.3g} ± {r['bias_se']:.2g} | {r['bias_over_se']:.1f} | "
-                f"{'—' if r['design'] == 'unit' else format(r['bias_cut'], '.0%')} | "
+                f"{r['rel_bias']:+.0%} | "
+                f"{'—' if r['design'] == 'unit' or r['bias_cut'] != r['bias_cut'] else format(r['bias_cut'], '.0%')} | "
                 f"{r['rmse']:.3g} | {r['coverage']:.0%} | {r['mde']:.3g} | "
                 f"{r['design_effect']:.2g} | {'' if rej is None else format(rej, '.0%')} |")
     return "\n".join(lines)
