@@ -145,10 +145,10 @@ def _cluster_table(path: Path, n_users: int) -> np.ndarray | None:
     """A ready-made clustering: a file with ``unit_id`` and ``cluster_id`` columns (every
     user of the world once); None when the file is an edge list instead."""
     from recscope.errors import DataValidationError
-    from recscope.experiments.clusters import _read_table
+    from recscope.experiments.clusters import read_table
     from recscope.experiments.designs import check_unique_clusters
 
-    t = _read_table(path)
+    t = read_table(path)
     if "cluster_id" not in t.column_names:
         return None
     file = str(path)
