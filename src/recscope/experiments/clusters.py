@@ -346,9 +346,6 @@ def read_table(path: str | os.PathLike[str]) -> pa.Table:
                                   file=str(path)) from exc
 
 
-_read_table = read_table  # the simulator's earlier name for it (kept)
-
-
 def read_edges(path: str | os.PathLike[str], *, src: str | None = None,
                dst: str | None = None, weight: str | None = None,
                units: Sequence[object] | np.ndarray | pa.Array | None = None) -> EdgeList:
