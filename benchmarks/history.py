@@ -1,12 +1,18 @@
 """Cost of the simulated history and the validation of docs/history.md.
 
     python benchmarks/history.py cost --n 20          # seconds per candidate (default scale)
+    python benchmarks/history.py demo-corpus          # the corpus shipped for the demo
     python benchmarks/history.py validate --history DIR/history.parquet \\
         --asos ../shared/data/asos-digital-experiments/asos_digital_experiments_dataset.parquet
 
 ``cost``: simulates ``--n`` candidates on the default corpus world (2,000 users, 1,000
 pins, 14-day experiments, 28-day truth) on one core and prints the shared set-up time and
 the time per candidate, split by signal (offline, OPE, replay, online, truth).
+
+``demo-corpus``: runs ``recscope demo`` at ``--scale`` (default) and ``--seed`` (0) in a
+temporary folder and copies the history it built to
+``src/recscope/history/shipped/demo-<scale>-seed<seed>/`` (``history.parquet``,
+``corpus.json``), the corpus the demo then finds instead of building it (docs/history.md).
 
 ``validate``: runs :func:`recscope.history.validation.run_validation` (what ``recscope
 history validate`` prints) and writes benchmarks/out/history.json.
@@ -76,6 +82,29 @@ def validate(history: Path, asos: Path | None, cost_: float) -> dict[str, object
     return res
 
 
+def demo_corpus(scale: str, seed: int) -> Path:
+    """Build the demo's history once and ship it (see the module docstring)."""
+    import shutil
+    import tempfile
+
+    from recscope.history.demo import FOLDER, shipped_folder
+    from recscope.story import run_story
+
+    dest = shipped_folder(scale, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        s = run_story(Path(tmp) / "demo", scale, seed=seed, tracking=str(Path(tmp) / "ml"))
+        if s["history"]["source"] == "shipped":
+            print(f"{dest} is already current (its key matches); nothing to do")
+            return dest
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("history.parquet", "corpus.json"):
+            shutil.copy(Path(tmp) / "demo" / FOLDER / name, dest / name)
+    print(f"{dest}: {s['history']['candidates']} candidates, built in "
+          f"{s['history']['seconds']:.0f} s (demo {time.perf_counter() - t:.0f} s)")
+    return dest
+
+
 def _f(x: object, pct: bool = False) -> str:
     if x is None or not isinstance(x, int | float) or x != x:
         return "–"
@@ -142,6 +171,9 @@ def main() -> None:
     c = sub.add_parser("cost")
     c.add_argument("--n", type=int, default=20)
     c.add_argument("--seed", type=int, default=0)
+    d = sub.add_parser("demo-corpus")
+    d.add_argument("--scale", default="default")
+    d.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("validate")
     v.add_argument("--history", type=Path, required=True)
     v.add_argument("--asos", type=Path, default=None)
@@ -150,6 +182,8 @@ def main() -> None:
     np.seterr(all="ignore")
     if a.cmd == "cost":
         cost(a.n, a.seed)
+    elif a.cmd == "demo-corpus":
+        demo_corpus(a.scale, a.seed)
     else:
         validate(a.history, a.asos, a.cost)
 

@@ -388,7 +388,7 @@ def _history_line(h: dict[str, Any], cell: str = "retriever+ranker") -> str:
             f"{h['candidates']} other candidate stacks in {h['families']} families "
             f"simulated on this world (truth over the experiment's {h['corpus_days']} "
             f"days){seen}"
-            f" (history/, {'reused' if h['reused'] else 'built'} in {h['seconds']:.0f} s)."
+            f" (history/: {h.get('source', 'built')}, {h['seconds']:.0f} s)."
             f" The experiment then measured {c['measured']:+.1%} (95% CI "
             f"{c['measured_ci_low']:+.1%} to {c['measured_ci_high']:+.1%})")
     if c.get("truth") is not None:

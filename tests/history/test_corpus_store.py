@@ -209,3 +209,21 @@ def test_demo_corpus_cache_is_reused_only_with_its_key(tiny_corpus: Path,
     (folder / "corpus.json").write_text("[1, 2")
     assert _read_cached(folder, "abc") is None
     assert _read_cached(tmp_path / "missing", "abc") is None
+
+
+def test_shipped_demo_corpus() -> None:
+    """The corpus shipped for the default demo: a valid history with its key, without the
+    families of the demo's own changes (`python benchmarks/history.py demo-corpus`)."""
+    import json
+
+    from recscope.history.demo import _read_cached, shipped_folder
+    from recscope.history.store import read_history
+
+    folder = shipped_folder("default", 0)
+    meta = json.loads((folder / "corpus.json").read_text())
+    table = _read_cached(folder, meta["key"])
+    assert table is not None and table.num_rows == read_history(
+        folder / "history.parquet").num_rows == meta["config"]["n"]
+    fams = set(table.column("family").to_pylist())
+    assert not fams & {"als/als/none", "popularity/bpr/none", "als/bpr/none"}
+    assert meta["baseline"]["family"] == "popularity/als/none"
