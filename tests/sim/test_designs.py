@@ -181,3 +181,15 @@ def test_creator_split_serves_each_creator_by_its_arm(truth: WorldTruth) -> None
         mine = [it for it in a[i] if item_arm[it] == 0]
         got = [it for it in row if item_arm[it] == 0]
         assert got == mine[:len(got)]  # control creators' pins keep the control order
+
+
+def test_default_designs_follow_the_interference_channels() -> None:
+    from recscope.sim.designs import default_designs, design_label
+
+    social = SimConfig.model_validate({"social": {"enabled": True}})
+    assert [design_label(d) for d in default_designs(social, 10, 800)] == [
+        "unit", "cluster:social", "hierarchical:social", "switchback:48h/24h"]
+    assert default_designs(social, 10, 800)[1].n_clusters == 20
+    markets = SimConfig(regions=20)
+    assert [design_label(d) for d in default_designs(markets, 14, 5000)] == [
+        "unit", "cluster:regions", "hierarchical:regions", "switchback:72h/48hx20"]

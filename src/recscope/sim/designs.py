@@ -683,18 +683,22 @@ def summarise(reps: Sequence[dict[str, Any]], designs: Sequence[str],
     return rows
 
 
-def default_designs(sim_config: Any, days: int) -> list[DesignConfig]:
+def default_designs(sim_config: Any, days: int, n_users: int = 20_000
+                    ) -> list[DesignConfig]:
     """The designs worth comparing for a simulator configuration: the unit A/B test, and
     those that match its interference channels (graph clusters on the social graph,
-    market clusters and market × time switchbacks with creator supply)."""
+    market clusters and market × time switchbacks with creator supply). Graph clusters
+    hold about 50 users (20 to 200 clusters), so that the hierarchical design's cluster
+    half has clusters enough in each arm."""
     out = [DesignConfig(kind="unit")]
     regions = sim_config.regions
     if sim_config.social.enabled:
-        out.append(DesignConfig(kind="cluster", graph="social"))
-        out.append(DesignConfig(kind="hierarchical", graph="social"))
+        k = int(min(200, max(20, n_users // 50)))
+        out.append(DesignConfig(kind="cluster", graph="social", n_clusters=k))
+        out.append(DesignConfig(kind="hierarchical", graph="social", n_clusters=k))
     if regions >= 4:
         out.append(DesignConfig(kind="cluster", graph="regions"))
-        if not sim_config.social.enabled:
+        if not sim_config.social.enabled and regions >= 16:
             out.append(DesignConfig(kind="hierarchical", graph="regions"))
     slice_h = 24.0 * max(1, min(3, days // 4))
     out.append(DesignConfig(kind="switchback", slice_hours=slice_h,
@@ -730,9 +734,10 @@ def compare_designs(spec: Any, designs: Sequence[DesignConfig] | None = None, *,
     treat = next(v for v in layer.variants if v != "control")
     policy_specs = [{**spec.policy, **layer.variants["control"]},
                     {**spec.policy, **layer.variants[treat]}]
+    world = truth_world if truth_world is not None else build_world(spec.world)
     chosen = list(designs) if designs is not None else spec_designs(spec)
     if not chosen:
-        chosen = default_designs(spec.simulation, spec.days)
+        chosen = default_designs(spec.simulation, spec.days, world.n_users)
     if not any(d.kind == "unit" for d in chosen):
         chosen = [DesignConfig(kind="unit"), *chosen]
     labels = [design_label(d) for d in chosen]
@@ -741,7 +746,6 @@ def compare_designs(spec: Any, designs: Sequence[DesignConfig] | None = None, *,
         raise ConfigError(f"design {dup!r} is listed twice", key="compare", file=file)
     text = _metrics_text(spec)
     config = parse_metrics(tomllib.loads(text), source=spec.metrics)
-    world = truth_world if truth_world is not None else build_world(spec.world)
     base = Path(file).resolve().parent if file else None
     t0 = time.perf_counter()
     records = []
