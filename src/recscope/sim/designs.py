@@ -624,7 +624,6 @@ class DesignComparison(Result):
         for j, m in enumerate(mets, start=1):
             rs = [r for r in self.rows_ if r["metric"] == m]
             x = [r["design"] for r in rs]
-            err = [[r["estimate"] - r["ci_low"] for r in rs]]
             fig.add_trace(go.Scatter(
                 x=x, y=[r["estimate"] for r in rs], mode="markers", name="mean estimate",
                 marker={"size": 9, "color": "#1f77b4"}, showlegend=j == 1,
@@ -634,7 +633,6 @@ class DesignComparison(Result):
                 x=x, y=[r["truth"] for r in rs], mode="markers", name="true effect",
                 marker={"symbol": "line-ew-open", "size": 22, "color": "#d62728",
                         "line": {"width": 3}}, showlegend=j == 1), row=1, col=j)
-            del err
             fig.update_yaxes(title_text="effect", row=1, col=j)
             fig.update_xaxes(title_text="design", row=1, col=j)
         fig.update_layout(height=420, title="Mean estimate (bars: a single experiment's 95% "
