@@ -221,6 +221,199 @@ def summarise(model: Any, rows: list[dict[str, Any]], fit_s: float, n_hist: int
     }
 
 
+# ------------------------------------------------------------------ grouped CV protocol
+def experiment_stats(out: Path) -> list[dict[str, Any]]:
+    """Per experiment (history ``h*`` and held-out ``x*``): the surrogates' effects ``dx``
+    with their sampling covariance ``V``, and the long-run target: for a history
+    experiment its observed effect (with ``Var`` and ``Cov(dx, dy)``), for a held-out one
+    the CRN truth (no sampling noise). Cached in ``cv_stats.json`` beside the history."""
+    import pyarrow.parquet as pq
+
+    from recscope.experiments.metrics import load_metrics
+    from recscope.experiments.surrogate import _effects, attach_outcome, unit_features
+    from recscope.sim.long_run_history import LONG_OUTCOME
+
+    cache = out / "cv_stats.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    cfg = load_metrics(out / "surrogates.toml")
+    rows = []
+    for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name[0] in "hx"):
+        ut = unit_features(str(d / "assignments.parquet"), str(d / "events.parquet"), cfg,
+                           name=d.name)
+        treated = ut.variants == "treatment"
+        i_ad = ut.features.index("active_days")
+        row: dict[str, Any] = {"name": d.name, "features": ut.features,
+                               "n_t": int(treated.sum()), "n_c": int((~treated).sum()),
+                               "ad_c": float(ut.x[~treated, i_ad].mean())}
+        if d.name.startswith("h"):
+            ut = attach_outcome(ut, pq.read_table(d / "outcomes.parquet"), LONG_OUTCOME,
+                                unit="unit_id", file=str(d / "outcomes.parquet"))
+            assert ut.y is not None
+            dx, dy, v, c, vy = _effects(ut.x, ut.y, treated)
+            info = json.loads((d / "change.json").read_text())
+            row.update(target="observed", y_n=int(ut.y.size), y_sum=float(ut.y.sum()),
+                       y_sumsq=float((ut.y ** 2).sum()),
+                       y_control_mean=float(ut.y[~treated].mean()))
+        else:
+            dx, _, v, _, _ = _effects(ut.x, np.zeros(ut.x.shape[0]), treated)
+            info = json.loads((d / "truth.json").read_text())
+            dy, c, vy = info["truth"]["effects"][LONG_OUTCOME], np.zeros(len(dx)), 0.0
+            row["target"] = "truth"
+        row.update(family=info["change"]["family"], dx=dx.tolist(), V=v.tolist(),
+                   C=c.tolist(), dy=float(dy), var_dy=float(vy))
+        rows.append(row)
+    cache.write_text(json.dumps(rows) + "\n")
+    return rows
+
+
+def stratified_folds(families: list[str], k: int, seed: int) -> np.ndarray:
+    """Fold of each experiment: within each family the experiments are shuffled and dealt
+    round the folds (continuing where the previous family stopped), so every fold holds
+    out a share of each family and every family stays in every fold's training set."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(families), dtype=int)
+    start = 0
+    for fam in sorted(set(families)):
+        idx = np.flatnonzero(np.array(families) == fam)
+        rng.shuffle(idx)
+        fold[idx] = (start + np.arange(idx.size)) % k
+        start = (start + idx.size) % k
+    return fold
+
+
+def _noise(th: np.ndarray, s: dict[str, Any]) -> float:
+    """Sampling variance of ``dy − th · dx`` for one experiment."""
+    v, c = np.asarray(s["V"]), np.asarray(s["C"])
+    return float(s["var_dy"] + th @ v @ th - 2 * th @ c)
+
+
+def fit_fold(train: list[dict[str, Any]], ridge: float, widen: bool
+             ) -> dict[str, Any]:
+    """``theta`` on the training experiments and the surrogacy error learnt from *their*
+    leave-one-out errors only: ``tau2`` (mean squared error beyond sampling noise) or,
+    with ``widen``, ``tau2(d²) = a + b · d²``, fitted by least squares on each training
+    experiment's excess squared error against the Mahalanobis distance ``d²`` of its
+    short-run effects from the other training experiments' (a change unlike the
+    history is expected to be projected worse, by as much as the history itself shows)."""
+    from recscope.experiments.surrogate import _theta
+
+    dx = np.array([s["dx"] for s in train])
+    dy = np.array([s["dy"] for s in train])
+    vv = np.array([s["V"] for s in train])
+    cc = np.array([s["C"] for s in train])
+    theta = _theta(dx, dy, vv, cc, ridge)
+    excess, d2 = [], []
+    for k in range(len(train)):
+        keep = np.arange(len(train)) != k
+        th = _theta(dx[keep], dy[keep], vv[keep], cc[keep], ridge)
+        excess.append((dy[k] - th @ dx[k]) ** 2 - _noise(th, train[k]))
+        d2.append(mahalanobis2(dx[keep], dx[k]))
+    excess_a, d2_a = np.array(excess), np.array(d2)
+    tau2 = max(0.0, float(excess_a.mean()))
+    a, b = tau2, 0.0
+    if widen:
+        design = np.column_stack([np.ones(d2_a.size), d2_a])
+        a, b = np.linalg.lstsq(design, excess_a, rcond=None)[0]
+        b = max(float(b), 0.0)
+        a = max(float(excess_a.mean() - b * d2_a.mean()), 0.0)
+    return {"theta": theta, "tau2": tau2, "a": a, "b": b, "dx": dx, "dy": dy, "V": vv,
+            "C": cc}
+
+
+def mahalanobis2(ref: np.ndarray, x: np.ndarray) -> float:
+    """Squared Mahalanobis distance of ``x`` from the rows of ``ref`` (pseudo-inverse of
+    their covariance: directions the history never moved count as far only through the
+    components it did measure)."""
+    cov = np.cov(ref, rowvar=False)
+    diff = x - ref.mean(axis=0)
+    return float(diff @ np.linalg.pinv(cov, rcond=1e-8, hermitian=True) @ diff)
+
+
+def cv_evaluate(out: Path, folds: int = 10, seed: int = 0, n_boot: int = 1000,
+                ridge: float = 0.03, widen: bool = False, split: str = "cv"
+                ) -> dict[str, Any]:
+    """Grouped, family-stratified ``folds``-fold cross-validation over every simulated
+    experiment (history and held-out pooled): each fold's experiments are projected by a
+    map fitted on the other folds only, its interval from the other folds' bootstrap
+    and leave-one-out surrogacy error plus the experiment's own sampling noise.
+    ``split="new-kind"``: one fold instead, the held-out ``x*`` projected from the
+    history ``h*`` (the new-kind protocol on the same machinery, to compare ``widen``)."""
+    from recscope.experiments.surrogate import _theta
+
+    t0 = time.perf_counter()
+    stats = experiment_stats(out)
+    if split == "cv":
+        fold = stratified_folds([s["family"] for s in stats], folds, seed)
+    else:
+        fold, folds = np.array([int(s["target"] == "truth") for s in stats]), 2
+    i_ad = stats[0]["features"].index("active_days")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for f in range(folds) if split == "cv" else [1]:
+        train = [s for s, g in zip(stats, fold, strict=True) if g != f]
+        m = fit_fold(train, ridge, widen)
+        k = len(train)
+        boot = np.array([_theta(m["dx"][p], m["dy"][p], m["V"][p], m["C"][p], ridge)
+                         for p in rng.integers(0, k, size=(n_boot, k))])
+        hist = [s for s in train if s["target"] == "observed"]
+        y_n = sum(s["y_n"] for s in hist)
+        y_mean = sum(s["y_sum"] for s in hist) / y_n
+        sd_long = math.sqrt((sum(s["y_sumsq"] for s in hist) - y_n * y_mean ** 2)
+                            / (y_n - 1))
+        long_control = float(np.mean([s["y_control_mean"] for s in hist]))
+        for s, g in zip(stats, fold, strict=True):
+            if g != f:
+                continue
+            dx = np.asarray(s["dx"])
+            est = float(m["theta"] @ dx)
+            d2 = mahalanobis2(m["dx"], dx)
+            tau2 = m["a"] + m["b"] * d2 if widen else m["tau2"]
+            # the test experiment's own sampling noise: its surrogates' effects (and,
+            # for an observed target, the observed long-run effect's noise)
+            var = tau2 + max(_noise(m["theta"], s), 0.0)
+            draws = boot @ dx + rng.normal(0.0, math.sqrt(var), n_boot)
+            lo, hi = np.quantile(draws - draws.mean() + est, [0.025, 0.975])
+            naive = dx[i_ad] / s["ad_c"] * long_control
+            mde = 2.8 * sd_long * math.sqrt(1 / s["n_t"] + 1 / s["n_c"])
+            rows.append({"name": s["name"], "family": s["family"], "target": s["target"],
+                         "fold": int(f), "truth": s["dy"], "estimate": est,
+                         "ci_low": float(lo), "ci_high": float(hi), "naive": naive,
+                         "mde": mde, "d2": d2, "covered": bool(lo <= s["dy"] <= hi),
+                         "abs_error": abs(est - s["dy"]),
+                         "naive_abs_error": abs(naive - s["dy"])})
+    res = {"protocol": split, "folds": folds, "seed": seed, "ridge": ridge,
+           "widen": widen, "n_boot": n_boot, "seconds": round(time.perf_counter() - t0, 1)}
+    res["pooled"] = cv_summary(rows)
+    for tgt in ("truth", "observed"):
+        res[f"target_{tgt}"] = cv_summary([r for r in rows if r["target"] == tgt])
+    res["d2_train_loo"] = {"note": "Mahalanobis d2 of each test experiment from its "
+                           "training experiments (history LOO d2 is about the number of "
+                           "surrogates)", "test_median": float(np.median(
+                               [r["d2"] for r in rows]))}
+    res["by_family"] = {fam: cv_summary([r for r in rows if r["family"] == fam])
+                        for fam in sorted({r["family"] for r in rows})}
+    res["rows"] = rows
+    return res
+
+
+def cv_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's figures over ``rows``, each with its count (``{"n": 0}`` for none)."""
+    if not rows:
+        return {"n": 0}
+    err = np.array([r["abs_error"] for r in rows])
+    nerr = np.array([r["naive_abs_error"] for r in rows])
+    big = [r for r in rows if abs(r["truth"]) >= r["mde"]]
+    agree = [(r["estimate"] > 0) == (r["truth"] > 0) for r in big]
+    return {"n": len(rows), "surrogate_mae": float(err.mean()),
+            "naive_mae": float(nerr.mean()), "error_ratio": float(err.mean() / nerr.mean()),
+            "covered": int(sum(r["covered"] for r in rows)),
+            "coverage": float(np.mean([r["covered"] for r in rows])),
+            "mean_width": float(np.mean([r["ci_high"] - r["ci_low"] for r in rows])),
+            "decision_n": len(big), "decision_agree": int(sum(agree)),
+            "decision_rate": float(np.mean(agree)) if agree else None}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("step", choices=["simulate", "evaluate", "history"],
@@ -231,14 +424,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--held-out", type=int, default=40)
     ap.add_argument("--scale", type=float, default=0.5)
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--protocol", choices=["new-kind", "cv"], default="new-kind",
+                    help="evaluate: new-kind = fit on h*, project the x* (kinds the "
+                    "history never has); cv = grouped, family-stratified cross-validation "
+                    "over every experiment (kinds the history has seen)")
+    ap.add_argument("--folds", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--widen", action="store_true",
+                    help="surrogacy error growing with the Mahalanobis distance of "
+                    "the change's short-run effects from the training experiments'")
     a = ap.parse_args(argv)
     if a.step == "simulate":
         done = simulate(a.out, a.budget, {"history": a.history, "held_out": a.held_out,
                                           "scale": a.scale})
         print("complete" if done else "partial: run again to continue")
         return 0 if done else 3
-    res = evaluate(a.out, a.n_boot, held_out=a.step == "evaluate")
-    name = "results.json" if a.step == "evaluate" else "history_loo.json"
+    if a.step == "evaluate" and a.protocol == "cv":
+        res = cv_evaluate(a.out, a.folds, a.seed, a.n_boot, widen=a.widen)
+        name = "results_cv_widen.json" if a.widen else "results_cv.json"
+    elif a.step == "evaluate" and a.widen:
+        res = cv_evaluate(a.out, seed=a.seed, n_boot=a.n_boot, widen=True,
+                          split="new-kind")
+        name = "results_new_kind_widen.json"
+    else:
+        res = evaluate(a.out, a.n_boot, held_out=a.step == "evaluate")
+        name = "results.json" if a.step == "evaluate" else "history_loo.json"
     (a.out / name).write_text(json.dumps(res, indent=2, default=float) + "\n")
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=2, default=float))
     return 0
