@@ -18,6 +18,12 @@ readout; writes ``results.json`` beside the history and prints the figures::
 
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/long_run.py evaluate \
         --out benchmarks/out/long_run
+
+``evaluate --protocol cv``: grouped, family-stratified 10-fold cross-validation over all
+the experiments pooled (kinds the history has seen; ``results_cv.json``);
+``--protocol new-kind-stats``: the new-kind split on the same experiment-level
+statistics; ``--widen``: a surrogacy error growing with the change's Mahalanobis
+distance from the training experiments (fitted on their leave-one-out errors).
 """
 
 from __future__ import annotations
@@ -424,10 +430,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--held-out", type=int, default=40)
     ap.add_argument("--scale", type=float, default=0.5)
     ap.add_argument("--n-boot", type=int, default=1000)
-    ap.add_argument("--protocol", choices=["new-kind", "cv"], default="new-kind",
+    ap.add_argument("--protocol", choices=["new-kind", "new-kind-stats", "cv"],
+                    default="new-kind",
                     help="evaluate: new-kind = fit on h*, project the x* (kinds the "
-                    "history never has); cv = grouped, family-stratified cross-validation "
-                    "over every experiment (kinds the history has seen)")
+                    "history never has); new-kind-stats = the same on the CV's "
+                    "experiment-level statistics (normal draws of the new experiment's "
+                    "effects instead of its unit bootstrap; implied by --widen); cv = "
+                    "grouped, family-stratified cross-validation over every experiment "
+                    "(kinds the history has seen)")
     ap.add_argument("--folds", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--widen", action="store_true",
@@ -442,10 +452,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.step == "evaluate" and a.protocol == "cv":
         res = cv_evaluate(a.out, a.folds, a.seed, a.n_boot, widen=a.widen)
         name = "results_cv_widen.json" if a.widen else "results_cv.json"
-    elif a.step == "evaluate" and a.widen:
-        res = cv_evaluate(a.out, seed=a.seed, n_boot=a.n_boot, widen=True,
+    elif a.step == "evaluate" and (a.widen or a.protocol == "new-kind-stats"):
+        res = cv_evaluate(a.out, seed=a.seed, n_boot=a.n_boot, widen=a.widen,
                           split="new-kind")
-        name = "results_new_kind_widen.json"
+        name = f"results_new_kind_stats{'_widen' if a.widen else ''}.json"
     else:
         res = evaluate(a.out, a.n_boot, held_out=a.step == "evaluate")
         name = "results.json" if a.step == "evaluate" else "history_loo.json"
