@@ -235,6 +235,9 @@ def fit_metric_prior(est: np.ndarray, se: np.ndarray, metric: str, *, source: st
           None if groups is None else np.asarray(groups, dtype=object)[ok])
     if cv is None or len(set(cv.tolist())) < 2:
         cv = np.arange(y.size) % min(10, y.size)
+    else:  # at most 100 refits: whole groups dealt into 100 folds
+        _, gi = np.unique(cv.astype(str), return_inverse=True)
+        cv = gi % 100 if gi.max() >= 100 else gi
     centres: dict[str, tuple[float, float]] = {}
     detail: dict[str, Any] = {}
     lam = lam_f = 1.0
