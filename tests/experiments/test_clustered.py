@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from scipy import stats
 
 from recscope.errors import ConfigError, DataValidationError
 from recscope.experiments.analysis import analyze
@@ -26,6 +27,7 @@ from recscope.experiments.clustered import (
 )
 from recscope.experiments.designs import hierarchical_assign, switchback_schedule
 from recscope.experiments.metrics import AnalysisConfig, Metric
+from recscope.results import Effect
 
 CONFIG = AnalysisConfig(metrics=[Metric("y", "mean", column="y"),
                                  Metric("ctr", "ratio", numerator="x", denominator="z")])
@@ -68,10 +70,19 @@ def test_cluster_robust_se_equals_statsmodels(small_sample: str,
     v = (assign["variant"] == "treatment").to_numpy(float)
     x = sm.add_constant(v)
     kw = {"groups": assign["cluster_id"].to_numpy(), "use_correction": use_correction}
-    ols = sm.OLS(events["y"].to_numpy(), x).fit(cov_type="cluster", cov_kwds=kw)
+    ols = sm.OLS(events["y"].to_numpy(), x).fit(cov_type="cluster", cov_kwds=kw, use_t=True)
     r = _row(res, "y")
     assert r.estimate == pytest.approx(ols.params[1], abs=1e-12)
     assert r.se == pytest.approx(ols.bse[1], rel=1e-9, abs=0)
+    # the reference: statsmodels' (Stata's) use_t takes t with G - 1 df; ours is Welch on
+    # the two arms' cluster counts, at most G - 2, so p is never smaller than statsmodels'
+    assert ols.df_resid_inference == 59
+    assert r.extra["df"] <= 58
+    t_g1 = 2 * stats.t.sf(abs(r.estimate / r.se), 59)
+    assert t_g1 == pytest.approx(ols.pvalues[1], rel=1e-9)
+    assert r.p_value == pytest.approx(2 * stats.t.sf(abs(r.estimate / r.se), r.extra["df"]),
+                                      rel=1e-9)
+    assert r.p_value >= ols.pvalues[1]
     # the ratio of sums is weighted least squares of x/z with weights z: same sandwich
     wls = sm.WLS((events["x"] / events["z"]).to_numpy(), x, weights=events["z"].to_numpy()
                  ).fit(cov_type="cluster", cov_kwds=kw)
@@ -199,17 +210,21 @@ def test_aa_cluster_robust_covers_and_naive_undercovers() -> None:
     assert cov_unit < 0.7, cov_unit  # ICC 0.5 in clusters of ~16: SE far too small
 
 
-def _hierarchical_rejections(reps: int, spill: float, seed: int) -> float:
-    """Share of interference tests rejecting at 5% when each unit's outcome moves by
-    ``spill`` x the share of its cluster that is treated (0: no interference)."""
+def _hierarchical_rejections(reps: int, spill: float, seed: int, g: int = 200
+                              ) -> tuple[float, float]:
+    """Shares of interference tests rejecting at 5%, with the t reference and with a normal
+    one, when each unit's outcome moves by ``spill`` x the share of its cluster that is
+    treated (0: no interference); ``g`` clusters of 5-14 units, about half of them in
+    cluster mode, within-cluster correlation 0.5."""
     rng = np.random.default_rng(seed)
-    g = 200
     sizes = rng.integers(5, 15, g)
     cl = np.repeat(np.arange(g), sizes)
-    rejected = 0
+    rejected_t = rejected_z = 0
     for _ in range(reps):
         cluster_mode = rng.random(g) < 0.5
+        cluster_mode[:4], cluster_mode[-1] = True, False
         arm_c = rng.integers(0, 2, g)
+        arm_c[:2], arm_c[2:4] = 0, 1  # at least 2 clusters per arm in the cluster part
         unit_arm = rng.integers(0, 2, len(cl))
         t = np.where(cluster_mode[cl], arm_c[cl], unit_arm)
         share = np.bincount(cl, t, g) / sizes
@@ -226,17 +241,35 @@ def _hierarchical_rejections(reps: int, spill: float, seed: int) -> float:
                 nn = np.bincount(inv, None, len(u))
                 arms.append(_arm(tot, nn, float(y[sel] @ y[sel])))
             effects.append(compare_arms("y", "t", *arms))
-        rejected += interference_test(*effects).p_value < 0.05
-    return rejected / reps
+        e = interference_test(*effects)
+        rejected_t += e.p_value < 0.05
+        rejected_z += 2 * stats.norm.sf(abs(e.extra["statistic"])) < 0.05
+    return rejected_t / reps, rejected_z / reps
 
 
 def test_interference_test_level_and_power() -> None:
     reps = 400
-    level = _hierarchical_rejections(reps, 0.0, seed=21)
+    level, _ = _hierarchical_rejections(reps, 0.0, seed=21)
     assert level <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / reps), level  # <= ~8.3%
     assert level >= 0.01, level  # a test that never rejects would also pass the above
-    power = _hierarchical_rejections(100, 1.5, seed=22)
+    power, _ = _hierarchical_rejections(100, 1.5, seed=22)
     assert power >= 0.8, power
+
+
+def test_interference_test_level_with_few_clusters() -> None:
+    """20 clusters (~5 per arm in the cluster part): the cluster-robust variance is noisy,
+    so a normal reference over-rejects (8.9% at 5%); the t reference with the parts'
+    Welch-Satterthwaite df holds the level to within CR1's own small bias (6.0%)."""
+    reps = 3000
+    level_t, level_z = _hierarchical_rejections(reps, 0.0, seed=44, g=20)
+    assert 0.03 <= level_t <= 0.07 < level_z, (level_t, level_z)
+    e = interference_test(Effect("y", 1.0, se=0.6, extra={"df": 8.0}),
+                          Effect("y", 0.2, se=0.3, extra={"df": 500.0}))
+    v = (0.36, 0.09)
+    df = sum(v) ** 2 / (v[0] ** 2 / 8 + v[1] ** 2 / 500)
+    assert e.extra["df"] == pytest.approx(df, rel=1e-12) and e.extra["test"] == "t"
+    assert e.p_value == pytest.approx(2 * stats.t.sf(0.8 / math.sqrt(0.45), df), rel=1e-12)
+    assert e.ci_high - e.estimate == pytest.approx(stats.t.ppf(0.975, df) * e.se, rel=1e-9)
 
 
 # -- switchback -------------------------------------------------------------------------------

@@ -14,10 +14,13 @@
   reduces to the unit-level Welch variance when every cluster is one unit;
   ``"stata"`` statsmodels' / Stata's CR1 ``G / (G - 1) * (N - 1) / (N - 2)`` on the
   whole regression (what ``OLS(...).fit(cov_type="cluster")`` reports); ``"none"``: CR0.
-  Tests use Welch-Satterthwaite degrees of freedom on the cluster counts.
+  Intervals and tests use a t reference with Welch-Satterthwaite degrees of freedom on
+  the cluster counts (at most ``G - 2``, so never laxer than statsmodels' / Stata's
+  ``use_t`` with ``G - 1``).
 - **hierarchical**: the same statistics split by mode; the cluster-randomised part is
   analysed as above, the unit-randomised part unit by unit, and
-  :func:`interference_test` compares the two (Saveski et al., KDD 2017).
+  :func:`interference_test` compares the two (Saveski et al., KDD 2017) against a t
+  reference whose Welch-Satterthwaite df combine the two parts'.
 - **switchback**: events are bucketed into (region, slice) cells (``slice`` column, or
   ``floor((ts - start) / slice_hours)``), the first ``burn_in_hours`` of every slice
   dropped, each metric summed per (cell, unit) and then per cell in the engine. The
@@ -136,20 +139,47 @@ def interference_test(cluster_effect: Effect, unit_effect: Effect, *, alpha: flo
                       ) -> Effect:
     """Difference of the cluster-randomised and the unit-randomised estimates of one
     metric (hierarchical design), with its standard error (the two parts use disjoint,
-    randomly chosen clusters, so their estimates are independent), a normal interval and
-    the two-sided p-value of "no interference"."""
+    randomly chosen clusters, so their estimates are independent), a t interval and the
+    two-sided p-value of "no interference".
+
+    The reference is a t distribution with Welch-Satterthwaite degrees of freedom
+    combining the two parts' variances and their own degrees of freedom (``extra["df"]``
+    of each part: Welch on the cluster counts for the cluster part, on the units for the
+    unit part): with few clusters the cluster part's variance dominates and its
+    cluster-robust estimate is noisy, so a normal reference over-rejects (Cameron,
+    Gelbach and Miller 2008; Stata and statsmodels use ``t`` with ``G - 1`` df for one
+    clustered regression). A part without ``df`` counts as infinite (normal)."""
     d = cluster_effect.estimate - unit_effect.estimate
     se = math.sqrt(cluster_effect.se**2 + unit_effect.se**2)
-    crit = float(-special.ndtri(alpha / 2))
     if not (math.isfinite(d) and se > 0):
         return Effect(cluster_effect.metric, math.nan, n=cluster_effect.n + unit_effect.n,
                       extra={"part": "interference", "not_computable":
                              "an estimate or its standard error is not finite"})
-    z = d / se
-    p = float(2 * special.ndtr(-abs(z)))
+    df = welch_df([cluster_effect.se**2, unit_effect.se**2],
+                  [float(cluster_effect.extra.get("df", math.inf)),
+                   float(unit_effect.extra.get("df", math.inf))])
+    stat = d / se
+    crit, p = _t_crit_p(stat, df, alpha)
     return Effect(cluster_effect.metric, d, d - crit * se, d + crit * se, se, p,
                   cluster_effect.n + unit_effect.n,
-                  extra={"part": "interference", "statistic": z, "test": "z"})
+                  extra={"part": "interference", "statistic": stat, "df": df,
+                         "test": "t" if math.isfinite(df) else "z"})
+
+
+def welch_df(variances: Sequence[float], dfs: Sequence[float]) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of independent variance
+    estimates, ``(sum v)^2 / sum(v^2 / df)``; infinite when no term has finite df."""
+    den = sum(v * v / f for v, f in zip(variances, dfs, strict=True) if math.isfinite(f))
+    return sum(variances) ** 2 / den if den > 0 else math.inf
+
+
+def _t_crit_p(stat: float, df: float, alpha: float) -> tuple[float, float]:
+    """Two-sided critical value and p-value of ``stat`` under ``t(df)`` (normal when
+    ``df`` is infinite)."""
+    if math.isfinite(df):
+        return (float(special.stdtrit(df, 1 - alpha / 2)),
+                float(2 * special.stdtr(df, -abs(stat))))
+    return float(-special.ndtri(alpha / 2)), float(2 * special.ndtr(-abs(stat)))
 
 
 # -- arm statistics -> effects ----------------------------------------------------------------
@@ -227,8 +257,7 @@ def compare_arms(metric: str, variant: str, c: ArmStats, t: ArmStats, *,
     est = rt - rc
     var = vc + vt
     se = math.sqrt(var)
-    den = vc**2 / (c.g - 1) + vt**2 / (t.g - 1)
-    df = var**2 / den if den > 0 else math.inf
+    df = welch_df([vc, vt], [c.g - 1, t.g - 1])
     uv = c.unit_var() + t.unit_var()
     base.update(design_effect=var / uv if uv > 0 else math.nan,
                 se_unit=math.sqrt(uv) if uv >= 0 else math.nan, df=df,
@@ -237,10 +266,7 @@ def compare_arms(metric: str, variant: str, c: ArmStats, t: ArmStats, *,
         return Effect(metric, est, n=c.n + t.n,
                       extra={**base, "not_computable": "no variance in either arm"})
     stat = est / se
-    crit = float(special.stdtrit(df, 1 - alpha / 2)) if math.isfinite(df) else float(
-        -special.ndtri(alpha / 2))
-    p = float(2 * special.stdtr(df, -abs(stat))) if math.isfinite(df) else float(
-        2 * special.ndtr(-abs(stat)))
+    crit, p = _t_crit_p(stat, df, alpha)
     base["not_computable"] = None
     base["mde"] = moments.mde(var, 1.0, 0.0, 1.0, alpha=alpha)
     return Effect(metric, est, est - crit * se, est + crit * se, se, p, c.n + t.n, base)
