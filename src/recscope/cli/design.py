@@ -30,7 +30,7 @@ def design_compare(
     Writes DIR/designs.json (one object per design and metric), DIR/designs.html (the
     comparison plot) and DIR/comparison.json (the whole result); --html also writes the
     page to FILE.
-    The designs are the file's [design] and [[compare]] tables, or, without them, the
+    The designs are the file's \\[design] and \\[\\[compare]] tables, or, without them, the
     ones that fit its interference channels; the unit A/B test is always included.
 
     Example: recscope experiment design-compare examples/experiment_interference.toml
