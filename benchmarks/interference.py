@@ -41,6 +41,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
+import simulator  # benchmarks/simulator.py: the same validation metrics and supply setting
 from recscope.experiments.designs import DesignConfig
 from recscope.sim.designs import design_label, run_rep, summarise
 from recscope.sim.experiment_config import WorldSpec
@@ -50,25 +51,7 @@ OUT = Path(__file__).resolve().parent / "out"
 RECORDS = OUT / "interference"
 """One JSON-lines file per (setting, first seed) chunk, so parallel chunks never share one."""
 
-METRICS_TEXT = """unit = "unit_id"
-variant = "variant"
-control = "control"
-[metrics.ctr]
-kind = "ratio"
-numerator = "clicks"
-denominator = "impressions"
-[metrics.clicks]
-kind = "mean"
-column = "clicks"
-[metrics.saves]
-kind = "mean"
-column = "saves"
-[metrics.sessions]
-kind = "mean"
-column = "sessions"
-"""
-
-STRONG_SUPPLY = {"enabled": True, "weight": 1.5, "elasticity": 1.0, "rate": 0.5}
+STRONG_SUPPLY = {"enabled": True, **simulator.STRONG_SUPPLY}
 STRONG_SOCIAL = {"enabled": True, "communities": 40, "in_community": 0.95, "share": 1.0,
                  "boost": 3.0, "mean_follows": 6, "position": 0, "inserts": 3,
                  "visit_pull": 3.0}
@@ -111,7 +94,7 @@ def run(setting: str, reps: int, start: int) -> None:
     from recscope.sim.environment import SimConfig
 
     s = SETTINGS[setting]
-    config = parse_metrics(tomllib.loads(METRICS_TEXT))
+    config = parse_metrics(tomllib.loads(simulator.METRICS_TEXT))
     sim = SimConfig.model_validate(s["simulation"])
     world = build_world(WorldSpec(scale=SCALE))
     OUT.mkdir(parents=True, exist_ok=True)
