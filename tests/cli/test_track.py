@@ -35,6 +35,18 @@ change = {ranker = "popularity"}
 """
 
 
+EXPERIMENT = """
+[[experiment]]
+name = "home-retriever"
+surface = "home_feed"
+start_day = 4
+end_day = 13
+[experiment.variants.control]
+[experiment.variants.treatment]
+retriever = "embedding_v2"
+"""
+
+
 def write_long_run(folder: Path) -> Path:
     """Simulate the tiny long run into ``folder`` (also used by tests/test_browser.py)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +107,10 @@ def _bad_toml(tmp_path: Path, old: str, new: str) -> Path:
     ("share = 0.25", "share = 0.5", "holdout.share must be above 0 and below 0.5"),
     ("share = 0.25", "share = 0.25\nstart_day = 5", "before the holdout starts"),
     ('surface = "search"', 'surface = "stories"', "unknown surface 'stories'"),
+    ('change = {ranker = "popularity"}\n', 'change = {ranker = "popularity"}\n' + EXPERIMENT
+     .replace("end_day = 13", "end_day = 20"), "ends after the last simulated day"),
+    ('change = {ranker = "popularity"}\n', 'change = {ranker = "popularity"}\n' + EXPERIMENT
+     .replace("end_day = 13", "end_day = 13\nholdout = 0.1"), "never includes the long-term holdout's units"),
 ])
 def test_simulate_bad_long_run_file(tmp_path: Path, old: str, new: str, message: str) -> None:
     toml = _bad_toml(tmp_path, old, new)
@@ -138,3 +154,27 @@ def test_track_bad_inputs(sim: Path, tmp_path: Path) -> None:
     code, _, err = invoke(["track", str(sim), "--metrics", "clicks,nope", "--out", str(out)],
                           tmp_path)
     assert code == 2 and "'nope'" in err and not out.exists()
+
+
+def test_simulated_experiment_is_analysed_as_is(tmp_path: Path) -> None:
+    toml = tmp_path / "with_experiment.toml"
+    toml.write_text(TOML + EXPERIMENT)
+    sim = tmp_path / "sim"
+    code, out, err = invoke(["simulate", str(toml), "--out", str(sim)], tmp_path)
+    assert code == 0, err or out
+    assert "home-retriever" in out
+    folder = sim / "experiments" / "home-retriever"
+    code, _, err = invoke(["experiment", "analyze", "--assignments",
+                           str(folder / "assignments.parquet"), "--events",
+                           str(folder / "events.parquet"), "--metrics",
+                           str(folder / "metrics.toml"), "--json", str(tmp_path / "card.json")],
+                          tmp_path)
+    assert code == 0, err
+    card = json.loads((tmp_path / "card.json").read_text())
+    truth = json.loads((folder / "truth.json").read_text())
+    assert truth["experiment"] == "home-retriever"
+    true = {(e["metric"], e["variant"]) for e in truth["effects"]}
+    assert {(r["metric"], r["variant"]) for r in card["results"]} <= true
+    # the holdout is tracked as before, beside the experiment
+    code, _, err = invoke(["track", str(sim), "--json", str(tmp_path / "t.json")], tmp_path)
+    assert code == 0, err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,17 @@ from recscope.experiments.assignment import HOLDOUT, Experiment, assign
 from recscope.sim.long_run import (
     LongRunTruth,
     _Policies,
+    experiment_cells,
     holdout_experiment,
     holdout_masks,
     parse_long_run,
     run_long_run,
     schedule,
+    world_cells,
 )
 from recscope.sim.policy_factory import PolicyFactory
 from recscope.sim.stacks import SlateContext
+from recscope.sim.true_effects import GroundTruth
 from recscope.sim.world_source import build_world
 
 BASE: dict[str, Any] = {
@@ -159,3 +163,114 @@ def test_per_surface_holdout_run(tmp_path: Path) -> None:
                               "search:off"]
     # the home feed's launch is on from day 4: forcing it on vs off moves home impressions
     assert r.truth.lookup("cumulative", "home_feed", "impressions")[2] != 0.0
+
+
+# ---------------------------------------------------------------------- [[experiment]]
+EXP: dict[str, Any] = {"name": "ab", "surface": "home_feed", "start_day": 5, "end_day": 12,
+                       "variants": {"control": {}, "treatment": {"retriever": "embedding_v2"}}}
+
+
+@pytest.mark.parametrize(("exp", "message"), [
+    ({**EXP, "end_day": 15}, "ends after the last simulated day"),
+    ({**EXP, "end_day": 5}, "end_day (5) must be after start_day (5)"),
+    ({**EXP, "start_day": -1}, "experiment.0.start_day"),
+    ({**EXP, "holdout": 0.1}, "never includes the long-term holdout's units"),
+    ({**EXP, "surface": "feed"}, "unknown surface 'feed'"),
+    ({**EXP, "surface": "search"}, "cannot change the retriever"),
+    ({**EXP, "variants": {"a": {}, "b": {"ranker": "popularity"}}}, "one called 'control'"),
+    ({**EXP, "name": "a/b"}, "experiment.0.name"),
+])
+def test_bad_experiments_name_the_file_and_problem(exp: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) \
+            as err:
+        spec(experiment=[exp])
+    assert "x.toml" in str(err.value)
+
+
+def test_overlapping_experiments_in_one_layer_are_refused() -> None:
+    other = {**EXP, "name": "ab2", "start_day": 10, "end_day": 14}
+    with pytest.raises(ConfigError, match="same time in layer 'l'"):
+        spec(experiment=[{**EXP, "layer": "l"}, {**other, "layer": "l"}])
+    # disjoint traffic, or disjoint days, or another layer: allowed
+    spec(experiment=[{**EXP, "layer": "l", "traffic": [0, 0.5]},
+                     {**other, "layer": "l", "traffic": [0.5, 1]}])
+    spec(experiment=[{**EXP, "layer": "l"}, {**other, "layer": "l", "start_day": 12}])
+    spec(experiment=[EXP, other])
+
+
+@pytest.mark.parametrize("holdout", [{"share": 0.2, "salt": "s"},
+                                     {"surfaces": {"home_feed": 0.3}, "salt": "s"}])
+def test_experiment_is_orthogonal_to_the_holdout(holdout: dict[str, Any]) -> None:
+    s = spec(holdout=holdout, experiment=[EXP, {**EXP, "name": "cd", "surface": "search",
+                                                "variants": {"control": {}, "b": {
+                                                    "ranker": "popularity"}}}])
+    units = np.arange(40_000, dtype=np.int64)
+    mask = holdout_masks(s.holdout, units)
+    cells = experiment_cells(s, units)
+    would_be = experiment_cells(s, units, with_holdout=False)
+    held_home = (mask & 1) > 0
+    # held-out units never enter an experiment on a surface they are held out of ...
+    assert (cells[0][held_home] == -1).all() and (cells[0][~held_home] >= 0).all()
+    # ... and one with no holdout on its surface takes everyone
+    held_search = (mask & 4) > 0
+    assert (cells[1][held_search] == -1).all() and (cells[1][~held_search] >= 0).all()
+    # the realised cells are the would-be cells of the units not held out
+    assert np.array_equal(cells, world_cells(s, would_be, mask))
+    # the split does not depend on the holdout: treatment share in and out of it
+    treat = would_be[0] == 1
+    for group in (held_home, ~held_home):
+        p = treat[group].mean()
+        assert abs(p - 0.5) < 3.5 * np.sqrt(0.25 / group.sum()), p
+    # nor do the two experiments' splits depend on each other (own layers and salts)
+    both = ((would_be[0] == 1) & (would_be[1] == 1)).mean()
+    assert abs(both - 0.25) < 3.5 * np.sqrt(0.25 * 0.75 / units.size)
+
+
+@pytest.fixture(scope="module")
+def run_ab(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    out = tmp_path_factory.mktemp("lr-ab") / "out"
+    aa = {**EXP, "name": "aa", "surface": "search", "start_day": 3, "end_day": 9,
+          "variants": {"control": {}, "same": {}}}
+    return run_long_run(spec(experiment=[EXP, aa]), out), out
+
+
+def test_run_with_experiments_writes_their_folders(run_ab: tuple[Any, Path]) -> None:
+    result, out = run_ab
+    plan = json.loads((out / "launches.json").read_text())
+    assert [x["name"] for x in plan["experiments"]] == ["ab", "aa"]
+    holdout = pq.read_table(out / "assignments.parquet").to_pandas().set_index("unit_id")
+    for x in result.experiments:
+        folder = out / x["folder"]
+        assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+            "assignments.parquet", "events.parquet", "metrics.toml", "truth.json"]
+        a = pq.read_table(folder / "assignments.parquet")
+        assert a.column_names == ["unit_id", "variant", "first_exposure_ts"]
+        ids = a.column("unit_id").to_numpy()
+        assert not holdout.loc[ids, "holdout"].any()  # nobody from the held-out share
+        assert a.num_rows == x["n_units"] == sum(x["units_per_variant"].values())
+        ev = pq.read_table(folder / "events.parquet")
+        day = ev.column("day").to_numpy()
+        assert day.max() < x["end_day"] and day.min() >= x["start_day"] - 7
+        assert set(ev.column("unit_id").to_numpy()) <= set(ids)
+        truth = GroundTruth.from_dict(json.loads((folder / "truth.json").read_text()))
+        assert truth.cells[0] == "control" and truth.n_units == a.num_rows
+    effects = {x["name"]: {(t["metric"], t["variant"]): t["effect"]
+                           for t in x["true_effects"]} for x in result.experiments}
+    # an A/A experiment's replays are identical: its true effects are exactly 0
+    assert effects["aa"] and all(v == 0.0 for v in effects["aa"].values())
+    assert effects["ab"][("clicks", "treatment")] != 0.0
+
+
+def test_experiment_output_is_analysable_as_is(run_ab: tuple[Any, Path],
+                                               tmp_path: Path) -> None:
+    from recscope.experiments.analysis import analyze
+    from recscope.experiments.metrics import load_metrics
+
+    _, out = run_ab
+    folder = out / "experiments" / "ab"
+    card = analyze(str(folder / "assignments.parquet"), [str(folder / "events.parquet")],
+                   load_metrics(folder / "metrics.toml"))
+    rows = {e.metric: e for e in card.results}
+    assert {"clicks", "saves", "ctr", "sessions", "active_days"} <= set(rows)
+    assert all(e.extra["variant"] == "treatment" for e in card.results)
+    assert card.srm["ok"]

@@ -249,7 +249,9 @@ def simulate_long_run(path: Path, out: Path, *, force: bool, seed: int | None,
         run.log_metrics({"units": result.n_units, "impressions": result.impressions,
                          "seconds": result.seconds})
         for name in ("assignments.parquet", "events.parquet", "launches.json", "truth.json",
-                     "summary.json"):
+                     "summary.json", *(f"{x['folder']}/{f}" for x in result.experiments
+                                       for f in ("assignments.parquet", "metrics.toml",
+                                                 "truth.json"))):
             if (out / name).exists():
                 run.log_artifact(out / name)
     console.print(result.rich_table())
@@ -257,3 +259,11 @@ def simulate_long_run(path: Path, out: Path, *, force: bool, seed: int | None,
                   f"{len(result.launches)} launches, {result.impressions:,} impressions in "
                   f"{spec.weeks} weeks ({result.seconds:.1f} s); wrote {out}/",
                   highlight=False, markup=False)
+    for x in result.experiments:
+        split = ", ".join(f"{k} {v:,}" for k, v in x["units_per_variant"].items())
+        console.print(f"experiment {x['name']} on {x['surface']}, days {x['start_day']}-"
+                      f"{x['end_day'] - 1} ({split}): recscope experiment analyze "
+                      f"--assignments {out}/{x['folder']}/assignments.parquet --events "
+                      f"{out}/{x['folder']}/events.parquet --metrics "
+                      f"{out}/{x['folder']}/metrics.toml", highlight=False, markup=False,
+                      soft_wrap=True)

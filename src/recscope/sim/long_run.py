@@ -26,6 +26,16 @@ from its ``day`` on; launches on one surface apply in order and accumulate. Each
 new to the users it reaches (their novelty counter restarts), so curiosity clicks come
 back with every launch and fade.
 
+**Experiments.** ``[[experiment]]`` tables run A/B (or A/B/n) tests on one surface for a
+window of days inside the long run, among the units the holdout does not hold out of
+that surface (held-out units never enter: the experiment's assignment names the
+holdout). Each has its own layer and salt, so its split is independent of the holdout's
+(:func:`experiment_cells`); a variant overrides the surface's current launched stack.
+Each writes ``experiments/<name>/`` with the files ``recscope experiment analyze`` reads
+(``assignments.parquet``, ``events.parquet``, ``metrics.toml``) and its ``truth.json``
+(replays of its window with every unit in it given each variant in turn). The holdout's
+truth replays the experiments too, every unit with its would-be variant.
+
 **Truth.** Common-random-number replays of the same users from the same post-warm-up
 state: "every launch to everyone" against "no launch at all" give the true cumulative
 effect in total and per surface (global holdout); with per-surface holdouts, surface
@@ -38,6 +48,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -50,13 +61,21 @@ from recscope.config import StrictModel, validate
 from recscope.core.progress import Progress, report
 from recscope.data.schema import TIMESTAMP_TYPE
 from recscope.experiments.assignment import HOLDOUT, Experiment, Holdout, assign
-from recscope.io import atomic_dir, read_toml, write_json, write_parquet
+from recscope.experiments.metrics import parse_metrics
+from recscope.io import atomic_dir, read_toml, write_json, write_parquet, write_text
 from recscope.results import Effect, Result
 from recscope.sim.config import SURFACES
 from recscope.sim.environment import Environment, SimConfig, SimResult, SimState
-from recscope.sim.experiment_config import NAMED_POLICIES, STACK_KEYS, WorldSpec
+from recscope.sim.experiment_config import (
+    DEFAULT_METRICS,
+    NAMED_POLICIES,
+    RETENTION_METRIC,
+    STACK_KEYS,
+    WorldSpec,
+)
 from recscope.sim.policy_factory import PolicyFactory
 from recscope.sim.stacks import SlateContext
+from recscope.sim.true_effects import GroundTruth, event_columns, metric_value
 from recscope.sim.world_model import WorldTruth
 from recscope.sim.world_source import build_world, world_log
 
@@ -150,6 +169,86 @@ class LaunchSpec(_Frozen):
         return self
 
 
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class RunningExperimentSpec(_Frozen):
+    """An A/B (or A/B/n) test on one surface during days ``[start_day, end_day)`` among
+    the units the holdout does not hold out of that surface: its own layer and salt, so
+    its split is independent of the holdout's (see :func:`experiment_cells`)."""
+
+    name: str = Field(pattern=_NAME, max_length=100)
+    surface: str
+    start_day: int = Field(ge=0, description="first day (0 = the first after the warm-up)")
+    end_day: int = Field(ge=1, description="day after the last day of the experiment")
+    variants: dict[str, dict[str, Any]]
+    weights: list[float] | None = None
+    layer: str | None = None
+    traffic: tuple[float, float] = Field(default=(0.0, 1.0), strict=False)
+    salt: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_holdout(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "holdout" in data:
+            raise ValueError("an experiment never includes the long-term holdout's units "
+                             "(they are kept out by the holdout's own hash); remove its "
+                             "'holdout' key")
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> RunningExperimentSpec:
+        if self.surface not in SURFACES:
+            raise ValueError(f"unknown surface {self.surface!r} (expected one of "
+                             f"{', '.join(SURFACES)})")
+        if self.end_day <= self.start_day:
+            raise ValueError(f"end_day ({self.end_day}) must be after start_day "
+                             f"({self.start_day})")
+        if len(self.variants) < 2 or "control" not in self.variants:
+            raise ValueError("an experiment needs at least two variants, one called "
+                             "'control'")
+        for v, change in self.variants.items():
+            bad = set(change) - STACK_KEYS
+            if bad:
+                raise ValueError(f"variant {v!r}: unknown key {sorted(bad)[0]!r} (allowed: "
+                                 f"{', '.join(sorted(STACK_KEYS))})")
+            if "pipeline" in change:
+                raise ValueError("pipeline stacks are not supported in long-run files")
+            if self.surface != "home_feed" and "retriever" in change:
+                raise ValueError(f"variant {v!r} on {self.surface!r} cannot change the "
+                                 "retriever (only the home feed has one)")
+        if self.weights is not None and (len(self.weights) != len(self.variants)
+                                         or min(self.weights) < 0 or sum(self.weights) <= 0):
+            raise ValueError("weights: one non-negative number per variant")
+        lo, hi = self.traffic
+        if not 0.0 <= lo < hi <= 1.0:
+            raise ValueError(f"traffic must satisfy 0 <= start < end <= 1, got "
+                             f"{list(self.traffic)}")
+        return self
+
+    def variant_names(self) -> list[str]:
+        """``control`` first, then the other variants in file order."""
+        return ["control", *(v for v in self.variants if v != "control")]
+
+    def assignment(self, spec: LongRunSpec, *, with_holdout: bool = True) -> Experiment:
+        """The :class:`~recscope.experiments.assignment.Experiment` that places units:
+        layer (default the name) and salt (default ``<run>:<name>:<seed>``) of its own, and
+        the holdout of its surface (held-out units get :data:`HOLDOUT`)."""
+        names = self.variant_names()
+        w = None if self.weights is None else [
+            self.weights[list(self.variants).index(v)] for v in names]
+        held = None
+        share = spec.holdout.shares()[self.surface]
+        if with_holdout and share > 0:
+            salt = (spec.holdout.salt if spec.holdout.share is not None
+                    else f"{spec.holdout.salt}:{self.surface}")
+            held = holdout_experiment(share, salt).holdout
+        return Experiment(name=self.name, variants=tuple(names), weights=w,
+                          layer=self.layer or self.name, traffic=tuple(self.traffic),
+                          salt=self.salt or f"{spec.name}:{self.name}:{spec.seed}",
+                          holdout=held)
+
+
 class LongRunSpec(_Frozen):
     """A simulated long-term holdout with launches (see the module docstring)."""
 
@@ -163,6 +262,7 @@ class LongRunSpec(_Frozen):
     policy: dict[str, Any] = Field(default_factory=lambda: dict(NAMED_POLICIES["baseline"]))
     holdout: HoldoutSpec
     launch: list[LaunchSpec] = Field(min_length=1)
+    experiment: list[RunningExperimentSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _check(self) -> LongRunSpec:
@@ -183,6 +283,23 @@ class LongRunSpec(_Frozen):
         names = [x.name for x in self.launch if x.name]
         if len(set(names)) != len(names):
             raise ValueError("launch names must be distinct")
+        for i, e in enumerate(self.experiment):
+            if e.end_day > self.days:
+                raise ValueError(f"experiment[{i}] ({e.name!r}, days {e.start_day} to "
+                                 f"{e.end_day - 1}) ends after the last simulated day "
+                                 f"({self.days - 1}; weeks = {self.weeks})")
+        names = [e.name for e in self.experiment]
+        if len(set(names)) != len(names):
+            raise ValueError("experiment names must be distinct")
+        for i, a in enumerate(self.experiment):
+            for b in self.experiment[i + 1:]:
+                same_time = a.start_day < b.end_day and b.start_day < a.end_day
+                if same_time and (a.layer or a.name) == (b.layer or b.name) and (
+                        a.traffic[0] < b.traffic[1] and b.traffic[0] < a.traffic[1]):
+                    raise ValueError(f"experiments {a.name!r} and {b.name!r} run at the same "
+                                     f"time in layer {a.layer or a.name!r} with overlapping "
+                                     "traffic (give them disjoint traffic ranges or "
+                                     "different layers)")
         return self
 
     @property
@@ -261,18 +378,48 @@ class SurfacePolicy:
         return self.by_surface[surface](users, surface, k, context)
 
 
+def experiment_cells(spec: LongRunSpec, units: np.ndarray, *, with_holdout: bool = True,
+                     ) -> np.ndarray:
+    """Per ``[[experiment]]`` and unit, the variant index (0 = control) or -1 (held out of
+    the experiment's surface, or outside its traffic): int64 [experiments, units].
+
+    ``with_holdout=False`` places every unit as if there were no holdout: the variant hash
+    does not depend on the holdout's, so the held-out units' would-be variants are the
+    split the exposed population stands for (the truth's "launch to everyone" world)."""
+    out = np.full((len(spec.experiment), len(units)), -1, dtype=np.int64)
+    for i, e in enumerate(spec.experiment):
+        v = assign(units, e.assignment(spec, with_holdout=with_holdout))
+        lut = {n: k for k, n in enumerate(e.variant_names())}
+        out[i] = [lut.get(x, -1) if x is not None else -1 for x in v]
+    return out
+
+
+def world_cells(spec: LongRunSpec, would_be: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Experiment cells of a world with held-out ``mask``: the would-be variant
+    (:func:`experiment_cells` without the holdout) unless held out of the surface."""
+    out = would_be.copy()
+    for i, e in enumerate(spec.experiment):
+        out[i][(mask & (1 << SURFACES.index(e.surface))) != 0] = -1
+    return out
+
+
 @dataclasses.dataclass
 class _Segment:
     start: int
     end: int
     launched: list[int]  # ids of launches switched on at ``start``
     stacks: dict[str, dict[str, Any]]  # per surface, the launched stack
+    active: list[int] = dataclasses.field(default_factory=list)  # experiments running
+    started: list[int] = dataclasses.field(default_factory=list)  # experiments from start
 
 
 def schedule(spec: LongRunSpec) -> list[_Segment]:
-    """Days ``[0, days)`` cut at every launch day, with each surface's launched stack."""
+    """Days ``[0, days)`` cut at every launch day and experiment boundary, with each
+    surface's launched stack and the experiments running."""
     launches = spec.launches()
-    cuts = sorted({0, *(x["day"] for x in launches)})
+    cuts = sorted({0, *(x["day"] for x in launches),
+                   *(d for e in spec.experiment for d in (e.start_day, e.end_day)
+                     if d < spec.days)})
     stacks = {s: dict(spec.policy) for s in SURFACES}
     out = []
     for a, b in zip(cuts, [*cuts[1:], spec.days], strict=True):
@@ -281,18 +428,27 @@ def schedule(spec: LongRunSpec) -> list[_Segment]:
             if x["day"] == a:
                 stacks[x["surface"]] = {**stacks[x["surface"]], **x["change"]}
                 ids.append(x["id"])
-        out.append(_Segment(a, b, ids, {s: dict(v) for s, v in stacks.items()}))
+        active = [i for i, e in enumerate(spec.experiment) if e.start_day <= a < e.end_day]
+        started = [i for i in active if spec.experiment[i].start_day == a]
+        out.append(_Segment(a, b, ids, {s: dict(v) for s, v in stacks.items()}, active,
+                            started))
     return out
 
 
 class _Policies:
-    """The 2^|surfaces| arm policies of each segment (arm = held-out mask)."""
+    """The policies of each segment: arm = held-out mask + 8 × the experiments' cells
+    (each experiment a digit: 0 not in it, 1 + variant index)."""
 
     def __init__(self, factory: PolicyFactory, spec: LongRunSpec) -> None:
         self.factory = factory
         self.incumbent = factory.stack(dict(spec.policy), "incumbent")
         self._cache: dict[str, Any] = {}
         self.launches = {x["id"]: x for x in spec.launches()}
+        self.experiments = [(e.surface, [e.variants[v] for v in e.variant_names()])
+                            for e in spec.experiment]
+        self.radix = [int(np.prod([len(v) + 1 for _, v in self.experiments[:i]]))
+                      for i in range(len(self.experiments))]
+        self.n_combos = int(np.prod([len(v) + 1 for _, v in self.experiments]))
 
     def stack(self, s: dict[str, Any]) -> Any:
         key = repr(sorted(s.items()))
@@ -300,44 +456,76 @@ class _Policies:
             self._cache[key] = self.factory.stack(s, key)
         return self._cache[key]
 
+    def arm(self, mask: np.ndarray, cells: np.ndarray, active: Sequence[int]) -> np.ndarray:
+        """Every user's policy index in a segment where experiments ``active`` run."""
+        arm = mask.astype(np.int64).copy()
+        for i in active:
+            arm += (_ALL + 1) * self.radix[i] * (cells[i] + 1)
+        return arm
+
     def arms(self, seg: _Segment, seen: set[str]) -> tuple[list[Any], list[bool]]:
-        """Policies of every mask and whether each is new to its users (a launch on one
-        of its exposed surfaces has happened)."""
+        """Policies of every arm and whether each is new to its users (a launch on one
+        of its exposed surfaces has happened, or it is in an experiment's variant that
+        changes the stack)."""
         pols, novel = [], []
-        for m in range(_ALL + 1):
-            by = {s: (self.incumbent if m >> i & 1 else self.stack(seg.stacks[s]))
-                  for i, s in enumerate(SURFACES)}
-            pols.append(SurfacePolicy(by, f"mask{m}"))
-            novel.append(any(not m >> i & 1 and s in seen for i, s in enumerate(SURFACES)))
+        for combo in range(self.n_combos):
+            digits = [combo // r % (len(v) + 1) for r, (_, v) in zip(
+                self.radix, self.experiments, strict=True)]
+            for m in range(_ALL + 1):
+                by = {}
+                new = any(not m >> i & 1 and s in seen for i, s in enumerate(SURFACES))
+                for i, s in enumerate(SURFACES):
+                    st = dict(seg.stacks[s]) if not m >> i & 1 else None
+                    for e in seg.active:
+                        surf, changes = self.experiments[e]
+                        if digits[e] and surf == s and st is not None:
+                            st.update(changes[digits[e] - 1])
+                            new |= bool(changes[digits[e] - 1])
+                    by[s] = self.incumbent if st is None else self.stack(st)
+                pols.append(SurfacePolicy(by, f"arm{combo * (_ALL + 1) + m}"))
+                novel.append(new)
         return pols, novel
 
 
 def simulate_masks(env: Environment, policies: _Policies, segments: Sequence[_Segment],
-                   mask: np.ndarray, state: SimState, *, progress: Progress | None = None,
+                   mask: np.ndarray, state: SimState, *, cells: np.ndarray | None = None,
+                   first: int = 0, last: int | None = None,
+                   states: list[SimState] | None = None, progress: Progress | None = None,
                    stage: str = "simulate", offset: float = 0.0, total: float | None = None,
                    ) -> list[SimResult]:
-    """Run every segment with users' held-out ``mask``; a launch restarts the novelty of
-    the users it reaches."""
+    """Run segments ``first .. last - 1`` from ``state`` (the state at the start of
+    segment ``first``) with users' held-out ``mask`` and experiment ``cells``; a launch
+    restarts the novelty of the users it reaches, and so does an experiment's variant
+    that changes the stack. ``states`` (optional) receives the state at the start of
+    every segment run, before those restarts."""
     out: list[SimResult] = []
-    seen: set[str] = set()
+    last = len(segments) if last is None else last
+    cells = (np.full((len(policies.experiments), mask.size), -1, np.int64)
+             if cells is None else cells)
+    seen = {policies.launches[lid]["surface"] for g in segments[:first] for lid in g.launched}
     st = state
-    days = segments[-1].end
+    days = segments[last - 1].end
     total = float(days) if total is None else total
-    for seg in segments:
-        if seg.launched:
+    for seg in segments[first:last]:
+        if states is not None:
+            states.append(st)
+        if seg.launched or seg.started:
             st = st.copy()
             for lid in seg.launched:
                 s = policies.launches[lid]["surface"]
                 seen.add(s)
                 bit = 1 << SURFACES.index(s)
                 st.novelty_seen[(mask & bit) == 0] = 0.0
+            for e in seg.started:
+                changed = [k for k, c in enumerate(policies.experiments[e][1]) if c]
+                st.novelty_seen[np.isin(cells[e], changed)] = 0.0
         pols, novel = policies.arms(seg, seen)
 
         def tick(_s: str, i: float, _n: float, a: int = seg.start) -> None:
             report(progress, stage, offset + a + i, total)
 
-        res = env.run(pols, days=seg.end - seg.start, arm=mask, state=st, novel=novel,
-                      progress=tick, names=[p.name for p in pols])
+        res = env.run(pols, days=seg.end - seg.start, arm=policies.arm(mask, cells, seg.active),
+                      state=st, novel=novel, progress=tick, names=[p.name for p in pols])
         out.append(res)
         st = res.state
     return out
@@ -464,9 +652,14 @@ class LongRunTruth(Result):
 
 def true_effects(env: Environment, policies: _Policies, segments: Sequence[_Segment],
                  spec: LongRunSpec, mask: np.ndarray, state: SimState,
-                 first_day: np.ndarray, *, progress: Progress | None = None,
-                 ) -> LongRunTruth:
-    """Replay the worlds the holdout's comparisons stand for and tabulate true effects."""
+                 first_day: np.ndarray, *, would_be: np.ndarray | None = None,
+                 progress: Progress | None = None) -> LongRunTruth:
+    """Replay the worlds the holdout's comparisons stand for and tabulate true effects.
+
+    Experiments run in every world as in the real one among the units not held out of
+    their surface, with each unit's would-be variant (``would_be``, from
+    :func:`experiment_cells` without the holdout): the exposed arm's mean is the mean of
+    "every unit exposed, the experiments splitting them as they split the exposed"."""
     n_users = env.truth.n_users
     ho = spec.holdout
     worlds: dict[str, np.ndarray] = {"all": np.zeros(n_users, np.int64),
@@ -482,8 +675,10 @@ def true_effects(env: Environment, policies: _Policies, segments: Sequence[_Segm
     cols = {}
     total = float(len(worlds) * spec.days)
     for w, (name, m) in enumerate(worlds.items()):
-        res = simulate_masks(env, policies, segments, m, state, progress=progress,
-                             stage="ground truth", offset=w * spec.days, total=total)
+        cells = None if would_be is None else world_cells(spec, would_be, m)
+        res = simulate_masks(env, policies, segments, m, state, cells=cells,
+                             progress=progress, stage="ground truth", offset=w * spec.days,
+                             total=total)
         cols[name] = _columns(res, spec.warmup_days)
     start, end = ho.start_day, spec.days
     bounds: list[tuple[str, int, int, int, int]] = []
@@ -494,6 +689,43 @@ def true_effects(env: Environment, policies: _Policies, segments: Sequence[_Segm
         bounds.append(("window", win["window"], win["start"], win["end"], win["end"]))
     rows = _effects_of(cols, first_day, bounds, n_users, pairs)
     return LongRunTruth(start, end, list(worlds), rows)
+
+
+def experiment_metrics(e: RunningExperimentSpec) -> str:
+    """The experiment's metrics file: the simulator's default metrics (and week-2
+    retention when it runs two weeks or more)."""
+    return DEFAULT_METRICS + (RETENTION_METRIC if e.end_day - e.start_day >= 14 else "")
+
+
+def experiment_truth(env: Environment, policies: _Policies, segments: Sequence[_Segment],
+                     spec: LongRunSpec, index: int, mask: np.ndarray, cells: np.ndarray,
+                     states: Sequence[SimState], units: np.ndarray, exposure: np.ndarray,
+                     *, progress: Progress | None = None) -> GroundTruth:
+    """The experiment's true effects: CRN replays of its window from the state at its
+    start, every unit in it given one variant after another (holdout, launches and the
+    other experiments as they were), each metric computed over its units from first
+    exposure as ``experiment analyze`` computes it."""
+    e = spec.experiment[index]
+    first = next(k for k, g in enumerate(segments) if g.start == e.start_day)
+    last = next(k for k, g in enumerate(segments) if g.end == e.end_day) + 1
+    metrics = parse_metrics(tomllib.loads(experiment_metrics(e))).metrics
+    names = e.variant_names()
+    values: dict[str, dict[str, float]] = {m.name: {} for m in metrics}
+    n_users = env.truth.n_users
+    days = e.end_day - e.start_day
+    for v, name in enumerate(names):
+        forced = cells.copy()
+        forced[index][cells[index] >= 0] = v
+        res = simulate_masks(env, policies, segments, mask, states[first], cells=forced,
+                             first=first, last=last, progress=progress,
+                             stage=f"ground truth of {e.name}", offset=v * days - e.start_day,
+                             total=float(len(names) * days))
+        ev = {k: np.concatenate([event_columns(r)[k] for r in res])
+              for k in event_columns(res[0])}
+        for m in metrics:
+            values[m.name][name] = metric_value(ev, units, exposure, m, n_users)
+    return GroundTruth(names, [m.name for m in metrics], values, n_units=int(units.size),
+                       days=days)
 
 
 # ---------------------------------------------------------------------- the run
@@ -517,8 +749,10 @@ class LongRunSimulation(Result):
     impressions: int
     seconds: float
     truth: LongRunTruth | None = None
+    experiments: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     assignments: Annotated[Any, Field(exclude=True)] = None
     events: Annotated[Any, Field(exclude=True)] = None
+    experiment_data: Annotated[Any, Field(exclude=True)] = None
 
     def effects(self) -> list[Effect]:
         """The true effect on clicks at the last look, per surface."""
@@ -557,8 +791,11 @@ def run_long_run(spec: LongRunSpec, out_dir: str | Path | None = None, *,
     warm = env.run([policies.incumbent], days=spec.warmup_days, calibrate=True,
                    progress=progress, stage="warm-up", names=["incumbent"])
     segments = schedule(spec)
-    runs = simulate_masks(env, policies, segments, mask, warm.state, progress=progress,
-                          stage="launches")
+    ids = np.arange(n_users, dtype=np.int64)
+    cells = experiment_cells(spec, ids)
+    states: list[SimState] = []
+    runs = simulate_masks(env, policies, segments, mask, warm.state, cells=cells,
+                          states=states, progress=progress, stage="launches")
     cols = _columns(runs, spec.warmup_days)
     start = spec.holdout.start_day
     first_day = np.full(n_users, np.iinfo(np.int64).min, dtype=np.int64)
@@ -570,11 +807,17 @@ def run_long_run(spec: LongRunSpec, out_dir: str | Path | None = None, *,
     gt = None
     if spec.truth:
         gt = true_effects(env, policies, segments, spec, mask, warm.state, first_day,
+                          would_be=experiment_cells(spec, ids, with_holdout=False),
                           progress=progress)
     assignments = _assignment_table(units, mask, first_ts, first_day, spec.holdout)
-    events = _events_table(pa.concat_tables([warm.events_table(),
-                                             *[r.events_table() for r in runs]]),
-                           units, n_users, spec.warmup_days, start)
+    everything = pa.concat_tables([warm.events_table(), *[r.events_table() for r in runs]])
+    events = _events_table(everything, units, n_users, spec.warmup_days, start)
+    summaries, data = [], []
+    for i in range(len(spec.experiment)):
+        summary, tables = _experiment_output(env, policies, segments, spec, i, mask, cells,
+                                             states, cols, everything, progress=progress)
+        summaries.append(summary)
+        data.append(tables)
     held = {s: int(((mask[units] >> i) & 1).sum()) for i, s in enumerate(SURFACES)}
     held[TOTAL] = int(assignments.column("holdout").to_numpy(zero_copy_only=False).sum())
     result = LongRunSimulation(
@@ -582,11 +825,54 @@ def run_long_run(spec: LongRunSpec, out_dir: str | Path | None = None, *,
         n_users=n_users, n_units=int(units.size), n_held=held, launches=spec.launches(),
         holdout=spec.holdout.model_dump(), requests=sum(r.n_requests for r in runs),
         impressions=sum(r.n_impressions for r in runs),
-        seconds=round(time.perf_counter() - t0, 3), truth=gt, assignments=assignments,
-        events=events)
+        seconds=round(time.perf_counter() - t0, 3), truth=gt, experiments=summaries,
+        assignments=assignments, events=events, experiment_data=data)
     if out_dir is not None:
         write_long_run(out_dir, result, spec, force=force)
     return result
+
+
+def _experiment_output(env: Environment, policies: _Policies, segments: Sequence[_Segment],
+                       spec: LongRunSpec, index: int, mask: np.ndarray, cells: np.ndarray,
+                       states: Sequence[SimState], cols: dict[str, np.ndarray],
+                       everything: pa.Table, *, progress: Progress | None = None,
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One experiment's summary and files: its units (in it, with a request in its
+    window; first exposure = that first request), their events from a week before the
+    window (the CUPED pre-period) to its end, the metrics file and the truth."""
+    e = spec.experiment[index]
+    n_users = env.truth.n_users
+    names = np.asarray(e.variant_names(), dtype=object)
+    inside = (cols["day"] >= e.start_day) & (cols["day"] < e.end_day)
+    first = np.full(n_users, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, cols["user"][inside], cols["ts"][inside])
+    units = np.flatnonzero((first < np.iinfo(np.int64).max) & (cells[index] >= 0))
+    exposure = np.full(n_users, -1, dtype=np.int64)
+    exposure[units] = first[units]
+    assignments = pa.table({
+        "unit_id": pa.array(units.astype(np.int64)),
+        "variant": pa.array(names[cells[index][units]].tolist(), pa.string()),
+        "first_exposure_ts": pa.array(first[units], TIMESTAMP_TYPE)})
+    ev = _events_table(everything, units, n_users, spec.warmup_days, spec.holdout.start_day)
+    day = ev.column("day").to_numpy()
+    lo = max(e.start_day - 7, -spec.warmup_days)
+    events = ev.filter(pa.array((day >= lo) & (day < e.end_day)))
+    truth = None
+    if spec.truth:
+        truth = experiment_truth(env, policies, segments, spec, index, mask, cells, states,
+                                 units, exposure, progress=progress)
+    counts = dict(zip(*np.unique(cells[index][units], return_counts=True), strict=True))
+    summary = {"name": e.name, "surface": e.surface, "start_day": e.start_day,
+               "end_day": e.end_day, "variants": dict(e.variants),
+               "layer": e.layer or e.name, "traffic": list(e.traffic),
+               "salt": e.assignment(spec).experiment_salt, "n_units": int(units.size),
+               "units_per_variant": {str(names[k]): int(v) for k, v in counts.items()},
+               "folder": f"experiments/{e.name}",
+               "true_effects": [] if truth is None else [
+                   {"metric": x.metric, "variant": x.extra["variant"], "effect": x.estimate}
+                   for x in truth.effects()]}
+    return summary, {"assignments": assignments, "events": events,
+                     "metrics": experiment_metrics(e), "truth": truth}
 
 
 def _assignment_table(units: np.ndarray, mask: np.ndarray, first_ts: np.ndarray,
@@ -630,9 +916,21 @@ def write_long_run(out_dir: str | Path, result: LongRunSimulation, spec: LongRun
             "name": spec.name, "start_day": spec.holdout.start_day, "days": spec.days,
             "weeks": spec.weeks, "warmup_days": spec.warmup_days,
             "holdout": spec.holdout.model_dump(), "surfaces": list(SURFACES),
-            "launches": spec.launches()})
+            "launches": spec.launches(),
+            "experiments": [{k: x[k] for k in ("name", "surface", "start_day", "end_day",
+                                               "variants", "layer", "traffic", "salt",
+                                               "folder")} for x in result.experiments]})
         if result.truth is not None:
             write_json(tmp / "truth.json", result.truth.to_dict())
+        for x, d in zip(result.experiments, result.experiment_data or [], strict=True):
+            folder = tmp / x["folder"]
+            folder.mkdir(parents=True)
+            write_parquet(folder / "assignments.parquet", d["assignments"])
+            write_parquet(folder / "events.parquet", d["events"])
+            write_text(folder / "metrics.toml", d["metrics"])
+            if d["truth"] is not None:
+                write_json(folder / "truth.json", {"experiment": x["name"],
+                                                   **d["truth"].to_dict()})
         write_json(tmp / "summary.json", {**result.to_dict(),
                                           "spec": spec.model_dump(mode="json")})
     return Path(out_dir)
