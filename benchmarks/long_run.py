@@ -41,9 +41,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def simulate(out: Path, budget: float, spec_args: dict[str, Any]) -> bool:
+def simulate(out: Path, budget: float, spec_args: dict[str, Any],
+             shard: tuple[int, int] = (0, 1)) -> bool:
     """Simulate the experiments not yet written, until ``budget`` seconds; True when
-    every experiment is there."""
+    every experiment is there. ``shard = (i, n)``: only every n-th missing experiment
+    from the i-th (n processes share one hold of the lock, one core each)."""
     from recscope.sim.long_run_history import HistorySpec, simulate_history
 
     spec = HistorySpec(**spec_args)
@@ -51,7 +53,7 @@ def simulate(out: Path, budget: float, spec_args: dict[str, Any]) -> bool:
              + [f"x{k:03d}" for k in range(spec.held_out)])
     t0 = time.perf_counter()
     left = [n for n in names if not (out / n / "metrics.toml").exists()]
-    todo = set(left)
+    todo = set(left[shard[0]::shard[1]])
     last = [t0]
 
     def stop() -> bool:
@@ -64,7 +66,7 @@ def simulate(out: Path, budget: float, spec_args: dict[str, Any]) -> bool:
 
     written = simulate_history(spec, out, force=True, only=todo.__contains__, stop=stop,
                                progress=prog)
-    left = [n for n in left if n not in written]
+    left = [n for n in left if n not in written and n in todo]
     return not left
 
 
@@ -297,43 +299,28 @@ def _noise(th: np.ndarray, s: dict[str, Any]) -> float:
 def fit_fold(train: list[dict[str, Any]], ridge: float, widen: bool
              ) -> dict[str, Any]:
     """``theta`` on the training experiments and the surrogacy error learnt from *their*
-    leave-one-out errors only: ``tau2`` (mean squared error beyond sampling noise) or,
-    with ``widen``, ``tau2(d²) = a + b · d²``, fitted by least squares on each training
-    experiment's excess squared error against the Mahalanobis distance ``d²`` of its
-    short-run effects from the other training experiments' (a change unlike the
-    history is expected to be projected worse, by as much as the history itself shows)."""
-    from recscope.experiments.surrogate import _theta
+    leave-one-out errors only, with the product's own functions
+    (:func:`recscope.experiments.surrogate.loo_errors` and ``surrogacy_error``): ``tau2``
+    (mean squared error beyond sampling noise) or, with ``widen``, ``tau2(d²) = a + b ·
+    d²`` against the Mahalanobis distance ``d²`` of each training experiment's short-run
+    effects from the other training experiments' (a change unlike the history is
+    expected to be projected worse, by as much as the history itself shows).
+    ``max_d2``: the largest leave-one-out ``d²``, beyond which a projection is flagged
+    as an extrapolation."""
+    from recscope.experiments.surrogate import _theta, loo_errors, surrogacy_error
 
     dx = np.array([s["dx"] for s in train])
     dy = np.array([s["dy"] for s in train])
     vv = np.array([s["V"] for s in train])
     cc = np.array([s["C"] for s in train])
+    var_dy = np.array([s["var_dy"] for s in train])
     theta = _theta(dx, dy, vv, cc, ridge)
-    excess, d2 = [], []
-    for k in range(len(train)):
-        keep = np.arange(len(train)) != k
-        th = _theta(dx[keep], dy[keep], vv[keep], cc[keep], ridge)
-        excess.append((dy[k] - th @ dx[k]) ** 2 - _noise(th, train[k]))
-        d2.append(mahalanobis2(dx[keep], dx[k]))
-    excess_a, d2_a = np.array(excess), np.array(d2)
-    tau2 = max(0.0, float(excess_a.mean()))
-    a, b = tau2, 0.0
-    if widen:
-        design = np.column_stack([np.ones(d2_a.size), d2_a])
-        a, b = np.linalg.lstsq(design, excess_a, rcond=None)[0]
-        b = max(float(b), 0.0)
-        a = max(float(excess_a.mean() - b * d2_a.mean()), 0.0)
+    loo = loo_errors(dx, dy, vv, cc, var_dy, ridge)
+    tau2, a, b = surrogacy_error((dy - loo.projected) ** 2 - loo.noise, loo.distance)
+    if not widen:
+        a, b = tau2, 0.0
     return {"theta": theta, "tau2": tau2, "a": a, "b": b, "dx": dx, "dy": dy, "V": vv,
-            "C": cc}
-
-
-def mahalanobis2(ref: np.ndarray, x: np.ndarray) -> float:
-    """Squared Mahalanobis distance of ``x`` from the rows of ``ref`` (pseudo-inverse of
-    their covariance: directions the history never moved count as far only through the
-    components it did measure)."""
-    cov = np.cov(ref, rowvar=False)
-    diff = x - ref.mean(axis=0)
-    return float(diff @ np.linalg.pinv(cov, rcond=1e-8, hermitian=True) @ diff)
+            "C": cc, "max_d2": float(loo.distance.max())}
 
 
 def cv_evaluate(out: Path, folds: int = 10, seed: int = 0, n_boot: int = 1000,
@@ -345,7 +332,7 @@ def cv_evaluate(out: Path, folds: int = 10, seed: int = 0, n_boot: int = 1000,
     and leave-one-out surrogacy error plus the experiment's own sampling noise.
     ``split="new-kind"``: one fold instead, the held-out ``x*`` projected from the
     history ``h*`` (the new-kind protocol on the same machinery, to compare ``widen``)."""
-    from recscope.experiments.surrogate import _theta
+    from recscope.experiments.surrogate import _theta, mahalanobis2
 
     t0 = time.perf_counter()
     stats = experiment_stats(out)
@@ -385,7 +372,9 @@ def cv_evaluate(out: Path, folds: int = 10, seed: int = 0, n_boot: int = 1000,
             rows.append({"name": s["name"], "family": s["family"], "target": s["target"],
                          "fold": int(f), "truth": s["dy"], "estimate": est,
                          "ci_low": float(lo), "ci_high": float(hi), "naive": naive,
-                         "mde": mde, "d2": d2, "covered": bool(lo <= s["dy"] <= hi),
+                         "mde": mde, "d2": d2, "max_d2": m["max_d2"],
+                         "extrapolation": bool(d2 > m["max_d2"]),
+                         "covered": bool(lo <= s["dy"] <= hi),
                          "abs_error": abs(est - s["dy"]),
                          "naive_abs_error": abs(naive - s["dy"])})
     res = {"protocol": split, "folds": folds, "seed": seed, "ridge": ridge,
@@ -417,7 +406,12 @@ def cv_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "coverage": float(np.mean([r["covered"] for r in rows])),
             "mean_width": float(np.mean([r["ci_high"] - r["ci_low"] for r in rows])),
             "decision_n": len(big), "decision_agree": int(sum(agree)),
-            "decision_rate": float(np.mean(agree)) if agree else None}
+            "decision_rate": float(np.mean(agree)) if agree else None,
+            "extrapolations": int(sum(r.get("extrapolation", False) for r in rows)),
+            "extrapolations_covered": int(sum(r["covered"] for r in rows
+                                              if r.get("extrapolation", False))),
+            "inside_covered": int(sum(r["covered"] for r in rows
+                                      if not r.get("extrapolation", False)))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -430,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--held-out", type=int, default=40)
     ap.add_argument("--scale", type=float, default=0.5)
     ap.add_argument("--n-boot", type=int, default=1000)
+    ap.add_argument("--shard", default="0/1", metavar="I/N",
+                    help="simulate: only every N-th missing experiment from the I-th")
     ap.add_argument("--protocol", choices=["new-kind", "new-kind-stats", "cv"],
                     default="new-kind",
                     help="evaluate: new-kind = fit on h*, project the x* (kinds the "
@@ -445,8 +441,9 @@ def main(argv: list[str] | None = None) -> int:
                     "the change's short-run effects from the training experiments'")
     a = ap.parse_args(argv)
     if a.step == "simulate":
+        i, n = (int(v) for v in a.shard.split("/"))
         done = simulate(a.out, a.budget, {"history": a.history, "held_out": a.held_out,
-                                          "scale": a.scale})
+                                          "scale": a.scale}, (i, n))
         print("complete" if done else "partial: run again to continue")
         return 0 if done else 3
     if a.step == "evaluate" and a.protocol == "cv":

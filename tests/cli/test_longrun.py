@@ -70,7 +70,24 @@ def test_fit_then_analyze_with_long_run(hist: Path) -> None:
     assert set(lr) >= {"estimate", "ci_low", "ci_high", "method"}
     assert lr["ci_low"] < lr["estimate"] < lr["ci_high"]
     assert lr["ci_low"] <= 2 * 0.5 <= lr["ci_high"]  # planted: outcome = 2·saves, lift 0.5
+    assert lr["extrapolation"] is False and lr["distance"] < lr["history_max_distance"]
     assert "long_run" not in next(r for r in card["results"] if r["metric"] == "clicks")
+
+
+def test_change_unlike_the_history_is_flagged(hist: Path) -> None:
+    assert invoke(["longrun", "fit", "--history", "hist", "--short", "short.toml", "--long",
+                   "days_long", "--metric", "saves", "--out", "model"], hist)[0] == 0
+    _write(hist / "odd", 11, 4.0, outcome=False)  # saves lift 4: history's are 0.6 at most
+    code, out, err = invoke(["experiment", "analyze", "--assignments",
+                             "odd/assignments.parquet", "--events", "odd/events.parquet",
+                             "--metrics", "short.toml", "--long-run", "model", "--json",
+                             "card.json", "--tracking", "track"], hist)
+    assert code == 0, err
+    card = json.loads((hist / "card.json").read_text())
+    lr = next(r for r in card["results"] if r["metric"] == "saves")["long_run"]
+    assert lr["extrapolation"] is True and lr["distance"] > lr["history_max_distance"]
+    assert card["long_run"][0]["extrapolation"] is True
+    assert "is an extrapolation" in " ".join((out + err).split())
 
 
 def test_history_without_outcome_is_refused(hist: Path) -> None:

@@ -4,6 +4,8 @@ surrogates mean what the scorecard's metrics mean."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +19,7 @@ from recscope.experiments.surrogate import (
     fit_surrogate,
     unit_features,
 )
+from recscope.results import Effect
 
 
 def _experiment(name: str, rng: np.random.Generator, d_quality: float, d_curiosity: float,
@@ -115,8 +118,6 @@ def test_unit_features_in_sql_and_scorecard_attachment() -> None:
     from recscope.experiments.analysis import analyze
 
     card = analyze(assign, events, cfg)
-    from recscope.results import Effect
-
     proj = Effect("y_long", 0.5, 0.1, 0.9, 0.2, extra={"variant": "t", "for_metric": "late",
                                                         "method": "m"})
     lr = add_long_run(card, [proj])
@@ -149,3 +150,49 @@ def test_experiment_level_map_corrects_unit_level_attenuation() -> None:
     assert e.ci_low <= truth <= e.ci_high and abs(e.estimate - truth) < 0.2
     assert abs(e.extra["unit_level"] - truth / 2) < 0.1  # across users: half of it
     assert model.theta[0] == pytest.approx(4.0, abs=0.3)
+
+
+def test_extrapolation_is_flagged_and_widening_follows_distance() -> None:
+    rng = np.random.default_rng(6)
+    model = fit_surrogate(_history(rng), long="y")
+    assert 0 < model.history_max_distance == max(e["distance"] for e in model.experiments)
+    like, _ = _experiment("like", rng, d_quality=0.1, d_curiosity=-0.3)
+    unlike, _ = _experiment("unlike", rng, d_quality=0.1, d_curiosity=6.0)
+    (a,), (b,) = model.project(like, n_boot=200), model.project(unlike, n_boot=200)
+    assert not a.extra["extrapolation"] and a.extra["distance"] < model.history_max_distance
+    assert b.extra["extrapolation"] and b.extra["distance"] > 10 * model.history_max_distance
+    assert b.extra["history_max_distance"] == model.history_max_distance
+    # the scorecard says so in a banner and in the row's long_run object
+    card = add_long_run(_card(), [Effect("y", 0.1, 0.0, 0.2, 0.05, extra={
+        **a.extra, "variant": "t", "for_metric": "m"}), Effect("y", 0.1, 0.0, 0.2, 0.05, extra={
+            **b.extra, "variant": "u", "for_metric": "m"})])
+    banners = [n for n in card.notes() if "extrapolation" in n]
+    assert len(banners) == 1 and "for u" in banners[0]
+    assert card.results[0].extra["long_run"]["extrapolation"] is False
+    assert card.results[1].extra["long_run"]["extrapolation"] is True
+    # widening: where the history's errors grow with distance (a hidden channel of sd
+    # proportional to the change in clicks), a far change's interval
+    # widens with it; a change like the history keeps about the plain interval
+    rng = np.random.default_rng(0)
+    hist = [_experiment(f"h{i}", rng, q, c, rng.normal(0, 0.5 * abs(c)), n=1000)[0]
+            for i, (q, c) in enumerate(zip(rng.normal(0, 0.2, 40), rng.normal(0, 0.7, 40),
+                                           strict=True))]
+    plain = fit_surrogate(hist, long="y")
+    wide = fit_surrogate(hist, long="y", widen=True)
+    assert wide.tau2_slope > 0 and not plain.widen
+    far, _ = _experiment("far", rng, 0.1, 4.0, 2.0)
+    (p_far,), (w_far,) = plain.project(far, n_boot=200), wide.project(far, n_boot=200)
+    assert p_far.extra["extrapolation"] and w_far.extra["widened"]
+    assert w_far.ci_high - w_far.ci_low > 2 * (p_far.ci_high - p_far.ci_low)
+    near, _ = _experiment("near", rng, 0.1, -0.3)
+    (p_near,), (w_near,) = plain.project(near, n_boot=200), wide.project(near, n_boot=200)
+    assert not w_near.extra["extrapolation"]
+    assert w_near.ci_high - w_near.ci_low < 1.3 * (p_near.ci_high - p_near.ci_low)
+
+
+def _card() -> Any:
+    from recscope.experiments.analysis import Scorecard
+
+    return Scorecard(results=[Effect("m", 0.0, -1.0, 1.0, 0.5, extra={"variant": "t"}),
+                              Effect("m", 0.0, -1.0, 1.0, 0.5, extra={"variant": "u"})],
+                     srm={}, data_checks={})

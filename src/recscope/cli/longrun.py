@@ -84,6 +84,11 @@ def fit(
                                       "shows the projection (default: --long)."),
     ridge: float = typer.Option(0.03, "--ridge", help="Ridge of the experiment-level map, "
                                 "per comparison on standardised effects."),
+    widen: bool = typer.Option(False, "--widen/--no-widen", help="Intervals with a "
+                               "surrogacy error growing with the change's distance from the "
+                               "history (fitted on the history's leave-one-out errors); "
+                               "projections beyond the history's range are flagged either "
+                               "way."),
     force: Force = False,
     json_out: JsonOut = None,
     html_out: HtmlOut = None,
@@ -120,7 +125,8 @@ def fit(
             tables.append(attach_outcome(t, outcomes, long, unit=config.unit, file=str(f)))
             bar.update(task, advance=1)
     model = fit_surrogate(tables, long=long, metric=metric, control=config.control,
-                          metrics_toml=short.read_text(encoding="utf-8"), ridge=ridge)
+                          metrics_toml=short.read_text(encoding="utf-8"), ridge=ridge,
+                          widen=widen)
     console.print(model.rich_table())
     with atomic_dir(out, force=force) as tmp:
         model.save(tmp / MODEL_FILE)

@@ -44,6 +44,9 @@ from recscope.experiments.analysis import Scorecard
 from recscope.experiments.metrics import AnalysisConfig
 from recscope.results import Effect, Result
 
+WIDEN = False
+"""Default of ``widen`` (see :func:`fit_surrogate`)."""
+
 RIDGE = 1e-6
 """Ridge penalty, relative to each standardised feature's variance (numerical safety)."""
 
@@ -194,6 +197,56 @@ def _theta(dx: np.ndarray, dy: np.ndarray, v: np.ndarray, c: np.ndarray,
     return coef_s / scale
 
 
+def mahalanobis2(ref: np.ndarray, x: np.ndarray) -> float:
+    """Squared Mahalanobis distance of the short-run effects ``x`` from the rows of
+    ``ref`` (a history's comparisons), with the pseudo-inverse of their covariance:
+    directions the history never moved count only through the components it did
+    measure. About the number of surrogates for a change like the history's."""
+    cov = np.atleast_2d(np.cov(ref, rowvar=False))
+    diff = np.asarray(x, dtype=np.float64) - ref.mean(axis=0)
+    return float(diff @ np.linalg.pinv(cov, rcond=1e-8, hermitian=True) @ diff)
+
+
+@dataclass
+class LooErrors:
+    """Leave-one-comparison-out on a history: per comparison the projection from the
+    others, the sampling variance of its error, and its distance from the others."""
+
+    projected: np.ndarray
+    noise: np.ndarray
+    distance: np.ndarray
+
+
+def loo_errors(dx: np.ndarray, dy: np.ndarray, v: np.ndarray, c: np.ndarray,
+               var_dy: np.ndarray, ridge: float) -> LooErrors:
+    """Each comparison projected by the map fitted on the others (``theta`` refitted),
+    with the sampling variance of ``dy − theta · dx`` and the comparison's Mahalanobis
+    distance from the others' short-run effects."""
+    proj, noise, dist = [], [], []
+    for k in range(dx.shape[0]):
+        keep = np.arange(dx.shape[0]) != k
+        th = _theta(dx[keep], dy[keep], v[keep], c[keep], ridge)
+        proj.append(float(th @ dx[k]))
+        noise.append(float(var_dy[k] + th @ v[k] @ th - 2 * th @ c[k]))
+        dist.append(mahalanobis2(dx[keep], dx[k]))
+    return LooErrors(np.array(proj), np.array(noise), np.array(dist))
+
+
+def surrogacy_error(excess: np.ndarray, distance: np.ndarray) -> tuple[float, float, float]:
+    """The surrogacy error variance from a history's leave-one-out *excess* squared
+    errors (squared error minus sampling variance): ``tau2`` (their mean, at least 0)
+    and the line ``tau2(d²) = a + b · d²`` (``b ≥ 0``, ``a ≥ 0``) fitted by least
+    squares against the comparisons' distances, so that a change far from the history
+    is given the error the history itself shows for its far-out comparisons."""
+    tau2 = max(0.0, float(excess.mean()))
+    if excess.size < 3 or np.ptp(distance) <= 0:
+        return tau2, tau2, 0.0
+    design = np.column_stack([np.ones(distance.size), distance])
+    b = max(float(np.linalg.lstsq(design, excess, rcond=None)[0][1]), 0.0)
+    a = max(float(excess.mean() - b * distance.mean()), 0.0)
+    return tau2, a, b
+
+
 @dataclass
 class SurrogateModel(Result):
     """A fitted surrogate index and what the history says about it.
@@ -208,7 +261,11 @@ class SurrogateModel(Result):
     users attenuates it. ``experiments``: per history comparison its short-run effects
     ``dx`` with sampling covariance ``V``/``C``, observed long-run effect and
     leave-one-experiment-out projection (:meth:`effects` shows them). ``tau2``: the
-    surrogacy error variance (leave-one-out squared error beyond sampling noise).
+    surrogacy error variance (leave-one-out squared error beyond sampling noise);
+    ``tau2_intercept`` + ``tau2_slope`` · d²: the same against each comparison's
+    Mahalanobis distance d² from the others (used when ``widen``).
+    ``history_max_distance``: the largest such leave-one-out d², the edge of the
+    history's range — a new change further out is flagged as an extrapolation.
     ``metrics_toml``: the surrogates' definitions, applied unchanged to new experiments.
     """
 
@@ -229,18 +286,48 @@ class SurrogateModel(Result):
     n_units: int
     r2: float
     sources: list[str] = field(default_factory=list)
+    tau2_intercept: float = math.nan
+    tau2_slope: float = 0.0
+    history_max_distance: float = math.nan
+    widen: bool = False
 
     def effects(self) -> list[Effect]:
         return [Effect(self.long, e["projected"], n=e["n"], extra={
             "experiment": e["name"], "variant": e["variant"], "observed": e["observed"],
             "observed_se": math.sqrt(e["observed_var"]),
-            "error": e["observed"] - e["projected"]}) for e in self.experiments]
+            "error": e["observed"] - e["projected"],
+            "distance": e.get("distance", math.nan)}) for e in self.experiments]
 
     def notes(self) -> list[str]:
-        return [f"{len(self.experiments)} history comparisons, {self.n_units:,} units; "
-                f"unit-level R² = {self.r2:.3f}; surrogacy error sd = "
-                f"{math.sqrt(self.tau2):.4g} (leave-one-experiment-out, beyond sampling "
-                "noise). 'estimate' is the leave-one-out projection."]
+        out = [f"{len(self.experiments)} history comparisons, {self.n_units:,} units; "
+               f"unit-level R² = {self.r2:.3f}; surrogacy error sd = "
+               f"{math.sqrt(self.tau2):.4g} (leave-one-experiment-out, beyond sampling "
+               "noise). 'estimate' is the leave-one-out projection, 'distance' the "
+               "comparison's Mahalanobis d² from the others."]
+        if math.isfinite(self.history_max_distance):
+            out.append(f"History range: leave-one-out d² up to "
+                       f"{self.history_max_distance:.3g} for {len(self.features)} "
+                       "surrogates; a new change further out is flagged as an "
+                       "extrapolation. Surrogacy error variance against d²: "
+                       f"{self.tau2_intercept:.3g} + {self.tau2_slope:.3g} · d² "
+                       f"({'used' if self.widen else 'not used'} for intervals).")
+        return out
+
+    def max_distance(self) -> float:
+        """``history_max_distance`` (recomputed from the comparisons' effects for a
+        model written before it was stored)."""
+        if math.isfinite(self.history_max_distance):
+            return self.history_max_distance
+        dx = self._arrays()[0]
+        keep = ~np.eye(dx.shape[0], dtype=bool)
+        return max(mahalanobis2(dx[keep[k]], dx[k]) for k in range(dx.shape[0]))
+
+    def surrogacy_var(self, distance: float) -> float:
+        """The surrogacy error variance of a projection at Mahalanobis ``distance``:
+        ``tau2``, or with ``widen`` ``tau2_intercept + tau2_slope · distance``."""
+        if self.widen and math.isfinite(self.tau2_intercept) and math.isfinite(distance):
+            return self.tau2_intercept + self.tau2_slope * distance
+        return self.tau2
 
     def _arrays(self) -> tuple[np.ndarray, ...]:
         e = self.experiments
@@ -255,8 +342,12 @@ class SurrogateModel(Result):
         ``estimate`` = ``theta`` · (treatment − control surrogate means); the interval is
         the percentile interval of a bootstrap over the new experiment's units (Poisson
         weights) and the history's comparisons (``theta`` refitted), each draw plus a
-        normal surrogacy error of variance ``tau2``. ``se`` is the sd of the draws.
-        ``extra['unit_level']``: the unit-level index's projection, for comparison.
+        normal surrogacy error of variance :meth:`surrogacy_var`. ``se`` is the sd of
+        the draws. ``extra``: ``unit_level`` (the unit-level index's projection, for
+        comparison); ``distance`` (Mahalanobis d² of the change's short-run effects from
+        the history's), ``history_max_distance`` and ``extrapolation`` (the change lies
+        beyond every history comparison's leave-one-out distance: the projection
+        extrapolates the history's linear map to a kind of change it has not seen).
         """
         table = check_features(self, table)
         ctrl = control or self.control
@@ -278,10 +369,13 @@ class SurrogateModel(Result):
             xt = table.x[table.variants == var]
             diff = xt.mean(axis=0) - xc.mean(axis=0)
             est = float(theta @ diff)
+            d2 = mahalanobis2(dx, diff)
+            tau2 = self.surrogacy_var(d2)
+            edge = self.max_distance()
             wt = rng.poisson(1.0, size=(n_boot, xt.shape[0])).astype(np.float64)
             mt = (wt @ xt) / np.maximum(wt.sum(axis=1), 1.0)[:, None]
             draws = np.einsum("bp,bp->b", boot, mt - mc)
-            draws = draws + rng.normal(0.0, math.sqrt(self.tau2), n_boot)
+            draws = draws + rng.normal(0.0, math.sqrt(max(tau2, 0.0)), n_boot)
             centred = draws - draws.mean() + est
             lo, hi = np.quantile(centred, [alpha / 2, 1 - alpha / 2])
             se = float(draws.std(ddof=1))
@@ -290,7 +384,11 @@ class SurrogateModel(Result):
                               int(xt.shape[0] + xc.shape[0]), extra={
                                   "variant": var, "method": METHOD, "for_metric": self.metric,
                                   "unit_level": float(np.asarray(self.coef)[1:] @ diff),
-                                  "surrogacy_sd": math.sqrt(self.tau2),
+                                  "surrogacy_sd": math.sqrt(max(tau2, 0.0)),
+                                  "widened": bool(self.widen),
+                                  "distance": d2,
+                                  "history_max_distance": edge,
+                                  "extrapolation": bool(d2 > edge),
                                   "n_boot": n_boot, "history_comparisons": k}))
         return out
 
@@ -309,12 +407,14 @@ def check_features(model: SurrogateModel, table: UnitTable) -> UnitTable:
 
 def fit_surrogate(history: Sequence[UnitTable], *, long: str, metric: str | None = None,
                   control: str = "control", metrics_toml: str = "",
-                  ridge: float = 0.03) -> SurrogateModel:
+                  ridge: float = 0.03, widen: bool = WIDEN) -> SurrogateModel:
     """Fit the surrogate index on ``history`` (each with its outcome ``y``).
 
     Every history table needs the same features, a control and at least one treatment;
     at least 3 comparisons (more than features is better: ``ridge``, on standardised
-    effects and per comparison, keeps a short history stable).
+    effects and per comparison, keeps a short history stable). ``widen``: projections
+    use the distance-dependent surrogacy error ``tau2(d²)`` instead of the constant
+    ``tau2`` (both are stored; see :meth:`SurrogateModel.project`).
     """
     feats = history[0].features if history else []
     for h in history:
@@ -345,20 +445,17 @@ def fit_surrogate(history: Sequence[UnitTable], *, long: str, metric: str | None
     vv = np.array([s[2] for s in stats])
     cc = np.array([s[3] for s in stats])
     theta = _theta(dx, dy, vv, cc, ridge)
+    loo = loo_errors(dx, dy, vv, cc, np.array([s[4] for s in stats]), ridge)
     exps: list[dict[str, Any]] = []
-    sq_err, samp = [], []
     for k, ((name, v, sel, _t), st) in enumerate(zip(comps, stats, strict=True)):
-        keep = np.arange(len(comps)) != k
-        th = _theta(dx[keep], dy[keep], vv[keep], cc[keep], ridge)
-        proj = float(th @ dx[k])
-        noise = st[4] + th @ st[2] @ th - 2 * th @ st[3]
         exps.append({"name": name, "variant": v, "n": int(sel.sum()),
-                     "observed": st[1], "projected": proj, "observed_var": st[4],
-                     "error_var": float(noise), "dx": st[0].tolist(),
+                     "observed": st[1], "projected": float(loo.projected[k]),
+                     "observed_var": st[4], "error_var": float(loo.noise[k]),
+                     "distance": float(loo.distance[k]), "dx": st[0].tolist(),
                      "V": st[2].tolist(), "C": st[3].tolist()})
-        sq_err.append((st[1] - proj) ** 2)
-        samp.append(noise)
-    tau2 = max(0.0, float(np.mean(sq_err) - np.mean(samp)))
+    excess = (dy - loo.projected) ** 2 - loo.noise
+    tau2 = max(0.0, float(np.mean((dy - loo.projected) ** 2) - np.mean(loo.noise)))
+    _, tau2_a, tau2_b = surrogacy_error(excess, loo.distance)
     grams = np.sum([_gram(h.x, h.y) for h in history], axis=0)  # type: ignore[arg-type]
     coef = _solve(grams)
     y_all = np.concatenate([h.y for h in history])  # type: ignore[misc]
@@ -371,7 +468,9 @@ def fit_surrogate(history: Sequence[UnitTable], *, long: str, metric: str | None
                           control=control, long_control_mean=float(ctrl_y.mean()),
                           metrics_toml=metrics_toml, experiments=exps,
                           n_units=int(grams[0, 0]), r2=r2,
-                          sources=[h.name for h in history])
+                          sources=[h.name for h in history], tau2_intercept=tau2_a,
+                          tau2_slope=tau2_b,
+                          history_max_distance=float(loo.distance.max()), widen=widen)
 
 
 MODEL_FILE = "model.json"
@@ -403,17 +502,38 @@ class LongRunScorecard(Scorecard):
 
         lr = rich_table([{"outcome": e.metric, "variant": e.extra["variant"],
                           "for metric": e.extra["for_metric"], "estimate": e.estimate,
-                          "ci_low": e.ci_low, "ci_high": e.ci_high, "se": e.se}
+                          "ci_low": e.ci_low, "ci_high": e.ci_high, "se": e.se,
+                          "distance d²": e.extra.get("distance"),
+                          "history max d²": e.extra.get("history_max_distance"),
+                          "extrapolation": "YES" if e.extra.get("extrapolation") else "no"}
                          for e in self.long_run], title="Projected long-run effects "
                         "(surrogate index)")
         return Group(super().rich_table(), lr)
+
+    def notes(self) -> list[str]:
+        """The scorecard's banners, and one per projection that extrapolates."""
+        out = super().notes()
+        for e in self.long_run:
+            if e.extra.get("extrapolation"):
+                out.append(
+                    f"Long-run projection of {e.metric} for {e.extra['variant']} is an "
+                    f"extrapolation: the change's short-run effects lie at Mahalanobis "
+                    f"d² = {e.extra['distance']:.3g} from the history's, beyond its "
+                    f"range (d² up to {e.extra['history_max_distance']:.3g}); the "
+                    "history has no change of this kind, so the projection and its "
+                    "interval rest on extending its linear map"
+                    + (" (interval widened with d²)." if e.extra.get("widened")
+                       else " (interval not widened: treat it as too narrow)."))
+        return out
 
     def _display(self, e: Effect) -> dict[str, Any]:
         out = super()._display(e)
         lr = e.extra.get("long_run")
         if lr:
             out["long run [CI]"] = (f"{lr['outcome']}: {lr['estimate']:+.4g} "
-                                    f"[{lr['ci_low']:+.4g}, {lr['ci_high']:+.4g}]")
+                                    f"[{lr['ci_low']:+.4g}, {lr['ci_high']:+.4g}]"
+                                    + (" (extrapolation)" if lr.get("extrapolation")
+                                       else ""))
         return out
 
 
@@ -426,7 +546,11 @@ def add_long_run(card: Scorecard, projections: Sequence[Effect]) -> LongRunScore
             if pr.extra["for_metric"] == e.metric and pr.extra["variant"] == extra["variant"]:
                 extra["long_run"] = {"estimate": pr.estimate, "ci_low": pr.ci_low,
                                      "ci_high": pr.ci_high, "se": pr.se,
-                                     "method": pr.extra["method"], "outcome": pr.metric}
+                                     "method": pr.extra["method"], "outcome": pr.metric,
+                                     "extrapolation": pr.extra.get("extrapolation"),
+                                     "distance": pr.extra.get("distance"),
+                                     "history_max_distance":
+                                         pr.extra.get("history_max_distance")}
         rows.append(Effect(e.metric, e.estimate, e.ci_low, e.ci_high, e.se, e.p_value, e.n,
                            extra))
     return LongRunScorecard(results=rows, srm=card.srm, data_checks=card.data_checks,
@@ -434,5 +558,6 @@ def add_long_run(card: Scorecard, projections: Sequence[Effect]) -> LongRunScore
                             sql=card.sql, long_run=list(projections))
 
 
-__all__ = ["LongRunScorecard", "SurrogateModel", "UnitTable", "add_long_run",
-           "attach_outcome", "check_features", "fit_surrogate", "load_model", "unit_features"]
+__all__ = ["LongRunScorecard", "LooErrors", "SurrogateModel", "UnitTable", "add_long_run",
+           "attach_outcome", "check_features", "fit_surrogate", "load_model", "loo_errors",
+           "mahalanobis2", "surrogacy_error", "unit_features"]
