@@ -48,14 +48,21 @@ OUT = Path(__file__).parent / "out"
 COVERAGE = OUT / "tracking_coverage.jsonl"
 
 
-def coverage(reps: int, first: int, scale: float, out: Path) -> None:
-    """Run repetitions ``first .. first + reps - 1`` and append their coverage lines."""
+def coverage(reps: int, first: int, scale: float, out: Path, *, experiment: bool = True,
+             modes: int = 4) -> None:
+    """Run repetitions ``first .. first + reps - 1`` and append their coverage lines
+    (with the example's ``[[experiment]]`` running beside the holdout unless
+    ``experiment`` is false; the first ``modes`` tracking modes)."""
     import tempfile
 
+    from recscope.experiments.analysis import analyze
+    from recscope.experiments.metrics import load_metrics
     from recscope.experiments.tracking import Design, track
     from recscope.sim.long_run import load_long_run, run_long_run
 
     base = load_long_run(Path(__file__).parent.parent / "examples" / "long_run.toml")
+    if not experiment:
+        base = base.model_copy(update={"experiment": []})
     out.parent.mkdir(parents=True, exist_ok=True)
     for rep in range(first, first + reps):
         t0 = time.perf_counter()
@@ -66,10 +73,28 @@ def coverage(reps: int, first: int, scale: float, out: Path) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             sim = run_long_run(spec, Path(tmp) / "sim")
             assert sim.truth is not None
+            exp_rows = []
+            # the A/B test inside the long run: experiment analyze on its folder as is,
+            # against its CRN truth
+            for x in sim.experiments:
+                folder = Path(tmp) / "sim" / x["folder"]
+                card = analyze(str(folder / "assignments.parquet"),
+                               [str(folder / "events.parquet")],
+                               load_metrics(folder / "metrics.toml"))
+                true = {(t["metric"], t["variant"]): t["effect"] for t in x["true_effects"]}
+                for e in card.results:
+                    t = true[(e.metric, e.extra["variant"])]
+                    exp_rows.append({"experiment": x["name"], "metric": e.metric,
+                                     "variant": e.extra["variant"], "estimate": e.estimate,
+                                     "se": e.se, "ci_low": e.ci_low, "ci_high": e.ci_high,
+                                     "true": t, "covered": bool(e.ci_low <= t <= e.ci_high),
+                                     "n": e.n})
             rows = []
-            # plain, CUPED on the warm-up week, and the warehouse mode (64 buckets)
+            # plain, CUPED on the warm-up week, the warehouse mode (64 buckets) and the
+            # warehouse mode with CUPED
             for mode, pre, buckets in (("plain", 0, 0), ("cuped", spec.warmup_days, 0),
-                                       ("buckets", 0, 64)):
+                                       ("buckets", 0, 64),
+                                       ("buckets_cuped", spec.warmup_days, 64))[:modes]:
                 r = track(Path(tmp) / "sim" / "assignments.parquet",
                           Path(tmp) / "sim" / "events.parquet",
                           Design(spec.holdout.start_day, spec.days, launches=tuple(
@@ -85,6 +110,7 @@ def coverage(reps: int, first: int, scale: float, out: Path) -> None:
                         "mode": mode, "true": t, "covered": x["covered"],
                         "naive_covered": bool(x["naive_low"] <= t <= x["naive_high"])})
         line = {"rep": rep, "seed": spec.seed, "scale": scale, "n_units": sim.n_units,
+                "experiment": bool(spec.experiment), "experiment_rows": exp_rows,
                 "seconds": round(time.perf_counter() - t0, 1), "rows": rows}
         with out.open("a") as f:
             f.write(json.dumps(line) + "\n")
@@ -102,8 +128,9 @@ def summary(path: Path) -> dict[str, Any]:
     def mode_of(r: dict[str, Any]) -> str:  # early lines had a "cuped" flag
         return r.get("mode") or ("cuped" if r.get("cuped") else "plain")
 
+    modes = ("plain", "cuped", "buckets", "buckets_cuped")
     for line in lines:
-        for cuped in ("plain", "cuped", "buckets"):
+        for cuped in modes:
             cum = [r for r in line["rows"] if r["series"] == "cumulative"
                    and mode_of(r) == cuped]
             if not cum:
@@ -124,8 +151,24 @@ def summary(path: Path) -> dict[str, Any]:
                                 and mode_of(r) == cuped
                                 and (r["surface"], r["metric"]) == key]
     out["repetitions_per_mode"] = {c: sum(any(mode_of(r) == c for r in x["rows"])
-                                          for x in lines)
-                                   for c in ("plain", "cuped", "buckets")}
+                                          for x in lines) for c in modes}
+    out["repetitions_with_experiment"] = sum(bool(x.get("experiment")) for x in lines)
+    exp: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for line in lines:
+        for r in line.get("experiment_rows", []):
+            d = exp.setdefault((r["experiment"], r["metric"]), {
+                "covered": [], "error": [], "true": [], "width": []})
+            d["covered"].append(r["covered"])
+            d["error"].append(r["estimate"] - r["true"])
+            d["true"].append(r["true"])
+            d["width"].append(r["ci_high"] - r["ci_low"])
+    out["experiment"] = {f"{e}/{m}": {
+        "reps": len(d["covered"]), "coverage": round(float(np.mean(d["covered"])), 3),
+        "mean_true": float(f"{np.mean(d['true']):.4g}"),
+        "mean_error": float(f"{np.mean(d['error']):.3g}"),
+        "sd_error": float(f"{np.std(d['error'], ddof=1):.3g}") if len(d["error"]) > 1
+        else None, "mean_width": float(f"{np.mean(d['width']):.4g}")}
+        for (e, m), d in sorted(exp.items())}
     out["coverage"] = {f"{c}/{s}/{m}": {
         k: round(float(np.mean(v)), 3) for k, v in d.items()}
         for (c, s, m), d in sorted(table.items())}
@@ -259,6 +302,10 @@ def main() -> None:
     c.add_argument("--first", type=int, default=0)
     c.add_argument("--scale", type=float, default=0.25)
     c.add_argument("--out", type=Path, default=COVERAGE)
+    c.add_argument("--no-experiment", action="store_true",
+                   help="drop the example's [[experiment]] (the holdout alone)")
+    c.add_argument("--modes", type=int, default=4, choices=range(1, 5),
+                   help="tracking modes: plain, cuped, buckets, buckets_cuped (first N)")
     s = sub.add_parser("summary")
     s.add_argument("--out", type=Path, default=COVERAGE)
     p = sub.add_parser("perf")
@@ -270,7 +317,8 @@ def main() -> None:
     k.add_argument("folder", type=Path, help="a `recscope simulate` long-run folder")
     a = ap.parse_args()
     if a.cmd == "coverage":
-        coverage(a.reps, a.first, a.scale, a.out)
+        coverage(a.reps, a.first, a.scale, a.out, experiment=not a.no_experiment,
+                 modes=a.modes)
     elif a.cmd == "summary":
         print(json.dumps(summary(a.out), indent=2))
     elif a.cmd == "spark":

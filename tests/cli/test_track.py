@@ -93,6 +93,14 @@ def test_track_with_files(sim: Path, tmp_path: Path) -> None:
     assert code == 0, err
     fast = TrackingResult.load(tmp_path / "b.json")
     assert fast.buckets == 16 and len(fast.values) == 4 * 2 * (2 + 2 + 4)  # 4 window looks
+    code, _, err = invoke(["track", str(sim), "--buckets", "16", "--pre-days", "2",
+                           "--json", str(tmp_path / "bc.json")], tmp_path)
+    assert code == 0, err
+    adjusted = TrackingResult.load(tmp_path / "bc.json")
+    assert adjusted.pre_days == 2 and adjusted.buckets == 16
+    assert [x["n"] for x in adjusted.values] == [x["n"] for x in fast.values]
+    assert any(x["estimate"] != y["estimate"] for x, y in zip(adjusted.values, fast.values,
+                                                                strict=True))
 
 
 def _bad_toml(tmp_path: Path, old: str, new: str) -> Path:

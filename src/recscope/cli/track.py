@@ -69,7 +69,8 @@ def track(
                                        "day (default: the launches file's, else the data's)."),
     pre_days: int = typer.Option(0, "--pre-days", help="CUPED: adjust every series by the "
                                  "unit's sum over this many days before the start (0: off; "
-                                 "the simulator writes its warm-up days)."),
+                                 "the simulator writes its warm-up days); with --buckets, "
+                                 "from the buckets' pre-period sums."),
     buckets: int = typer.Option(0, "--buckets", help="Warehouse mode: variances from B hash "
                                 "buckets of units per arm, one join and one small GROUP BY "
                                 "(needs first_day in the assignments); 0: exact per unit."),

@@ -71,7 +71,8 @@ class Design:
     buckets: int = 0
     """0: exact per-unit statistics. B > 0: warehouse mode, one join and one small
     aggregation: units are hashed into B buckets per arm and the variance comes from the
-    buckets' sums (delta method); needs ``first_day`` in the assignment table."""
+    buckets' sums (delta method); needs ``first_day`` in the assignment table. CUPED
+    works in both modes (in this one from the buckets' pre-period sums)."""
 
     def __post_init__(self) -> None:
         if self.end_day <= self.start_day:
@@ -85,9 +86,6 @@ class Design:
             raise ConfigError(f"tau must be positive, got {self.tau}", key="tau")
         if self.buckets and not 16 <= self.buckets <= 100_000:
             raise ConfigError(f"buckets must be 0 or 16 to 100000, got {self.buckets}",
-                              key="buckets")
-        if self.buckets and self.pre_days:
-            raise ConfigError("CUPED (pre_days) needs the exact mode (buckets = 0)",
                               key="buckets")
         if self.pre_days < 0:
             raise ConfigError(f"pre_days must be 0 or more, got {self.pre_days}",
@@ -303,11 +301,14 @@ def tracking_sql(assign: Table, events: Table, design: Design, dialect: str, sta
 
 
 def bucket_sql(assign: Table, events: Table, design: Design, dialect: str,
-               ) -> tuple[str, str, str]:
+               ) -> tuple[str, ...]:
     """Warehouse mode: events joined to the assignment and summed per holdout flags,
     bucket, surface and cell (a few thousand groups, one pass); units counted per
     flags, bucket and first cell from the assignment's ``first_day``; and the events'
-    rows in the period (those of units without an assignment are the difference)."""
+    rows in the period (those of units without an assignment are the difference).
+    With CUPED (``pre_days``) a fourth query sums the pre-period's events per flags,
+    bucket, surface and the unit's first cell (the covariate's bucket sums: which units
+    a look counts depends on their first cell)."""
     per, has_surface = _check_columns(assign, events, design)
     if "first_day" not in assign.columns:
         raise DataValidationError("missing column 'first_day' (the bucket mode counts units "
@@ -336,14 +337,25 @@ def bucket_sql(assign: Table, events: Table, design: Design, dialect: str,
              f"WHERE first_day < {cuts[-1]} GROUP BY {', '.join(keys)}, b, {fc}")
     rows = ("SELECT COUNT(*) AS rows, SUM(CASE WHEN day IS NULL THEN 1 ELSE 0 END) AS no_day "
             f"FROM __events__ WHERE (day >= {cuts[0]} AND day < {cuts[-1]}) OR day IS NULL")
-    return tuple(_render(x, assign, events, dialect)  # type: ignore[return-value]
-                 for x in (main, units, rows))
+    queries = [main, units, rows]
+    if design.pre_days:
+        pre_fc = (f"CASE WHEN a.first_day < {cuts[0]} THEN 0 ELSE "
+                  f"{_cell_expr(cuts, 'a.first_day')} END")
+        group = ", ".join([*keys, "b", surf, pre_fc])
+        queries.append(
+            f"WITH {a_cte} SELECT {', '.join(keys)}, b, {surf} AS surface, {pre_fc} AS fc, "
+            f"{sums}, COUNT(*) AS rows FROM __events__ e JOIN a ON e.unit_id = a.unit_id "
+            f"WHERE e.day >= {cuts[0] - design.pre_days} AND e.day < {cuts[0]} "
+            f"AND a.first_day < {cuts[-1]} GROUP BY {group}")
+    return tuple(_render(x, assign, events, dialect) for x in queries)
 
 
 def _bucket_stats(design: Design, sums: list[dict[str, Any]], units: list[dict[str, Any]],
-                  per: list[str]) -> tuple[list[str], dict[tuple[str, int], Any]]:
-    """Per surface key and arm: the buckets' cell sums [bucket, cell, metric] and unit
-    counts by first cell [bucket, first cell + 1]."""
+                  per: list[str], pre: Sequence[dict[str, Any]] = (),
+                  ) -> tuple[list[str], dict[tuple[str, int], Any]]:
+    """Per surface key and arm: the buckets' cell sums [bucket, cell, metric], unit
+    counts by first cell [bucket, first cell + 1] and the pre-period's sums by first
+    cell [bucket, first cell + 1, metric] (zeros without CUPED)."""
     n_cells = len(design.cuts()) - 1
     nm = len(design.metrics)
     surfaces = sorted({str(r["surface"]) for r in sums if r["surface"] is not None
@@ -364,7 +376,18 @@ def _bucket_stats(design: Design, sums: list[dict[str, Any]], units: list[dict[s
     for key in keys:
         for arm in (0, 1):
             out[(key, arm)] = (np.zeros((len(bucket_ids), n_cells, nm)),
-                               np.zeros((len(bucket_ids), n_cells + 2)))
+                               np.zeros((len(bucket_ids), n_cells + 2)),
+                               np.zeros((len(bucket_ids), n_cells + 2, nm)))
+    for r in pre:
+        if r["b"] is None or r["b"] not in bi or r["fc"] is None:
+            continue
+        for key in (str(r["surface"]), TOTAL) if str(r["surface"]) != TOTAL else (TOTAL,):
+            arm = arm_of(r, key)
+            if arm is None or (key, int(arm)) not in out:
+                continue
+            w = out[(key, int(arm))][2]
+            for i in range(nm):
+                w[bi[r["b"]], int(r["fc"]) + 1, i] += r[f"s_{i}"] or 0.0
     for r in units:
         for key in keys:
             arm = arm_of(r, key)
@@ -386,33 +409,56 @@ def _bucket_stats(design: Design, sums: list[dict[str, Any]], units: list[dict[s
 def _bucket_series(design: Design, stats: dict[tuple[str, int], Any], keys: list[str],
                    ) -> list[dict[str, Any]]:
     """Per look: each arm's mean (sum over units / units) and its variance by the delta
-    method over the buckets, as a per-unit variance for the always-valid monitor."""
+    method over the buckets, as a per-unit variance for the always-valid monitor.
+
+    With CUPED the covariate is the pre-period sum: θ is the pooled within-arm regression
+    of the buckets' residual sums (``Σ y − mean_y · n`` on ``Σ w − mean_w · n``, the
+    linearised per-bucket totals), the adjusted mean is ``mean_y − θ (mean_w − pooled
+    mean_w)`` and its variance the buckets' spread of ``r_y − θ r_w``: the exact mode's
+    CUPED with the unit-level moments replaced by the buckets' (same estimand, θ from
+    2B − 2 degrees of freedom)."""
     cuts = design.cuts()
     out = []
     windows = design.windows()
+    cuped = design.pre_days > 0
     for kind, parts in design.parts().items():
         for p, (lo, hi, look_pos) in enumerate(parts):
             scale = 1.0 / (cuts[hi] - cuts[lo]) if kind == "window" else 1.0
             for s in keys:
                 for i, m in enumerate(design.metrics):
-                    arms = []
-                    for arm in (1, 0):  # holdout (1) is the control
-                        x, cnt = stats[(s, arm)]
-                        csum = np.cumsum(cnt, axis=1)
-                        ns, means, vs = [], [], []
-                        for look in look_pos:
+                    res = {1: ([], [], []), 0: ([], [], [])}
+                    for look in look_pos:
+                        per_arm = {}
+                        for arm in (1, 0):  # holdout (1) is the control
+                            x, cnt, w = stats[(s, arm)]
+                            nb = cnt[:, :look + 1].sum(axis=1)
                             sb = x[:, lo:look, i].sum(axis=1) * scale
-                            nb = csum[:, look]
+                            wb = w[:, :look + 1, i].sum(axis=1)
                             n = nb.sum()
-                            b = int((nb > 0).sum())
                             with np.errstate(divide="ignore", invalid="ignore"):
-                                mean = sb.sum() / n if n > 0 else np.nan
-                                var_mean = (b / (b - 1) * ((sb - mean * nb) ** 2).sum()
-                                            / n**2) if b > 1 else np.nan
-                            ns.append(n)
-                            means.append(mean)
-                            vs.append(var_mean * n)
-                        arms.append((np.array(ns), np.array(means), np.array(vs)))
+                                my = sb.sum() / n if n > 0 else np.nan
+                                mw = wb.sum() / n if n > 0 else np.nan
+                            per_arm[arm] = (nb, n, my, mw, sb - my * nb, wb - mw * nb)
+                        theta = 0.0
+                        if cuped:
+                            num = sum(float((v[4] * v[5]).sum()) for v in per_arm.values())
+                            den = sum(float((v[5] ** 2).sum()) for v in per_arm.values())
+                            theta = num / den if den > 0 and math.isfinite(num) else 0.0
+                        n_all = per_arm[0][1] + per_arm[1][1]
+                        with np.errstate(divide="ignore", invalid="ignore"):
+                            mw_all = (per_arm[0][3] * per_arm[0][1] + per_arm[1][3]
+                                      * per_arm[1][1]) / n_all if n_all > 0 else np.nan
+                        for arm, (nb, n, my, mw, ry, rw) in per_arm.items():
+                            b = int((nb > 0).sum())
+                            r = ry - theta * rw if cuped else ry
+                            mean = my - theta * (mw - mw_all) if cuped else my
+                            with np.errstate(divide="ignore", invalid="ignore"):
+                                var_mean = (b / (b - 1) * (r**2).sum() / n**2
+                                            if b > 1 else np.nan)
+                            res[arm][0].append(n)
+                            res[arm][1].append(mean)
+                            res[arm][2].append(var_mean * n)
+                    arms = [tuple(np.array(v) for v in res[arm]) for arm in (1, 0)]
                     out += _rows(design, kind, p, lo, hi, look_pos, s, m, windows, *arms[0],
                                  *arms[1])
     _add_increments(out)
@@ -512,7 +558,9 @@ class TrackingResult(Result):
                        "row in the assignment table; they are left out.")
         if self.buckets:
             out.append(f"Warehouse mode: variances from {self.buckets} hash buckets of units "
-                       "per arm (delta method), not from every unit.")
+                       "per arm (delta method), not from every unit"
+                       + (f"; CUPED on the {self.pre_days} days before the start from the "
+                          "buckets' sums." if self.pre_days else "."))
         if any(not math.isfinite(r["estimate"]) for r in self.values):
             out.append("Some looks have fewer than two units in an arm: no estimate there.")
         return out
@@ -656,10 +704,17 @@ def track(assignments: Any, events: Any, design: Design, *, engine: str | Engine
 def _track_buckets(a: Table, ev: Table, design: Design, eng: Engine, runner: SqlRunner,
                    truth: Any) -> TrackingResult:
     """The warehouse mode of :func:`track` (``design.buckets`` > 0)."""
-    main, units, rows = bucket_sql(a, ev, design, eng.dialect)
+    main, units, rows, *pre_q = bucket_sql(a, ev, design, eng.dialect)
     sums = runner(main)
     cnt = runner(units)
     total = runner(rows)[0]
+    pre = runner(pre_q[0]) if pre_q else []
+    bad_pre = sum(int(r["rows"]) - int(r[f"k_{i}"]) for r in pre
+                  for i in range(len(design.metrics)))
+    if bad_pre:
+        raise DataValidationError(f"{bad_pre:,} rows in the CUPED pre-period have a NULL "
+                                  f"value in a tracked metric ({', '.join(design.metrics)})",
+                                  file=ev.name)
     if total["no_day"]:
         raise DataValidationError(f"{total['no_day']:,} rows have a NULL day", file=ev.name,
                                   column="day")
@@ -676,7 +731,7 @@ def _track_buckets(a: Table, ev: Table, design: Design, eng: Engine, runner: Sql
                                   f"(before day {design.end_day})", file=a.name,
                                   column="first_day")
     per, _ = _check_columns(a, ev, design)
-    surfaces, stats = _bucket_stats(design, sums, cnt, per)
+    surfaces, stats = _bucket_stats(design, sums, cnt, per, pre)
     if design.surfaces:
         surfaces = [x for x in surfaces if x in design.surfaces]
     design = dataclasses.replace(design, surfaces=tuple(surfaces))
@@ -690,7 +745,7 @@ def _track_buckets(a: Table, ev: Table, design: Design, eng: Engine, runner: Sql
         launches=[dict(x) for x in design.launches], windows=design.windows(),
         alpha=design.alpha, tau=design.tau, values=values, per_surface=per,
         n_unassigned=0, sql=runner.executed, buckets=design.buckets,
-        n_unassigned_rows=unassigned)
+        n_unassigned_rows=unassigned, pre_days=design.pre_days)
     return result
 
 
