@@ -30,6 +30,13 @@ whole tracking (every series, every look); prints the ratios::
 
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/tracking.py perf \\
         --units 1000000 --events 30000000
+
+``perf-cuped``: the bucket mode with CUPED (the synthetic events' first week as the
+pre-period) against the bucket mode without it and a bare GROUP BY, and its standard
+errors against the exact mode's CUPED::
+
+    flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/tracking.py perf-cuped \\
+        --units 1000000 --events 100000000
 """
 
 from __future__ import annotations
@@ -263,6 +270,77 @@ def perf(units: int, events: int, folder: Path, repeat: int) -> dict[str, Any]:
     return res
 
 
+def perf_cuped(units: int, events: int, folder: Path, repeat: int) -> dict[str, Any]:
+    """CUPED in the bucket mode at scale: the synthetic events' first week (days 0-6) is
+    the pre-period and days 7-83 are tracked; times of a bare per-unit GROUP BY, of the
+    bucket mode without and with CUPED (B = 256), and the standard errors of the bucket
+    CUPED against the exact mode's CUPED (run once)."""
+    import duckdb
+
+    from recscope.experiments.engines import DuckDBEngine
+    from recscope.experiments.tracking import Design, track
+
+    data = folder / f"u{units}_e{events}_v2"
+    if not (data / "events.parquet").exists():
+        t0 = time.perf_counter()
+        make_events(data, units, events)
+        print(f"wrote {events:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
+    ev, asg = data / "events.parquet", data / "assignments_from7.parquet"
+    if not asg.exists():  # first_day = the first day in the tracked period (days 7-83)
+        con = duckdb.connect()
+        con.execute(f"""COPY (SELECT a.unit_id, a.holdout, f.first_day FROM
+            read_parquet('{data}/assignments.parquet') a JOIN (SELECT unit_id, MIN(day) AS
+            first_day FROM read_parquet('{ev}') WHERE day >= 7 GROUP BY unit_id) f
+            ON f.unit_id = a.unit_id) TO '{asg}' (FORMAT parquet)""")
+    design = Design(7, 84, launches=(
+        {"name": "a", "day": 14, "surface": "home_feed"},
+        {"name": "b", "day": 35, "surface": "search"},
+        {"name": "c", "day": 56, "surface": "related"}), buckets=256)
+    cuped = dataclasses.replace(design, pre_days=7)
+    bare, plain, adjusted = [], [], []
+    for _ in range(repeat):
+        con = duckdb.connect()
+        con.execute("SET threads = 2")
+        t0 = time.perf_counter()
+        con.execute(f"CREATE TEMP TABLE t AS SELECT unit_id, SUM(clicks) AS c, SUM(saves) AS s "
+                    f"FROM read_parquet('{ev}') GROUP BY unit_id")
+        bare.append(time.perf_counter() - t0)
+        for d, times in ((design, plain), (cuped, adjusted)):
+            t0 = time.perf_counter()
+            r = track(asg, ev, d, engine=DuckDBEngine(threads=2))
+            times.append(time.perf_counter() - t0)
+            if d is design:
+                rp = r
+            else:
+                rc = r
+    t0 = time.perf_counter()
+    exact = track(asg, ev, dataclasses.replace(cuped, buckets=0),
+                  engine=DuckDBEngine(threads=2))
+    t_exact = time.perf_counter() - t0
+
+    def key(x: dict[str, Any]) -> tuple[Any, ...]:
+        return x["series"], x["surface"], x["metric"], x["window"], x["look"]
+
+    ex = {key(x): x for x in exact.values}
+    pl = {key(x): x for x in rp.values}
+    se_ratio = [x["se"] / ex[key(x)]["se"] for x in rc.values if ex[key(x)]["se"] > 0]
+    gap = [abs(x["estimate"] - ex[key(x)]["estimate"]) / ex[key(x)]["se"] for x in rc.values
+           if ex[key(x)]["se"] > 0]
+    shrink = [x["se"] / pl[key(x)]["se"] for x in rc.values if pl[key(x)]["se"] > 0]
+    return {"units": units, "events": events, "threads": 2, "buckets": 256, "pre_days": 7,
+            "bare_group_by_unit_s": round(min(bare), 2),
+            "buckets_s": round(min(plain), 2), "buckets_cuped_s": round(min(adjusted), 2),
+            "buckets_ratio": round(min(plain) / min(bare), 2),
+            "buckets_cuped_ratio": round(min(adjusted) / min(bare), 2),
+            "exact_cuped_s": round(t_exact, 1),
+            "se_buckets_cuped_over_exact_cuped": [round(float(f(se_ratio)), 3)
+                                                  for f in (np.min, np.mean, np.max)],
+            "estimate_gap_in_exact_se": [round(float(f(gap)), 3) for f in (np.mean, np.max)],
+            "se_cuped_over_plain_buckets": [round(float(f(shrink)), 3)
+                                            for f in (np.min, np.mean, np.max)],
+            "rows": len(rc.values)}
+
+
 def spark_check(folder: Path) -> dict[str, Any]:
     """The same tracking on DuckDB and Spark (local[2]) over one simulated run's files:
     largest relative difference of estimates and intervals, and the Spark SQL."""
@@ -313,6 +391,11 @@ def main() -> None:
     p.add_argument("--events", type=int, default=10_000_000)
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--data", type=Path, default=OUT / "tracking_data")
+    q = sub.add_parser("perf-cuped")
+    q.add_argument("--units", type=int, default=1_000_000)
+    q.add_argument("--events", type=int, default=10_000_000)
+    q.add_argument("--repeat", type=int, default=2)
+    q.add_argument("--data", type=Path, default=OUT / "tracking_data")
     k = sub.add_parser("spark")
     k.add_argument("folder", type=Path, help="a `recscope simulate` long-run folder")
     a = ap.parse_args()
@@ -326,6 +409,8 @@ def main() -> None:
         for stmt in res.pop("spark_sql"):
             print(stmt + ";\n")
         print(json.dumps(res, indent=2))
+    elif a.cmd == "perf-cuped":
+        print(json.dumps(perf_cuped(a.units, a.events, a.data, a.repeat), indent=2))
     else:
         print(json.dumps(perf(a.units, a.events, a.data, a.repeat), indent=2))
 
