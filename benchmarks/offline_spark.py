@@ -8,8 +8,17 @@ as reported by the kernel). Results are appended to ``--out`` (JSON lines).
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/offline_spark.py \
         --users 200000 --k 100 --engines memory stream spark sql --cores 2
 
+The 100M-user run uses the compact ``rank`` layout (shards in user order, int32 rank;
+~22 GB instead of ~100 GB), written by 2 processes:
+
+    flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/offline_spark.py \
+        --users 100000000 --k 100 --layout rank --gen-procs 2 --engines stream \
+        --data /tmp/scale-100m
+
 Engines: ``memory`` (read the files, then :func:`recscope.offline.evaluate`),
-``stream`` (:func:`recscope.offline.scale.evaluate_stream`, DuckDB memory limit 2 GB),
+``stream`` (:func:`recscope.offline.scale.evaluate_stream`, DuckDB memory limit 2 GB;
+its sorted-input path when the files are in user order, as generated here),
+``stream-buckets`` (the same engine forced onto its hash-bucket path),
 ``spark`` (:func:`~recscope.offline.scale.evaluate_spark`: numba kernel per partition via
 ``mapInArrow``), ``sql`` (recall@10 alone as Spark SQL: a window rank, a join with the
 truth, a group-by, to compare against the kernel inside Spark).
@@ -68,6 +77,66 @@ def generate(folder: Path, n_users: int, k: int, n_items: int = 100_003, seed: i
     return {"rankings": str(r_path), "truth": str(t_path)}
 
 
+def _shard(args: tuple[Path, int, int, int, int, int, int]) -> None:
+    """One shard of the ``rank`` layout: users [u0, u1) in user order, 50k users per
+    step, each step's draws from its own seed (so shards can be written in parallel)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder, shard, u0, u1, k, n_items, seed = args
+    r_path = folder / "rankings" / f"part-{shard:05d}.parquet"
+    t_path = folder / "truth" / f"part-{shard:05d}.parquet"
+    if r_path.exists() and t_path.exists():
+        return
+    step = 50_000
+    rank = pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), step))
+    schema_r = pa.schema([("user_id", pa.int64()), ("item_id", pa.int32()),
+                          ("rank", pa.int32())])
+    schema_t = pa.schema([("user_id", pa.int64()), ("item_id", pa.int32())])
+    tmp_r, tmp_t = r_path.with_suffix(".tmp"), t_path.with_suffix(".tmp")
+    with pq.ParquetWriter(tmp_r, schema_r, compression="zstd") as rw, \
+            pq.ParquetWriter(tmp_t, schema_t, compression="zstd") as tw:
+        for s0 in range(u0, u1, step):
+            n = min(step, u1 - s0)
+            rng = np.random.default_rng([seed, s0 // step])
+            base = rng.integers(0, n_items, n)
+            items = ((base[:, None] + np.arange(k) * 7919) % n_items).astype(np.int32)
+            rw.write_table(pa.table([np.repeat(np.arange(s0, s0 + n, dtype=np.int64), k),
+                                     items.ravel(), rank[: n * k]], schema=schema_r),
+                           row_group_size=1_000_000)
+            pos = np.cumsum(rng.integers(0, k, (n, 3)) + np.array([0, 1, 1]), axis=1)
+            titems = ((base[:, None] + pos * 7919) % n_items).astype(np.int32)
+            tw.write_table(pa.table([np.repeat(np.arange(s0, s0 + n, dtype=np.int64), 3),
+                                     titems.ravel()], schema=schema_t),
+                           row_group_size=1_000_000)
+    tmp_r.rename(r_path)
+    tmp_t.rename(t_path)
+
+
+def generate_ranked(folder: Path, n_users: int, k: int, n_items: int = 100_003,
+                    seed: int = 0, shard_users: int = 5_000_000, procs: int = 1,
+                    ) -> dict[str, str]:
+    """The compact layout for 100M users: ``rankings/`` and ``truth/`` folders of shards
+    of ``shard_users`` users each, in user order (so the stream engine's sorted-input
+    path applies); rankings as ``user_id`` int64, ``item_id`` int32 and ``rank`` int32
+    (1..k, the same order as the ``score`` layout's descending scores) instead of a
+    float64 score that no codec compresses: ~2.2 bytes per ranking row on disk."""
+    from multiprocessing import get_context
+
+    for sub in ("rankings", "truth"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    shard_users = -(-shard_users // 50_000) * 50_000
+    jobs = [(folder, i, u0, min(u0 + shard_users, n_users), k, n_items, seed)
+            for i, u0 in enumerate(range(0, n_users, shard_users))]
+    if procs > 1:
+        with get_context("spawn").Pool(procs) as pool:
+            pool.map(_shard, jobs, chunksize=1)
+    else:
+        for j in jobs:
+            _shard(j)
+    return {"rankings": str(folder / "rankings"), "truth": str(folder / "truth")}
+
+
 def _tree_rss(pid: int) -> int:
     """Resident bytes of a process and all its descendants (Spark's JVM included)."""
     total, todo = 0, [pid]
@@ -118,12 +187,14 @@ def _child(engine: str, files: dict[str, str], cores: int, boot: int) -> dict:
         res = evaluate(data.rankings["a"], data.truth, METRICS, bootstrap=boot)
         out["compute_s"] = time.perf_counter() - t1
         out["means"] = res.as_dict()
-    elif engine == "stream":
+    elif engine in ("stream", "stream-buckets"):
         from recscope.offline.scale import evaluate_stream
 
         res = evaluate_stream({"a": files["rankings"]}, files["truth"], METRICS,
-                              bootstrap=boot, threads=cores, memory_limit="2GB")
+                              bootstrap=boot, threads=cores, memory_limit="2GB",
+                              sorted_inputs=engine == "stream")
         out["means"] = res.as_dict()
+        out["path"] = res.info["engine"]
     else:
         from pyspark.sql import SparkSession
 
@@ -170,16 +241,28 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--data", type=Path, default=Path("benchmarks/out/offline-spark"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/offline_spark.jsonl"))
+    ap.add_argument("--layout", choices=["score", "rank"], default="score",
+                    help="score: one file, float64 scores (the 200k/1M/10M tables); rank: "
+                         "shards in user order with an int32 rank (the 100M run)")
+    ap.add_argument("--shard-users", type=int, default=5_000_000)
+    ap.add_argument("--gen-procs", type=int, default=1, help="processes writing shards")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    folder = args.data / f"u{args.users}_k{args.k}"
+    folder = args.data / (f"u{args.users}_k{args.k}" +
+                          ("_rank" if args.layout == "rank" else ""))
     if args.child:
         files = json.loads(args.child)
         print(json.dumps(_child(files.pop("engine"), files, args.cores, args.bootstrap)))
         return
     t0 = time.perf_counter()
-    files = generate(folder, args.users, args.k)
-    print(f"data: {folder} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    if args.layout == "rank":
+        files = generate_ranked(folder, args.users, args.k, shard_users=args.shard_users,
+                                procs=args.gen_procs)
+    else:
+        files = generate(folder, args.users, args.k)
+    gen_s = time.perf_counter() - t0
+    disk = sum(f.stat().st_size for f in folder.rglob("*.parquet"))
+    print(f"data: {folder} ({gen_s:.1f} s, {disk / 2**30:.2f} GiB)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for engine in args.engines:
         p, peak = _run_sampled([sys.executable, __file__, "--users", str(args.users), "--k",
@@ -192,7 +275,8 @@ def main() -> None:
         res = json.loads(p.stdout.strip().splitlines()[-1])
         work = res.get("work_s", res["wall_s"])
         row = {"engine": engine, "users": args.users, "k": args.k, "rows": args.users * args.k,
-               "cores": args.cores, "bootstrap": args.bootstrap, **res,
+               "cores": args.cores, "bootstrap": args.bootstrap, "layout": args.layout,
+               "data_gib": disk / 2**30, "generate_s": gen_s, **res,
                "users_per_s_per_core": args.users / work / args.cores,
                "peak_rss_mb": peak / 2**20}
         print(json.dumps(row), flush=True)

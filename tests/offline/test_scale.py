@@ -12,6 +12,7 @@ agree with each other to 1e-9, intervals included.
 
 from __future__ import annotations
 
+import itertools
 import resource
 import tracemalloc
 from collections.abc import Iterator
@@ -138,24 +139,26 @@ def test_chunks_are_whole_users() -> None:
 
 def test_out_of_core_memory_is_bounded(tmp_path: Path) -> None:
     """Inputs larger than the budget: 40k users x top-50 (2M ranking rows, ~50 MB as
-    arrays) hash-partitioned into 5 sorted passes (rows_per_pass) and streamed with
-    100k-row chunks; Python allocations stay under 40 MB
-    (tracemalloc peak; DuckDB's own memory is capped by its memory_limit) and the numbers
-    equal in-memory ones on a sample check of the means."""
+    arrays) hash-partitioned into 5 sorted passes (rows_per_pass), or read in user order
+    (the sorted-input path), and streamed with 100k-row chunks; Python allocations stay
+    under 40 MB (tracemalloc peak; DuckDB's own memory is capped by its memory_limit)
+    and the numbers equal in-memory ones on a sample check of the means."""
     f = _write(tmp_path, 40_000, k=50, n_items=400, seed=7)
-    tracemalloc.start()
-    res = evaluate_stream({"a": f["a"]}, f["truth"], ["ndcg@10", "recall@20"],
-                          bootstrap=50, chunk_rows=100_000, memory_limit="200MB", threads=1,
-                          rows_per_pass=500_000)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    in_arrays = 40_000 * 50 * (8 + 8 + 8)  # user, item, score as 64-bit
-    assert peak < 40e6 < in_arrays, peak
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
     data = load_inputs(f["truth"], {"a": f["a"]})
     mem = evaluate(data.rankings["a"], data.truth, ["ndcg@10", "recall@20"], bootstrap=0)
-    for e1, e2 in zip(mem.estimates, res.estimates, strict=True):
-        assert e2.estimate == pytest.approx(e1.estimate, abs=1e-9)
+    for flag in (False, True):
+        tracemalloc.start()
+        res = evaluate_stream({"a": f["a"]}, f["truth"], ["ndcg@10", "recall@20"],
+                              bootstrap=50, chunk_rows=100_000, memory_limit="200MB",
+                              threads=1, rows_per_pass=500_000, sorted_inputs=flag)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert res.info["engine"] == ("stream (sorted inputs)" if flag else "stream")
+        in_arrays = 40_000 * 50 * (8 + 8 + 8)  # user, item, score as 64-bit
+        assert peak < 40e6 < in_arrays, (flag, peak)
+        for e1, e2 in zip(mem.estimates, res.estimates, strict=True):
+            assert e2.estimate == pytest.approx(e1.estimate, abs=1e-9)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
 
 
 def test_bad_inputs(tmp_path: Path, files: dict[str, str]) -> None:
@@ -192,6 +195,123 @@ def test_bad_inputs(tmp_path: Path, files: dict[str, str]) -> None:
                         test="wilcoxon")
     with pytest.raises(ConfigError, match="cut-off"):
         evaluate_stream({"a": files["a"]}, files["truth"], ["precision"])
+
+
+# ---------------------------------------------------------------------- sorted inputs
+def _write_sorted(d: Path, str_ids: bool, n_u: int = 400) -> dict[str, str]:
+    """Inputs ordered by user over several files and row groups: system ``a`` in 3 files
+    of 37-row row groups (a user cut by a file boundary and by row-group boundaries),
+    ``b`` and the truth in 2 files; users missing from the truth or from a system;
+    exclusions; a slice column. Each input also as one file (for the memory engine)."""
+    rng = np.random.default_rng(21)
+    n_items = 60
+    ids = sorted(f"u{x}" for x in range(n_u)) if str_ids else list(range(n_u))
+    d.mkdir(parents=True, exist_ok=True)
+    out: dict[str, str] = {}
+
+    def put(name: str, cols: dict, cuts: list[int], rg: int) -> None:
+        t = pa.table(cols)
+        pq.write_table(t, d / f"{name}.parquet")
+        out[name] = str(d / f"{name}.parquet")
+        (d / name).mkdir()
+        for f, (a, b) in enumerate(zip([0, *cuts], [*cuts, t.num_rows], strict=True)):
+            pq.write_table(t.slice(a, b - a), d / name / f"part-{f}.parquet",
+                           row_group_size=rg)
+        out[name + "/"] = str(d / name)
+
+    for name, skip in (("a", 7), ("b", 5)):
+        users = [u for u in range(n_u) if u % skip != 3]
+        k = rng.integers(1, 16, len(users))
+        uu = np.repeat(users, k)
+        it = np.concatenate([rng.choice(n_items, c, replace=False) for c in k])
+        cuts = [len(uu) // 3, 2 * len(uu) // 3] if name == "a" else [len(uu) // 2]
+        # each file boundary inside a user's rows
+        cuts = [next(c2 for c2 in range(c, len(uu)) if uu[c2 - 1] == uu[c2]) for c in cuts]
+        put(name, {"user_id": [ids[u] for u in uu], "item_id": it,
+                   "score": rng.random(len(uu))}, cuts, 37)
+    tu = np.repeat([u for u in range(n_u) if u % 11 != 4], 3)
+    ti = np.concatenate([rng.choice(n_items, 3, replace=False) for _ in range(len(tu) // 3)])
+    keep = rng.random(len(tu)) < .8
+    tu, ti = tu[keep], ti[keep]
+    c = len(tu) // 2
+    c = next(c2 for c2 in range(c, len(tu)) if tu[c2 - 1] == tu[c2])
+    put("truth", {"user_id": [ids[u] for u in tu], "item_id": ti,
+                  "grade": rng.integers(1, 4, len(tu)).astype(float),
+                  "seg": np.where(tu % 3 == 0, "x", "y")}, [c], 50)
+    eu = np.repeat(np.arange(0, n_u, 2), 2)
+    ei = rng.integers(0, n_items, len(eu))
+    keep = np.r_[True, (eu[1:] != eu[:-1]) | (ei[1:] != ei[:-1])]
+    put("ex", {"user_id": [ids[u] for u in eu[keep]], "item_id": ei[keep]}, [], 40)
+    return out
+
+
+def _all_rows(r: object) -> list:
+    return r.tests + r.systems["a"].estimates + r.systems["b"].estimates + \
+        r.systems["a"].slices
+
+
+@pytest.mark.parametrize("str_ids", [False, True])
+def test_sorted_inputs_path(tmp_path: Path, str_ids: bool) -> None:
+    """Inputs in user order over files and row groups take the sorted-input path (no
+    buckets, no sort): means equal the in-memory engine's to 1e-9, and every number,
+    intervals included (the same Poisson weights), equals the hash-bucket path's; with
+    text ids, 7-row reads (users longer than a read)."""
+    f = _write_sorted(tmp_path, str_ids, 150 if str_ids else 400)
+    for name in ("a/", "b/", "truth/"):
+        files = sorted(Path(f[name]).glob("*.parquet"))
+        assert sum(pq.ParquetFile(x).metadata.num_row_groups for x in files) > 3
+        ends = [pq.read_table(x).column("user_id") for x in files[:2]]
+        assert ends[0][-1] == ends[1][0]  # a user spans the file boundary
+    data = load_inputs(f["truth"], {"a": f["a"], "b": f["b"]}, f["ex"])
+    metrics = ["ndcg@10", "mrr", "auc"] if str_ids else METRICS
+    mem = {n: evaluate(data.rankings[n], data.truth, metrics, n_items=len(data.items),
+                       exclude=data.exclude, bootstrap=0) for n in "ab"}
+    cmp = compare(mem, n_boot=0)
+    kw = {"exclude": f["ex/"], "bootstrap": 50 if str_ids else 300, "slices": ["seg"],
+          "chunk_rows": 7 if str_ids else 2_000_000}
+    fast, buckets = (evaluate_stream({"a": f["a/"], "b": f["b/"]}, f["truth/"], metrics,
+                                     sorted_inputs=flag, **kw) for flag in (True, False))
+    assert fast.systems["a"].info["engine"] == "stream (sorted inputs)"
+    assert buckets.systems["a"].info["engine"] == "stream"
+    _same_means(mem, cmp, fast, intervals=False)
+    assert fast.systems["a"].info["n_users_missing_list"] == \
+        mem["a"].info["n_users_missing_list"] > 0
+    for e1, e2 in zip(_all_rows(buckets), _all_rows(fast), strict=True):
+        assert (e1.metric, e1.n) == (e2.metric, e2.n)
+        for k in ("estimate", "ci_low", "ci_high", "se"):
+            assert getattr(e2, k) == pytest.approx(getattr(e1, k), abs=1e-12)
+
+
+def test_unordered_inputs_fall_back(tmp_path: Path) -> None:
+    """A row group whose min/max look ordered but whose rows are not (two users swapped
+    inside it) is found while reading: the hash-bucket path runs and gives the same
+    numbers; files listed out of user order are refused from the statistics alone."""
+    f = _write_sorted(tmp_path, False)
+    part = Path(f["a/"]) / "part-1.parquet"
+    t = pq.read_table(part)
+    u = t.column("user_id").to_numpy()
+    users = np.unique(u[40:74])  # inside the second 37-row row group
+    a, b = np.flatnonzero(u == users[1]), np.flatnonzero(u == users[2])
+    assert len(users) >= 4 and b[-1] < 74
+    idx = np.r_[np.arange(a[0]), b, a, np.arange(b[-1] + 1, len(u))]
+    pq.write_table(t.take(idx), part, row_group_size=37)
+    bounds = [(g.column(0).statistics.min, g.column(0).statistics.max) for f2 in
+              sorted(Path(f["a/"]).glob("*.parquet")) for g in
+              (pq.ParquetFile(f2).metadata.row_group(j) for j in
+               range(pq.ParquetFile(f2).metadata.num_row_groups))]
+    assert all(x[1] <= y[0] for x, y in itertools.pairwise(bounds))  # looks ordered
+    kw = {"bootstrap": 200, "exclude": f["ex/"]}
+    ref = evaluate_stream({"a": f["a"]}, f["truth"], METRICS, **kw)
+    assert ref.info["engine"] == "stream (sorted inputs)"
+    got = evaluate_stream({"a": f["a/"]}, f["truth/"], METRICS, **kw)
+    assert got.info["engine"] == "stream"
+    (Path(f["truth/"]) / "part-0.parquet").rename(Path(f["truth/"]) / "part-9.parquet")
+    got2 = evaluate_stream({"a": f["a"]}, f["truth/"], METRICS, **kw)
+    assert got2.info["engine"] == "stream"
+    for g in (got, got2):
+        for e1, e2 in zip(ref.estimates, g.estimates, strict=True):
+            for k in ("estimate", "ci_low", "ci_high", "se"):
+                assert getattr(e2, k) == pytest.approx(getattr(e1, k), abs=1e-12)
 
 
 # ---------------------------------------------------------------------- Spark (one session)

@@ -36,7 +36,12 @@ from scipy import stats as sps
 
 from recscope.core.splitmix import step
 from recscope.data.datasets import TABLE_PREFIX, check_dataset, locate_rows, spark_session
-from recscope.data.rankings import Relevance, first_duplicate, lists_from_pairs
+from recscope.data.rankings import (
+    RankedLists,
+    Relevance,
+    first_duplicate,
+    lists_from_pairs,
+)
 from recscope.errors import ConfigError, DataValidationError, RecscopeError
 from recscope.offline.compare import ComparisonResult, _row
 from recscope.offline.evaluate import EvaluationResult, _as_csr, _sorted_truth
@@ -84,6 +89,10 @@ def poisson_accumulate(values: np.ndarray, keys: np.ndarray, seed: np.uint64,
                     wacc[b, c] += w
 
 
+# small chunks (tests, tiny Spark partitions): no thread-pool start per call
+_poisson_serial = numba.njit(cache=True, nogil=True)(poisson_accumulate.py_func)
+
+
 @numba.njit(cache=True, nogil=True)
 def _fnv(offsets: np.ndarray, data: np.ndarray, out: np.ndarray) -> None:
     for i in range(out.shape[0]):
@@ -110,6 +119,66 @@ def id_keys(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     out = np.empty(len(arr), dtype=np.uint64)
     _fnv(offsets, data, out)
     return out
+
+
+# ---------------------------------------------------------------------- lists per user
+@numba.njit(cache=True, nogil=True)
+def _before(v1: float, i1: int, v2: float, i2: int, by_rank: bool) -> bool:
+    """Row 1 strictly before row 2: rank ascending (or score descending), then item."""
+    if v1 != v2:
+        return v1 < v2 if by_rank else v1 > v2
+    return i1 < i2
+
+
+@numba.njit(cache=True, nogil=True)
+def _fill_lists(starts: np.ndarray, it: np.ndarray, val: np.ndarray, by_rank: bool,
+                stamp: np.ndarray, mat: np.ndarray, out: np.ndarray) -> int:
+    """Each user's rows (``starts[s]:starts[s+1]``) ordered into ``mat[s]``/``out[s]``;
+    returns -1, or a row of the first repeated item (or repeated rank) met."""
+    for s in range(starts.shape[0] - 1):
+        a, b = starts[s], starts[s + 1]
+        for j in range(a, b):
+            if stamp[it[j]] == s + 1:
+                return j
+            stamp[it[j]] = s + 1
+        ordered = True
+        for j in range(a + 1, b):
+            if not _before(val[j - 1], it[j - 1], val[j], it[j], by_rank):
+                ordered = False
+                break
+        if ordered:
+            order = np.arange(a, b)
+        else:  # stable sorts: by item, then by rank (or descending score)
+            by_item = np.argsort(it[a:b], kind="mergesort")
+            key = val[a:b][by_item]
+            if not by_rank:
+                key = -key
+            order = a + by_item[np.argsort(key, kind="mergesort")]
+        for p in range(order.shape[0]):
+            r = order[p]
+            if by_rank and p > 0 and val[r] == val[order[p - 1]]:
+                return r
+            mat[s, p] = it[r]
+            out[s, p] = -val[r] if by_rank else val[r]
+    return -1
+
+
+def _lists(u: np.ndarray, it: np.ndarray, vals: np.ndarray, by_rank: bool, n_items: int,
+           file: str) -> RankedLists:
+    """:func:`~recscope.data.rankings.lists_from_pairs` for rows already grouped by user
+    (ascending local index), in one pass per user instead of a lexsort of the chunk; the
+    same lists. On a problem (or rows not grouped) the general function runs and names it."""
+    n = len(u)
+    if n and bool(np.all(u[1:] >= u[:-1])):
+        starts = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1, n]
+        k = int(np.diff(starts).max())
+        mat = np.full((len(starts) - 1, k), -1, dtype=np.int32)
+        out = np.full((len(starts) - 1, k), -np.inf, dtype=np.float32)
+        stamp = np.zeros(max(n_items, int(it.max()) + 1), np.int64)
+        if _fill_lists(starts, it, vals, by_rank, stamp, mat, out) < 0:
+            return RankedLists(u[starts[:-1]], mat, out)
+    return lists_from_pairs(u, it, score=None if by_rank else vals,
+                            rank=vals if by_rank else None, file=file)
 
 
 # ---------------------------------------------------------------------- mergeable summary
@@ -140,8 +209,9 @@ class Stats:
             m2 = np.nansum((values - mean) ** 2, axis=0)
         self.merge(Stats(n, mean, m2, self.boot[:0], self.wboot[:0]), boot=False)
         if self.boot.shape[0]:
-            poisson_accumulate(np.ascontiguousarray(values), keys, seed, self.boot,
-                               self.wboot, _POIS)
+            fn = poisson_accumulate if values.size * self.boot.shape[0] > 1_000_000 else \
+                _poisson_serial
+            fn(np.ascontiguousarray(values), keys, seed, self.boot, self.wboot, _POIS)
 
     def merge(self, other: Stats, *, boot: bool = True) -> None:
         """Chan's exact merge of counts, means and centred sums of squares."""
@@ -266,9 +336,46 @@ def _bad(plan: Plan, src: int, problem: str, column: str, user: Any,
                                file=file or source, column=column)
 
 
-def chunk_stats(table: pa.Table, plan: Plan) -> Partial:
+def _codes(ids: pa.Array) -> tuple[np.ndarray, int]:
+    """Index of each value in the sorted distinct values, and their number: a dense
+    lookup table for integers spanning a small range (most chunks), else a hash lookup."""
+    if pa.types.is_integer(ids.type) and len(ids):
+        a = ids.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        lo, hi = int(a.min()), int(a.max())
+        if hi - lo < 4 * len(a) + (1 << 20):
+            seen = np.zeros(hi - lo + 1, np.int64)
+            seen[a - lo] = 1
+            lut = np.cumsum(seen) - 1
+            return lut[a - lo], int(lut[-1]) + 1
+    vocab = pc.unique(ids)
+    vocab = pc.take(vocab, pc.sort_indices(vocab))
+    codes = pc.index_in(ids, value_set=vocab).to_numpy(zero_copy_only=False)
+    return codes.astype(np.int64), len(vocab)
+
+
+def _factorize(ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Local user index per row (users numbered in id order) and one row of each user, for
+    rows not grouped by user (no sort of the rows)."""
+    u, n_u = _codes(ids)
+    first = np.empty(n_u, np.int64)
+    first[u[::-1]] = np.arange(len(u) - 1, -1, -1)
+    return u, first
+
+
+def _distinct_runs(ids: pa.Array, starts: np.ndarray) -> bool:
+    """Each user's rows form one run: run values strictly increasing (integers), else
+    as many distinct values as runs."""
+    if pa.types.is_integer(ids.type):
+        v = ids.to_numpy(zero_copy_only=False)[starts]
+        if bool(np.all(v[1:] > v[:-1])):
+            return True
+    return pc.count_distinct(ids).as_py() == len(starts)
+
+
+def chunk_stats(table: pa.Table, plan: Plan, *, grouped: bool = True) -> Partial:
     """Summaries of one table of whole users (columns ``user_id``, ``item_id``, ``src``,
-    ``score``, ``rnk``, ``grade`` and the slice columns; rows grouped by user)."""
+    ``score``, ``rnk``, ``grade`` and the slice columns; rows grouped by user, or, with
+    ``grouped=False``, each source's rows sorted by user one source after another)."""
     part = plan.new_partial()
     if table.num_rows == 0:
         return part
@@ -282,17 +389,14 @@ def chunk_stats(table: pa.Table, plan: Plan) -> Partial:
         if col.null_count:
             row = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
             raise DataValidationError("null id", file=plan.sources[int(src[row])], column=c)
-    u, starts = _group_index(uids)
+    u, starts = _group_index(uids) if grouped else _factorize(uids)
     n_u = len(starts)
-    if pc.count_distinct(uids).as_py() != n_u:  # the engines group rows by user
+    if grouped and not _distinct_runs(uids, starts):  # the engines group rows by user
         raise DataValidationError("internal: rows of a user arrive in pieces (input not "
                                   "grouped by user_id)", column="user_id")
     keys = id_keys(pc.take(uids, pa.array(starts)))
     items_col = table.column("item_id").chunk(0)
-    vocab = pc.unique(items_col)
-    vocab = pc.take(vocab, pc.sort_indices(vocab))
-    it = pc.index_in(items_col, value_set=vocab).to_numpy(zero_copy_only=False).astype(np.int64)
-    n_i = len(vocab)
+    it, n_i = _codes(items_col)
     # truth
     t_rows = np.flatnonzero(src == plan.truth_src)
     dup = first_duplicate(u[t_rows] * max(n_i, 1) + it[t_rows])
@@ -330,8 +434,7 @@ def chunk_stats(table: pa.Table, plan: Plan) -> Partial:
                        "score is null, NaN or infinite", "rank" if use_rank else "score",
                        uids[r].as_py())
         try:  # checks repeated (user, item) pairs and ranks itself
-            lists = lists_from_pairs(u[rows], it[rows], score=None if use_rank else vals,
-                                     rank=vals if use_rank else None, file=plan.sources[s])
+            lists = _lists(u[rows], it[rows], vals, use_rank, n_i, plan.sources[s])
         except DataValidationError as exc:
             r = rows[exc.row] if exc.row is not None else rows[0]
             what = "(user_id, item_id) pair repeated in a ranking" if \
@@ -636,14 +739,21 @@ def evaluate_stream(rankings: dict[str, str], truth: str,
                     adjustment: str = "holm", chunk_rows: int = 2_000_000,
                     memory_limit: str = "2GB", threads: int | None = None,
                     temp_directory: str | None = None, rows_per_pass: int = 20_000_000,
-                    ) -> EvaluationResult | ComparisonResult:
+                    sorted_inputs: bool = True) -> EvaluationResult | ComparisonResult:
     """Evaluate Parquet inputs out of core: DuckDB unions and sorts them by user (spilling
     to disk past ``memory_limit``), record batches of ``chunk_rows`` rows are cut at user
     boundaries and summarised by :func:`chunk_stats`. Memory stays bounded by
     ``memory_limit`` plus a few chunks (see docs/offline.md). Inputs of more than
     ``rows_per_pass`` rows are first hash-partitioned by user into buckets written as
     Parquet under ``temp_directory`` (default: a fresh folder in the system temp, removed
-    after), then sorted one bucket at a time."""
+    after), then sorted one bucket at a time.
+
+    Fast path (``sorted_inputs``, the default): when every input is ordered by
+    ``user_id`` across its files and row groups (per the row-group statistics), each is
+    read in its own order and the inputs are merged by user, with no bucket write and no
+    sort; an input found out of order while reading (inside a row group) sends the
+    evaluation back to the path above. The result's ``info["engine"]`` says which ran:
+    ``stream (sorted inputs)`` or ``stream``."""
     import shutil
     import tempfile
 
@@ -652,6 +762,11 @@ def evaluate_stream(rankings: dict[str, str], truth: str,
                    test=test, adjustment=adjustment)
     spill = temp_directory or tempfile.mkdtemp(prefix="recscope-spill-")
     try:
+        if sorted_inputs and _sorted_by_stats(job):
+            try:
+                return _run_sorted(job, chunk_rows, memory_limit, threads, spill)
+            except _Unordered:
+                pass  # nothing was written: the hash-bucket path starts afresh
         return _run_stream(job, chunk_rows, memory_limit, threads, spill, rows_per_pass)
     finally:
         if temp_directory is None:
@@ -706,6 +821,157 @@ def _run_stream(job: _Job, chunk_rows: int, memory_limit: str, threads: int | No
             raise DataValidationError(f"cannot read the inputs: {str(exc).splitlines()[0]}",
                                       file=err_files) from None
     return _finish(job, total, "stream")
+
+
+class _Unordered(Exception):
+    """An input of the sorted-input path is not ordered by user after all."""
+
+
+def _sorted_by_stats(job: _Job) -> bool:
+    """Every input's row groups, in the order the engine reads its files, hold ascending
+    non-overlapping ``user_id`` ranges (Parquet min/max statistics; no statistics, a
+    user id that is a partition key, or ids compared after a cast: False)."""
+    import pyarrow.parquet as pq
+
+    want = job.id_types["user_id"]
+    for src in job.srcs:
+        if src.source.startswith(TABLE_PREFIX) or _kind(src.columns["user_id"]) != want:
+            return False
+        prev = None
+        for f in check_dataset(src.source, []).files:
+            try:
+                meta = pq.ParquetFile(f).metadata
+            except (OSError, pa.ArrowInvalid):
+                return False
+            names = [meta.schema.column(j).path for j in range(meta.num_columns)]
+            if "user_id" not in names:
+                return False
+            col = names.index("user_id")
+            for g in range(meta.num_row_groups):
+                if meta.row_group(g).num_rows == 0:
+                    continue
+                st = meta.row_group(g).column(col).statistics
+                if st is None or not st.has_min_max or st.null_count:
+                    return False
+                lo, hi = st.min, st.max
+                if isinstance(lo, bytes) or isinstance(hi, bytes):
+                    lo, hi = bytes(lo), bytes(hi)
+                    if want == "str":
+                        lo, hi = lo.decode("utf-8", "replace"), hi.decode("utf-8", "replace")
+                if prev is not None and not prev <= lo:
+                    return False
+                prev = hi
+    return True
+
+
+class _SortedInput:
+    """One input read in file and row-group order in record batches, each checked to
+    continue the ascending order of ``user_id`` (else :class:`_Unordered`)."""
+
+    def __init__(self, reader: Any, batch_rows: int, is_int: bool) -> None:
+        self.reader, self.batch_rows, self.is_int = reader, batch_rows, is_int
+        self.buf: pa.Table | None = None
+        self.done = False
+        self.last: Any = None
+
+    def rows(self) -> int:
+        return 0 if self.buf is None else self.buf.num_rows
+
+    def read(self) -> None:
+        """Append the next non-empty batch (or mark the input exhausted)."""
+        while True:
+            try:
+                batch = self.reader.read_next_batch()
+            except StopIteration:
+                self.done = True
+                return
+            if batch.num_rows:
+                break
+        ids = batch.column("user_id")
+        if ids.null_count:
+            raise _Unordered
+        if self.is_int:
+            a = ids.to_numpy(zero_copy_only=False)
+            ok = bool(np.all(a[1:] >= a[:-1]))
+            first, last = int(a[0]), int(a[-1])
+        else:
+            ok = batch.num_rows < 2 or bool(pc.all(pc.less_equal(
+                ids.slice(0, len(ids) - 1), ids.slice(1))).as_py())
+            first, last = ids[0].as_py(), ids[len(ids) - 1].as_py()
+        if not ok or (self.last is not None and first < self.last):
+            raise _Unordered
+        self.last = last
+        t = pa.Table.from_batches([batch])
+        self.buf = t if self.buf is None else pa.concat_tables([self.buf, t])
+
+    def take_below(self, cut: Any) -> pa.Table | None:
+        """Remove and return the buffered rows of users before ``cut`` (None: all)."""
+        if self.buf is None:
+            return None
+        n = self.buf.num_rows
+        if cut is not None:
+            n = 0
+            for ch in self.buf.column("user_id").chunks:
+                if self.is_int:
+                    n += int(np.searchsorted(ch.to_numpy(zero_copy_only=False), cut, "left"))
+                else:
+                    n += int(pc.sum(pc.less(ch, pa.scalar(cut, ch.type))).as_py() or 0)
+        if n == 0:
+            return None
+        out, rest = self.buf.slice(0, n), self.buf.slice(n)
+        self.buf = rest if rest.num_rows else None
+        return out
+
+
+def _run_sorted(job: _Job, chunk_rows: int, memory_limit: str, threads: int | None,
+                spill: str) -> EvaluationResult | ComparisonResult:
+    """The sorted-input path: one DuckDB scan per input (insertion order kept, the same
+    projection and casts as the bucket path), merged by user in Python: each round is
+    cut before the smallest "last user read" of the inputs still being read, and the
+    rows before the cut, from every input, form one chunk of whole users."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
+    con.execute(f"SET temp_directory = {_sql_str(spill)}")
+    con.execute("SET preserve_insertion_order = true")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    selects = [f"{_select(job, i, True)} FROM {_duck_from(s.source)}"
+               for i, s in enumerate(job.srcs)]
+    err_files = ", ".join(src.source for src in job.srcs)
+    is_int = job.id_types["user_id"] == "int"
+    batch_rows = max(1, min(chunk_rows, 1_000_000))
+    total = job.plan.new_partial()
+    try:
+        if any(s.name == "auc" for s in job.plan.specs):
+            union = " UNION ALL ".join(selects)
+            row = con.sql(f"SELECT count(DISTINCT item_id) FROM ({union}) WHERE src <= "
+                          f"{job.plan.truth_src}").fetchall()[0]
+            job.plan.n_items = int(row[0]) if row else 0
+        cursors = [con.cursor() for _ in selects]
+        inputs = [_SortedInput(c.sql(q).to_arrow_reader(batch_rows), batch_rows, is_int)
+                  for c, q in zip(cursors, selects, strict=True)]
+        force: set[int] = set()
+        while True:
+            for i, inp in enumerate(inputs):
+                if not inp.done and (inp.rows() < batch_rows or i in force):
+                    inp.read()
+            live = [inp.last for inp in inputs if not inp.done]
+            cut = min(live) if live else None
+            parts = [t for t in (inp.take_below(cut) for inp in inputs) if t is not None]
+            if parts:
+                chunk = pa.concat_tables(parts)
+                total.merge(chunk_stats(chunk, job.plan, grouped=len(parts) == 1))
+                force = set()
+            elif cut is not None:  # one user fills a buffer: read on where it ends
+                force = {i for i, inp in enumerate(inputs) if not inp.done and inp.last == cut}
+            if cut is None:
+                break
+    except duckdb.Error as exc:
+        raise DataValidationError(f"cannot read the inputs: {str(exc).splitlines()[0]}",
+                                  file=err_files) from None
+    return _finish(job, total, "stream (sorted inputs)")
 
 
 # ---------------------------------------------------------------------- spark engine
