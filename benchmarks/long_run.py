@@ -229,6 +229,57 @@ def summarise(model: Any, rows: list[dict[str, Any]], fit_s: float, n_hist: int
     }
 
 
+# ------------------------------------------------------------------ novelty
+def novelty_evaluate(out: Path, n_boot: int = 500, max_sessions: int = 30
+                     ) -> dict[str, Any]:
+    """The settled CTR effect projected by day and by session since first exposure on
+    every held-out experiment ``x*`` (14 days read), against the truth of its CRN
+    replays (the CTR effect over the experiment's units in the last 14 of 84 days);
+    coverage reported separately for runs with and without novelty."""
+    from recscope.experiments.novelty import daily_effects, project_settled
+
+    t0 = time.perf_counter()
+    rows = []
+    for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name.startswith("x")):
+        info = json.loads((d / "truth.json").read_text())
+        a, e = str(d / "assignments.parquet"), str(d / "events.parquet")
+        truth = info["truth"]["effects"]["ctr_settled"]
+        row: dict[str, Any] = {"name": d.name, "family": info["change"]["family"],
+                               "novelty": info["change"]["novelty"], "truth": truth,
+                               "ctr_short_truth": info["truth"]["effects"]["ctr_short"]}
+        for by in ("day", "session"):
+            daily = daily_effects(a, e, days=14, by=by, max_sessions=max_sessions)
+            res = project_settled(daily, n_boot=n_boot, seed=0)
+            st = res.settled
+            two_week = float(np.average([x.estimate for x in daily],
+                                        weights=[1 / x.se ** 2 for x in daily]))
+            row[by] = {"settled": st.estimate, "ci_low": st.ci_low, "ci_high": st.ci_high,
+                       "covered": bool(st.ci_low <= truth <= st.ci_high),
+                       "abs_error": abs(st.estimate - truth), "shape": st.extra["shape"],
+                       "tau": res.tau, "amplitude": res.amplitude,
+                       "trend_p_value": res.trend_p_value, "points": len(daily),
+                       "pooled": two_week, "pooled_abs_error": abs(two_week - truth),
+                       "width": st.ci_high - st.ci_low}
+        rows.append(row)
+    summary: dict[str, Any] = {"experiments": len(rows), "n_boot": n_boot,
+                               "max_sessions": max_sessions}
+    for by in ("day", "session"):
+        for tag, sel in (("novelty_on", [r for r in rows if r["novelty"]]),
+                         ("novelty_off", [r for r in rows if not r["novelty"]])):
+            if not sel:
+                continue
+            summary[f"{by}_{tag}"] = {
+                "runs": len(sel), "covered": int(sum(r[by]["covered"] for r in sel)),
+                "coverage": float(np.mean([r[by]["covered"] for r in sel])),
+                "settled_mae": float(np.mean([r[by]["abs_error"] for r in sel])),
+                "pooled_mae": float(np.mean([r[by]["pooled_abs_error"] for r in sel])),
+                "mean_width": float(np.mean([r[by]["width"] for r in sel])),
+                "trend_flagged": int(sum(r[by]["trend_p_value"] < 0.05 for r in sel))}
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    summary["rows"] = rows
+    return summary
+
+
 # ------------------------------------------------------------------ grouped CV protocol
 def experiment_stats(out: Path) -> list[dict[str, Any]]:
     """Per experiment (history ``h*`` and held-out ``x*``): the surrogates' effects ``dx``
@@ -416,8 +467,10 @@ def cv_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["simulate", "evaluate", "history"],
-                    help="history: only the leave-one-out figures on the history")
+    ap.add_argument("step", choices=["simulate", "evaluate", "history", "novelty"],
+                    help="history: only the leave-one-out figures on the history; "
+                    "novelty: the settled-effect projection by day and by session on "
+                    "every held-out experiment (results_novelty.json)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/out/long_run")
     ap.add_argument("--budget", type=float, default=840.0)
     ap.add_argument("--history", type=int, default=60)
@@ -446,7 +499,10 @@ def main(argv: list[str] | None = None) -> int:
                                           "scale": a.scale}, (i, n))
         print("complete" if done else "partial: run again to continue")
         return 0 if done else 3
-    if a.step == "evaluate" and a.protocol == "cv":
+    if a.step == "novelty":
+        res = novelty_evaluate(a.out, min(a.n_boot, 500))
+        name = "results_novelty.json"
+    elif a.step == "evaluate" and a.protocol == "cv":
         res = cv_evaluate(a.out, a.folds, a.seed, a.n_boot, widen=a.widen)
         name = "results_cv_widen.json" if a.widen else "results_cv.json"
     elif a.step == "evaluate" and (a.widen or a.protocol == "new-kind-stats"):

@@ -143,3 +143,26 @@ def test_simulate_history_then_fit(tmp_path: Path) -> None:
     code, _out, err = invoke(["longrun", "simulate-history", "--out", "hist", "--scale",
                               "0.02", "--experiments", "4", "--held-out", "1"], tmp_path)
     assert code == 2 and "--force" in err
+
+
+def test_novelty_by_session(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    n = 600
+    t = rng.integers(0, 2, n)
+    pd.DataFrame({"unit_id": np.arange(n), "variant": np.where(t, "treatment", "control"),
+                  "first_exposure_ts": [T0] * n}).to_parquet(tmp_path / "a.parquet")
+    u = np.repeat(np.arange(n), 8)
+    k = np.tile(np.arange(8), n)
+    imp = rng.poisson(20, u.size) + 1
+    ctr = 0.1 + t[u] * (0.01 + 0.05 * np.exp(-k / 2))
+    pd.DataFrame({"unit_id": u, "ts": T0 + pd.to_timedelta(k * 7200 + 60, unit="s"),
+                  "session_id": np.arange(u.size), "impressions": imp,
+                  "clicks": rng.binomial(imp, ctr)}).to_parquet(tmp_path / "e.parquet")
+    code, _out, err = invoke(["longrun", "novelty", "--assignments", "a.parquet", "--events",
+                              "e.parquet", "--by", "session", "--json", "n.json"], tmp_path)
+    assert code == 0, err
+    res = json.loads((tmp_path / "n.json").read_text())
+    assert res["by"] == "session" and res["daily"][0]["session"] == 0
+    code, _out, err = invoke(["longrun", "novelty", "--assignments", "a.parquet", "--events",
+                              "e.parquet", "--by", "week"], tmp_path)
+    assert code == 2 and "--by" in err and len(err.strip().splitlines()) == 1

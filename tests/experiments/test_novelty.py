@@ -67,3 +67,37 @@ def test_bad_inputs_are_named() -> None:
         daily_effects(a, e.drop(columns=["impressions"]))
     with pytest.raises(DataValidationError, match="at least 4 days"):
         project_settled(daily_effects(a, e, days=3))
+
+
+def test_by_session_recovers_a_per_session_decay() -> None:
+    """Novelty that fades per session: light users keep it for days. By session since
+    first exposure the planted e-folding (4 sessions) and settled effect come back."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    t = rng.integers(0, 2, n)
+    rate = rng.choice([0.3, 1.0, 3.0], n)  # sessions per day
+    exposure = T0 + pd.to_timedelta(rng.integers(0, 86400, n), unit="s")
+    assign = pd.DataFrame({"unit_id": np.arange(n),
+                           "variant": np.where(t == 1, "treatment", "control"),
+                           "first_exposure_ts": exposure})
+    k_sess = rng.poisson(rate * 14) + 1
+    u = np.repeat(np.arange(n), k_sess)
+    k = np.arange(u.size) - np.repeat(np.cumsum(k_sess) - k_sess, k_sess)
+    at = np.concatenate([np.sort(rng.uniform(0, 14 * 86400 - 120, m)) for m in k_sess])
+    at[k == 0] = 0
+    imp = rng.poisson(20, u.size) + 1
+    ctr = 0.10 + t[u] * (0.01 + 0.05 * np.exp(-k / 4.0))
+    events = pd.DataFrame({"unit_id": u, "ts": exposure[u] + pd.to_timedelta(at + 1,
+                                                                             unit="s"),
+                           "session_id": np.arange(u.size), "impressions": imp,
+                           "clicks": rng.binomial(imp, ctr)})
+    rows = daily_effects(assign, events, by="session", max_sessions=25)
+    assert [x.extra["session"] for x in rows][:3] == [0, 1, 2] and "day" not in rows[0].extra
+    assert rows[0].estimate == pytest.approx(0.06, abs=0.01)
+    res = project_settled(rows, n_boot=200, seed=2)
+    assert res.by == "session" and res.settled.extra["session"] == "settled"
+    assert res.settled.ci_low <= 0.01 <= res.settled.ci_high
+    assert abs(res.settled.estimate - 0.01) < 0.005 and 2 < res.tau < 8
+    assert "per session" in res.notes()[0]
+    with pytest.raises(DataValidationError, match="'session_id'"):
+        daily_effects(assign, events.drop(columns=["session_id"]), by="session")

@@ -216,10 +216,16 @@ def novelty(
     days: int = typer.Option(14, "--days", help="Days since first exposure to read."),
     control: str = typer.Option("control", "--control", help="Control variant (e.g. "
                                 "holdout for a long-term holdout)."),
+    by: str = typer.Option("day", "--by", help="Index the effect by 'day' or 'session' "
+                           "since first exposure (session: the events' --session column)."),
+    session: str = typer.Option("session_id", "--session", help="Events column naming "
+                                "the session (with --by session)."),
+    max_sessions: int = typer.Option(30, "--max-sessions", help="Sessions since first "
+                                     "exposure read (with --by session)."),
     json_out: JsonOut = None,
     html_out: HtmlOut = None,
 ) -> None:
-    """Effect by day since first exposure, trend test, and the settled effect.
+    """Effect by day (or session) since first exposure, trend test, and the settled effect.
 
     Example: recscope longrun novelty --assignments sim/assignments.parquet
     --events sim/events.parquet --json novelty.json
@@ -229,9 +235,14 @@ def novelty(
 
     if days < 4:
         raise ConfigError("must be at least 4", key="--days")
+    if by not in ("day", "session"):
+        raise ConfigError(f"must be 'day' or 'session', not {by!r}", key="--by")
+    if max_sessions < 4:
+        raise ConfigError("must be at least 4", key="--max-sessions")
     check_outputs(json_out, html_out, track=False)
     daily = daily_effects(assignments, events, days=days, numerator=numerator,
-                          denominator=denominator or None, control=control)
+                          denominator=denominator or None, control=control, by=by,
+                          session=session, max_sessions=max_sessions)
     res = project_settled(daily)
     console.print(res.rich_table())
     write_outputs(res, json_out, html_out, what="novelty readout")

@@ -49,47 +49,72 @@ def daily_effects(assignments: Any, events: Any, *, days: int = 14,
                   numerator: str = "clicks", denominator: str | None = "impressions",
                   unit: str = "unit_id", variant: str = "variant", control: str = "control",
                   exposure: str = "first_exposure_ts", ts: str = "ts",
+                  by: str = "day", session: str = "session_id", max_sessions: int = 30,
                   engine: Any = "duckdb") -> list[Effect]:
     """Per treatment variant and day since first exposure (0 … ``days`` − 1): the effect
     on ``SUM(numerator) / SUM(denominator)`` (or the per-unit mean of ``numerator``) over
     the units with events that day. ``extra``: ``variant``, ``day``, both arms' values and
-    unit counts."""
+    unit counts.
+
+    ``by="session"``: per session since first exposure instead (0 … ``max_sessions`` − 1,
+    the sessions a unit started within ``days`` days of its exposure, ordered by their
+    first event; ``session`` names the events' session column; ``extra['session']``).
+    Novelty that fades with use fades per session: a light user keeps it for weeks, so
+    by day the population's decay mixes many speeds, while by session it is one."""
     from recscope.experiments.engines import open_tables, source_name
 
+    if by not in ("day", "session"):
+        raise ValueError(f"by must be 'day' or 'session', not {by!r}")
     eng, a_tbl, (e_tbl,) = open_tables(engine, assignments, [events])
-    for t, cols in ((a_tbl, (unit, variant, exposure)),
-                    (e_tbl, (unit, ts, numerator) + ((denominator,) if denominator else ()))):
+    needed = (unit, ts, numerator) + ((denominator,) if denominator else ()) + (
+        (session,) if by == "session" else ())
+    for t, cols in ((a_tbl, (unit, variant, exposure)), (e_tbl, needed)):
         for c in cols:
             if c not in t.columns:
                 raise DataValidationError(f"column {c!r} not found (have: "
                                           f"{', '.join(t.columns)})", file=t.name, column=c)
     a_sql, e_sql = a_tbl.expr.sql(eng.dialect), e_tbl.expr.sql(eng.dialect)
     den = f'CAST(e."{denominator}" AS DOUBLE)' if denominator else "1.0"
-    sql = f"""
-    WITH a AS (SELECT "{unit}" AS u, MIN("{variant}") AS v, MIN("{exposure}") AS x
-               FROM {a_sql} GROUP BY 1 HAVING COUNT(DISTINCT "{variant}") = 1),
+    window = f'e."{ts}" >= a.x AND e."{ts}" < a.x + INTERVAL {int(days)} DAY'
+    if by == "day":
+        per = f"""
     d AS (SELECT a.v, a.u,
-                 CAST(FLOOR(EPOCH(e."{ts}" - a.x) / {_DAY_S}) AS BIGINT) AS day,
+                 CAST(FLOOR(EPOCH(e."{ts}" - a.x) / {_DAY_S}) AS BIGINT) AS k,
                  SUM(CAST(e."{numerator}" AS DOUBLE)) AS y, SUM({den}) AS w
           FROM {e_sql} AS e JOIN a ON e."{unit}" = a.u
-          WHERE e."{ts}" >= a.x AND e."{ts}" < a.x + INTERVAL {int(days)} DAY
-          GROUP BY 1, 2, 3)
-    SELECT v, day, COUNT(*) AS n, SUM(y) AS sy, SUM(w) AS sw, SUM(y * y) AS syy,
+          WHERE {window}
+          GROUP BY 1, 2, 3)"""
+        n_index = days
+    else:
+        per = f"""
+    s AS (SELECT a.v, a.u, e."{session}" AS sid, MIN(e."{ts}") AS t0,
+                 SUM(CAST(e."{numerator}" AS DOUBLE)) AS y, SUM({den}) AS w
+          FROM {e_sql} AS e JOIN a ON e."{unit}" = a.u
+          WHERE {window}
+          GROUP BY 1, 2, 3),
+    r AS (SELECT v, u, y, w, ROW_NUMBER() OVER (PARTITION BY u ORDER BY t0, sid) - 1 AS k
+          FROM s),
+    d AS (SELECT v, u, k, y, w FROM r WHERE k < {int(max_sessions)})"""
+        n_index = max_sessions
+    sql = f"""
+    WITH a AS (SELECT "{unit}" AS u, MIN("{variant}") AS v, MIN("{exposure}") AS x
+               FROM {a_sql} GROUP BY 1 HAVING COUNT(DISTINCT "{variant}") = 1),{per}
+    SELECT v, k, COUNT(*) AS n, SUM(y) AS sy, SUM(w) AS sw, SUM(y * y) AS syy,
            SUM(w * w) AS sww, SUM(y * w) AS syw
     FROM d WHERE w > 0 GROUP BY 1, 2 ORDER BY 1, 2"""
     rows = eng.execute(sql)
-    by = {(str(r["v"]), int(r["day"])): r for r in rows}
-    variants = sorted({v for v, _ in by})
+    cells = {(str(r["v"]), int(r["k"])): r for r in rows}
+    variants = sorted({v for v, _ in cells})
     if control not in variants:
         raise DataValidationError(f"control variant {control!r} has no events in the first "
                                   f"{days} days", file=source_name(assignments), column=variant)
     out = []
     for v in (x for x in variants if x != control):
-        for d in range(days):
-            if (v, d) not in by or (control, d) not in by:
+        for d in range(n_index):
+            if (v, d) not in cells or (control, d) not in cells:
                 continue
-            rt, vt, nt = _ratio(by[(v, d)])
-            rc, vc, nc = _ratio(by[(control, d)])
+            rt, vt, nt = _ratio(cells[(v, d)])
+            rc, vc, nc = _ratio(cells[(control, d)])
             if nt < 2 or nc < 2:
                 continue
             se = math.sqrt(vt + vc)
@@ -98,10 +123,17 @@ def daily_effects(assignments: Any, events: Any, *, days: int = 14,
                               f"{numerator}/{denominator}", est, est - 1.96 * se,
                               est + 1.96 * se, se, math.erfc(abs(est / se) / math.sqrt(2))
                               if se > 0 else math.nan, nt + nc, extra={
-                                  "variant": v, "day": d, "control_value": rc,
+                                  "variant": v, by: d, "control_value": rc,
                                   "treatment_value": rt, "n_control": nc,
                                   "n_treatment": nt}))
     return out
+
+
+def _since(e: Effect) -> tuple[str, int]:
+    """Which index a row of :func:`daily_effects` carries (``day`` or ``session``) and
+    its value."""
+    key = "session" if "session" in e.extra else "day"
+    return key, int(e.extra[key])
 
 
 def _ratio(r: dict[str, Any]) -> tuple[float, float, int]:
@@ -122,14 +154,14 @@ def _basis(d: np.ndarray, tau: float, shape: str) -> np.ndarray:
 
 
 def _fit(d: np.ndarray, y: np.ndarray, w: np.ndarray, shape: str = "exponential",
-         ) -> tuple[float, float, float, float]:
+         taus: np.ndarray = TAUS) -> tuple[float, float, float, float]:
     """Weighted least squares of ``y = s + a·g(d/tau)`` (``g`` exponential or
     hyperbolic) over the ``tau`` grid, or of a constant when the decay saves less than
     :data:`PENALTY`: (s, a, tau, rss)."""
     s0 = float(np.sum(w * y) / np.sum(w))
     best = (s0, 0.0, math.inf, float(np.sum(w * (y - s0) ** 2)) - PENALTY)
     sw = np.sqrt(w)
-    for tau in TAUS:
+    for tau in taus:
         x = np.column_stack([np.ones_like(d), _basis(d, tau, shape)])
         coef, *_ = np.linalg.lstsq(x * sw[:, None], y * sw, rcond=None)
         rss = float(np.sum(w * (y - x @ coef) ** 2))
@@ -156,14 +188,16 @@ class NoveltyResult(Result):
     tau: float
     first_days: float
     notes_: list[str] = field(default_factory=list)
+    by: str = "day"
 
     def effects(self) -> list[Effect]:
         return [*self.daily, self.settled]
 
     def notes(self) -> list[str]:
         kind = "novelty (a fading boost)" if self.amplitude > 0 else "primacy (a fading dip)"
-        trend = (f"Trend: {self.trend_slope:+.3g} per day (p = {self.trend_p_value:.3g}); "
-                 + (f"looks like {kind}, e-folding {self.tau:.1f} days."
+        trend = (f"Trend: {self.trend_slope:+.3g} per {self.by} (p = "
+                 f"{self.trend_p_value:.3g}); "
+                 + (f"looks like {kind}, e-folding {self.tau:.1f} {self.by}s."
                     if self.trend_p_value < 0.05 and math.isfinite(self.tau)
                     else "no significant trend."))
         return [trend, *self.notes_]
@@ -171,7 +205,7 @@ class NoveltyResult(Result):
     def html_sections(self, page: Any) -> None:
         import plotly.graph_objects as go
 
-        d = [e.extra["day"] for e in self.daily]
+        d = [_since(e)[1] for e in self.daily]
         fig = go.Figure()
         fig.add_scatter(x=d, y=[e.estimate for e in self.daily], mode="markers",
                         name="daily effect", error_y={
@@ -185,7 +219,7 @@ class NoveltyResult(Result):
         for y, nm in ((self.settled.estimate, "settled"), (self.settled.ci_low, "CI"),
                       (self.settled.ci_high, "CI")):
             fig.add_hline(y=y, line_dash="dot" if nm == "CI" else "dash")
-        fig.update_layout(height=380, xaxis_title="days since first exposure",
+        fig.update_layout(height=380, xaxis_title=f"{self.by}s since first exposure",
                           yaxis_title=f"effect on {self.metric}")
         page.figure(fig)
 
@@ -193,14 +227,18 @@ class NoveltyResult(Result):
 def project_settled(daily: Sequence[Effect], *, n_boot: int = 500, seed: int = 0,
                     alpha: float = 0.05, variant: str | None = None) -> NoveltyResult:
     """Trend test and settled-effect projection from :func:`daily_effects`' rows of one
-    treatment variant (the first one unless ``variant`` names it)."""
+    treatment variant (the first one unless ``variant`` names it), by day or by session
+    since first exposure (whichever the rows carry). The decay time is profiled from
+    half a step to the window read (14 days, or ``max_sessions`` sessions)."""
     v = variant or (daily[0].extra["variant"] if daily else None)
     rows = [e for e in daily if e.extra["variant"] == v and e.se > 0
             and math.isfinite(e.estimate)]
     if len(rows) < 4:
         raise DataValidationError(f"need the effect on at least 4 days since exposure "
                                   f"(got {len(rows)})")
-    d = np.array([e.extra["day"] for e in rows], dtype=float)
+    by = _since(rows[0])[0]
+    d = np.array([_since(e)[1] for e in rows], dtype=float)
+    taus = np.geomspace(0.5, max(14.0, float(d.max()) + 1), TAUS.size)
     y = np.array([e.estimate for e in rows])
     se = np.array([e.se for e in rows])
     w = 1 / se**2
@@ -211,12 +249,13 @@ def project_settled(daily: Sequence[Effect], *, n_boot: int = 500, seed: int = 0
     slope = float((cov @ (x.T @ (w * y)))[1])
     slope_se = float(math.sqrt(cov[1, 1]))
     p = math.erfc(abs(slope / slope_se) / math.sqrt(2))
-    fits = {shape: _fit(d, y, w, shape) for shape in SHAPES}
+    fits = {shape: _fit(d, y, w, shape, taus) for shape in SHAPES}
     rng = np.random.default_rng(seed)
     bounds = []
     for shape, (s_k, a_k, tau_k, _) in fits.items():
         fitted = s_k + (a_k * _basis(d, tau_k, shape) if math.isfinite(tau_k) else 0.0)
-        draws = np.array([_fit(d, fitted + se * rng.standard_normal(d.size), w, shape)[0]
+        draws = np.array([_fit(d, fitted + se * rng.standard_normal(d.size), w, shape,
+                                taus)[0]
                           for _ in range(n_boot)])
         lo_q, hi_q = np.quantile(draws - s_k, [alpha / 2, 1 - alpha / 2])
         bounds.append((s_k - hi_q, s_k - lo_q, float(draws.std(ddof=1))))
@@ -230,16 +269,16 @@ def project_settled(daily: Sequence[Effect], *, n_boot: int = 500, seed: int = 0
     first = float(np.average(y[:k], weights=w[:k]))
     settled = Effect(rows[0].metric, s, lo, hi, boot_se,
                      math.erfc(abs(s / boot_se) / math.sqrt(2)) if boot_se > 0 else math.nan,
-                     n, extra={"variant": v, "day": "settled", "tau_days": tau,
-                               "amplitude": a, "shape": shape,
+                     n, extra={"variant": v, by: "settled", f"tau_{by}s": tau,
+                               "amplitude": a, "shape": shape, "by": by,
                                "method": "decay fit (exponential or hyperbolic, the better "
                                "one); interval spans both shapes' parametric bootstraps"})
     notes = []
-    if math.isfinite(tau) and tau >= TAUS[-3]:
+    if math.isfinite(tau) and tau >= taus[-3]:
         notes.append("The decay is about as slow as the window is long: the settled effect "
                      "is an extrapolation beyond the data.")
     return NoveltyResult(rows[0].metric, str(v), rows, settled, slope, slope_se, p, a, tau,
-                         first, notes)
+                         first, notes, by)
 
 
 __all__ = ["NoveltyResult", "daily_effects", "project_settled"]
