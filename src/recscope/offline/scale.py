@@ -923,6 +923,71 @@ class _SortedInput:
         return out
 
 
+def _merged(inputs: list[_SortedInput], batch_rows: int) -> Iterator[tuple[pa.Table, bool]]:
+    """Chunks of whole users from inputs each ordered by user: every round reads the
+    inputs whose buffers run low, cuts before the smallest last user read by an input
+    not yet exhausted, and yields the rows before the cut (and whether they come from
+    one input, so already grouped by user)."""
+    force: set[int] = set()
+    while True:
+        for i, inp in enumerate(inputs):
+            if not inp.done and (inp.rows() < batch_rows or i in force):
+                inp.read()
+        live = [inp.last for inp in inputs if not inp.done]
+        cut = min(live) if live else None
+        parts = [t for t in (inp.take_below(cut) for inp in inputs) if t is not None]
+        if parts:
+            yield pa.concat_tables(parts), len(parts) == 1
+            force = set()
+        elif cut is not None:  # one user fills a buffer: read on where it ends
+            force = {i for i, inp in enumerate(inputs) if not inp.done and inp.last == cut}
+        if cut is None:
+            return
+
+
+def _prefetched(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """``items`` produced by a background thread, at most ``depth`` ahead (reading and
+    cutting the next chunk overlaps the summary of this one); its errors are re-raised
+    here, and it stops when the consumer does."""
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            put(("error", exc))
+
+    worker = threading.Thread(target=work, name="recscope-stream-read", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _run_sorted(job: _Job, chunk_rows: int, memory_limit: str, threads: int | None,
                 spill: str) -> EvaluationResult | ComparisonResult:
     """The sorted-input path: one DuckDB scan per input (insertion order kept, the same
@@ -952,22 +1017,8 @@ def _run_sorted(job: _Job, chunk_rows: int, memory_limit: str, threads: int | No
         cursors = [con.cursor() for _ in selects]
         inputs = [_SortedInput(c.sql(q).to_arrow_reader(batch_rows), batch_rows, is_int)
                   for c, q in zip(cursors, selects, strict=True)]
-        force: set[int] = set()
-        while True:
-            for i, inp in enumerate(inputs):
-                if not inp.done and (inp.rows() < batch_rows or i in force):
-                    inp.read()
-            live = [inp.last for inp in inputs if not inp.done]
-            cut = min(live) if live else None
-            parts = [t for t in (inp.take_below(cut) for inp in inputs) if t is not None]
-            if parts:
-                chunk = pa.concat_tables(parts)
-                total.merge(chunk_stats(chunk, job.plan, grouped=len(parts) == 1))
-                force = set()
-            elif cut is not None:  # one user fills a buffer: read on where it ends
-                force = {i for i, inp in enumerate(inputs) if not inp.done and inp.last == cut}
-            if cut is None:
-                break
+        for chunk, grouped in _prefetched(_merged(inputs, batch_rows)):
+            total.merge(chunk_stats(chunk, job.plan, grouped=grouped))
     except duckdb.Error as exc:
         raise DataValidationError(f"cannot read the inputs: {str(exc).splitlines()[0]}",
                                   file=err_files) from None
