@@ -74,7 +74,8 @@ def _arm_means(ut: Any, variant: str) -> np.ndarray:
     return ut.x[ut.variants == variant].mean(axis=0)
 
 
-def evaluate(out: Path, n_boot: int = 1000, held_out: bool = True) -> dict[str, Any]:
+def evaluate(out: Path, n_boot: int = 1000, held_out: bool = True, cuped: bool = True
+             ) -> dict[str, Any]:
     """Fit on ``h*``, evaluate on ``x*`` (unless not ``held_out``); every figure with its
     repetitions."""
     import pyarrow.parquet as pq
@@ -96,7 +97,7 @@ def evaluate(out: Path, n_boot: int = 1000, held_out: bool = True) -> dict[str, 
                              pq.read_table(d / "outcomes.parquet"), LONG_OUTCOME,
                              unit="unit_id", file=str(d / "outcomes.parquet"))
               for d in hist]
-    model = fit_surrogate(tables, long=LONG_OUTCOME, metric="active_days")
+    model = fit_surrogate(tables, long=LONG_OUTCOME, metric="active_days", cuped=cuped)
     fit_s = time.perf_counter() - t0
     population = pq.read_table(out / "population.parquet")
     rows = []
@@ -281,27 +282,46 @@ def novelty_evaluate(out: Path, n_boot: int = 500, max_sessions: int = 30
 
 
 # ------------------------------------------------------------------ grouped CV protocol
-def experiment_stats(out: Path) -> list[dict[str, Any]]:
+def experiment_stats(out: Path, cuped: bool = True) -> list[dict[str, Any]]:
     """Per experiment (history ``h*`` and held-out ``x*``): the surrogates' effects ``dx``
     with their sampling covariance ``V``, and the long-run target: for a history
     experiment its observed effect (with ``Var`` and ``Cov(dx, dy)``), for a held-out one
-    the CRN truth (no sampling noise). Cached in ``cv_stats.json`` beside the history."""
+    the CRN truth (no sampling noise). With ``cuped`` every effect is regression-adjusted
+    on the pre-period covariates among the surrogates (as ``recscope longrun fit``
+    does). Cached beside the history in ``cv_stats_<hash of surrogates.toml>[_raw].json``
+    (experiments added later are computed and appended)."""
+    import hashlib
+
     import pyarrow.parquet as pq
 
     from recscope.experiments.metrics import load_metrics
-    from recscope.experiments.surrogate import _effects, attach_outcome, unit_features
+    from recscope.experiments.surrogate import (
+        _effects,
+        attach_outcome,
+        covariates,
+        unit_features,
+    )
     from recscope.sim.long_run_history import LONG_OUTCOME
 
-    cache = out / "cv_stats.json"
-    if cache.exists():
-        return json.loads(cache.read_text())
+    key = hashlib.sha256((out / "surrogates.toml").read_bytes()).hexdigest()[:8]
+    cache = out / f"cv_stats_{key}{'' if cuped else '_raw'}.json"
+    dirs = sorted(p for p in out.iterdir() if p.is_dir() and p.name[0] in "hx"
+                  and (p / "metrics.toml").exists())
+    cached = {r["name"]: r for r in json.loads(cache.read_text())} if cache.exists() else {}
+    if all(d.name in cached for d in dirs):
+        return [cached[d.name] for d in dirs]
     cfg = load_metrics(out / "surrogates.toml")
     rows = []
-    for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name[0] in "hx"):
+    for d in dirs:
+        if d.name in cached:  # experiments added since: only those are computed
+            rows.append(cached[d.name])
+            continue
         ut = unit_features(str(d / "assignments.parquet"), str(d / "events.parquet"), cfg,
                            name=d.name)
         treated = ut.variants == "treatment"
         i_ad = ut.features.index("active_days")
+        # pre-period covariates adjust every effect (as recscope longrun fit does)
+        cov = covariates(ut.features) if cuped else None
         row: dict[str, Any] = {"name": d.name, "features": ut.features,
                                "n_t": int(treated.sum()), "n_c": int((~treated).sum()),
                                "ad_c": float(ut.x[~treated, i_ad].mean())}
@@ -309,13 +329,13 @@ def experiment_stats(out: Path) -> list[dict[str, Any]]:
             ut = attach_outcome(ut, pq.read_table(d / "outcomes.parquet"), LONG_OUTCOME,
                                 unit="unit_id", file=str(d / "outcomes.parquet"))
             assert ut.y is not None
-            dx, dy, v, c, vy = _effects(ut.x, ut.y, treated)
+            dx, dy, v, c, vy = _effects(ut.x, ut.y, treated, cov)
             info = json.loads((d / "change.json").read_text())
             row.update(target="observed", y_n=int(ut.y.size), y_sum=float(ut.y.sum()),
                        y_sumsq=float((ut.y ** 2).sum()),
                        y_control_mean=float(ut.y[~treated].mean()))
         else:
-            dx, _, v, _, _ = _effects(ut.x, np.zeros(ut.x.shape[0]), treated)
+            dx, _, v, _, _ = _effects(ut.x, np.zeros(ut.x.shape[0]), treated, cov)
             info = json.loads((d / "truth.json").read_text())
             dy, c, vy = info["truth"]["effects"][LONG_OUTCOME], np.zeros(len(dx)), 0.0
             row["target"] = "truth"
@@ -375,8 +395,8 @@ def fit_fold(train: list[dict[str, Any]], ridge: float, widen: bool
 
 
 def cv_evaluate(out: Path, folds: int = 10, seed: int = 0, n_boot: int = 1000,
-                ridge: float = 0.03, widen: bool = False, split: str = "cv"
-                ) -> dict[str, Any]:
+                ridge: float = 0.03, widen: bool = False, split: str = "cv",
+                cuped: bool = True) -> dict[str, Any]:
     """Grouped, family-stratified ``folds``-fold cross-validation over every simulated
     experiment (history and held-out pooled): each fold's experiments are projected by a
     map fitted on the other folds only, its interval from the other folds' bootstrap
@@ -386,7 +406,7 @@ def cv_evaluate(out: Path, folds: int = 10, seed: int = 0, n_boot: int = 1000,
     from recscope.experiments.surrogate import _theta, mahalanobis2
 
     t0 = time.perf_counter()
-    stats = experiment_stats(out)
+    stats = experiment_stats(out, cuped)
     if split == "cv":
         fold = stratified_folds([s["family"] for s in stats], folds, seed)
     else:
@@ -429,7 +449,7 @@ def cv_evaluate(out: Path, folds: int = 10, seed: int = 0, n_boot: int = 1000,
                          "abs_error": abs(est - s["dy"]),
                          "naive_abs_error": abs(naive - s["dy"])})
     res = {"protocol": split, "folds": folds, "seed": seed, "ridge": ridge,
-           "widen": widen, "n_boot": n_boot, "seconds": round(time.perf_counter() - t0, 1)}
+           "widen": widen, "cuped": cuped, "experiments": len(stats), "n_boot": n_boot, "seconds": round(time.perf_counter() - t0, 1)}
     res["pooled"] = cv_summary(rows)
     for tgt in ("truth", "observed"):
         res[f"target_{tgt}"] = cv_summary([r for r in rows if r["target"] == tgt])
@@ -489,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
                     "(kinds the history has seen)")
     ap.add_argument("--folds", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-cuped", action="store_true",
+                    help="effects not regression-adjusted on the pre-period covariates "
+                    "(the earlier estimator, for comparison)")
     ap.add_argument("--widen", action="store_true",
                     help="surrogacy error growing with the Mahalanobis distance of "
                     "the change's short-run effects from the training experiments'")
@@ -503,15 +526,19 @@ def main(argv: list[str] | None = None) -> int:
         res = novelty_evaluate(a.out, min(a.n_boot, 500))
         name = "results_novelty.json"
     elif a.step == "evaluate" and a.protocol == "cv":
-        res = cv_evaluate(a.out, a.folds, a.seed, a.n_boot, widen=a.widen)
-        name = "results_cv_widen.json" if a.widen else "results_cv.json"
+        res = cv_evaluate(a.out, a.folds, a.seed, a.n_boot, widen=a.widen,
+                          cuped=not a.no_cuped)
+        name = f"results_cv{'_widen' if a.widen else ''}{'_raw' if a.no_cuped else ''}.json"
     elif a.step == "evaluate" and (a.widen or a.protocol == "new-kind-stats"):
         res = cv_evaluate(a.out, seed=a.seed, n_boot=a.n_boot, widen=a.widen,
-                          split="new-kind")
-        name = f"results_new_kind_stats{'_widen' if a.widen else ''}.json"
+                          split="new-kind", cuped=not a.no_cuped)
+        name = (f"results_new_kind_stats{'_widen' if a.widen else ''}"
+                f"{'_raw' if a.no_cuped else ''}.json")
     else:
-        res = evaluate(a.out, a.n_boot, held_out=a.step == "evaluate")
-        name = "results.json" if a.step == "evaluate" else "history_loo.json"
+        res = evaluate(a.out, a.n_boot, held_out=a.step == "evaluate",
+                       cuped=not a.no_cuped)
+        name = ("results" if a.step == "evaluate" else "history_loo") + (
+            "_raw" if a.no_cuped else "") + ".json"
     (a.out / name).write_text(json.dumps(res, indent=2, default=float) + "\n")
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}, indent=2, default=float))
     return 0

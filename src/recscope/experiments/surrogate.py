@@ -167,12 +167,43 @@ def _solve(gram: np.ndarray) -> np.ndarray:
     return np.concatenate([[gram[0, p + 1] / n - mean @ beta], beta])
 
 
-def _effects(x: np.ndarray, y: np.ndarray, treated: np.ndarray
+def covariates(features: Sequence[str]) -> np.ndarray:
+    """Which features are pre-period covariates rather than surrogates: a metric's
+    ``cuped_days`` pre-period (``<metric>.pre``, ``<metric>.pre.numerator``) and its
+    covariates (``<metric>.cov.<column>``)."""
+    return np.array([f.endswith(".pre") or ".pre." in f or ".cov." in f
+                     for f in features], dtype=bool)
+
+
+def adjust(z: np.ndarray, treated: np.ndarray, cov: np.ndarray) -> np.ndarray:
+    """``z`` (units × columns) regression-adjusted on its pre-period covariate columns
+    ``cov`` (CUPED with several covariates): ``z − (P − mean P) · B``, ``B`` the OLS
+    slopes of ``z`` on ``P`` pooled within arms. Differences of means keep their
+    expectation (the pre-period is balanced by randomisation) and lose the variance the
+    pre-period explains; the covariate columns' own differences become 0."""
+    if not cov.any():
+        return z
+    p = z[:, cov]
+    zc, pc = z.copy(), p.copy()
+    for arm in (treated, ~treated):
+        zc[arm] -= zc[arm].mean(axis=0)
+        pc[arm] -= pc[arm].mean(axis=0)
+    b = np.linalg.lstsq(pc, zc, rcond=None)[0]
+    out = z - (p - p.mean(axis=0)) @ b
+    out[:, cov] = p.mean(axis=0)  # exactly (not up to rounding) without any difference
+    return out
+
+
+def _effects(x: np.ndarray, y: np.ndarray, treated: np.ndarray,
+             cov: np.ndarray | None = None,
              ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, float]:
     """Treatment − control differences of the surrogates' and the outcome's means, and
     their sampling (co)variances: ``dx``, ``dy``, ``V = Var(dx)``, ``C = Cov(dx, dy)``,
-    ``Var(dy)``."""
+    ``Var(dy)``; with ``cov`` (a mask of pre-period covariate columns of ``x``) the
+    surrogates and the outcome are first regression-adjusted on them (:func:`adjust`)."""
     z = np.column_stack([x, y])
+    if cov is not None and cov.any():
+        z = adjust(z, treated, np.concatenate([cov, [False]]))
     a, b = z[treated], z[~treated]
     d = a.mean(axis=0) - b.mean(axis=0)
     s = (np.atleast_2d(np.cov(a, rowvar=False)) / a.shape[0]
@@ -185,9 +216,16 @@ def _theta(dx: np.ndarray, dy: np.ndarray, v: np.ndarray, c: np.ndarray,
     """Experiment-level regression of long-run effects on short-run effects, corrected
     for the sampling noise of the short-run effects (method of moments: the summed
     sampling covariances are subtracted), with a ridge on standardised effects."""
+    ss = np.diag(dx.T @ dx)
+    live = ss > 1e-24 * max(float(ss.max(initial=0.0)), 1e-300)
+    if not live.all():  # columns that never move (adjusted covariates): weight 0
+        out = np.zeros(dx.shape[1])
+        if live.any():
+            out[live] = _theta(dx[:, live], dy, v[:, live][:, :, live], c[:, live], ridge)
+        return out
     a = dx.T @ dx - v.sum(axis=0)
     b = dx.T @ dy - c.sum(axis=0)
-    scale = np.sqrt(np.maximum(np.diag(dx.T @ dx) / max(dx.shape[0], 1), 1e-300))
+    scale = np.sqrt(np.maximum(ss / max(dx.shape[0], 1), 1e-300))
     a_s = a / np.outer(scale, scale)
     lam = ridge * dx.shape[0]
     w, vecs = np.linalg.eigh((a_s + a_s.T) / 2)
@@ -290,6 +328,7 @@ class SurrogateModel(Result):
     tau2_slope: float = 0.0
     history_max_distance: float = math.nan
     widen: bool = False
+    cuped: bool = False
 
     def effects(self) -> list[Effect]:
         return [Effect(self.long, e["projected"], n=e["n"], extra={
@@ -361,12 +400,17 @@ class SurrogateModel(Result):
         if not in_c.any():
             raise DataValidationError(f"control variant {ctrl!r} not found in the data",
                                       file=table.name)
-        xc = table.x[in_c]
-        wc = rng.poisson(1.0, size=(n_boot, xc.shape[0])).astype(np.float64)
-        mc = (wc @ xc) / np.maximum(wc.sum(axis=1), 1.0)[:, None]
+        cov = covariates(self.features) if self.cuped else np.zeros(0, dtype=bool)
+        wc = rng.poisson(1.0, size=(n_boot, int(in_c.sum()))).astype(np.float64)
         out = []
         for var in sorted(set(table.variants) - {ctrl}):
-            xt = table.x[table.variants == var]
+            xt, xc = table.x[table.variants == var], table.x[in_c]
+            if cov.any():  # the same regression adjustment as the history's effects
+                both = np.concatenate([xt, xc])
+                arm = np.arange(both.shape[0]) < xt.shape[0]
+                both = adjust(both, arm, cov)
+                xt, xc = both[arm], both[~arm]
+            mc = (wc @ xc) / np.maximum(wc.sum(axis=1), 1.0)[:, None]
             diff = xt.mean(axis=0) - xc.mean(axis=0)
             est = float(theta @ diff)
             d2 = mahalanobis2(dx, diff)
@@ -407,14 +451,19 @@ def check_features(model: SurrogateModel, table: UnitTable) -> UnitTable:
 
 def fit_surrogate(history: Sequence[UnitTable], *, long: str, metric: str | None = None,
                   control: str = "control", metrics_toml: str = "",
-                  ridge: float = 0.03, widen: bool = WIDEN) -> SurrogateModel:
+                  ridge: float = 0.03, widen: bool = WIDEN,
+                  cuped: bool = True) -> SurrogateModel:
     """Fit the surrogate index on ``history`` (each with its outcome ``y``).
 
     Every history table needs the same features, a control and at least one treatment;
     at least 3 comparisons (more than features is better: ``ridge``, on standardised
     effects and per comparison, keeps a short history stable). ``widen``: projections
     use the distance-dependent surrogacy error ``tau2(d²)`` instead of the constant
-    ``tau2`` (both are stored; see :meth:`SurrogateModel.project`).
+    ``tau2`` (both are stored; see :meth:`SurrogateModel.project`). ``cuped``: every
+    experiment's effects (history and new) are regression-adjusted on the pre-period
+    covariates among the features (:func:`covariates`), which then carry no weight in
+    the map; this removes much of the sampling noise of projections and of the
+    history's observed long-run effects.
     """
     feats = history[0].features if history else []
     for h in history:
@@ -438,7 +487,8 @@ def fit_surrogate(history: Sequence[UnitTable], *, long: str, metric: str | None
         raise ConfigError(f"a surrogate index needs at least 3 history comparisons (got "
                           f"{len(comps)})", key="--history")
     by_name = {h.name: h for h in history}
-    stats = [_effects(by_name[n].x[sel], by_name[n].y[sel], t)  # type: ignore[index]
+    cov = covariates(feats) if cuped else None
+    stats = [_effects(by_name[n].x[sel], by_name[n].y[sel], t, cov)  # type: ignore[index]
              for n, _v, sel, t in comps]
     dx = np.array([s[0] for s in stats])
     dy = np.array([s[1] for s in stats])
@@ -470,7 +520,8 @@ def fit_surrogate(history: Sequence[UnitTable], *, long: str, metric: str | None
                           n_units=int(grams[0, 0]), r2=r2,
                           sources=[h.name for h in history], tau2_intercept=tau2_a,
                           tau2_slope=tau2_b,
-                          history_max_distance=float(loo.distance.max()), widen=widen)
+                          history_max_distance=float(loo.distance.max()), widen=widen,
+                          cuped=bool(cuped and covariates(feats).any()))
 
 
 MODEL_FILE = "model.json"
@@ -559,5 +610,6 @@ def add_long_run(card: Scorecard, projections: Sequence[Effect]) -> LongRunScore
 
 
 __all__ = ["LongRunScorecard", "LooErrors", "SurrogateModel", "UnitTable", "add_long_run",
-           "attach_outcome", "check_features", "fit_surrogate", "load_model", "loo_errors",
+           "adjust", "attach_outcome", "check_features", "covariates", "fit_surrogate",
+           "load_model", "loo_errors",
            "mahalanobis2", "surrogacy_error", "unit_features"]

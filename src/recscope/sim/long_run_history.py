@@ -49,7 +49,8 @@ from recscope.sim.world_model import WorldTruth
 _DAY = 86_400_000_000
 
 SURROGATES_TOML = """\
-# Short-run surrogates of the long-run outcome (per unit, days since first exposure).
+# Short-run surrogates of the long-run outcome (per unit, days since first exposure);
+# the cuped_days pre-periods are covariates that adjust every effect, not surrogates.
 unit = "unit_id"
 variant = "variant"
 control = "control"
@@ -57,10 +58,12 @@ control = "control"
 [metrics.clicks]
 kind = "mean"
 column = "clicks"
+cuped_days = 7
 
 [metrics.saves]
 kind = "mean"
 column = "saves"
+cuped_days = 7
 
 [metrics.hides]
 kind = "mean"
@@ -73,6 +76,7 @@ column = "impressions"
 [metrics.sessions]
 kind = "mean"
 column = "sessions"
+cuped_days = 7
 
 [metrics.active_days]
 kind = "count_distinct"
