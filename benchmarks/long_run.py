@@ -236,12 +236,14 @@ def novelty_evaluate(out: Path, n_boot: int = 500, max_sessions: int = 30
     """The settled CTR effect projected by day and by session since first exposure on
     every held-out experiment ``x*`` (14 days read), against the truth of its CRN
     replays (the CTR effect over the experiment's units in the last 14 of 84 days);
-    coverage reported separately for runs with and without novelty."""
-    from recscope.experiments.novelty import daily_effects, project_settled
+    coverage reported separately for runs with and without novelty, as fitted and with
+    the interval scaled by a factor calibrated on the other runs (leave one run out)."""
+    from recscope.experiments.novelty import daily_effects, interval_scale, project_settled
 
     t0 = time.perf_counter()
     rows = []
-    for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name.startswith("x")):
+    for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name.startswith("x")
+                    and (p / "truth.json").exists()):
         info = json.loads((d / "truth.json").read_text())
         a, e = str(d / "assignments.parquet"), str(d / "events.parquet")
         truth = info["truth"]["effects"]["ctr_settled"]
@@ -276,6 +278,32 @@ def novelty_evaluate(out: Path, n_boot: int = 500, max_sessions: int = 30
                 "pooled_mae": float(np.mean([r[by]["pooled_abs_error"] for r in sel])),
                 "mean_width": float(np.mean([r[by]["width"] for r in sel])),
                 "trend_flagged": int(sum(r[by]["trend_p_value"] < 0.05 for r in sel))}
+    # calibrated: each run's interval scaled by the factor learnt (split-conformal,
+    # recscope.experiments.novelty.interval_scale) from the *other* runs' errors only
+    for by in ("day", "session"):
+        cov = []
+        for i, r in enumerate(rows):
+            others = [x for j, x in enumerate(rows) if j != i]
+            f = interval_scale([x[by]["settled"] for x in others],
+                               [x[by]["ci_low"] for x in others],
+                               [x[by]["ci_high"] for x in others],
+                               [x["truth"] for x in others])
+            s = r[by]["settled"]
+            lo = s - f * (s - r[by]["ci_low"])
+            hi = s + f * (r[by]["ci_high"] - s)
+            r[by]["calibrated"] = {"scale": f, "ci_low": lo, "ci_high": hi,
+                                   "covered": bool(lo <= r["truth"] <= hi)}
+            cov.append(r)
+        for tag, nov in (("novelty_on", True), ("novelty_off", False)):
+            sel = [r for r in cov if r["novelty"] == nov]
+            if sel:
+                summary[f"{by}_{tag}"]["calibrated"] = {
+                    "covered": int(sum(r[by]["calibrated"]["covered"] for r in sel)),
+                    "median_scale": float(np.median([r[by]["calibrated"]["scale"]
+                                                     for r in sel])),
+                    "mean_width": float(np.mean([r[by]["calibrated"]["ci_high"]
+                                                 - r[by]["calibrated"]["ci_low"]
+                                                 for r in sel]))}
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     summary["rows"] = rows
     return summary

@@ -101,3 +101,26 @@ def test_by_session_recovers_a_per_session_decay() -> None:
     assert "per session" in res.notes()[0]
     with pytest.raises(DataValidationError, match="'session_id'"):
         daily_effects(assign, events.drop(columns=["session_id"]), by="session")
+
+
+def test_interval_scale_is_the_conformal_quantile_of_past_errors() -> None:
+    from recscope.experiments.novelty import interval_scale
+
+    n = 39  # ceil(0.95 * 40) = 38: the second largest score
+    truth = np.linspace(0.05, 3.0, n)  # scores = truth / 1 (half-width 1 above)
+    f = interval_scale(np.zeros(n), -2 * np.ones(n), np.ones(n), truth)
+    assert f == pytest.approx(np.sort(truth)[37])
+    # misses below use the lower half-width (2): the same errors count half as much
+    assert interval_scale(np.zeros(n), -2 * np.ones(n), np.ones(n), -truth) == (
+        pytest.approx(np.sort(truth)[37] / 2))
+    assert interval_scale(np.zeros(n), -np.ones(n), np.ones(n), 0.1 * truth) == 1.0
+    with pytest.raises(DataValidationError, match="at least 19 runs"):
+        interval_scale(np.zeros(18), -np.ones(18), np.ones(18), np.zeros(18))
+    a, e = _experiment(settled=0.01, amplitude=0.04, tau=2.0, seed=4)
+    daily = daily_effects(a, e)
+    one, two = project_settled(daily, n_boot=100), project_settled(daily, n_boot=100,
+                                                                   scale=2.0)
+    assert two.settled.estimate == one.settled.estimate
+    assert two.settled.ci_high - two.settled.estimate == pytest.approx(
+        2 * (one.settled.ci_high - one.settled.estimate))
+    assert two.settled.extra["interval_scale"] == 2.0

@@ -222,6 +222,10 @@ def novelty(
                                 "the session (with --by session)."),
     max_sessions: int = typer.Option(30, "--max-sessions", help="Sessions since first "
                                      "exposure read (with --by session)."),
+    scale: float = typer.Option(1.0, "--interval-scale", help="Multiply the settled "
+                                "effect's interval half-widths (calibrated on past "
+                                "experiments whose settled effect is known; see "
+                                "docs/long_run.md)."),
     json_out: JsonOut = None,
     html_out: HtmlOut = None,
 ) -> None:
@@ -239,11 +243,13 @@ def novelty(
         raise ConfigError(f"must be 'day' or 'session', not {by!r}", key="--by")
     if max_sessions < 4:
         raise ConfigError("must be at least 4", key="--max-sessions")
+    if not scale >= 1.0:
+        raise ConfigError("must be at least 1", key="--interval-scale")
     check_outputs(json_out, html_out, track=False)
     daily = daily_effects(assignments, events, days=days, numerator=numerator,
                           denominator=denominator or None, control=control, by=by,
                           session=session, max_sessions=max_sessions)
-    res = project_settled(daily)
+    res = project_settled(daily, scale=scale)
     console.print(res.rich_table())
     write_outputs(res, json_out, html_out, what="novelty readout")
 

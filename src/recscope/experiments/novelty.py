@@ -224,12 +224,45 @@ class NoveltyResult(Result):
         page.figure(fig)
 
 
+def interval_scale(settled: Sequence[float], ci_low: Sequence[float],
+                   ci_high: Sequence[float], truth: Sequence[float], *,
+                   level: float = 0.95) -> float:
+    """Calibration factor for the settled effect's interval, learnt from past runs
+    whose settled effect became known (split-conformal): each run's score is its
+    error over the interval's half-width on the truth's side (above 1: missed); the
+    factor is the ⌈level·(n + 1)⌉-th smallest score (at least 1), so that a new run's
+    interval, its half-widths multiplied by it, covers with probability ≥ ``level``
+    when runs are exchangeable. Needs ``n ≥ level / (1 − level)`` runs (19 at 95%).
+
+    Why: effects keep moving after the two weeks for reasons the decay fit cannot see
+    (satisfaction feeding retention, supply adapting), so the fit's own interval is
+    too narrow; how much too narrow is measurable only on experiments that ran on."""
+    s, lo, hi, t = (np.asarray(v, dtype=np.float64) for v in (settled, ci_low, ci_high,
+                                                              truth))
+    ok = np.isfinite(s) & np.isfinite(lo) & np.isfinite(hi) & np.isfinite(t)
+    s, lo, hi, t = s[ok], lo[ok], hi[ok], t[ok]
+    n = s.size
+    k = math.ceil(level * (n + 1))
+    if k > n:
+        raise DataValidationError(f"an interval scale at level {level} needs at least "
+                                  f"{math.ceil(level / (1 - level))} runs with a known "
+                                  f"settled effect (got {n})")
+    err = t - s
+    half = np.where(err >= 0, hi - s, s - lo)
+    score = np.where(half > 0, np.abs(err) / np.maximum(half, 1e-300), np.inf)
+    return max(1.0, float(np.sort(score)[k - 1]))
+
+
 def project_settled(daily: Sequence[Effect], *, n_boot: int = 500, seed: int = 0,
-                    alpha: float = 0.05, variant: str | None = None) -> NoveltyResult:
+                    alpha: float = 0.05, variant: str | None = None,
+                    scale: float = 1.0) -> NoveltyResult:
     """Trend test and settled-effect projection from :func:`daily_effects`' rows of one
     treatment variant (the first one unless ``variant`` names it), by day or by session
     since first exposure (whichever the rows carry). The decay time is profiled from
-    half a step to the window read (14 days, or ``max_sessions`` sessions)."""
+    half a step to the window read (14 days, or ``max_sessions`` sessions). ``scale``
+    multiplies the interval's half-widths (see :func:`interval_scale`)."""
+    if not scale >= 1.0:
+        raise DataValidationError(f"the interval scale must be at least 1 (got {scale})")
     v = variant or (daily[0].extra["variant"] if daily else None)
     rows = [e for e in daily if e.extra["variant"] == v and e.se > 0
             and math.isfinite(e.estimate)]
@@ -261,8 +294,8 @@ def project_settled(daily: Sequence[Effect], *, n_boot: int = 500, seed: int = 0
         bounds.append((s_k - hi_q, s_k - lo_q, float(draws.std(ddof=1))))
     shape = min(fits, key=lambda k: fits[k][3])
     s, a, tau, _ = fits[shape]
-    lo = min(b[0] for b in bounds)
-    hi = max(b[1] for b in bounds)
+    lo = s - scale * (s - min(b[0] for b in bounds))
+    hi = s + scale * (max(b[1] for b in bounds) - s)
     boot_se = max(b[2] for b in bounds)
     n = float(sum(e.n for e in rows))
     k = min(3, d.size)
@@ -271,6 +304,7 @@ def project_settled(daily: Sequence[Effect], *, n_boot: int = 500, seed: int = 0
                      math.erfc(abs(s / boot_se) / math.sqrt(2)) if boot_se > 0 else math.nan,
                      n, extra={"variant": v, by: "settled", f"tau_{by}s": tau,
                                "amplitude": a, "shape": shape, "by": by,
+                               "interval_scale": scale,
                                "method": "decay fit (exponential or hyperbolic, the better "
                                "one); interval spans both shapes' parametric bootstraps"})
     notes = []
@@ -281,4 +315,4 @@ def project_settled(daily: Sequence[Effect], *, n_boot: int = 500, seed: int = 0
                          first, notes, by)
 
 
-__all__ = ["NoveltyResult", "daily_effects", "project_settled"]
+__all__ = ["NoveltyResult", "daily_effects", "interval_scale", "project_settled"]
