@@ -84,7 +84,7 @@ def fit(
                                       "shows the projection (default: --long)."),
     ridge: float = typer.Option(0.03, "--ridge", help="Ridge of the experiment-level map, "
                                 "per comparison on standardised effects."),
-    widen: bool = typer.Option(False, "--widen/--no-widen", help="Intervals with a "
+    widen: bool = typer.Option(True, "--widen/--no-widen", help="Intervals with a "
                                "surrogacy error growing with the change's distance from the "
                                "history (fitted on the history's leave-one-out errors); "
                                "projections beyond the history's range are flagged either "
