@@ -69,6 +69,23 @@ SETTINGS: dict[str, dict[str, Any]] = {
                         DesignConfig(kind="cluster", graph="regions"),
                         DesignConfig(kind="hierarchical", graph="regions"),
                         SWITCHBACKS[0], DesignConfig(kind="creator")]},
+    # the off setting without user-state carry-over (satisfaction does not move visits,
+    # no novelty): where a switchback's assumptions hold
+    "off-nocarry": {"simulation": {"regions": 40, "social": QUIET_SOCIAL,
+                                   "satisfaction_effect": 0.0, "novelty": 0.0},
+                    "treatment": {"retriever": "popular"},
+                    "designs": [DesignConfig(kind="unit"),
+                                DesignConfig(kind="cluster", graph="regions"),
+                                DesignConfig(kind="switchback", slice_hours=24, regions=40),
+                                SWITCHBACKS[0], DesignConfig(kind="creator")]},
+    # the off setting (carry-over on): switchback bias against slice length and burn-in
+    "off-slices": {"simulation": {"regions": 40, "social": QUIET_SOCIAL},
+                   "treatment": {"retriever": "popular"},
+                   "designs": [DesignConfig(kind="unit"),
+                               DesignConfig(kind="switchback", slice_hours=24, regions=40),
+                               DesignConfig(kind="switchback", slice_hours=72,
+                                            burn_in_hours=48, regions=40),
+                               SWITCHBACKS[1]]},
     "supply": {"simulation": {"regions": 40, "creator_supply": STRONG_SUPPLY},
                "treatment": {"retriever": "popular"},
                "designs": [DesignConfig(kind="unit"),
@@ -84,6 +101,15 @@ SETTINGS: dict[str, dict[str, Any]] = {
                            DesignConfig(kind="hierarchical", graph="social", n_clusters=40)]},
 }
 DAYS, WARMUP, SCALE = 10, 3, 0.1
+
+POWER_USERS, POWER_CLUSTERS = 20_000, 400
+"""The interference test's validation world (``power``): ten times the users of the small
+world (the same 1,000 pins and creators, so a market's or a community's exposure per
+creator is unchanged) in ten times the markets (``off``, ``supply``) or planted
+communities (``social``): clusters keep their 50 users, the channel strengths are those of
+the settings above."""
+POWER_METRICS = {"ctr": ("clicks", "impressions"), "clicks": ("clicks", None),
+                 "sessions": ("sessions", None)}
 
 
 def run(setting: str, reps: int, start: int) -> None:
@@ -112,10 +138,108 @@ def run(setting: str, reps: int, start: int) -> None:
         print(setting, i, rec["seconds"], flush=True)
 
 
+def power_world() -> Any:
+    """The small world's truth with ``POWER_USERS`` users (pins, creators unchanged)."""
+    from recscope.sim.world_model import build_truth
+    from recscope.sim.world_source import world_config
+
+    cfg = world_config(WorldSpec(scale=SCALE))
+    k = POWER_USERS / cfg.n_users
+    cfg = cfg.model_copy(update={"n_users": POWER_USERS,
+                                 "n_impressions": round(cfg.n_impressions * k)})
+    return build_truth(cfg, np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(4)[0]))
+
+
+def power_setting(setting: str) -> tuple[dict[str, Any], DesignConfig]:
+    """A setting's simulation at the power world's scale and its hierarchical design."""
+    s = SETTINGS[setting]
+    sim = dict(s["simulation"])
+    if "regions" in sim:
+        sim["regions"] = POWER_CLUSTERS
+    if "social" in sim:
+        sim["social"] = {**sim["social"], "communities": POWER_CLUSTERS}
+    if setting == "social":
+        return sim, DesignConfig(kind="hierarchical", graph="social", method="metis",
+                                 n_clusters=POWER_CLUSTERS)
+    return sim, DesignConfig(kind="hierarchical", graph="regions")
+
+
+def power_rep(world: Any, setting: str, seed: int) -> dict[str, Any]:
+    """One hierarchical experiment in the power world: the warm-up (recorded: each
+    user's pre-period sums are the CUPED covariates), then the design's run. Stored
+    per metric: the cluster half's cluster totals ``[y, d, pre_y, pre_d]`` with their
+    arms, and the unit half's per-arm moments of the same four per-unit variables
+    (sufficient statistics of every analysis ``power-report`` applies)."""
+    from recscope.experiments import moments
+    from recscope.experiments.assignment import Experiment
+    from recscope.sim.designs import plan_design
+    from recscope.sim.environment import Environment, SimConfig
+    from recscope.sim.policy_factory import PolicyFactory
+
+    s = SETTINGS[setting]
+    sim_d, design = power_setting(setting)
+    env = Environment(world, SimConfig.model_validate(sim_d), seed=seed)
+    factory = PolicyFactory(env.truth, seed=seed)
+    pols = [factory.stack(p, nm) for p, nm in zip([BASE, {**BASE, **s["treatment"]}],
+                                                  ("control", "treatment"), strict=True)]
+    pre = env.run([pols[0]], days=WARMUP, calibrate=True, record=True, stage="warm-up")
+    start_us = env.start_us + pre.state.day * 86_400_000_000
+    exp = Experiment(name="design-compare", variants=("control", "treatment"),
+                     salt=f"interference-power:{setting}:{seed}")
+    plan = plan_design(env, design, exp, days=DAYS, start_us=start_us, seed=seed)
+    res = env.run(pols, days=DAYS, arm=plan.arm, state=pre.state)
+    n = env.truth.n_users
+
+    def per_user(r: Any) -> dict[str, np.ndarray]:
+        c = r.columns
+        out = {k: np.bincount(c["user"], c[k].astype(float), minlength=n)
+               for k in ("clicks", "impressions")}
+        out["sessions"] = np.bincount(c["user"], (c["step"] == 0).astype(float), minlength=n)
+        return out
+
+    post, prev = per_user(res), per_user(pre)
+    active = res.first_exposure(n) >= 0
+    arm = np.asarray(plan.arm)
+    assert plan.cluster is not None and plan.mode is not None
+    by_cluster = active & (plan.mode == "cluster")
+    by_unit = active & (plan.mode == "unit")
+    ids, g = np.unique(plan.cluster[by_cluster], return_inverse=True)
+    c_arm = np.zeros(ids.size, dtype=np.int64)
+    c_arm[g] = arm[by_cluster]
+    rec: dict[str, Any] = {"cluster_arm": c_arm.tolist(), "metrics": {}}
+    for m, (yk, dk) in POWER_METRICS.items():
+        ones = np.ones(n)
+        u = np.stack([post[yk], post[dk] if dk else ones, prev[yk],
+                      prev[dk] if dk else ones], axis=1)
+        tot = np.zeros((ids.size, 4))
+        np.add.at(tot, g, u[by_cluster])
+        unit = {}
+        for a in (0, 1):
+            mm = moments.Moments.from_data(u[by_unit & (arm == a)])
+            unit[str(a)] = {"n": mm.n, "mean": mm.mean.tolist(), "cov": mm.cov.tolist()}
+        rec["metrics"][m] = {"cluster_totals": tot.tolist(), "unit": unit}
+    return rec
+
+
+def power_run(setting: str, reps: int, start: int) -> None:
+    """Append ``reps`` power repetitions (seeds ``start ...``) to power-<setting>-<start>."""
+    world = power_world()
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + reps):
+        t0 = time.perf_counter()
+        seed = 20_000 + i
+        rec = power_rep(world, setting, seed)
+        rec.update({"setting": setting, "rep": i, "seed": seed,
+                    "seconds": round(time.perf_counter() - t0, 2)})
+        with (RECORDS / f"power-{setting}-{start}.jsonl").open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        print("power", setting, i, rec["seconds"], flush=True)
+
+
 def report() -> dict[str, Any]:
     """Summaries per setting: the DesignComparison rows plus bias cuts against unit."""
     recs: dict[str, dict[int, dict[str, Any]]] = {}
-    for path in sorted(RECORDS.glob("*.jsonl")):
+    for path in sorted(p for p in RECORDS.glob("*.jsonl") if not p.name.startswith("power-")):
         for line in path.read_text().splitlines():
             try:
                 r = json.loads(line)
@@ -172,13 +296,16 @@ def markdown(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["run", "report"])
+    ap.add_argument("what", choices=["run", "report", "power"])
     ap.add_argument("--setting", choices=sorted(SETTINGS), default="off")
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--start", type=int, default=0)
     args = ap.parse_args(argv)
     if args.what == "run":
         run(args.setting, args.reps, args.start)
+        return
+    if args.what == "power":
+        power_run(args.setting, args.reps, args.start)
         return
     summary = report()
     (OUT / "interference.json").write_text(json.dumps(summary, indent=1, default=float)

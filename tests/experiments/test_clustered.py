@@ -129,6 +129,69 @@ def test_singleton_clusters_reduce_to_the_unit_level_scorecard() -> None:
             assert a.p_value == pytest.approx(b.p_value, rel=1e-6)
 
 
+def _with_covariate(seed: int) -> tuple[pd.DataFrame, pd.DataFrame, AnalysisConfig]:
+    """Clustered data plus a pre-period covariate ``w`` that tracks the cluster effect."""
+    assign, events = clustered_data(seed=seed, icc=1.5)
+    rng = np.random.default_rng(seed + 100)
+    cl = assign["cluster_id"].to_numpy()
+    shift = events["y"].to_numpy() - 2 + rng.normal(0, 0.5, len(cl))
+    assign["w"] = shift - 0.3 * (assign["variant"] == "treatment").to_numpy()
+    cfg = AnalysisConfig(metrics=[Metric("y", "mean", column="y", covariates=["w"]),
+                                  Metric("ctr", "ratio", numerator="x", denominator="z",
+                                         covariates=["w"])])
+    return assign, events, cfg
+
+
+def test_cluster_cuped_on_singletons_equals_the_unit_level_cuped_scorecard() -> None:
+    assign, events, cfg = _with_covariate(11)
+    assign["cluster_id"] = assign["user_id"]
+    res = analyze_design(assign, events, cfg, {"kind": "cluster"})
+    card = analyze(assign, events, cfg)
+    for m in ("y", "ctr"):
+        a, b = _row(res, m), next(e for e in card.results if e.metric == m)
+        assert b.extra["cuped"] and a.extra["cuped"]
+        assert a.estimate == pytest.approx(b.estimate, abs=1e-12)
+        assert a.se == pytest.approx(b.se, rel=1e-9)
+        assert a.extra["variance_reduction"] == pytest.approx(
+            b.extra["variance_reduction"], rel=1e-7)
+    assert not any("CUPED" in n for n in res.notes())
+
+
+def test_cluster_cuped_equals_a_direct_cluster_level_computation() -> None:
+    assign, events, cfg = _with_covariate(12)
+    res = analyze_design(assign, events, cfg, {"kind": "cluster"})
+    raw = analyze_design(assign, events, cfg, {"kind": "cluster"}, cuped=False)
+    df = assign.join(events[["y", "x", "z"]])
+    df["one"] = 1.0
+    for m, (yc, dc) in {"y": ("y", "one"), "ctr": ("x", "z")}.items():
+        tot = df.groupby("cluster_id")[list(dict.fromkeys([yc, dc, "w", "one"]))].sum()
+        arm = df.groupby("cluster_id")["variant"].first() == "treatment"
+        # pooled slope of the linearised metric on the linearised covariate (clusters)
+        r, xbar = tot[yc].sum() / tot[dc].sum(), tot["w"].sum() / tot["one"].sum()
+        ly = (tot[yc] - r * tot[dc]) / tot[dc].mean()
+        lx = (tot["w"] - xbar * tot["one"]) / tot["one"].mean()
+        theta = float(np.cov(ly, lx)[0, 1] / np.var(lx, ddof=1))
+        est, var = {}, {}
+        for a in (False, True):
+            t = tot[arm == a]
+            ra, xa = t[yc].sum() / t[dc].sum(), t["w"].sum() / t["one"].sum()
+            est[a] = ra - theta * (xa - xbar)
+            e = (t[yc] - ra * t[dc]) / t[dc].sum() - theta * (t["w"] - xa * t["one"]) / t[
+                "one"].sum()
+            k = len(t)
+            var[a] = k / (k - 1) * float(np.sum(e**2))
+        r_ = _row(res, m)
+        assert r_.estimate == pytest.approx(est[True] - est[False], abs=1e-12)
+        assert r_.se == pytest.approx(math.sqrt(var[True] + var[False]), rel=1e-9)
+        assert r_.extra["theta"][0] == pytest.approx(theta, rel=1e-9)
+        # the covariate tracks the cluster effect: the adjustment removes most variance
+        assert r_.extra["variance_reduction"] > 0.5
+        assert r_.se**2 == pytest.approx(_row(raw, m).se**2 * (
+            1 - r_.extra["variance_reduction"]), rel=1e-9)
+        assert r_.extra["design_effect"] == pytest.approx(_row(raw, m).extra["design_effect"])
+    assert any("cuped=False" in n for n in raw.notes())
+
+
 def test_clusters_table_and_design_effect(tmp_path: Path) -> None:
     assign, events = clustered_data(seed=6, icc=2.0)
     clusters = assign[["user_id", "cluster_id"]]

@@ -16,7 +16,12 @@
   whole regression (what ``OLS(...).fit(cov_type="cluster")`` reports); ``"none"``: CR0.
   Intervals and tests use a t reference with Welch-Satterthwaite degrees of freedom on
   the cluster counts (at most ``G - 2``, so never laxer than statsmodels' / Stata's
-  ``use_t`` with ``G - 1``).
+  ``use_t`` with ``G - 1``). Metrics with covariates (``covariates``, ``cuped_days``)
+  are CUPED-adjusted at the cluster level (``cuped=True``, default): the covariates'
+  cluster totals join the metric's, and :mod:`recscope.experiments.moments`' adjustment
+  (the one ``analyze`` uses per unit) runs on the clusters as units, so ratio metrics
+  and ratio covariates go through the delta method on cluster totals
+  (:func:`compare_arms_adjusted`).
 - **hierarchical**: the same statistics split by mode; the cluster-randomised part is
   analysed as above, the unit-randomised part unit by unit, and
   :func:`interference_test` compares the two (Saveski et al., KDD 2017) against a t
@@ -129,7 +134,7 @@ class DesignAnalysis(Result):
                        f"({', '.join(self.data_checks['segments_ignored'])}).")
         ignored = self.data_checks.get("covariates_ignored")
         if ignored:
-            out.append(f"CUPED covariates are not used by design analyses ({', '.join(ignored)}).")
+            out.append(f"CUPED covariates not used (cuped=False): {', '.join(ignored)}.")
         return out
 
 
@@ -272,6 +277,60 @@ def compare_arms(metric: str, variant: str, c: ArmStats, t: ArmStats, *,
     return Effect(metric, est, est - crit * se, est + crit * se, se, p, c.n + t.n, base)
 
 
+def cluster_moments(g: float, sums: np.ndarray, products: np.ndarray) -> moments.Moments:
+    """Moments (count, means, ddof-1 covariance) of ``g`` clusters' totals from their sums
+    and the sums of their pairwise products (what the engine returns per arm)."""
+    mean = np.asarray(sums, dtype=float) / g
+    cov = (np.asarray(products, dtype=float) - g * np.outer(mean, mean)) / (g - 1)
+    return moments.Moments(float(g), mean, cov)
+
+
+def compare_arms_adjusted(metric: str, variant: str, c: ArmStats, t: ArmStats,
+                          mc: moments.Moments, mt: moments.Moments,
+                          covariates: Sequence[moments.Term], *, alpha: float = 0.05,
+                          small_sample: SmallSample = "arm",
+                          extra: Mapping[str, Any] | None = None) -> Effect:
+    """Treatment minus control with CUPED / regression adjustment at the cluster level.
+
+    ``mc``/``mt``: each arm's moments of its cluster totals, variables ``[numerator,
+    denominator, ...]`` (the metric is the ratio of the first two's sums; ``covariates``
+    are terms over the same variables, ratios of cluster sums too). The adjustment is
+    :mod:`recscope.experiments.moments`' (pooled ``theta``, centred on the pooled
+    covariate values) applied to clusters as the units: its delta-method variance is the
+    cluster-robust variance of the adjusted estimate (``small_sample`` as in
+    :func:`compare_arms`). ``c``/``t`` (the unadjusted statistics) give the design effect
+    (unadjusted design over unit randomisation) and ``variance_reduction``."""
+    raw = compare_arms(metric, variant, c, t, alpha=alpha, small_sample=small_sample,
+                       extra={**(extra or {}), "cuped": True})
+    if raw.extra.get("not_computable") is not None:
+        return raw
+    theta, centre = moments.cuped_theta(moments.pool([mc, mt]), (0, 1), covariates)
+    ec = moments.variant_estimate(mc, (0, 1), covariates, theta, centre)
+    et = moments.variant_estimate(mt, (0, 1), covariates, theta, centre)
+    gg, nn = c.g + t.g, c.n + t.n
+
+    def factor(g: float) -> float:  # variant_estimate's var / n carries g / (g - 1)
+        if small_sample == "arm":
+            return 1.0
+        f = (g - 1) / g
+        return f * gg / (gg - 1) * (nn - 1) / (nn - 2) if small_sample == "stata" else f
+
+    vc, vt = ec.var / ec.n * factor(c.g), et.var / et.n * factor(t.g)
+    est, var = et.value - ec.value, vc + vt
+    se = math.sqrt(var)
+    df = welch_df([vc, vt], [c.g - 1, t.g - 1])
+    base = dict(raw.extra)
+    base.update(df=df, variance_reduction=1 - var / raw.se**2 if raw.se > 0 else math.nan,
+                theta=[float(x) for x in theta])
+    if not (se > 0 and math.isfinite(est)):
+        return Effect(metric, est, n=raw.n, extra={
+            **base, "not_computable": "no variance after adjustment"})
+    stat = est / se
+    crit, p = _t_crit_p(stat, df, alpha)
+    base["mde"] = moments.mde(var, 1.0, 0.0, 1.0, alpha=alpha)
+    return Effect(metric, est, est - crit * se, est + crit * se, se, p, raw.n, base)
+
+
 # -- SQL helpers -------------------------------------------------------------------------------
 
 def _ident(name: str) -> str:
@@ -298,7 +357,7 @@ def analyze_design(assignments: Source | None, events: Source | Sequence[Source]
                    cluster: str = "cluster_id", mode: str = "mode", region: str = "region",
                    slice_column: str = "slice", start: float | None = None,
                    small_sample: SmallSample = "arm", hac_lag: int | None = None,
-                   n_permutations: int = N_PERMUTATIONS, seed: int = 0,
+                   n_permutations: int = N_PERMUTATIONS, seed: int = 0, cuped: bool = True,
                    show_sql: Callable[[str], None] | None = None) -> DesignAnalysis:
     """Analyse an experiment under its design (see the module docstring).
 
@@ -310,7 +369,8 @@ def analyze_design(assignments: Source | None, events: Source | Sequence[Source]
     carry ``slice_column`` (or a timestamp, bucketed from ``start``, epoch seconds,
     default the first event) and ``region`` (optional with one region); with
     ``assignments=None`` the events' own ``config.variant`` column says which arm each
-    cell served (one per cell, checked).
+    cell served (one per cell, checked). ``cuped``: adjust cluster and hierarchical
+    analyses for the metrics' covariates (switchbacks do not use them).
     """
     if assignments is None and parse_design(design).kind != "switchback":
         raise ConfigError("only a switchback can be analysed without an assignments table",
@@ -334,7 +394,7 @@ def analyze_design(assignments: Source | None, events: Source | Sequence[Source]
                            n_permutations=n_permutations, seed=seed, show_sql=show_sql)
     assert d.kind in CLUSTERED
     return _clustered(assignments, events, config, d, engine=engine, clusters=clusters,
-                      cluster=cluster, mode=mode, small_sample=small_sample,
+                      cluster=cluster, mode=mode, small_sample=small_sample, cuped=cuped,
                       show_sql=show_sql)
 
 
@@ -364,8 +424,8 @@ def _with_clusters(eng: Engine, a_tbl: Table, clusters: Source, unit: str, clust
 def _clustered(assignments: Source, events: Source | Sequence[Source],
                config: AnalysisConfig, d: DesignConfig, *, engine: str | Engine,
                clusters: Source | None, cluster: str, mode: str,
-               small_sample: SmallSample, show_sql: Callable[[str], None] | None
-               ) -> DesignAnalysis:
+               small_sample: SmallSample, show_sql: Callable[[str], None] | None,
+               cuped: bool = True) -> DesignAnalysis:
     eng, a_tbl, ev_tbls = open_tables(engine, assignments, events)
     if clusters is not None:
         a_tbl = _with_clusters(eng, a_tbl, clusters, config.unit, cluster)
@@ -386,16 +446,20 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
     apply_caps(plan, run)
     metrics = [mp for mp in plan.metrics if mp.metric.kind != "quantile"]
     skipped = [mp.metric.name for mp in plan.metrics if mp.metric.kind == "quantile"]
-    ignored = [mp.metric.name for mp in metrics if mp.covariates]
+    ignored = [] if cuped else [mp.metric.name for mp in metrics if mp.covariates]
     if not metrics:
         raise ConfigError("no metric can be analysed under a cluster design (quantile "
                           "metrics are not supported)", key="metrics", file=config.source)
     # per metric: the numerator and denominator expressions over u (per unit)
     terms: list[tuple[str, str, str]] = []  # (metric, numerator, denominator) SQL
-    for mp in metrics:
+    # CUPED at the cluster level: per metric, the cluster totals of its covariate
+    # variables (after numerator, denominator and the unit count) and their terms
+    adjust: dict[int, tuple[list[str], list[moments.Term]]] = {}
+    for i, mp in enumerate(metrics):
         names = [plan.canon[v] for v in mp.variables]
         y = f"u.{_ident(names[0])}"
         if mp.term[1] is None:
+            both = f"{y} IS NOT NULL"
             num, den = y, f"CASE WHEN {y} IS NULL THEN NULL ELSE 1.0 END"
         else:
             z = f"u.{_ident(names[1])}"
@@ -403,6 +467,13 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
             num = f"CASE WHEN {both} THEN {y} END"
             den = f"CASE WHEN {both} THEN {z} END"
         terms.append((mp.metric.name, num, den))
+        if cuped and mp.covariates:
+            used = sorted({k for t in mp.covariates for k in t if k is not None})
+            pos = {k: 3 + j for j, k in enumerate(used)}  # after num, den, count
+            xs = [f"CASE WHEN {both} THEN COALESCE(u.{_ident(names[k])}, 0.0) END"
+                  for k in used]
+            cterms = [(pos[a], 2 if b is None else pos[b]) for a, b in mp.covariates]
+            adjust[i] = (xs, cterms)
     if hier:
         md = "CAST(u.s1 AS TEXT)"
         grp = f"CASE WHEN {md} = 'unit' THEN CAST(u.u AS TEXT) ELSE CAST(u.s0 AS TEXT) END"
@@ -419,6 +490,13 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
                   f"SUM(c.n{i} * c.d{i}) AS snd{i}", f"SUM(c.unn{i}) AS unn{i}",
                   f"SUM(c.udd{i}) AS udd{i}", f"SUM(c.und{i}) AS und{i}",
                   f"SUM(CASE WHEN c.k{i} > 0 THEN 1 ELSE 0 END) AS g{i}"]
+        if i in adjust:
+            xs = adjust[i][0]
+            inner += [f"SUM({x}) AS x{i}_{j}" for j, x in enumerate(xs)]
+            vec = [f"c.n{i}", f"c.d{i}", f"c.k{i}"] + [f"c.x{i}_{j}" for j in range(len(xs))]
+            outer += [f"SUM({v}) AS sx{i}_{j}" for j, v in enumerate(vec)]
+            outer += [f"SUM({vec[a]} * {vec[b]}) AS px{i}_{a}_{b}"
+                      for a in range(len(vec)) for b in range(a, len(vec))]
     text = (f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM u "
             f"WHERE u.nv = 1 GROUP BY u.v, {md}, {grp}) AS c GROUP BY c.v, c.md")
     final = sqlglot.parse_one(text, read="duckdb")
@@ -457,21 +535,33 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
                         _f(r[f"snn{i}"]), _f(r[f"sdd{i}"]), _f(r[f"snd{i}"]),
                         _f(r[f"unn{i}"]), _f(r[f"udd{i}"]), _f(r[f"und{i}"]))
 
+    def mom(v: str, p: str, i: int) -> moments.Moments:
+        r = stats[(v, p)]
+        k = 3 + len(adjust[i][0])
+        sums = np.array([_f(r[f"sx{i}_{a}"]) for a in range(k)])
+        prod = np.zeros((k, k))
+        for a in range(k):
+            for b in range(a, k):
+                prod[a, b] = prod[b, a] = _f(r[f"px{i}_{a}_{b}"])
+        return cluster_moments(_f(r[f"g{i}"]), sums, prod)
+
+    def compare(name: str, v: str, p: str, i: int, extra: dict[str, Any]) -> Effect:
+        c, t = arm(control, p, i), arm(v, p, i)
+        if i not in adjust or min(c.g, t.g) < 2:
+            return compare_arms(name, v, c, t, alpha=config.alpha,
+                                small_sample=small_sample, extra=extra)
+        return compare_arms_adjusted(name, v, c, t, mom(control, p, i), mom(v, p, i),
+                                     adjust[i][1], alpha=config.alpha,
+                                     small_sample=small_sample, extra=extra)
+
     results: list[Effect] = []
     for v in treatments:
         for i, (name, _, _) in enumerate(terms):
             if not hier:
-                results.append(compare_arms(name, v, arm(control, "cluster", i),
-                                            arm(v, "cluster", i), alpha=config.alpha,
-                                            small_sample=small_sample,
-                                            extra={"design": d.kind}))
+                results.append(compare(name, v, "cluster", i, {"design": d.kind}))
                 continue
-            ce = compare_arms(name, v, arm(control, "cluster", i), arm(v, "cluster", i),
-                              alpha=config.alpha, small_sample=small_sample,
-                              extra={"design": d.kind, "part": "cluster"})
-            ue = compare_arms(name, v, arm(control, "unit", i), arm(v, "unit", i),
-                              alpha=config.alpha, small_sample=small_sample,
-                              extra={"design": d.kind, "part": "unit"})
+            ce = compare(name, v, "cluster", i, {"design": d.kind, "part": "cluster"})
+            ue = compare(name, v, "unit", i, {"design": d.kind, "part": "unit"})
             it = interference_test(ce, ue, alpha=config.alpha)
             it.extra.update(variant=v, design=d.kind, n_clusters=ce.extra["n_clusters"])
             results += [ce, ue, it]
