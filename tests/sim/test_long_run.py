@@ -149,8 +149,15 @@ def test_truth_is_zero_before_the_first_launch(run: tuple[Any, Path]) -> None:
 
 
 def test_per_surface_holdout_run(tmp_path: Path) -> None:
-    s = spec(holdout={"surfaces": {"home_feed": 0.3, "search": 0.3}, "salt": "p"})
+    s = spec(holdout={"surfaces": {"home_feed": 0.3, "search": 0.3}, "salt": "p"},
+             experiment=[EXP])
     r = run_long_run(s, tmp_path / "p")
+    # the experiment on the home feed takes the units not held out of the home feed,
+    # whether or not they are held out of search
+    ab = pq.read_table(tmp_path / "p" / "experiments" / "ab" / "assignments.parquet")
+    flags = pq.read_table(tmp_path / "p" / "assignments.parquet").to_pandas().set_index(
+        "unit_id").loc[ab.column("unit_id").to_numpy()]
+    assert not flags["holdout_home_feed"].any() and flags["holdout_search"].any()
     a = pq.read_table(tmp_path / "p" / "assignments.parquet")
     assert a.column_names == ["unit_id", "variant", "holdout", "holdout_home_feed",
                               "holdout_search", "first_exposure_ts", "first_day"]
