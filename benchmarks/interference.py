@@ -236,6 +236,136 @@ def power_run(setting: str, reps: int, start: int) -> None:
         print("power", setting, i, rec["seconds"], flush=True)
 
 
+def _unit_arm_stats(m: dict[str, Any]) -> tuple[Any, Any]:
+    """ArmStats (singleton clusters) and Moments of a unit half's arm from its moments."""
+    from recscope.experiments import moments
+    from recscope.experiments.clustered import ArmStats
+
+    n, mean, cov = float(m["n"]), np.asarray(m["mean"]), np.asarray(m["cov"])
+    ss = (n - 1) * cov + n * np.outer(mean, mean)
+    stats = ArmStats(n, n, n * mean[0], n * mean[1], ss[0, 0], ss[1, 1], ss[0, 1],
+                     ss[0, 0], ss[1, 1], ss[0, 1])
+    return stats, moments.Moments(n, mean, cov)
+
+
+def _cluster_arm_stats(tot: np.ndarray) -> tuple[Any, Any]:
+    """ArmStats and Moments of an arm's cluster totals ``[y, d, pre_y, pre_d]`` (units
+    are not stored: ``n`` counts clusters; the unit-level sums, used only for the design
+    effect, are NaN)."""
+    from recscope.experiments import moments
+    from recscope.experiments.clustered import ArmStats
+
+    nan = float("nan")
+    stats = ArmStats(float(len(tot)), float(len(tot)), float(tot[:, 0].sum()), float(tot[:, 1].sum()),
+                     float(tot[:, 0] @ tot[:, 0]), float(tot[:, 1] @ tot[:, 1]),
+                     float(tot[:, 0] @ tot[:, 1]), nan, nan, nan)
+    return stats, moments.Moments.from_data(tot)
+
+
+def power_tests(rec: dict[str, Any], metric: str, cuped: bool) -> dict[str, float]:
+    """The hierarchical analysis of one stored repetition: cluster part, unit part and
+    the interference test, with or without CUPED on the pre-period (the functions of
+    :mod:`recscope.experiments.clustered`)."""
+    from recscope.experiments.clustered import (
+        compare_arms,
+        compare_arms_adjusted,
+        interference_test,
+    )
+
+    m = rec["metrics"][metric]
+    tot = np.asarray(m["cluster_totals"])
+    arm = np.asarray(rec["cluster_arm"])
+    out: dict[str, float] = {}
+    parts = {"cluster": [_cluster_arm_stats(tot[arm == a]) for a in (0, 1)],
+             "unit": [_unit_arm_stats(m["unit"][str(a)]) for a in (0, 1)]}
+    eff = {}
+    for part, ((sc, mc), (st, mt)) in parts.items():
+        if cuped:
+            e = compare_arms_adjusted(metric, "treatment", sc, st, mc, mt, [(2, 3)])
+        else:
+            e = compare_arms(metric, "treatment", sc, st)
+        eff[part] = e
+        out[f"{part}_estimate"], out[f"{part}_se"] = e.estimate, e.se
+        out[f"{part}_df"] = float(e.extra.get("df", float("nan")))
+    it = interference_test(eff["cluster"], eff["unit"])
+    out.update(diff=it.estimate, diff_se=it.se, p=it.p_value, df=float(it.extra.get(
+        "df", float("nan"))), clusters=float(len(tot)))
+    return out
+
+
+def power_report() -> dict[str, Any]:
+    """Rejection rates of the interference test per setting and metric, with and without
+    CUPED, and what another share of clusters randomised as clusters would give."""
+    from scipy import stats as sps
+
+    recs: dict[str, dict[int, dict[str, Any]]] = {}
+    for path in sorted(RECORDS.glob("power-*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            recs.setdefault(r["setting"], {})[r["rep"]] = r
+    out: dict[str, Any] = {}
+    for setting, by_rep in sorted(recs.items()):
+        reps = list(by_rep.values())
+        rows = []
+        for metric in POWER_METRICS:
+            for cuped in (False, True):
+                t = [power_tests(r, metric, cuped) for r in reps]
+                p = np.array([x["p"] for x in t])
+                ok = np.isfinite(p)
+                k, rej = int(ok.sum()), int((p[ok] < 0.05).sum())
+                ci = sps.beta.ppf([0.025, 0.975], [rej, rej + 1], [k - rej + 1, k - rej])
+                vc = np.mean([x["cluster_se"] ** 2 for x in t])
+                vu = np.mean([x["unit_se"] ** 2 for x in t])
+                diff = float(np.mean([x["diff"] for x in t]))
+                # another share s of clusters as clusters: each half's variance scales
+                # with 1 / its share; the best share minimises their sum
+                s_opt = float(np.sqrt(vc) / (np.sqrt(vc) + np.sqrt(vu)))
+                v_opt = (np.sqrt(vc * 0.5) + np.sqrt(vu * 0.5)) ** 2
+
+                def power(v: float, d: float = diff) -> float:
+                    z = abs(d) / np.sqrt(v)
+                    return float(sps.norm.sf(1.96 - z) + sps.norm.cdf(-1.96 - z))
+
+                rows.append({
+                    "metric": metric, "cuped": cuped, "reps": k, "rejects": rej / k,
+                    "rejects_ci": [float(np.nan_to_num(ci[0])), float(np.nan_to_num(ci[1],
+                                                                                  nan=1.0))],
+                    "mean_diff": diff, "sd_diff": float(np.std([x["diff"] for x in t],
+                                                               ddof=1)),
+                    "mean_se_diff": float(np.mean([x["diff_se"] for x in t])),
+                    "se_cluster": float(np.sqrt(vc)), "se_unit": float(np.sqrt(vu)),
+                    "cluster_estimate": float(np.mean([x["cluster_estimate"] for x in t])),
+                    "unit_estimate": float(np.mean([x["unit_estimate"] for x in t])),
+                    "median_df": float(np.median([x["df"] for x in t])),
+                    "power_at_half": power(vc + vu), "best_share": s_opt,
+                    "power_at_best_share": power(float(v_opt))})
+        out[setting] = {"reps": len(reps), "rows": rows,
+                        "seconds_per_rep": float(np.mean([r["seconds"] for r in reps])),
+                        "clusters": float(np.mean([len(r["cluster_arm"]) for r in reps]))}
+    return out
+
+
+def power_markdown(summary: dict[str, Any]) -> str:
+    """The docs' table of the interference test."""
+    lines = ["| setting | metric | CUPED | reps | rejects (95% CI) | mean cluster − unit "
+             "| s.e. of the difference (mean / sd) | s.e. cluster / unit half | median df "
+             "| best share (predicted power: at 0.5 → best) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for setting, s in summary.items():
+        for r in s["rows"]:
+            lines.append(
+                f"| {setting} | {r['metric']} | {'yes' if r['cuped'] else 'no'} | "
+                f"{r['reps']} | {r['rejects']:.0%} ({r['rejects_ci'][0]:.1%}–"
+                f"{r['rejects_ci'][1]:.1%}) | {r['mean_diff']:.3g} | "
+                f"{r['mean_se_diff']:.3g} / {r['sd_diff']:.3g} | {r['se_cluster']:.3g} / "
+                f"{r['se_unit']:.3g} | {r['median_df']:.0f} | {r['best_share']:.2f} "
+                f"({r['power_at_half']:.0%} → {r['power_at_best_share']:.0%}) |")
+    return "\n".join(lines)
+
+
 def report() -> dict[str, Any]:
     """Summaries per setting: the DesignComparison rows plus bias cuts against unit."""
     recs: dict[str, dict[int, dict[str, Any]]] = {}
@@ -296,7 +426,7 @@ def markdown(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["run", "report", "power"])
+    ap.add_argument("what", choices=["run", "report", "power", "power-report"])
     ap.add_argument("--setting", choices=sorted(SETTINGS), default="off")
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--start", type=int, default=0)
@@ -306,6 +436,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.what == "power":
         power_run(args.setting, args.reps, args.start)
+        return
+    if args.what == "power-report":
+        ps = power_report()
+        (OUT / "interference_power.json").write_text(json.dumps(ps, indent=1) + "\n")
+        print(power_markdown(ps))
         return
     summary = report()
     (OUT / "interference.json").write_text(json.dumps(summary, indent=1, default=float)

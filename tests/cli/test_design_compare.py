@@ -30,6 +30,8 @@ def test_design_compare_writes_designs_json_and_the_page(tmp_path: Path) -> None
     assert ctr["unit"]["design_effect"] == 1.0
     assert ctr["cluster:regions"]["truth"] == ctr["unit"]["truth"]
     assert all(r["reps"] == 2 and 0 <= r["coverage"] <= 1 and r["mde"] > 0 for r in rows)
+    cautions = json.loads((out / "comparison.json").read_text())["cautions"]
+    assert any(c.startswith("switchback:24h/6hx8") and "across slices" in c for c in cautions)
     html = (out / "designs.html").read_text()
     assert "plotly-graph-div" in html and html == (tmp_path / "p.html").read_text()
     # a second run into the same folder needs --force

@@ -193,3 +193,21 @@ def test_default_designs_follow_the_interference_channels() -> None:
     markets = SimConfig(regions=20)
     assert [design_label(d) for d in default_designs(markets, 14, 5000)] == [
         "unit", "cluster:regions", "hierarchical:regions", "switchback:72h/48hx20"]
+
+
+def test_cautions_name_carry_over_and_the_creator_estimand() -> None:
+    from recscope.sim.designs import design_cautions
+
+    sb = DesignConfig(kind="switchback", slice_hours=48, burn_in_hours=24, regions=4)
+    designs = [DesignConfig(kind="unit"), sb, DesignConfig(kind="creator")]
+    out = design_cautions(SimConfig(regions=4), designs)
+    assert len(out) == 2
+    assert out[0].startswith("switchback:48h/24hx4") and "memory 0.7" in out[0]
+    assert "6.5 days" in out[0] and "novelty" in out[0] and "supply" not in out[0]
+    assert out[1].startswith("creator:") and "compete" in out[1]
+    # no carry-over in the platform: nothing to say about the switchback
+    quiet = SimConfig(regions=4, satisfaction_effect=0.0, novelty=0.0)
+    assert [c for c in design_cautions(quiet, designs) if "switchback" in c] == []
+    supply = SimConfig(regions=4, satisfaction_effect=0.0, novelty=0.0,
+                       creator_supply={"enabled": True, "rate": 0.5})
+    assert "rate 0.5" in design_cautions(supply, [sb])[0]

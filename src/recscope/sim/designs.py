@@ -580,6 +580,7 @@ class DesignComparison(Result):
     clustering: dict[str, Any] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)
+    cautions: list[str] = dataclasses.field(default_factory=list)
 
     def effects(self) -> list[Effect]:
         out = []
@@ -599,7 +600,7 @@ class DesignComparison(Result):
         for d, k in self.skipped.items():
             out.append(f"{d}: {k} repetition(s) skipped, their draw left fewer than 2 "
                        "clusters or cells in an arm (use more, smaller clusters).")
-        return out
+        return out + list(self.cautions)
 
     def rich_table(self) -> Any:
         """design, metric, mean estimate, truth, bias, RMSE, coverage, MDE, design effect."""
@@ -679,6 +680,39 @@ def summarise(reps: Sequence[dict[str, Any]], designs: Sequence[str],
                 row["interference_rejects"] = float(np.mean(np.asarray(p) < 0.05))
             rows.append(row)
     return rows
+
+
+def design_cautions(sim_config: Any, designs: Sequence[DesignConfig]) -> list[str]:
+    """What a design assumes that the simulated platform does not grant: carry-over of
+    user state across switchback slices (satisfaction sets the next days' visits, a new
+    policy's novelty wears off over sessions; creator supply re-settles at ``rate`` a
+    day), and the creator-side design's own estimand (creators competing for the same
+    slots). A switchback is unbiased only when its slices are longer than the
+    carry-over and the burn-in covers it (Bojinov, Simchi-Levi and Zhao 2023)."""
+    out = []
+    carry = []
+    if sim_config.satisfaction_effect > 0:
+        m = sim_config.satisfaction_memory
+        days90 = math.log(0.1) / math.log(m) if 0 < m < 1 else 0.0
+        carry.append(f"satisfaction sets visits (memory {m:g} a day: 90% gone after "
+                     f"{days90:.1f} days)")
+    if sim_config.novelty > 0:
+        carry.append(f"a new policy's novelty wears off over {sim_config.novelty_sessions:g} "
+                     "sessions of a user")
+    if sim_config.creator_supply.enabled:
+        carry.append(f"creator supply re-settles at rate {sim_config.creator_supply.rate:g} "
+                     "a day")
+    for d in designs:
+        if d.kind == "switchback" and carry:
+            out.append(f"{design_label(d)}: users carry state across slices ("
+                       f"{'; '.join(carry)}). A switchback is unbiased only when slices are "
+                       "longer than that carry-over and the burn-in covers it; shorter "
+                       "slices bias it even without interference.")
+        if d.kind == "creator":
+            out.append("creator: estimates how a creator's pins fare against the other arm's "
+                       "creators in the same slates (they compete for slots), not the global "
+                       "effect of the change; read its creator-side metrics.")
+    return out
 
 
 def default_designs(sim_config: Any, days: int, n_users: int = 20_000
@@ -772,7 +806,8 @@ def compare_designs(spec: Any, designs: Sequence[DesignConfig] | None = None, *,
     skipped = {d: sum(d in r["skipped"] for r in records) for d in labels}
     return DesignComparison(spec.name, reps, spec.days, labels, metrics, rows, clustering,
                             round(time.perf_counter() - t0, 1),
-                            {k: v for k, v in skipped.items() if v})
+                            {k: v for k, v in skipped.items() if v},
+                            design_cautions(spec.simulation, chosen))
 
 
 def spec_designs(spec: Any) -> list[DesignConfig]:
