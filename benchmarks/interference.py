@@ -78,6 +78,15 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                 DesignConfig(kind="cluster", graph="regions"),
                                 DesignConfig(kind="switchback", slice_hours=24, regions=40),
                                 SWITCHBACKS[0], DesignConfig(kind="creator")]},
+    # an A/A change (treatment = control) without carry-over: every design's own
+    # assumptions hold, so every design should be unbiased (truth 0) and cover 95%
+    "aa-nocarry": {"simulation": {"regions": 40, "social": QUIET_SOCIAL,
+                                  "satisfaction_effect": 0.0, "novelty": 0.0},
+                   "treatment": {},
+                   "designs": [DesignConfig(kind="unit"),
+                               DesignConfig(kind="cluster", graph="regions"),
+                               DesignConfig(kind="switchback", slice_hours=24, regions=40),
+                               DesignConfig(kind="creator")]},
     # the off setting (carry-over on): switchback bias against slice length and burn-in
     "off-slices": {"simulation": {"regions": 40, "social": QUIET_SOCIAL},
                    "treatment": {"retriever": "popular"},
