@@ -510,6 +510,10 @@ def test_spark_equals_duckdb(spark: object, tmp_path: Path) -> None:
                               "unit")
     unit_mode = assign["mode"] == "unit"
     assign.loc[unit_mode, "variant"] = rng.choice(["control", "treatment"], unit_mode.sum())
+    assign["w"] = events["y"].to_numpy() + rng.normal(0, 1, len(assign))  # CUPED covariate
+    cuped = AnalysisConfig(metrics=[Metric("y", "mean", column="y", covariates=["w"]),
+                                    Metric("ctr", "ratio", numerator="x", denominator="z",
+                                           covariates=["w"])])
     schedule, sb_events = switchback_data(n_slices=12, seed=4)
     sb_events["ts"] = sb_events["ts"].astype("datetime64[us, UTC]")
     paths = {}
@@ -518,7 +522,7 @@ def test_spark_equals_duckdb(spark: object, tmp_path: Path) -> None:
         df.to_parquet(paths[name])
     # the hierarchical query holds the cluster design's (and its mode split); the cluster
     # design itself is left out to keep the test short
-    runs = [((paths["a"], paths["e"], CONFIG, {"kind": "hierarchical"}), {}),
+    runs = [((paths["a"], paths["e"], cuped, {"kind": "hierarchical"}), {}),
             ((paths["s"], paths["se"], SB_CONFIG, {"kind": "switchback", "slice_hours": 6.0,
                                                     "burn_in_hours": 0.5, "regions": 2}),
              {"n_permutations": 50})]
@@ -531,5 +535,7 @@ def test_spark_equals_duckdb(spark: object, tmp_path: Path) -> None:
                 vb = rb.to_dict()[key]
                 if isinstance(va, float) and math.isfinite(va):
                     assert vb == pytest.approx(va, rel=1e-9, abs=1e-12), (args[3], key)
+                elif isinstance(va, list):  # CUPED's theta
+                    assert vb == pytest.approx(va, rel=1e-9), key
                 else:
                     assert va == vb or (va != va and vb != vb), key
