@@ -91,7 +91,11 @@ SUM_COLUMNS: tuple[str, ...] = ("sessions", "requests", "impressions", "clicks",
 TRUTH_METRICS: tuple[str, ...] = (*SUM_COLUMNS, "active_days")
 FILES: tuple[str, ...] = ("assignments.parquet", "events.parquet", "launches.json",
                           "truth.json", "summary.json")
-"""Every file :func:`run_long_run` writes."""
+"""Every file :func:`run_long_run` writes (and ``experiments/<name>/`` per experiment:
+:data:`EXPERIMENT_FILES`)."""
+EXPERIMENT_FILES: tuple[str, ...] = ("assignments.parquet", "events.parquet", "metrics.toml",
+                                     "truth.json")
+"""The files of each ``[[experiment]]``'s folder (those of a simulated A/B test)."""
 _ALL = (1 << len(SURFACES)) - 1
 _DAY_US = 86_400_000_000
 
@@ -925,12 +929,12 @@ def write_long_run(out_dir: str | Path, result: LongRunSimulation, spec: LongRun
         for x, d in zip(result.experiments, result.experiment_data or [], strict=True):
             folder = tmp / x["folder"]
             folder.mkdir(parents=True)
-            write_parquet(folder / "assignments.parquet", d["assignments"])
-            write_parquet(folder / "events.parquet", d["events"])
-            write_text(folder / "metrics.toml", d["metrics"])
+            a, e, m, t = EXPERIMENT_FILES
+            write_parquet(folder / a, d["assignments"])
+            write_parquet(folder / e, d["events"])
+            write_text(folder / m, d["metrics"])
             if d["truth"] is not None:
-                write_json(folder / "truth.json", {"experiment": x["name"],
-                                                   **d["truth"].to_dict()})
+                write_json(folder / t, {"experiment": x["name"], **d["truth"].to_dict()})
         write_json(tmp / "summary.json", {**result.to_dict(),
                                           "spec": spec.model_dump(mode="json")})
     return Path(out_dir)
