@@ -556,7 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     elif a.step == "evaluate" and a.protocol == "cv":
         res = cv_evaluate(a.out, a.folds, a.seed, a.n_boot, widen=a.widen,
                           cuped=not a.no_cuped)
-        name = f"results_cv{'_widen' if a.widen else ''}{'_raw' if a.no_cuped else ''}.json"
+        name = (f"results_cv{'_widen' if a.widen else ''}{'_raw' if a.no_cuped else ''}"
+                f"{f'_seed{a.seed}' if a.seed else ''}.json")
     elif a.step == "evaluate" and (a.widen or a.protocol == "new-kind-stats"):
         res = cv_evaluate(a.out, seed=a.seed, n_boot=a.n_boot, widen=a.widen,
                           split="new-kind", cuped=not a.no_cuped)
