@@ -347,8 +347,10 @@ class SurrogateModel(Result):
                "noise). 'estimate' is the leave-one-out projection, 'distance' the "
                "comparison's Mahalanobis d² from the others."]
         if math.isfinite(self.history_max_distance):
+            moving = int((~covariates(self.features)).sum()) if self.cuped else len(
+                self.features)
             out.append(f"History range: leave-one-out d² up to "
-                       f"{self.history_max_distance:.3g} for {len(self.features)} "
+                       f"{self.history_max_distance:.3g} for {moving} "
                        "surrogates; a new change further out is flagged as an "
                        "extrapolation. Surrogacy error variance against d²: "
                        f"{self.tau2_intercept:.3g} + {self.tau2_slope:.3g} · d² "
