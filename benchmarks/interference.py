@@ -147,33 +147,36 @@ def run(setting: str, reps: int, start: int) -> None:
         print(setting, i, rec["seconds"], flush=True)
 
 
-def power_world() -> Any:
-    """The small world's truth with ``POWER_USERS`` users (pins, creators unchanged)."""
+def power_world(users: int = POWER_USERS) -> Any:
+    """The small world's truth with ``users`` users (pins, creators unchanged)."""
     from recscope.sim.world_model import build_truth
     from recscope.sim.world_source import world_config
 
     cfg = world_config(WorldSpec(scale=SCALE))
-    k = POWER_USERS / cfg.n_users
-    cfg = cfg.model_copy(update={"n_users": POWER_USERS,
+    k = users / cfg.n_users
+    cfg = cfg.model_copy(update={"n_users": users,
                                  "n_impressions": round(cfg.n_impressions * k)})
     return build_truth(cfg, np.random.default_rng(np.random.SeedSequence(cfg.seed).spawn(4)[0]))
 
 
-def power_setting(setting: str) -> tuple[dict[str, Any], DesignConfig]:
-    """A setting's simulation at the power world's scale and its hierarchical design."""
+def power_setting(setting: str, clusters: int = POWER_CLUSTERS
+                  ) -> tuple[dict[str, Any], DesignConfig]:
+    """A setting's simulation with ``clusters`` markets or planted communities, and its
+    hierarchical design."""
     s = SETTINGS[setting]
     sim = dict(s["simulation"])
     if "regions" in sim:
-        sim["regions"] = POWER_CLUSTERS
+        sim["regions"] = clusters
     if "social" in sim:
-        sim["social"] = {**sim["social"], "communities": POWER_CLUSTERS}
+        sim["social"] = {**sim["social"], "communities": clusters}
     if setting == "social":
         return sim, DesignConfig(kind="hierarchical", graph="social", method="metis",
-                                 n_clusters=POWER_CLUSTERS)
+                                 n_clusters=clusters)
     return sim, DesignConfig(kind="hierarchical", graph="regions")
 
 
-def power_rep(world: Any, setting: str, seed: int) -> dict[str, Any]:
+def power_rep(world: Any, setting: str, seed: int, clusters: int = POWER_CLUSTERS
+              ) -> dict[str, Any]:
     """One hierarchical experiment in the power world: the warm-up (recorded: each
     user's pre-period sums are the CUPED covariates), then the design's run. Stored
     per metric: the cluster half's cluster totals ``[y, d, pre_y, pre_d]`` with their
@@ -186,7 +189,7 @@ def power_rep(world: Any, setting: str, seed: int) -> dict[str, Any]:
     from recscope.sim.policy_factory import PolicyFactory
 
     s = SETTINGS[setting]
-    sim_d, design = power_setting(setting)
+    sim_d, design = power_setting(setting, clusters)
     env = Environment(world, SimConfig.model_validate(sim_d), seed=seed)
     factory = PolicyFactory(env.truth, seed=seed)
     pols = [factory.stack(p, nm) for p, nm in zip([BASE, {**BASE, **s["treatment"]}],
@@ -230,17 +233,20 @@ def power_rep(world: Any, setting: str, seed: int) -> dict[str, Any]:
     return rec
 
 
-def power_run(setting: str, reps: int, start: int) -> None:
-    """Append ``reps`` power repetitions (seeds ``start ...``) to power-<setting>-<start>."""
-    world = power_world()
+def power_run(setting: str, reps: int, start: int, users: int = POWER_USERS) -> None:
+    """Append ``reps`` power repetitions (seeds ``start ...``) to
+    power-<setting>[-<users>]-<start>.jsonl; clusters hold 50 users."""
+    world = power_world(users)
+    clusters = users // 50
     RECORDS.mkdir(parents=True, exist_ok=True)
+    tag = setting if users == POWER_USERS else f"{setting}-{users}"
     for i in range(start, start + reps):
         t0 = time.perf_counter()
         seed = 20_000 + i
-        rec = power_rep(world, setting, seed)
-        rec.update({"setting": setting, "rep": i, "seed": seed,
+        rec = power_rep(world, setting, seed, clusters)
+        rec.update({"setting": tag, "rep": i, "seed": seed, "users": users,
                     "seconds": round(time.perf_counter() - t0, 2)})
-        with (RECORDS / f"power-{setting}-{start}.jsonl").open("a") as f:
+        with (RECORDS / f"power-{tag}-{start}.jsonl").open("a") as f:
             f.write(json.dumps(rec) + "\n")
         print("power", setting, i, rec["seconds"], flush=True)
 
@@ -439,12 +445,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--setting", choices=sorted(SETTINGS), default="off")
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--start", type=int, default=0)
+    ap.add_argument("--users", type=int, default=POWER_USERS,
+                    help="power: users of the validation world (clusters of 50)")
     args = ap.parse_args(argv)
     if args.what == "run":
         run(args.setting, args.reps, args.start)
         return
     if args.what == "power":
-        power_run(args.setting, args.reps, args.start)
+        power_run(args.setting, args.reps, args.start, args.users)
         return
     if args.what == "power-report":
         ps = power_report()
