@@ -227,8 +227,19 @@ def test_pre_period_covariates_adjust_every_effect() -> None:
     (a,), (r,) = adj.project(new, n_boot=300), raw.project(new, n_boot=300)
     assert a.ci_low <= truth <= a.ci_high and abs(a.estimate - truth) < 0.15
     assert a.ci_high - a.ci_low < 0.5 * (r.ci_high - r.ci_low)
-    # a model saved before the adjustment existed projects as it did (no cuped field)
-    d = raw.to_dict()
-    d.pop("cuped")
-    (old,) = type(raw).from_dict(d).project(new, n_boot=300)
-    assert old.estimate == pytest.approx(r.estimate)
+    # a model saved before this session's fields existed (no cuped, widen, tau2 line,
+    # distances) loads as unadjusted with the constant tau2, and projects exactly as a
+    # model fitted that way does; its history range is recomputed from its effects
+    plain = fit_surrogate(hist, long="y", cuped=False, widen=False)
+    d = plain.to_dict()
+    for key in ("cuped", "widen", "tau2_intercept", "tau2_slope", "history_max_distance"):
+        d.pop(key)
+    for e in d["experiments"]:
+        e.pop("distance")
+    loaded = type(plain).from_dict(d)
+    assert not loaded.cuped and not loaded.widen
+    (old,), (ref,) = loaded.project(new, n_boot=300), plain.project(new, n_boot=300)
+    assert (old.estimate, old.ci_low, old.ci_high, old.se) == (
+        ref.estimate, ref.ci_low, ref.ci_high, ref.se)
+    assert old.extra["history_max_distance"] == pytest.approx(plain.history_max_distance)
+    assert old.extra["surrogacy_sd"] == pytest.approx(np.sqrt(plain.tau2))
