@@ -53,16 +53,24 @@ def _snapshot(p: Path) -> set[str]:
     return {str(x.relative_to(p)) for x in p.rglob("*")}
 
 
-def test_fit_then_analyze_with_long_run(hist: Path) -> None:
+def _fit(hist: Path) -> None:
     code, _out, err = invoke(["longrun", "fit", "--history", "hist", "--short", "short.toml",
                              "--long", "days_long", "--metric", "saves", "--out", "model"],
                             hist)
     assert code == 0, err
     assert (hist / "model" / "model.json").is_file()
-    code, _out, err = invoke(["experiment", "analyze", "--assignments",
-                             "new/assignments.parquet", "--events", "new/events.parquet",
-                             "--metrics", "short.toml", "--long-run", "model", "--json",
-                             "card.json", "--tracking", "track"], hist)
+
+
+def _analyze(hist: Path, folder: str, metrics: str = "short.toml") -> tuple[int, str, str]:
+    return invoke(["experiment", "analyze", "--assignments", f"{folder}/assignments.parquet",
+                   "--events", f"{folder}/events.parquet", "--metrics", metrics,
+                   "--long-run", "model", "--json", "card.json", "--tracking", "track"],
+                  hist)
+
+
+def test_fit_then_analyze_with_long_run(hist: Path) -> None:
+    _fit(hist)
+    code, _out, err = _analyze(hist, "new")
     assert code == 0, err
     card = json.loads((hist / "card.json").read_text())
     row = next(r for r in card["results"] if r["metric"] == "saves")
@@ -75,13 +83,9 @@ def test_fit_then_analyze_with_long_run(hist: Path) -> None:
 
 
 def test_change_unlike_the_history_is_flagged(hist: Path) -> None:
-    assert invoke(["longrun", "fit", "--history", "hist", "--short", "short.toml", "--long",
-                   "days_long", "--metric", "saves", "--out", "model"], hist)[0] == 0
+    _fit(hist)
     _write(hist / "odd", 11, 4.0, outcome=False)  # saves lift 4: history's are 0.6 at most
-    code, out, err = invoke(["experiment", "analyze", "--assignments",
-                             "odd/assignments.parquet", "--events", "odd/events.parquet",
-                             "--metrics", "short.toml", "--long-run", "model", "--json",
-                             "card.json", "--tracking", "track"], hist)
+    code, out, err = _analyze(hist, "odd")
     assert code == 0, err
     card = json.loads((hist / "card.json").read_text())
     lr = next(r for r in card["results"] if r["metric"] == "saves")["long_run"]
@@ -107,16 +111,12 @@ def test_history_without_outcome_is_refused(hist: Path) -> None:
 
 
 def test_surrogate_missing_in_new_experiment_is_refused(hist: Path) -> None:
-    assert invoke(["longrun", "fit", "--history", "hist", "--short", "short.toml", "--long",
-                   "days_long", "--out", "model"], hist)[0] == 0
+    _fit(hist)
     ev = pd.read_parquet(hist / "new" / "events.parquet").drop(columns=["saves"])
     ev.to_parquet(hist / "new" / "events.parquet")
     (hist / "clicks.toml").write_text(SHORT.split("[metrics.saves]")[0])
     before = _snapshot(hist)
-    code, _out, err = invoke(["experiment", "analyze", "--assignments",
-                             "new/assignments.parquet", "--events", "new/events.parquet",
-                             "--metrics", "clicks.toml", "--long-run", "model", "--json",
-                             "card.json", "--tracking", "track"], hist)
+    code, _out, err = _analyze(hist, "new", "clicks.toml")
     assert code == 2
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and "new/events.parquet" in lines[0] and "saves" in lines[0]
@@ -166,3 +166,55 @@ def test_novelty_by_session(tmp_path: Path) -> None:
     code, _out, err = invoke(["longrun", "novelty", "--assignments", "a.parquet", "--events",
                               "e.parquet", "--by", "week"], tmp_path)
     assert code == 2 and "--by" in err and len(err.strip().splitlines()) == 1
+    # the factor learnt from past runs (here: misses of up to 3 half-widths above)
+    from recscope.experiments.novelty import interval_scale
+
+    past = pd.DataFrame({"settled": np.zeros(25), "ci_low": -np.ones(25),
+                         "ci_high": np.ones(25), "truth": np.linspace(0, 3, 25)})
+    past.to_csv(tmp_path / "past.csv", index=False)
+    code, _out, err = invoke(["longrun", "novelty", "--assignments", "a.parquet", "--events",
+                              "e.parquet", "--by", "session", "--interval-scale",
+                              "past.csv", "--json", "s.json"], tmp_path)
+    assert code == 0, err
+    scaled = json.loads((tmp_path / "s.json").read_text())["settled"]
+    factor = interval_scale(*(past[c] for c in past.columns))
+    assert factor > 2.5 and scaled["interval_scale"] == pytest.approx(factor)
+    plain = res["settled"]
+    assert scaled["ci_high"] - scaled["estimate"] == pytest.approx(
+        factor * (plain["ci_high"] - plain["estimate"]))
+
+
+@pytest.mark.parametrize(("change", "args", "message"), [
+    ("drop session", ["--by", "session"], "'session_id'"),
+    ("", ["--interval-scale", "0.5"], "--interval-scale"),
+    ("", ["--interval-scale", "nan"], "--interval-scale"),
+    ("few runs", ["--interval-scale", "past.csv"], "at least 19 runs"),
+    ("null truth", ["--interval-scale", "past.csv"], "row 3"),
+    ("", ["--interval-scale", "none.csv"], "none.csv"),
+])
+def test_novelty_bad_inputs(tmp_path: Path, change: str, args: list[str],
+                            message: str) -> None:
+    rng = np.random.default_rng(4)
+    n = 200
+    t = rng.integers(0, 2, n)
+    pd.DataFrame({"unit_id": np.arange(n), "variant": np.where(t, "treatment", "control"),
+                  "first_exposure_ts": [T0] * n}).to_parquet(tmp_path / "a.parquet")
+    u = np.repeat(np.arange(n), 6)
+    ev = pd.DataFrame({"unit_id": u, "ts": T0 + pd.to_timedelta(
+        np.tile(np.arange(6), n) * 86400 + 60, unit="s"), "session_id": np.arange(u.size),
+        "impressions": 10, "clicks": rng.binomial(10, 0.1, u.size)})
+    if change == "drop session":
+        ev = ev.drop(columns=["session_id"])
+    ev.to_parquet(tmp_path / "e.parquet")
+    runs = 10 if change == "few runs" else 25
+    past = pd.DataFrame({"settled": np.zeros(runs), "ci_low": -np.ones(runs),
+                         "ci_high": np.ones(runs), "truth": np.linspace(0, 2, runs)})
+    if change == "null truth":
+        past.loc[3, "truth"] = np.nan
+    past.to_csv(tmp_path / "past.csv", index=False)
+    code, _out, err = invoke(["longrun", "novelty", "--assignments", "a.parquet", "--events",
+                              "e.parquet", *args, "--json", "n.json"], tmp_path)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
+    assert "past.csv" in lines[0] or "past" not in args[-1]
+    assert not (tmp_path / "n.json").exists()

@@ -99,6 +99,8 @@ def test_by_session_recovers_a_per_session_decay() -> None:
     assert res.settled.ci_low <= 0.01 <= res.settled.ci_high
     assert abs(res.settled.estimate - 0.01) < 0.005 and 2 < res.tau < 8
     assert "per session" in res.notes()[0]
+    with pytest.raises(DataValidationError, match="at least 4 sessions"):
+        project_settled(rows[:3])
     with pytest.raises(DataValidationError, match="'session_id'"):
         daily_effects(assign, events.drop(columns=["session_id"]), by="session")
 
@@ -114,6 +116,10 @@ def test_interval_scale_is_the_conformal_quantile_of_past_errors() -> None:
     assert interval_scale(np.zeros(n), -2 * np.ones(n), np.ones(n), -truth) == (
         pytest.approx(np.sort(truth)[37] / 2))
     assert interval_scale(np.zeros(n), -np.ones(n), np.ones(n), 0.1 * truth) == 1.0
+    # a degenerate interval that was exactly right is no miss; one that was wrong is
+    z = np.zeros(n)
+    assert interval_scale(z, z, z, z) == 1.0
+    assert interval_scale(z, z, z, np.r_[np.ones(2), z[2:]]) == np.inf
     with pytest.raises(DataValidationError, match="at least 19 runs"):
         interval_scale(np.zeros(18), -np.ones(18), np.ones(18), np.zeros(18))
     a, e = _experiment(settled=0.01, amplitude=0.04, tau=2.0, seed=4)

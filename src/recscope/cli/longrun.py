@@ -11,6 +11,7 @@ readout to the population's engagement strata.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -222,10 +223,12 @@ def novelty(
                                 "the session (with --by session)."),
     max_sessions: int = typer.Option(30, "--max-sessions", help="Sessions since first "
                                      "exposure read (with --by session)."),
-    scale: float = typer.Option(1.0, "--interval-scale", help="Multiply the settled "
-                                "effect's interval half-widths (calibrated on past "
-                                "experiments whose settled effect is known; see "
-                                "docs/long_run.md)."),
+    scale: str = typer.Option("1", "--interval-scale", help="Multiply the settled "
+                              "effect's interval half-widths by this factor (at least 1), "
+                              "or by the factor learnt from a CSV/Parquet file of past "
+                              "runs whose settled effect became known (columns settled, "
+                              "ci_low, ci_high, truth; at least 19 runs; see "
+                              "docs/long_run.md)."),
     json_out: JsonOut = None,
     html_out: HtmlOut = None,
 ) -> None:
@@ -243,15 +246,68 @@ def novelty(
         raise ConfigError(f"must be 'day' or 'session', not {by!r}", key="--by")
     if max_sessions < 4:
         raise ConfigError("must be at least 4", key="--max-sessions")
-    if not scale >= 1.0:
-        raise ConfigError("must be at least 1", key="--interval-scale")
+    factor = _interval_scale(scale)
     check_outputs(json_out, html_out, track=False)
     daily = daily_effects(assignments, events, days=days, numerator=numerator,
                           denominator=denominator or None, control=control, by=by,
                           session=session, max_sessions=max_sessions)
-    res = project_settled(daily, scale=scale)
+    res = project_settled(daily, scale=factor)
     console.print(res.rich_table())
     write_outputs(res, json_out, html_out, what="novelty readout")
+
+
+PAST_RUNS = ("settled", "ci_low", "ci_high", "truth")
+"""Columns of a past-runs file for ``--interval-scale`` (one row per past experiment:
+its settled-effect projection as fitted and the settled effect later observed)."""
+
+
+def _interval_scale(value: str) -> float:
+    """``--interval-scale``: a number (at least 1), or the split-conformal factor learnt
+    from a file of past runs (:func:`_learnt_scale`)."""
+    try:
+        factor = float(value)
+    except ValueError:
+        return _learnt_scale(value)
+    if not (math.isfinite(factor) and factor >= 1.0):
+        raise ConfigError(f"must be a number of at least 1 or a file of past runs, not "
+                          f"{value!r}", key="--interval-scale")
+    return factor
+
+
+def _learnt_scale(path: str) -> float:
+    """The factor :func:`recscope.experiments.novelty.interval_scale` learns from the past
+    runs in ``path`` (columns :data:`PAST_RUNS`); a missing column, a missing or
+    non-numeric value, or too few runs: one error naming the file."""
+    import numpy as np
+
+    from recscope.data.readers import read_table
+    from recscope.experiments.novelty import interval_scale
+
+    table = read_table(path)
+    cols: list[np.ndarray] = []
+    for c in PAST_RUNS:
+        if c not in table.column_names:
+            raise DataValidationError(f"column {c!r} not found (have: "
+                                      f"{', '.join(table.column_names)})", file=path,
+                                      column=c)
+        try:
+            col = table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+        except (TypeError, ValueError):
+            raise DataValidationError("not numeric", file=path, column=c) from None
+        bad = np.flatnonzero(~np.isfinite(col))
+        if bad.size:
+            raise DataValidationError("missing or not finite", file=path, column=c,
+                                      row=int(bad[0]))
+        cols.append(col)
+    try:
+        factor = interval_scale(*cols)
+    except DataValidationError as exc:
+        raise DataValidationError(exc.problem, file=path) from None
+    if not math.isfinite(factor):
+        raise DataValidationError("too many past runs missed with an interval of zero "
+                                  "width on the truth's side: no finite factor covers "
+                                  "them", file=path)
+    return factor
 
 
 @app.command()

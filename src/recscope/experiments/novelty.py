@@ -249,7 +249,8 @@ def interval_scale(settled: Sequence[float], ci_low: Sequence[float],
                                   f"settled effect (got {n})")
     err = t - s
     half = np.where(err >= 0, hi - s, s - lo)
-    score = np.where(half > 0, np.abs(err) / np.maximum(half, 1e-300), np.inf)
+    score = np.where(err == 0, 0.0,
+                     np.where(half > 0, np.abs(err) / np.maximum(half, 1e-300), np.inf))
     return max(1.0, float(np.sort(score)[k - 1]))
 
 
@@ -261,15 +262,16 @@ def project_settled(daily: Sequence[Effect], *, n_boot: int = 500, seed: int = 0
     since first exposure (whichever the rows carry). The decay time is profiled from
     half a step to the window read (14 days, or ``max_sessions`` sessions). ``scale``
     multiplies the interval's half-widths (see :func:`interval_scale`)."""
-    if not scale >= 1.0:
-        raise DataValidationError(f"the interval scale must be at least 1 (got {scale})")
+    if not (math.isfinite(scale) and scale >= 1.0):
+        raise DataValidationError(f"the interval scale must be a finite number of at "
+                                  f"least 1 (got {scale})")
     v = variant or (daily[0].extra["variant"] if daily else None)
     rows = [e for e in daily if e.extra["variant"] == v and e.se > 0
             and math.isfinite(e.estimate)]
+    by = _since(daily[0])[0] if daily else "day"
     if len(rows) < 4:
-        raise DataValidationError(f"need the effect on at least 4 days since exposure "
+        raise DataValidationError(f"need the effect on at least 4 {by}s since exposure "
                                   f"(got {len(rows)})")
-    by = _since(rows[0])[0]
     d = np.array([_since(e)[1] for e in rows], dtype=float)
     taus = np.geomspace(0.5, max(14.0, float(d.max()) + 1), TAUS.size)
     y = np.array([e.estimate for e in rows])
