@@ -422,19 +422,33 @@ def fit_fold(train: list[dict[str, Any]], ridge: float, widen: bool
             "C": cc, "max_d2": float(loo.distance.max())}
 
 
+def noisy_targets(stats: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """``stats`` with each CRN-truth target replaced by truth plus normal noise of the
+    median sampling variance of the history's observed long-run effects (and that
+    variance as its ``var_dy``): the held-out experiments as a platform's own history
+    would hold them, for training only (a sensitivity check of the CV)."""
+    rng = np.random.default_rng(seed + 1000)
+    var = float(np.median([s["var_dy"] for s in stats if s["target"] == "observed"]))
+    return [dict(s, dy=s["dy"] + float(rng.normal(0.0, math.sqrt(var))), var_dy=var)
+            if s["target"] == "truth" else s for s in stats]
+
+
 def cv_evaluate(out: Path, folds: int = 10, seed: int = 0, n_boot: int = 1000,
                 ridge: float = 0.03, widen: bool = False, split: str = "cv",
-                cuped: bool = True) -> dict[str, Any]:
+                cuped: bool = True, noisy: bool = False) -> dict[str, Any]:
     """Grouped, family-stratified ``folds``-fold cross-validation over every simulated
     experiment (history and held-out pooled): each fold's experiments are projected by a
     map fitted on the other folds only, its interval from the other folds' bootstrap
     and leave-one-out surrogacy error plus the experiment's own sampling noise.
     ``split="new-kind"``: one fold instead, the held-out ``x*`` projected from the
-    history ``h*`` (the new-kind protocol on the same machinery, to compare ``widen``)."""
+    history ``h*`` (the new-kind protocol on the same machinery, to compare ``widen``).
+    ``noisy``: the training folds see the held-out experiments' targets with noise
+    (:func:`noisy_targets`); the test experiments are still scored on their truth."""
     from recscope.experiments.surrogate import _theta, mahalanobis2
 
     t0 = time.perf_counter()
     stats = experiment_stats(out, cuped)
+    fit_stats = noisy_targets(stats, seed) if noisy else stats
     if split == "cv":
         fold = stratified_folds([s["family"] for s in stats], folds, seed)
     else:
@@ -443,7 +457,7 @@ def cv_evaluate(out: Path, folds: int = 10, seed: int = 0, n_boot: int = 1000,
     rng = np.random.default_rng(seed)
     rows = []
     for f in range(folds) if split == "cv" else [1]:
-        train = [s for s, g in zip(stats, fold, strict=True) if g != f]
+        train = [s for s, g in zip(fit_stats, fold, strict=True) if g != f]
         m = fit_fold(train, ridge, widen)
         k = len(train)
         boot = np.array([_theta(m["dx"][p], m["dy"][p], m["V"][p], m["C"][p], ridge)
@@ -477,7 +491,9 @@ def cv_evaluate(out: Path, folds: int = 10, seed: int = 0, n_boot: int = 1000,
                          "abs_error": abs(est - s["dy"]),
                          "naive_abs_error": abs(naive - s["dy"])})
     res = {"protocol": split, "folds": folds, "seed": seed, "ridge": ridge,
-           "widen": widen, "cuped": cuped, "experiments": len(stats), "n_boot": n_boot, "seconds": round(time.perf_counter() - t0, 1)}
+           "widen": widen, "cuped": cuped, "noisy_targets": noisy,
+           "experiments": len(stats), "n_boot": n_boot,
+           "seconds": round(time.perf_counter() - t0, 1)}
     res["pooled"] = cv_summary(rows)
     for tgt in ("truth", "observed"):
         res[f"target_{tgt}"] = cv_summary([r for r in rows if r["target"] == tgt])
@@ -540,6 +556,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cuped", action="store_true",
                     help="effects not regression-adjusted on the pre-period covariates "
                     "(the earlier estimator, for comparison)")
+    ap.add_argument("--noisy-targets", action="store_true",
+                    help="cv: the training folds see each held-out experiment's CRN truth "
+                    "plus the noise of an observed long-run effect (as a platform's "
+                    "history would); scored on the truth")
     ap.add_argument("--widen", action="store_true",
                     help="surrogacy error growing with the Mahalanobis distance of "
                     "the change's short-run effects from the training experiments'")
@@ -555,8 +575,9 @@ def main(argv: list[str] | None = None) -> int:
         name = "results_novelty.json"
     elif a.step == "evaluate" and a.protocol == "cv":
         res = cv_evaluate(a.out, a.folds, a.seed, a.n_boot, widen=a.widen,
-                          cuped=not a.no_cuped)
+                          cuped=not a.no_cuped, noisy=a.noisy_targets)
         name = (f"results_cv{'_widen' if a.widen else ''}{'_raw' if a.no_cuped else ''}"
+                f"{'_noisy' if a.noisy_targets else ''}"
                 f"{f'_seed{a.seed}' if a.seed else ''}.json")
     elif a.step == "evaluate" and (a.widen or a.protocol == "new-kind-stats"):
         res = cv_evaluate(a.out, seed=a.seed, n_boot=a.n_boot, widen=a.widen,

@@ -72,3 +72,19 @@ def test_widening_follows_the_history_errors() -> None:
     assert hetero["a"] + hetero["b"] * far > 2.5 * hetero["tau2"]
     # constant errors: the fitted slope adds little at the same distance
     assert flat["a"] + flat["b"] * far < 2 * flat["tau2"]
+
+
+def test_noisy_targets_touch_only_the_truth_targets() -> None:
+    lr = _bench()
+    rng = np.random.default_rng(2)
+    stats = [{"target": "observed", "dy": 1.0, "var_dy": v} for v in (0.01, 0.04, 0.09)]
+    stats += [{"target": "truth", "dy": 0.5, "var_dy": 0.0} for _ in range(4000)]
+    rng.shuffle(stats)
+    noisy = lr.noisy_targets(stats, seed=0)
+    assert all(a is b for a, b in zip(stats, noisy, strict=True) if a["target"] == "observed")
+    dy = np.array([s["dy"] for s in noisy if s["target"] == "truth"])
+    assert all(s["var_dy"] == 0.04 for s in noisy if s["target"] == "truth")
+    assert abs(dy.mean() - 0.5) < 0.01 and abs(dy.std() - 0.2) < 0.01
+    assert all(s["dy"] == 0.5 for s in stats if s["target"] == "truth")  # copies
+    assert not np.array_equal(dy, [s["dy"] for s in lr.noisy_targets(stats, seed=1)
+                                   if s["target"] == "truth"])
