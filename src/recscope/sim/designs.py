@@ -343,14 +343,17 @@ def session_start(res: SimResult) -> np.ndarray:
 
 def design_tables(plan: DesignPlan, res: SimResult, env: Environment,
                   names: Sequence[str] = ("control", "treatment"),
+                  pre: SimResult | None = None,
                   ) -> tuple[pa.Table, pa.Table, np.ndarray]:
     """The assignment (or switchback schedule) table, the events table and the units.
 
     Unit-level designs: one assignment row per exposed user in the experiment
     (``unit_id``, ``variant``, ``first_exposure_ts``, plus ``cluster_id`` and ``mode``
-    where the design has them). Switchback: one row per (``region``, ``slice``) cell
-    with its ``variant``; events carry ``region`` and ``slice`` (the cell whose arm
-    served the request's session).
+    where the design has them); ``pre`` (the recorded warm-up) adds the units' events
+    before the experiment, which metric windows leave out and ``cuped_days`` reads as
+    the pre-period. Switchback: one row per (``region``, ``slice``) cell with its
+    ``variant``; events carry ``region`` and ``slice`` (the cell whose arm served the
+    request's session).
     """
     n = env.truth.n_users
     first = res.first_exposure(n)
@@ -381,6 +384,8 @@ def design_tables(plan: DesignPlan, res: SimResult, env: Environment,
     keep = np.zeros(n, dtype=bool)
     keep[units] = True
     ev = res.events_table()
+    if pre is not None:
+        ev = pa.concat_tables([pre.events_table(), ev])
     ev = ev.filter(pa.array(keep[ev.column("unit_id").to_numpy()]))
     return pa.table(cols), ev, units
 
@@ -495,7 +500,12 @@ def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
     factory = PolicyFactory(env.truth, seed=seed, parts=parts)
     pols = [factory.stack(s, n) for s, n in zip(policy_specs, ("control", "treatment"),
                                                  strict=True)]
-    state = env.warmup(pols[0], days=warmup_days)
+    # the warm-up is recorded when a metric reads a pre-period (cuped_days): its events
+    # are the units' history before the experiment (CUPED in every user design's analysis)
+    wants_pre = any(m.cuped_days for m in config.metrics)
+    warm = env.run([pols[0]], days=warmup_days, calibrate=True, record=wants_pre,
+                   stage="warm-up")
+    state = warm.state
     start_us = env.start_us + state.day * _DAY_US
     n = env.truth.n_users
     has_creator = any(d.kind == "creator" for d in designs)
@@ -535,7 +545,9 @@ def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
             true = {k: vals[1][k] - vals[0][k] for k in vals[0]}
         else:
             res = env.run(pols, days=days, arm=plan.arm, state=state)
-            a_tbl, ev_tbl, units = design_tables(plan, res, env)
+            a_tbl, ev_tbl, units = design_tables(
+                plan, res, env, pre=warm if wants_pre and not isinstance(plan.arm, Schedule)
+                else None)
             exposure = res.first_exposure(n)
             rows = _effect_rows(plan, a_tbl, ev_tbl, config, seed=seed,
                                 n_permutations=n_permutations)
