@@ -71,6 +71,7 @@ def simulate(out: Path, budget: float, spec_args: dict[str, Any],
 
 
 def _arm_means(ut: Any, variant: str) -> np.ndarray:
+    """Per-surrogate means over the units of ``variant`` in a unit table."""
     return ut.x[ut.variants == variant].mean(axis=0)
 
 
@@ -184,6 +185,8 @@ def model_long_var(tables: list[Any]) -> float:
 
 def summarise(model: Any, rows: list[dict[str, Any]], fit_s: float, n_hist: int
               ) -> dict[str, Any]:
+    """The issue's figures over the new-kind ``rows`` of :func:`evaluate` (surrogate vs
+    naive error, coverage, decisions, novelty, engagement, by family), with counts."""
     err = np.array([r["abs_error"] for r in rows])
     nerr = np.array([r["naive_abs_error"] for r in rows])
     cov = np.array([r["covered"] for r in rows])
@@ -530,6 +533,7 @@ def cv_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one step; print its figures and write them beside the history."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("step", choices=["simulate", "evaluate", "history", "novelty"],
                     help="history: only the leave-one-out figures on the history; "
