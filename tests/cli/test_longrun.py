@@ -53,10 +53,10 @@ def _snapshot(p: Path) -> set[str]:
     return {str(x.relative_to(p)) for x in p.rglob("*")}
 
 
-def _fit(hist: Path) -> None:
+def _fit(hist: Path, *extra: str) -> None:
     code, _out, err = invoke(["longrun", "fit", "--history", "hist", "--short", "short.toml",
-                             "--long", "days_long", "--metric", "saves", "--out", "model"],
-                            hist)
+                             "--long", "days_long", "--metric", "saves", "--out", "model",
+                             *extra], hist)
     assert code == 0, err
     assert (hist / "model" / "model.json").is_file()
 
@@ -92,6 +92,21 @@ def test_change_unlike_the_history_is_flagged(hist: Path) -> None:
     assert lr["extrapolation"] is True and lr["distance"] > lr["history_max_distance"]
     assert card["long_run"][0]["extrapolation"] is True
     assert "is an extrapolation" in " ".join((out + err).split())
+    from recscope.experiments.surrogate import LongRunScorecard
+
+    banner = [n for n in LongRunScorecard.from_dict(card).notes() if "extrapolation" in n]
+    assert len(banner) == 1 and banner[0].endswith("(interval widened with d²).")
+    # --no-widen: the same flag, the constant surrogacy error, and a banner saying so
+    _fit(hist, "--no-widen", "--force")
+    assert json.loads((hist / "model" / "model.json").read_text())["widen"] is False
+    code, out, err = _analyze(hist, "odd")
+    assert code == 0, err
+    plain = json.loads((hist / "card.json").read_text())["long_run"][0]
+    assert plain["extrapolation"] is True and plain["widened"] is False
+    assert plain["estimate"] == pytest.approx(card["long_run"][0]["estimate"])
+    assert plain["surrogacy_sd"] <= card["long_run"][0]["surrogacy_sd"]
+    assert "interval not widened" in " ".join(LongRunScorecard.from_dict(json.loads(
+        (hist / "card.json").read_text())).notes())
 
 
 def test_history_without_outcome_is_refused(hist: Path) -> None:
