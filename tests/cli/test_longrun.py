@@ -24,12 +24,19 @@ column = "saves"
 """
 
 
+def _assignments(path: Path, treated: np.ndarray) -> None:
+    """Two-arm assignments of units 0 … n − 1, all first exposed at ``T0``."""
+    n = treated.size
+    pd.DataFrame({"unit_id": np.arange(n), "variant": np.where(treated, "treatment",
+                                                               "control"),
+                  "first_exposure_ts": [T0] * n}).to_parquet(path)
+
+
 def _write(d: Path, seed: int, lift: float, outcome: bool = True, n: int = 400) -> None:
     rng = np.random.default_rng(seed)
     d.mkdir(parents=True)
     t = rng.integers(0, 2, n)
-    pd.DataFrame({"unit_id": np.arange(n), "variant": np.where(t, "treatment", "control"),
-                  "first_exposure_ts": [T0] * n}).to_parquet(d / "assignments.parquet")
+    _assignments(d / "assignments.parquet", t)
     q = rng.normal(0, 1, n) + lift * t
     saves = np.maximum(np.round(2 + q + rng.normal(0, 0.3, n)), 0)
     clicks = rng.poisson(5 + 3 * t * rng.random(), n)
@@ -164,8 +171,7 @@ def test_novelty_by_session(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     n = 600
     t = rng.integers(0, 2, n)
-    pd.DataFrame({"unit_id": np.arange(n), "variant": np.where(t, "treatment", "control"),
-                  "first_exposure_ts": [T0] * n}).to_parquet(tmp_path / "a.parquet")
+    _assignments(tmp_path / "a.parquet", t)
     u = np.repeat(np.arange(n), 8)
     k = np.tile(np.arange(8), n)
     imp = rng.poisson(20, u.size) + 1
@@ -212,8 +218,7 @@ def test_novelty_bad_inputs(tmp_path: Path, change: str, args: list[str],
     rng = np.random.default_rng(4)
     n = 200
     t = rng.integers(0, 2, n)
-    pd.DataFrame({"unit_id": np.arange(n), "variant": np.where(t, "treatment", "control"),
-                  "first_exposure_ts": [T0] * n}).to_parquet(tmp_path / "a.parquet")
+    _assignments(tmp_path / "a.parquet", t)
     u = np.repeat(np.arange(n), 6)
     ev = pd.DataFrame({"unit_id": u, "ts": T0 + pd.to_timedelta(
         np.tile(np.arange(6), n) * 86400 + 60, unit="s"), "session_id": np.arange(u.size),
