@@ -99,6 +99,8 @@ def test_by_session_recovers_a_per_session_decay() -> None:
     assert res.settled.ci_low <= 0.01 <= res.settled.ci_high
     assert abs(res.settled.estimate - 0.01) < 0.005 and 2 < res.tau < 8
     assert "per session" in res.notes()[0]
+    assert any("heavy users" in n for n in res.notes())
+    assert any("too narrow" in n for n in res.notes())
     with pytest.raises(DataValidationError, match="at least 4 sessions"):
         project_settled(rows[:3])
     with pytest.raises(DataValidationError, match="'session_id'"):
@@ -130,3 +132,5 @@ def test_interval_scale_is_the_conformal_quantile_of_past_errors() -> None:
     assert two.settled.ci_high - two.settled.estimate == pytest.approx(
         2 * (one.settled.ci_high - one.settled.estimate))
     assert two.settled.extra["interval_scale"] == 2.0
+    assert any("too narrow" in n for n in one.notes())
+    assert not any("too narrow" in n or "heavy users" in n for n in two.notes())

@@ -313,6 +313,18 @@ def project_settled(daily: Sequence[Effect], *, n_boot: int = 500, seed: int = 0
     if math.isfinite(tau) and tau >= taus[-3]:
         notes.append("The decay is about as slow as the window is long: the settled effect "
                      "is an extrapolation beyond the data.")
+    if by == "session":
+        notes.append("By session: a late session is read on the heavy users who reach it, "
+                     "so a difference between heavy and light users' effects looks like a "
+                     "decay; in the simulated validation this interval missed far more "
+                     "often than by day in runs without novelty (docs/long_run.md). "
+                     "Compare with the readout by day.")
+    if scale == 1.0:
+        notes.append("The interval is the decay fit's own: effects keep moving after the "
+                     "window for reasons the fit cannot see, so it is too narrow (below 90% "
+                     "coverage in the simulated validation, docs/long_run.md); a factor "
+                     "learnt from past runs whose settled effect is known "
+                     "(--interval-scale) corrects it.")
     return NoveltyResult(rows[0].metric, str(v), rows, settled, slope, slope_se, p, a, tau,
                          first, notes, by)
 
