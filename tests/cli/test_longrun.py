@@ -207,6 +207,7 @@ def test_novelty_by_session(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("change", "args", "message"), [
     ("drop session", ["--by", "session"], "'session_id'"),
+    ("null session", ["--by", "session"], "without a session"),
     ("", ["--interval-scale", "0.5"], "--interval-scale"),
     ("", ["--interval-scale", "nan"], "--interval-scale"),
     ("few runs", ["--interval-scale", "past.csv"], "at least 19 runs"),
@@ -225,6 +226,8 @@ def test_novelty_bad_inputs(tmp_path: Path, change: str, args: list[str],
         "impressions": 10, "clicks": rng.binomial(10, 0.1, u.size)})
     if change == "drop session":
         ev = ev.drop(columns=["session_id"])
+    if change == "null session":
+        ev["session_id"] = ev["session_id"].astype("Int64").mask(ev.index == 7)
     ev.to_parquet(tmp_path / "e.parquet")
     runs = 10 if change == "few runs" else 25
     past = pd.DataFrame({"settled": np.zeros(runs), "ci_low": -np.ones(runs),

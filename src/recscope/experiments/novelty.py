@@ -86,6 +86,12 @@ def daily_effects(assignments: Any, events: Any, *, days: int = 14,
           GROUP BY 1, 2, 3)"""
         n_index = days
     else:
+        nulls = eng.execute(f'SELECT COUNT(*) AS n FROM {e_sql} AS e WHERE e."{session}" '
+                            "IS NULL")[0]["n"]
+        if nulls:
+            raise DataValidationError(f"{nulls} events without a session (NULL): each "
+                                      "event needs one to be read by session",
+                                      file=e_tbl.name, column=session)
         per = f"""
     s AS (SELECT a.v, a.u, e."{session}" AS sid, MIN(e."{ts}") AS t0,
                  SUM(CAST(e."{numerator}" AS DOUBLE)) AS y, SUM({den}) AS w
