@@ -243,3 +243,17 @@ def test_pre_period_covariates_adjust_every_effect() -> None:
         ref.estimate, ref.ci_low, ref.ci_high, ref.se)
     assert old.extra["history_max_distance"] == pytest.approx(plain.history_max_distance)
     assert old.extra["surrogacy_sd"] == pytest.approx(np.sqrt(plain.tau2))
+
+
+def test_short_history_says_the_distance_is_blind_outside_its_span() -> None:
+    rng = np.random.default_rng(9)
+    three = fit_surrogate(_history(rng, k=3), long="y")
+    assert not any("Only 3 history comparisons" in n for n in three.notes())
+
+    def wide(t: UnitTable) -> UnitTable:
+        noise = rng.normal(size=(t.x.shape[0], 2))
+        return UnitTable(t.name, t.unit_ids, t.variants, [*t.features, "a", "b"],
+                         np.column_stack([t.x, noise]), t.y)
+
+    four = fit_surrogate([wide(t) for t in _history(rng, k=4)], long="y")
+    assert any("Only 4 history comparisons for 4 surrogates" in n for n in four.notes())

@@ -355,6 +355,11 @@ class SurrogateModel(Result):
                        "extrapolation. Surrogacy error variance against d²: "
                        f"{self.tau2_intercept:.3g} + {self.tau2_slope:.3g} · d² "
                        f"({'used' if self.widen else 'not used'} for intervals).")
+            if len(self.experiments) <= moving:
+                out.append(f"Only {len(self.experiments)} history comparisons for {moving} "
+                           "surrogates: the distance sees only the directions the history "
+                           "moved, so a change moving in another is not flagged. More "
+                           "comparisons than surrogates make the flag reliable.")
         return out
 
     def max_distance(self) -> float:
