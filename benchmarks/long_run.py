@@ -319,22 +319,26 @@ def experiment_stats(out: Path, cuped: bool = True) -> list[dict[str, Any]]:
     experiment its observed effect (with ``Var`` and ``Cov(dx, dy)``), for a held-out one
     the CRN truth (no sampling noise). With ``cuped`` every effect is regression-adjusted
     on the pre-period covariates among the surrogates (as ``recscope longrun fit``
-    does). Cached beside the history in ``cv_stats_<hash of surrogates.toml>[_raw].json``
-    (experiments added later are computed and appended)."""
+    does). Cached beside the history in ``cv_stats_<hash>[_raw].json``, the hash of
+    ``surrogates.toml`` and of the code computing the effects (experiments added later
+    are computed and appended)."""
     import hashlib
+    import inspect
 
     import pyarrow.parquet as pq
 
     from recscope.experiments.metrics import load_metrics
     from recscope.experiments.surrogate import (
         _effects,
+        adjust,
         attach_outcome,
         covariates,
         unit_features,
     )
     from recscope.sim.long_run_history import LONG_OUTCOME
 
-    key = hashlib.sha256((out / "surrogates.toml").read_bytes()).hexdigest()[:8]
+    code = "".join(inspect.getsource(f) for f in (_effects, adjust)).encode()
+    key = hashlib.sha256((out / "surrogates.toml").read_bytes() + code).hexdigest()[:8]
     cache = out / f"cv_stats_{key}{'' if cuped else '_raw'}.json"
     dirs = sorted(p for p in out.iterdir() if p.is_dir() and p.name[0] in "hx"
                   and (p / "metrics.toml").exists())
