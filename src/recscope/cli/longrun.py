@@ -223,7 +223,7 @@ def novelty(
                                 "the session (with --by session)."),
     max_sessions: int = typer.Option(30, "--max-sessions", help="Sessions since first "
                                      "exposure read (with --by session)."),
-    scale: str = typer.Option("1", "--interval-scale", help="Multiply the settled "
+    scale: str = typer.Option("1", "--interval-scale", metavar="F|PAST", help="Multiply the settled "
                               "effect's interval half-widths by this factor (at least 1), "
                               "or by the factor learnt from a CSV/Parquet file of past "
                               "runs whose settled effect became known (columns settled, "
