@@ -103,6 +103,7 @@ def test_change_unlike_the_history_is_flagged(hist: Path) -> None:
 
     banner = [n for n in LongRunScorecard.from_dict(card).notes() if "extrapolation" in n]
     assert len(banner) == 1 and banner[0].endswith("(interval widened with d²).")
+    assert json.loads((hist / "model" / "model.json").read_text())["widen"] is True
     # --no-widen: the same flag, the constant surrogacy error, and a banner saying so
     _fit(hist, "--no-widen", "--force")
     assert json.loads((hist / "model" / "model.json").read_text())["widen"] is False
