@@ -9,7 +9,7 @@ as reported by the kernel). Results are appended to ``--out`` (JSON lines).
         --users 200000 --k 100 --engines memory stream spark sql --cores 2
 
 The 100M-user run uses the compact ``rank`` layout (shards in user order, int32 rank;
-~22 GB instead of ~100 GB), written by 2 processes:
+24.2 GiB instead of ~100 GB at 100M users), written by 2 processes:
 
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/offline_spark.py \
         --users 100000000 --k 100 --layout rank --gen-procs 2 --engines stream \
@@ -120,7 +120,7 @@ def generate_ranked(folder: Path, n_users: int, k: int, n_items: int = 100_003,
     of ``shard_users`` users each, in user order (so the stream engine's sorted-input
     path applies); rankings as ``user_id`` int64, ``item_id`` int32 and ``rank`` int32
     (1..k, the same order as the ``score`` layout's descending scores) instead of a
-    float64 score that no codec compresses: ~2.2 bytes per ranking row on disk."""
+    float64 score that no codec compresses: ~2.6 bytes per ranking row on disk."""
     from multiprocessing import get_context
 
     for sub in ("rankings", "truth"):
