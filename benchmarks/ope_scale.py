@@ -13,7 +13,10 @@ estimates agree to 1e-9.
     nice .venv/bin/python benchmarks/ope_scale.py --rounds 1000000 \
         --engines memory stream --data /tmp/ope-scale
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/ope_scale.py \
-        --rounds 100000000 --engines stream --gen-procs 2 --data /tmp/ope-scale
+        --rounds 50000000 --engines stream --gen-procs 2 --data /tmp/ope-scale
+
+(50M rounds: 692 s on 2 cores; 100M would take ~23 min, past one 15-minute hold of the
+heavy lock. Delete ``--data`` afterwards: ~32 bytes per round.)
 
 Engines: ``stream`` (:func:`recscope.ope.scale.ope_stream`, the function behind
 ``recscope ope --engine stream``: ``pyarrow.dataset`` batches of <= 1M rows, Poisson
