@@ -151,9 +151,15 @@ def batch_stats(batch: pa.RecordBatch, plan: OpePlan, offset: int,
                              [np.zeros((plan.n_boot, c.shape[1])) for c in cols])
     for j, c in enumerate(cols):
         partial.sums[j] += c.sum(axis=0)
-        if plan.n_boot:
-            poisson_accumulate(np.ascontiguousarray(c), keys, seed, partial.boots[j],
-                               np.zeros_like(partial.boots[j]), _POIS)
+    if plan.n_boot:
+        # one pass for every estimator's columns: each round's Poisson weights are hashed
+        # once per replicate, not once per estimator (same sums, same order)
+        stacked = np.ascontiguousarray(np.hstack(cols))
+        acc = np.zeros((plan.n_boot, stacked.shape[1]))
+        poisson_accumulate(stacked, keys, seed, acc, np.zeros_like(acc), _POIS)
+        edges = np.cumsum([0, *(c.shape[1] for c in cols)])
+        for j in range(len(cols)):
+            partial.boots[j] += acc[:, edges[j]:edges[j + 1]]
     w = inp.w
     partial.n += len(w)
     partial.w1 += float(w.sum())
@@ -253,8 +259,11 @@ def ope_stream(logs: str, estimators: Sequence[str | Estimator], *, policy_colum
     cols = [c for c in ("reward", "pscore", policy_column, "q_hat", "v_hat", plan.key)
             if c is not None and c in dataset.schema.names]
     try:  # a predict function may read any column
+        # one batch and one file read ahead (Arrow's defaults, 16 batches x 4 files,
+        # made peak memory grow with the number of files)
         total = _fold(dataset.to_batches(columns=None if predict else cols,
-                                         batch_size=batch_rows), plan)
+                                         batch_size=batch_rows, batch_readahead=1,
+                                         fragment_readahead=1), plan)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataValidationError(f"cannot read: {str(exc).splitlines()[0]}",
                                   file=logs) from None
