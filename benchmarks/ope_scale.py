@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from offline_spark import _run_sampled  # benchmarks/offline_spark.py: peak RSS of a tree
 
 ESTIMATORS = ["ips", "snips", "dr", "sndr"]
 STEP = 1_000_000  # rounds drawn (and written as one row group) at a time
@@ -92,36 +93,6 @@ def generate(folder: Path, n_rounds: int, seed: int = 0, shard_rounds: int = 10_
         for j in jobs:
             _shard(j)
     return str(folder)
-
-
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants."""
-    total, todo = 0, [pid]
-    while todo:
-        q = todo.pop()
-        try:
-            with open(f"/proc/{q}/statm") as fh:
-                total += int(fh.read().split()[1]) * 4096
-            for task in Path(f"/proc/{q}/task").iterdir():
-                todo += [int(k) for k in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-    return total
-
-
-def _run_sampled(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], int]:
-    """Run ``cmd``, sampling its process tree's RSS every 0.2 s; returns the peak."""
-    import tempfile
-
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
-        peak = 0
-        while proc.poll() is None:
-            peak = max(peak, _tree_rss(proc.pid))
-            time.sleep(0.2)
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read()), peak
 
 
 def _child(engine: str, data: str, n_rounds: int, seed: int, cores: int, boot: int,
