@@ -1,6 +1,6 @@
 """Long-term holdout tracking: coverage against the simulator's truth, and speed.
 
-Two parts (run each under ``flock /tmp/recscope-heavy.lock``; docs/long_run.md has the
+Parts (run the heavy ones under ``flock /tmp/recscope-heavy.lock``; docs/long_run.md has the
 figures):
 
 ``coverage``: repetitions of ``examples/long_run.toml`` (12 weeks, 10% holdout, four
@@ -16,6 +16,13 @@ repetitions can be run in chunks (``--first``, ``--reps``)::
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/tracking.py coverage \\
         --reps 25 --first 25
     .venv/bin/python benchmarks/tracking.py summary
+
+``draws``: one simulated population, its replays once, and the error estimate − truth
+over many holdout salts (``bench-<k>``, as ``coverage`` names them), unadjusted and with
+a numpy CUPED, per chunk of salts: how much of ``coverage``'s mean error is the luck of
+its draws (the world is the same in every repetition)::
+
+    nice -n 19 .venv/bin/python benchmarks/tracking.py draws --seed 1003 --salts 300
 
 ``spark``: the same tracking on DuckDB and on Spark (local mode) over one simulated run;
 prints the Spark statements (the plan for 10M units / 1B events is the same SQL) and the
@@ -43,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import time
@@ -372,6 +380,86 @@ def spark_check(folder: Path) -> dict[str, Any]:
             "spark_sql": r2.sql}
 
 
+def draws(seed: int, salts: int, scale: float, chunks: tuple[int, ...] = (0, 50, 75)
+          ) -> dict[str, Any]:
+    """Estimate − truth of the example (no ``[[experiment]]``) over many holdout draws
+    of one simulated population: whether the realised run is the CRN replays unit by
+    unit, then, per surface, the mean error of exposed − holdout over the salts
+    ``bench-<k>`` (as ``coverage`` names them) in the ``chunks`` of k, unadjusted and with
+    a pooled-θ CUPED on the warm-up week's clicks (numpy).
+
+    The realised run of a draw equals the replays ("every launch" for its exposed, "no
+    launch" for its held out), so every draw's error is computed from the two replays."""
+    from recscope.sim import long_run as lr
+    from recscope.sim.config import SURFACES
+    from recscope.sim.environment import Environment
+    from recscope.sim.policy_factory import PolicyFactory
+    from recscope.sim.world_source import build_world, world_log
+
+    base = lr.load_long_run(Path(__file__).parent.parent / "examples" / "long_run.toml")
+    spec = base.model_copy(update={"experiment": [], "seed": seed,
+                                   "world": base.world.model_copy(update={"scale": scale})})
+    truth = build_world(spec.world)
+    env = Environment(truth, spec.simulation, seed=spec.seed)
+    factory = PolicyFactory(truth, seed=spec.seed, train_data=lambda: world_log(spec.world))
+    policies = lr._Policies(factory, spec)
+    n = truth.n_users
+    ids = np.arange(n, dtype=np.int64)
+    warm = env.run([policies.incumbent], days=spec.warmup_days, calibrate=True,
+                   names=["incumbent"])
+    pre = np.bincount(warm.columns["user"], warm.columns["clicks"].astype(float),
+                      minlength=n)
+    segments = lr.schedule(spec)
+
+    def mask_of(k: int) -> np.ndarray:
+        return lr.holdout_masks(spec.holdout.model_copy(update={"salt": f"bench-{k}"}), ids)
+
+    per: dict[str, dict[str, np.ndarray]] = {}
+    for name, m in (("all", np.zeros(n, np.int64)), ("none", np.full(n, lr._ALL, np.int64)),
+                    ("real", mask_of(0))):
+        cols = lr._columns(lr.simulate_masks(env, policies, segments, m, warm.state),
+                           spec.warmup_days)
+        keep = cols["day"] >= 0
+        per[name] = {s: np.bincount(cols["user"][keep & (cols["surface"] == i)],
+                                    cols["clicks"][keep & (cols["surface"] == i)], minlength=n)
+                     for i, s in enumerate(SURFACES)}
+        per[name]["visited"] = (np.bincount(cols["user"][keep], minlength=n) > 0).astype(float)
+    held0 = mask_of(0) > 0
+    same = {s: float(np.mean(np.where(held0, per["none"][s], per["all"][s])
+                             == per["real"][s])) for s in SURFACES}
+    errors: dict[str, list[tuple[float, float]]] = {s: [] for s in SURFACES}
+    for k in range(salts):
+        held = mask_of(k) > 0
+        ex = ~held & (per["all"]["visited"] > 0)
+        ho = held & (per["none"]["visited"] > 0)
+        units = ex | ho
+        x, t = pre[units], ex[units]
+        for s in SURFACES:
+            a, b = per["all"][s], per["none"][s]
+            true = a[units].mean() - b[units].mean()
+            y = np.where(held, b, a)[units]
+            theta = np.cov(y, x)[0, 1] / x.var(ddof=1)
+            yc = y - theta * (x - x.mean())
+            errors[s].append((y[t].mean() - y[~t].mean() - true,
+                              yc[t].mean() - yc[~t].mean() - true))
+    out: dict[str, Any] = {"seed": seed, "scale": scale, "salts": salts,
+                           "real_equals_replays": same, "surfaces": {}}
+    bounds = [c for c in chunks if c < salts] + [salts]
+    for s in SURFACES:
+        e = np.array(errors[s])
+        rows = []
+        for lo, hi in itertools.pairwise(bounds):
+            se = (e[lo:hi].std(axis=0, ddof=1) / np.sqrt(hi - lo) if hi - lo > 1
+                  else np.full(2, np.nan))
+            rows.append({"salts": f"{lo}-{hi - 1}",
+                         "plain": round(float(e[lo:hi, 0].mean()), 3),
+                         "plain_se": round(float(se[0]), 3),
+                         "cuped": round(float(e[lo:hi, 1].mean()), 3),
+                         "cuped_se": round(float(se[1]), 3)})
+        out["surfaces"][s] = rows
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -396,6 +484,10 @@ def main() -> None:
     q.add_argument("--events", type=int, default=10_000_000)
     q.add_argument("--repeat", type=int, default=2)
     q.add_argument("--data", type=Path, default=OUT / "tracking_data")
+    d = sub.add_parser("draws")
+    d.add_argument("--seed", type=int, default=1003)
+    d.add_argument("--salts", type=int, default=300)
+    d.add_argument("--scale", type=float, default=0.25)
     k = sub.add_parser("spark")
     k.add_argument("folder", type=Path, help="a `recscope simulate` long-run folder")
     a = ap.parse_args()
@@ -409,6 +501,8 @@ def main() -> None:
         for stmt in res.pop("spark_sql"):
             print(stmt + ";\n")
         print(json.dumps(res, indent=2))
+    elif a.cmd == "draws":
+        print(json.dumps(draws(a.seed, a.salts, a.scale), indent=2))
     elif a.cmd == "perf-cuped":
         print(json.dumps(perf_cuped(a.units, a.events, a.data, a.repeat), indent=2))
     else:
