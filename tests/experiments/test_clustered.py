@@ -4,6 +4,7 @@ statsmodels' HAC, Spark = DuckDB, and bad designs refused in one line."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from recscope.experiments.clustered import (
     compare_arms,
     interference_test,
     switchback_effect,
+    twoway_ratio,
 )
 from recscope.experiments.designs import hierarchical_assign, switchback_schedule
 from recscope.experiments.metrics import AnalysisConfig, Metric
@@ -532,6 +534,71 @@ def test_bad_switchback_designs_are_one_line_errors() -> None:
                        {"kind": "switchback", "slice_hours": 6.0, "regions": 2})
 
 
+def twoway_data(seed: int, n_users: int = 30, n_creators: int = 12) -> pd.DataFrame:
+    """Per-(user, creator) cells: creators randomised, a user's cells in both arms, user
+    and creator effects (so both clusterings matter)."""
+    rng = np.random.default_rng(seed)
+    carm = rng.integers(0, 2, n_creators)
+    u = np.repeat(np.arange(n_users), n_creators)
+    c = np.tile(np.arange(n_creators), n_users)
+    keep = rng.random(u.size) < 0.6
+    u, c = u[keep], c[keep]
+    y = rng.normal(size=u.size) + rng.normal(size=n_users)[u] + rng.normal(size=n_creators)[c]
+    return pd.DataFrame({"creator": c, "user": u, "y": y, "one": np.ones(u.size),
+                         "imp": rng.integers(1, 6, u.size).astype(float),
+                         "variant": np.where(carm[c] == 1, "treatment", "control")})
+
+
+TWOWAY = {"first": "creator", "second": "user", "variant": "variant", "control": "control",
+          "treatment": "treatment"}
+
+
+@pytest.mark.parametrize("seed", [3, 8])
+def test_twoway_variance_equals_statsmodels_two_way_cluster(seed: int) -> None:
+    df = twoway_data(seed)
+    r = twoway_ratio(df, numerator="y", denominator="one", **TWOWAY)
+    t = (df["variant"] == "treatment").to_numpy(float)
+    fit = sm.OLS(df["y"].to_numpy(), sm.add_constant(t)).fit(
+        cov_type="cluster", cov_kwds={"groups": df[["creator", "user"]].to_numpy(),
+                                      "use_correction": False})
+    assert r.estimate == pytest.approx(fit.params[1], abs=1e-12)
+    assert r.variance == pytest.approx(fit.cov_params()[1, 1], rel=1e-9)
+    assert r.variance == pytest.approx(r.v_first + r.v_second - r.v_both, rel=1e-12)
+    # one-way by creator alone is statsmodels' one-way cluster variance
+    one = sm.OLS(df["y"].to_numpy(), sm.add_constant(t)).fit(
+        cov_type="cluster", cov_kwds={"groups": df["creator"].to_numpy(),
+                                      "use_correction": False})
+    assert r.v_first == pytest.approx(one.cov_params()[1, 1], rel=1e-9)
+
+
+def test_twoway_ratio_is_the_delta_method_on_cell_residuals() -> None:
+    df = twoway_data(5)
+    df["clk"] = df["imp"] * (0.3 + 0.05 * df["y"]).clip(0, 1)
+    r = twoway_ratio(df, numerator="clk", denominator="imp", **TWOWAY)
+    tot = df.groupby("variant")[["clk", "imp"]].sum()
+    ratio = tot["clk"] / tot["imp"]
+    assert r.estimate == pytest.approx(ratio["treatment"] - ratio["control"], rel=1e-12)
+    sign = np.where(df["variant"] == "treatment", 1.0, -1.0)
+    arm_r = ratio[df["variant"]].to_numpy()
+    arm_z = tot["imp"][df["variant"]].to_numpy()
+    x = pd.Series(sign * (df["clk"] - arm_r * df["imp"]).to_numpy() / arm_z)
+    v = {k: float((x.groupby(df[k]).sum() ** 2).sum()) for k in ("creator", "user")}
+    both = float((x.groupby([df["creator"], df["user"]]).sum() ** 2).sum())
+    assert (r.v_first, r.v_second, r.v_both) == pytest.approx(
+        (v["creator"], v["user"], both), rel=1e-9)
+    assert r.se == pytest.approx(math.sqrt(v["creator"] + v["user"] - both), rel=1e-9)
+
+
+def test_twoway_falls_back_to_the_larger_one_way_variance() -> None:
+    # a single user: the user-clustered variance of the difference is 0 and so is V
+    df = twoway_data(2, n_users=1, n_creators=40)
+    r = twoway_ratio(df, numerator="y", denominator="one", **TWOWAY)
+    assert abs(r.v_first + r.v_second - r.v_both) < 1e-12 < r.v_first
+    assert r.variance == pytest.approx(max(r.v_first, r.v_second), rel=1e-12)
+    with pytest.raises(DataValidationError, match="column 'nope'"):
+        twoway_ratio(df, numerator="nope", denominator="one", **TWOWAY)
+
+
 # -- Spark ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -593,3 +660,8 @@ def test_spark_equals_duckdb(spark: object, tmp_path: Path) -> None:
                     assert vb == pytest.approx(va, rel=1e-9), key
                 else:
                     assert va == vb or (va != va and vb != vb), key
+    tw = twoway_data(4)
+    tw["clk"] = tw["imp"] * (0.3 + 0.05 * tw["y"]).clip(0, 1)
+    ta = twoway_ratio(tw, numerator="clk", denominator="imp", **TWOWAY)
+    tb = twoway_ratio(tw, numerator="clk", denominator="imp", engine=eng, **TWOWAY)
+    assert dataclasses.astuple(tb) == pytest.approx(dataclasses.astuple(ta), rel=1e-9)

@@ -911,3 +911,70 @@ def _unit_arm(rows: list[dict[str, Any]], pick: np.ndarray, arm: np.ndarray, i: 
 
     return ArmStats(float(len(sel)), s("n_units"), s(f"n{i}"), s(f"d{i}"), math.nan,
                     math.nan, math.nan, s(f"unn{i}"), s(f"udd{i}"), s(f"und{i}"))
+
+
+@dataclass(frozen=True)
+class TwoWay:
+    """A ratio-of-sums difference between two arms with its two-way cluster-robust variance
+    (Cameron, Gelbach & Miller 2011): ``variance = v_first + v_second - v_both``, or the
+    larger one-way variance when that is not positive (up to rounding)."""
+
+    estimate: float
+    variance: float
+    v_first: float
+    v_second: float
+    v_both: float
+
+    @property
+    def se(self) -> float:
+        return math.sqrt(self.variance)
+
+
+def twoway_ratio(events: Source, *, first: str, second: str, variant: str, numerator: str,
+                 denominator: str, control: str, treatment: str,
+                 engine: str | Engine = "duckdb") -> TwoWay:
+    """Treatment minus control of ``sum(numerator) / sum(denominator)`` with a variance
+    robust to clustering on ``first`` and on ``second`` (e.g. creator and user: a user's
+    clicks spread over creators of both arms). The delta-method residuals
+    ``(numerator - ratio * denominator) / arm denominator`` (signed by arm) are summed per
+    ``first``, per ``second`` and per (``first``, ``second``) cell in SQL; Python squares
+    nothing but the three totals. No small-sample correction (statsmodels'
+    ``use_correction=False``)."""
+    eng, tbl, _ = open_tables(engine, events, [])
+    for c in (first, second, variant, numerator, denominator):
+        if c not in tbl.columns:
+            raise DataValidationError(f"the two-way analysis needs a column {c!r} "
+                                      f"(columns: {', '.join(tbl.columns)})",
+                                      file=tbl.name, column=c)
+    f, s, v, y, z = (_ident(c) for c in (first, second, variant, numerator, denominator))
+    ctl, trt = (exp.Literal.string(x).sql("duckdb") for x in (control, treatment))
+    sql = f"""WITH e AS (
+  SELECT {f} AS f, {s} AS s, CAST({v} AS VARCHAR) AS v, CAST({y} AS DOUBLE) AS y,
+         CAST({z} AS DOUBLE) AS z
+  FROM {_from(tbl, 'src')}
+  WHERE {y} IS NOT NULL AND {z} IS NOT NULL AND CAST({v} AS VARCHAR) IN ({ctl}, {trt})),
+arm AS (SELECT v, SUM(y) AS sy, SUM(z) AS sz FROM e GROUP BY v),
+r AS (SELECT e.f, e.s, CASE WHEN e.v = {trt} THEN 1.0 ELSE -1.0 END
+             * (e.y - arm.sy / arm.sz * e.z) / arm.sz AS x
+      FROM e JOIN arm ON e.v = arm.v),
+cell AS (SELECT f, s, SUM(x) AS x FROM r GROUP BY f, s),
+vf AS (SELECT SUM(x * x) AS v FROM (SELECT SUM(x) AS x FROM cell GROUP BY f) t1),
+vs AS (SELECT SUM(x * x) AS v FROM (SELECT SUM(x) AS x FROM cell GROUP BY s) t2),
+vb AS (SELECT SUM(x * x) AS v FROM cell),
+t AS (SELECT SUM(CASE WHEN v = {trt} THEN sy END) AS ty, SUM(CASE WHEN v = {trt} THEN sz END)
+             AS tz, SUM(CASE WHEN v = {ctl} THEN sy END) AS cy,
+             SUM(CASE WHEN v = {ctl} THEN sz END) AS cz FROM arm)
+SELECT t.ty, t.tz, t.cy, t.cz, vf.v AS v_first, vs.v AS v_second, vb.v AS v_both
+FROM t CROSS JOIN vf CROSS JOIN vs CROSS JOIN vb"""
+    row = SqlRunner(eng, [tbl])(_to(eng.dialect, sql))[0]
+    vals = {k: _f(row[k]) for k in row}
+    for arm_, zk in ((control, "cz"), (treatment, "tz")):
+        if not vals[zk] > 0:
+            raise DataValidationError(f"arm {arm_!r} has no positive {denominator} total",
+                                      file=tbl.name, column=denominator)
+    est = vals["ty"] / vals["tz"] - vals["cy"] / vals["cz"]
+    a, b, ab = vals["v_first"], vals["v_second"], vals["v_both"]
+    var = a + b - ab
+    if not var > 1e-12 * (a + b):  # zero up to rounding counts as not positive
+        var = max(a, b)
+    return TwoWay(est, var, a, b, ab)

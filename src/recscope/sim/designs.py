@@ -6,7 +6,9 @@ a :class:`~recscope.sim.environment.Schedule` (``switchback``) or an arm per cre
 (``creator``: every user's slate holds the control ranking's pins of control creators
 and the treatment ranking's pins of treatment creators, merged by rank,
 :class:`CreatorSplit`; the units are creators and the metrics are on the creator side:
-exposure, clicks and saves received, CTR of their pins). Every design assigns
+exposure, clicks and saves received, CTR of their pins; the CTR's variance is two-way
+cluster-robust over creators and users, :func:`~recscope.experiments.clustered.twoway_ratio`).
+Every design assigns
 through the functions of :mod:`recscope.experiments.designs` (the one assignment hash),
 so the simulator and a service assign identically. Where the clusters come from
 (``design.graph``):
@@ -299,13 +301,44 @@ class CreatorStats:
         self.impressions = np.zeros(n_creators)
         self.clicks = np.zeros(n_creators)
         self.saves = np.zeros(n_creators)
+        # per (user, creator) cell: keys user * n + creator, impressions, clicks (compacted
+        # now and then) -- the two-way clustered CTR variance needs them
+        self._cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def __call__(self, obs: Any) -> None:
         r = obs.response
         c = self.item_creator[np.maximum(obs.items, 0)]
+        valid = obs.items >= 0
         for arr, mask in ((self.impressions, r.shown), (self.clicks, r.clicked),
                           (self.saves, r.saved)):
-            arr += np.bincount(c[mask & (obs.items >= 0)], minlength=self.n)
+            arr += np.bincount(c[mask & valid], minlength=self.n)
+        shown = r.shown & valid
+        keys = (np.asarray(obs.users, dtype=np.int64)[:, None] * self.n + c)[shown]
+        self._cells.append((keys, np.ones(keys.size), (r.clicked & valid)[shown]
+                            .astype(np.float64)))
+        if len(self._cells) >= 256:
+            self._cells = [self._compact()]
+
+    def _compact(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self._cells:
+            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+        keys = np.concatenate([k for k, _, _ in self._cells])
+        uniq, inv = np.unique(keys, return_inverse=True)
+        return (uniq, np.bincount(inv, np.concatenate([i for _, i, _ in self._cells]),
+                                  minlength=uniq.size),
+                np.bincount(inv, np.concatenate([k for _, _, k in self._cells]),
+                            minlength=uniq.size))
+
+    def cells(self, creator_arm: np.ndarray, names: Sequence[str]) -> pa.Table:
+        """Impressions and clicks per (user, creator) cell with the creator's arm (for the
+        two-way clustered CTR variance: one user's pins spread over both arms)."""
+        self._cells = [self._compact()]
+        keys, imp, clk = self._cells[0]
+        creator = keys % self.n
+        return pa.table({"user_id": pa.array(keys // self.n), "unit_id": pa.array(creator),
+                         "variant": pa.array(np.asarray(names, dtype=object)[
+                             creator_arm[creator]].tolist(), pa.string()),
+                         "impressions": pa.array(imp), "clicks": pa.array(clk)})
 
     def values(self, config: AnalysisConfig) -> dict[str, float]:
         """The creator metrics over all creators (means per creator, CTR of all pins)."""
@@ -447,6 +480,25 @@ def design_truth(plan: DesignPlan, replays: Sequence[SimResult], units: np.ndarr
 
 # -- one repetition --------------------------------------------------------------------------
 
+def _twoway_ctr(rows: dict[str, dict[str, float]], cells: pa.Table, alpha: float) -> None:
+    """Replace the creator design's CTR interval (creators as independent clusters) by the
+    two-way creator × user cluster-robust one: a user's impressions and clicks spread over
+    creators of both arms, so creators are not independent (issue 14)."""
+    from statistics import NormalDist
+
+    from recscope.experiments.clustered import twoway_ratio
+
+    row = rows.get("ctr")
+    if row is None:
+        return
+    tw = twoway_ratio(cells, first="unit_id", second="user_id", variant="variant",
+                      numerator="clicks", denominator="impressions", control="control",
+                      treatment="treatment")
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    row.update({"estimate": tw.estimate, "se": tw.se, "ci_low": tw.estimate - z * tw.se,
+                "ci_high": tw.estimate + z * tw.se})
+
+
 def _effect_rows(plan: DesignPlan, assignments: pa.Table, events: pa.Table,
                  config: AnalysisConfig, *, seed: int, n_permutations: int,
                  ) -> dict[str, dict[str, float]]:
@@ -541,6 +593,8 @@ def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
             a_tbl, ev_tbl = stats_.tables(plan.creator_arm, ("control", "treatment"))
             rows = _effect_rows(dataclasses.replace(plan, design=DesignConfig(kind="unit")),
                                 a_tbl, ev_tbl, cconf, seed=seed, n_permutations=0)
+            _twoway_ctr(rows, stats_.cells(plan.creator_arm, ("control", "treatment")),
+                        cconf.alpha)
             vals = [r.values(cconf) for r in replay_stats]
             true = {k: vals[1][k] - vals[0][k] for k in vals[0]}
         else:
