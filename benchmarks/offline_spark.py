@@ -31,7 +31,9 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,20 +123,25 @@ def generate_ranked(folder: Path, n_users: int, k: int, n_items: int = 100_003,
     path applies); rankings as ``user_id`` int64, ``item_id`` int32 and ``rank`` int32
     (1..k, the same order as the ``score`` layout's descending scores) instead of a
     float64 score that no codec compresses: ~2.6 bytes per ranking row on disk."""
-    from multiprocessing import get_context
 
     for sub in ("rankings", "truth"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     shard_users = -(-shard_users // 50_000) * 50_000
-    jobs = [(folder, i, u0, min(u0 + shard_users, n_users), k, n_items, seed)
-            for i, u0 in enumerate(range(0, n_users, shard_users))]
+    run_shards(_shard, [(folder, i, u0, min(u0 + shard_users, n_users), k, n_items, seed)
+                        for i, u0 in enumerate(range(0, n_users, shard_users))], procs)
+    return {"rankings": str(folder / "rankings"), "truth": str(folder / "truth")}
+
+
+def run_shards(fn: Callable[[Any], None], jobs: list[Any], procs: int) -> None:
+    """``fn(job)`` for every job: in ``procs`` spawned processes, or here when 1."""
+    from multiprocessing import get_context
+
     if procs > 1:
         with get_context("spawn").Pool(procs) as pool:
-            pool.map(_shard, jobs, chunksize=1)
+            pool.map(fn, jobs, chunksize=1)
     else:
         for j in jobs:
-            _shard(j)
-    return {"rankings": str(folder / "rankings"), "truth": str(folder / "truth")}
+            fn(j)
 
 
 def _tree_rss(pid: int) -> int:

@@ -11,12 +11,12 @@ appended to ``--out`` (JSON lines); with both engines, the parent checks that th
 estimates agree to 1e-9.
 
     nice .venv/bin/python benchmarks/ope_scale.py --rounds 1000000 \
-        --engines memory stream --data /tmp/ope-scale
+        --engines memory stream
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/ope_scale.py \
-        --rounds 50000000 --engines stream --gen-procs 2 --data /tmp/ope-scale
+        --rounds 100000000 --engines stream --gen-procs 2
 
-(50M rounds: 692 s on 2 cores; 100M would take ~23 min, past one 15-minute hold of the
-heavy lock. Delete ``--data`` afterwards: ~32 bytes per round.)
+(100M rounds: 392 s on 2 cores, 2.3 GiB peak. ``--data`` defaults to
+``benchmarks/out/ope-scale`` (git-ignored); delete it afterwards: ~32 bytes per round.)
 
 Engines: ``stream`` (:func:`recscope.ope.scale.ope_stream`, the function behind
 ``recscope ope --engine stream``: ``pyarrow.dataset`` batches of <= 1M rows, Poisson
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from offline_spark import _run_sampled  # benchmarks/offline_spark.py: peak RSS of a tree
+from offline_spark import _run_sampled, run_shards  # benchmarks/offline_spark.py
 
 ESTIMATORS = ["ips", "snips", "dr", "sndr"]
 STEP = 1_000_000  # rounds drawn (and written as one row group) at a time
@@ -80,18 +80,11 @@ def _shard(args: tuple[Path, int, int, int, int]) -> None:
 def generate(folder: Path, n_rounds: int, seed: int = 0, shard_rounds: int = 10_000_000,
              procs: int = 1) -> str:
     """The scored log as shards of ``shard_rounds`` rounds (a multiple of 1M)."""
-    from multiprocessing import get_context
 
     folder.mkdir(parents=True, exist_ok=True)
     shard_rounds = -(-shard_rounds // STEP) * STEP
-    jobs = [(folder, i, r0, min(r0 + shard_rounds, n_rounds), seed)
-            for i, r0 in enumerate(range(0, n_rounds, shard_rounds))]
-    if procs > 1:
-        with get_context("spawn").Pool(procs) as pool:
-            pool.map(_shard, jobs, chunksize=1)
-    else:
-        for j in jobs:
-            _shard(j)
+    run_shards(_shard, [(folder, i, r0, min(r0 + shard_rounds, n_rounds), seed)
+                        for i, r0 in enumerate(range(0, n_rounds, shard_rounds))], procs)
     return str(folder)
 
 
@@ -150,7 +143,7 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--bootstrap", type=int, default=500, help="the CLI's default")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--data", type=Path, default=Path("/tmp/ope-scale"))
+    ap.add_argument("--data", type=Path, default=Path("benchmarks/out/ope-scale"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out/ope_scale.jsonl"))
     ap.add_argument("--shard-rounds", type=int, default=10_000_000)
     ap.add_argument("--gen-procs", type=int, default=1, help="processes writing shards")
