@@ -773,18 +773,26 @@ def evaluate_stream(rankings: dict[str, str], truth: str,
             shutil.rmtree(spill, ignore_errors=True)
 
 
+def _duck(memory_limit: str, threads: int | None, spill: str, *, keep_order: bool) -> Any:
+    """An in-memory DuckDB connection bounded by ``memory_limit``, spilling to ``spill``."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
+    con.execute(f"SET temp_directory = {_sql_str(spill)}")
+    con.execute(f"SET preserve_insertion_order = {str(keep_order).lower()}")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
+
+
 def _run_stream(job: _Job, chunk_rows: int, memory_limit: str, threads: int | None,
                 spill: str, rows_per_pass: int) -> EvaluationResult | ComparisonResult:
     from pathlib import Path
 
     import duckdb
 
-    con = duckdb.connect(":memory:")
-    con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
-    con.execute(f"SET temp_directory = {_sql_str(spill)}")
-    con.execute("SET preserve_insertion_order = false")
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
+    con = _duck(memory_limit, threads, spill, keep_order=False)
     union = " UNION ALL ".join(f"{_select(job, i, True)} FROM {_duck_from(s.source)}"
                                for i, s in enumerate(job.srcs))
     if any(s.name == "auc" for s in job.plan.specs):
@@ -996,12 +1004,7 @@ def _run_sorted(job: _Job, chunk_rows: int, memory_limit: str, threads: int | No
     rows before the cut, from every input, form one chunk of whole users."""
     import duckdb
 
-    con = duckdb.connect(":memory:")
-    con.execute(f"SET memory_limit = {_sql_str(memory_limit)}")
-    con.execute(f"SET temp_directory = {_sql_str(spill)}")
-    con.execute("SET preserve_insertion_order = true")
-    if threads:
-        con.execute(f"SET threads = {int(threads)}")
+    con = _duck(memory_limit, threads, spill, keep_order=True)
     selects = [f"{_select(job, i, True)} FROM {_duck_from(s.source)}"
                for i, s in enumerate(job.srcs)]
     err_files = ", ".join(src.source for src in job.srcs)
