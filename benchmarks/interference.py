@@ -20,6 +20,14 @@ repetition share its world and its truth replays):
             ``boost = 3`` and ``visit_pull = 3`` (waiting pins bring followers back); the
             change is the ranker ``affinity -> affinity_quality``.
 
+``off-long`` the ``off`` setting over 28 days (``days`` of a setting; 10 otherwise) with
+            switchbacks of 120 h / 72 h, 168 h / 120 h and 336 h / 240 h (slice / burn-in):
+            how long a switchback must be for the platform's user-state carry-over.
+
+``power`` / ``power-report``: the interference test in a world of 20,000 (``--users``)
+users; ``cuped-candidates``: candidate small-sample treatments of its cluster-level CUPED
+slope on the stored power records; ``cuped-check``: the same in a clean A/A model.
+
 Each repetition's per-design, per-metric record (estimate, interval, se, design effect,
 truth, interference p-value) is appended as one JSON line, so long validations run in
 chunks (``--start`` offsets the seeds; one file per chunk under benchmarks/out/interference/)
@@ -95,6 +103,15 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                DesignConfig(kind="switchback", slice_hours=72,
                                             burn_in_hours=48, regions=40),
                                SWITCHBACKS[1]]},
+    # the off setting over 28 days (``days``): slices and burn-ins as long as the
+    # carry-over (satisfaction 90% gone after 6.5 days; novelty over 4 sessions)
+    "off-long": {"simulation": {"regions": 40, "social": QUIET_SOCIAL},
+                 "treatment": {"retriever": "popular"}, "days": 28,
+                 "designs": [DesignConfig(kind="unit"), SWITCHBACKS[1],
+                             DesignConfig(kind="switchback", slice_hours=168,
+                                          burn_in_hours=120, regions=40),
+                             DesignConfig(kind="switchback", slice_hours=336,
+                                          burn_in_hours=240, regions=40)]},
     "supply": {"simulation": {"regions": 40, "creator_supply": STRONG_SUPPLY},
                "treatment": {"retriever": "popular"},
                "designs": [DesignConfig(kind="unit"),
@@ -137,7 +154,8 @@ def run(setting: str, reps: int, start: int) -> None:
         t0 = time.perf_counter()
         seed = 10_000 + i
         rec = run_rep(world, sim, s["designs"], [BASE, {**BASE, **s["treatment"]}], config,
-                      seed=seed, salt=f"interference:{setting}:{seed}", days=DAYS,
+                      seed=seed, salt=f"interference:{setting}:{seed}",
+                      days=s.get("days", DAYS),
                       warmup_days=WARMUP, n_permutations=0, skip_unassignable=True)
         rec.update({"setting": setting, "rep": i, "seconds": round(time.perf_counter() - t0,
                                                                      2)})
@@ -308,11 +326,11 @@ def power_tests(rec: dict[str, Any], metric: str, cuped: bool) -> dict[str, floa
     return out
 
 
-def power_report() -> dict[str, Any]:
-    """Rejection rates of the interference test per setting and metric, with and without
-    CUPED, and what another share of clusters randomised as clusters would give."""
-    from scipy import stats as sps
-
+def _power_records() -> dict[str, dict[int, dict[str, Any]]]:
+    """The stored power repetitions per setting tag (``power-<tag>-<start>.jsonl``: a
+    world size other than 20,000 users is its own tag, e.g. ``social-60000``), by
+    repetition; a line cut by a time-out is skipped, a re-run repetition replaces the
+    old one."""
     recs: dict[str, dict[int, dict[str, Any]]] = {}
     for path in sorted(RECORDS.glob("power-*.jsonl")):
         for line in path.read_text().splitlines():
@@ -321,6 +339,15 @@ def power_report() -> dict[str, Any]:
             except json.JSONDecodeError:
                 continue
             recs.setdefault(r["setting"], {})[r["rep"]] = r
+    return recs
+
+
+def power_report() -> dict[str, Any]:
+    """Rejection rates of the interference test per setting and metric, with and without
+    CUPED, and what another share of clusters randomised as clusters would give."""
+    from scipy import stats as sps
+
+    recs = _power_records()
     out: dict[str, Any] = {}
     for setting, by_rep in sorted(recs.items()):
         reps = list(by_rep.values())
@@ -381,43 +408,219 @@ def power_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def cuped_level_check(reps: int = 600, seed: int = 1) -> dict[str, dict[str, float]]:
+CUPED_VARIANTS = ("delta", "df", "ancova", "cross_arm", "cross_fit", "jackknife",
+                  "unit_theta")
+"""Candidate small-sample treatments of the cluster-level CUPED comparison
+(:func:`cuped_variants`); ``delta`` is what ``compare_arms_adjusted`` reports."""
+_MET, _COV = (0, 1), (2, 3)
+
+
+def _adjusted(mc: Any, mt: Any, theta_c: float, theta_t: float, centre: float) -> float:
+    """Adjusted treatment minus control: each arm's ratio minus its slope times its
+    covariate ratio's distance from ``centre``."""
+    from recscope.experiments import moments
+
+    def one(m: Any, th: float) -> float:
+        return moments.term_value(m, _MET) - th * (moments.term_value(m, _COV) - centre)
+
+    return one(mt, theta_t) - one(mc, theta_c)
+
+
+def _resid_var(m: Any, theta: float) -> float:
+    """Variance of an arm's adjusted ratio at a given slope: the delta method on its
+    clusters' totals (ddof 1), divided by the cluster count."""
+    from recscope.experiments import moments
+
+    h = moments.term_gradient(m, _MET) - theta * moments.term_gradient(m, _COV)
+    return float(h @ m.cov @ h) / m.n
+
+
+def _slope(parts: list[Any]) -> tuple[float, float]:
+    """Pooled CUPED slope and centre of some arms' moments (``moments.cuped_theta``)."""
+    from recscope.experiments import moments
+
+    theta, centre = moments.cuped_theta(moments.pool(parts), _MET, [_COV])
+    return float(theta[0]), float(centre[0])
+
+
+def cuped_variants(tc: np.ndarray, tt: np.ndarray, *, external: list[Any] | None = None,
+                   rng: np.random.Generator | None = None
+                   ) -> dict[str, tuple[float, float, float]]:
+    """The cluster-level CUPED difference (metric ``y / d``, covariate ``pre_y / pre_d``
+    over cluster totals ``[y, d, pre_y, pre_d]`` of control ``tc`` and treatment ``tt``)
+    under each candidate treatment of the estimated slope: ``(estimate, variance, df)``.
+
+    ``delta``: pooled slope, delta-method variance per arm (``compare_arms_adjusted``);
+    ``df``: each arm's residual variance times ``(G_a - 1) / (G_a - 2)`` and Welch df on
+    ``G_a - 2`` (one slope estimated); ``ancova``: ``df`` plus the homoskedastic cost of
+    the slope, ``(dx)^2 s^2 / Sxx``; ``cross_arm``: each arm adjusted with the slope of
+    the other arm (the residual variance is not fitted to the arm's own clusters);
+    ``cross_fit``: two random folds per arm, each fold's difference adjusted with the
+    other fold's pooled slope, averaged; ``jackknife``: delete-one-cluster jackknife per
+    arm of the ``delta`` estimate (slope re-estimated each time); ``unit_theta``: the
+    slope of ``external`` moments (the unit half of a hierarchical design: data
+    independent of these clusters)."""
+    from recscope.experiments import moments
+    from recscope.experiments.clustered import welch_df
+
+    mc, mt = moments.Moments.from_data(tc), moments.Moments.from_data(tt)
+    gc, gt = mc.n, mt.n
+    theta, centre = _slope([mc, mt])
+    est = _adjusted(mc, mt, theta, theta, centre)
+    vc, vt = _resid_var(mc, theta), _resid_var(mt, theta)
+    out = {"delta": (est, vc + vt, welch_df([vc, vt], [gc - 1, gt - 1]))}
+    fc, ft = (gc - 1) / (gc - 2), (gt - 1) / (gt - 2)
+    df2 = welch_df([vc * fc, vt * ft], [gc - 2, gt - 2])
+    out["df"] = (est, vc * fc + vt * ft, df2)
+    pooled = moments.pool([mc, mt])
+    gx = moments.term_gradient(pooled, _COV)
+    sxx = float(gx @ pooled.cov @ gx) * (pooled.n - 1)
+    dx = moments.term_value(mt, _COV) - moments.term_value(mc, _COV)
+    s2 = ((gc - 1) * gc * vc + (gt - 1) * gt * vt) / (gc + gt - 3)
+    out["ancova"] = (est, vc * fc + vt * ft + (dx * dx * s2 / sxx if sxx > 0 else 0.0), df2)
+    th_c, _ = _slope([mt])
+    th_t, _ = _slope([mc])
+    ac, at = _resid_var(mc, th_c), _resid_var(mt, th_t)
+    out["cross_arm"] = (_adjusted(mc, mt, th_c, th_t, centre), ac + at,
+                        welch_df([ac, at], [gc - 1, gt - 1]))
+    if rng is not None:
+        kc, kt = rng.permutation(len(tc)) % 2, rng.permutation(len(tt)) % 2
+        e, vs, dfs = 0.0, [], []
+        for k in (0, 1):
+            mck, mtk = (moments.Moments.from_data(tc[kc == k]),
+                        moments.Moments.from_data(tt[kt == k]))
+            th_o, _ = _slope([moments.Moments.from_data(tc[kc != k]),
+                              moments.Moments.from_data(tt[kt != k])])
+            w = (mck.n + mtk.n) / (gc + gt)
+            e += w * _adjusted(mck, mtk, th_o, th_o, centre)
+            vs += [w * w * _resid_var(mck, th_o), w * w * _resid_var(mtk, th_o)]
+            dfs += [mck.n - 1, mtk.n - 1]
+        out["cross_fit"] = (e, sum(vs), welch_df(vs, dfs))
+
+    def jackknife(t: np.ndarray, other: Any, treated: bool) -> float:
+        n, s, p = len(t), t.sum(axis=0), t.T @ t
+        es = np.empty(n)
+        for i in range(n):
+            mean = (s - t[i]) / (n - 1)
+            cov = (p - np.outer(t[i], t[i]) - (n - 1) * np.outer(mean, mean)) / (n - 2)
+            m = moments.Moments(float(n - 1), mean, cov)
+            a, b = (other, m) if treated else (m, other)
+            th, ce = _slope([a, b])
+            es[i] = _adjusted(a, b, th, th, ce)
+        return (n - 1) / n * float(((es - es.mean()) ** 2).sum())
+
+    jc, jt = jackknife(tc, mt, False), jackknife(tt, mc, True)
+    out["jackknife"] = (est, jc + jt, welch_df([jc, jt], [gc - 1, gt - 1]))
+    if external is not None:
+        th_u, _ = _slope(external)
+        uc, ut = _resid_var(mc, th_u), _resid_var(mt, th_u)
+        out["unit_theta"] = (_adjusted(mc, mt, th_u, th_u, centre), uc + ut,
+                             welch_df([uc, ut], [gc - 1, gt - 1]))
+    return out
+
+
+def cuped_level_check(reps: int = 4000, clusters: int = 100, sigma: float = 1.5,
+                      seed: int = 1) -> dict[str, dict[str, float]]:
     """A/A of the cluster-level CUPED estimate in a clean model with heavy-tailed cluster
-    totals (100 clusters of 50 units, half per arm; activity lognormal(0, 1.5), fixed
-    across repetitions; outcome and pre-period Poisson in it): spread of z and the
-    rejection rate at 5% for the unadjusted estimate, the adjusted one with the ``arm``
-    factor (what ``compare_arms_adjusted`` reports) and with CR2-type residuals
-    ``e / sqrt(1 - h)`` (leverage of the arm intercept and the pooled slope)."""
+    totals (``clusters`` clusters of 50 units, half per arm; activity lognormal(0,
+    ``sigma``), fixed across repetitions; outcome and pre-period Poisson in it): spread of
+    the statistic and the rejection rate at 5% (t reference with each variant's df) for
+    the unadjusted estimate (``compare_arms``) and every variant of
+    :func:`cuped_variants` (``unit_theta``: the slope of an independent unit-level draw of
+    the same population)."""
+    from recscope.experiments import moments
+    from recscope.experiments.clustered import _t_crit_p, compare_arms
+
     rng = np.random.default_rng(seed)
-    g, size = 100, 50
-    cl = np.repeat(np.arange(g), size)
-    act = rng.lognormal(0, 1.5, g * size)
-    z: dict[str, list[float]] = {"unadjusted": [], "cuped": [], "cuped_cr2": []}
+    size = 50
+    cl = np.repeat(np.arange(clusters), size)
+    act = rng.lognormal(0, sigma, clusters * size)
+    half = np.r_[np.zeros(clusters // 2), np.ones(clusters - clusters // 2)].astype(int)
+    stats: dict[str, list[tuple[float, float]]] = {}
     for _ in range(reps):
         x = rng.poisson(act * 1.2).astype(float)
         y = rng.poisson(act * 4).astype(float)
-        arm = rng.permutation(np.r_[np.zeros(g // 2), np.ones(g // 2)]).astype(int)
-        ym, xm = np.bincount(cl, y, g) / size, np.bincount(cl, x, g) / size
-        xc = xm - np.array([xm[arm == a].mean() for a in (0, 1)])[arm]
-        yc = ym - np.array([ym[arm == a].mean() for a in (0, 1)])[arm]
-        theta = float(xc @ yc / (xc @ xc))
-        est, v, v2, vr = {}, {}, {}, {}
-        for a in (0, 1):
-            s = arm == a
-            k = int(s.sum())
-            est[a] = ym[s].mean() - theta * (xm[s].mean() - xm.mean())
-            e = yc[s] - theta * xc[s]
-            h = 1 / k + xc[s] ** 2 / (xc @ xc)
-            v[a], v2[a] = float(e @ e) / (k * (k - 1)), float(np.sum(e**2 / (1 - h))) / k**2
-            vr[a] = float(ym[s].var(ddof=1)) / k
-        d = est[1] - est[0]
-        z["unadjusted"].append((ym[arm == 1].mean() - ym[arm == 0].mean())
-                               / np.sqrt(vr[0] + vr[1]))
-        z["cuped"].append(d / np.sqrt(v[0] + v[1]))
-        z["cuped_cr2"].append(d / np.sqrt(v2[0] + v2[1]))
-    crit = 1.98  # t with about 97 df
-    return {k: {"z_sd": float(np.std(x)), "rejects": float(np.mean(np.abs(x) > crit))}
-            for k, x in z.items()}
+        arm = rng.permutation(half)
+        tot = np.stack([np.bincount(cl, y, clusters), np.full(clusters, float(size)),
+                        np.bincount(cl, x, clusters), np.full(clusters, float(size))], axis=1)
+        units = np.stack([rng.poisson(act * 4), np.ones(act.size),
+                          rng.poisson(act * 1.2), np.ones(act.size)], axis=1).astype(float)
+        res = cuped_variants(tot[arm == 0], tot[arm == 1], rng=rng,
+                             external=[moments.Moments.from_data(units)])
+        raw = compare_arms("y", "t", *(_cluster_arm_stats(tot[arm == a])[0] for a in (0, 1)))
+        res["unadjusted"] = (raw.estimate, raw.se**2, float(raw.extra["df"]))
+        for k, (e, v, df) in res.items():
+            z = e / np.sqrt(v)
+            stats.setdefault(k, []).append((z, _t_crit_p(z, df, 0.05)[1]))
+    return {k: {"z_sd": float(np.std([z for z, _ in x])),
+                "rejects": float(np.mean([p < 0.05 for _, p in x])), "reps": reps,
+                "clusters": clusters, "sigma": sigma}
+            for k, x in stats.items()}
+
+
+def cuped_candidates(settings: list[str] | None = None) -> dict[str, Any]:
+    """Every :func:`cuped_variants` variant of the cluster half on the stored power
+    records, with the unit half as ``power_tests`` adjusts it: the interference test's
+    rejection rate, the mean reported s.e. of the difference and the difference's sd over
+    repetitions, per setting and metric."""
+    from scipy import stats as sps
+
+    from recscope.experiments.clustered import (
+        _t_crit_p,
+        compare_arms,
+        compare_arms_adjusted,
+        welch_df,
+    )
+
+    recs = _power_records()
+    out: dict[str, Any] = {}
+    for setting in settings or sorted(recs):
+        reps = [recs[setting][k] for k in sorted(recs[setting])]
+        rows = []
+        for metric in POWER_METRICS:
+            got: dict[str, list[tuple[float, float, float]]] = {}
+            for r in reps:
+                m = r["metrics"][metric]
+                tot, arm = np.asarray(m["cluster_totals"]), np.asarray(r["cluster_arm"])
+                (sc, mc), (st, mt) = (_unit_arm_stats(m["unit"][str(a)]) for a in (0, 1))
+                unit = compare_arms_adjusted(metric, "t", sc, st, mc, mt, [_COV])
+                unit0 = compare_arms(metric, "t", sc, st)
+                res = cuped_variants(tot[arm == 0], tot[arm == 1], external=[mc, mt],
+                                     rng=np.random.default_rng(r["seed"]))
+                raw = compare_arms(metric, "t", *(_cluster_arm_stats(tot[arm == a])[0]
+                                                  for a in (0, 1)))
+                res["unadjusted"] = (raw.estimate, raw.se**2, float(raw.extra["df"]))
+                for k, (e, v, df) in res.items():
+                    u = unit0 if k == "unadjusted" else unit
+                    d, se = e - u.estimate, float(np.sqrt(v + u.se**2))
+                    dfd = welch_df([v, u.se**2], [df, float(u.extra["df"])])
+                    got.setdefault(k, []).append((d, se, _t_crit_p(d / se, dfd, 0.05)[1]))
+            for k, x in got.items():
+                a = np.asarray(x)
+                rej, n = int((a[:, 2] < 0.05).sum()), len(a)
+                ci = sps.beta.ppf([0.025, 0.975], [rej, rej + 1], [n - rej + 1, n - rej])
+                rows.append({"metric": metric, "variant": k, "reps": n, "rejects": rej / n,
+                             "rejects_ci": [float(np.nan_to_num(ci[0])),
+                                            float(np.nan_to_num(ci[1], nan=1.0))],
+                             "mean_se_diff": float(a[:, 1].mean()),
+                             "sd_diff": float(a[:, 0].std(ddof=1))})
+        out[setting] = rows
+    return out
+
+
+def cuped_markdown(summary: dict[str, Any]) -> str:
+    """Rejection rates per variant (columns) for each setting and metric (rows)."""
+    names = [*CUPED_VARIANTS, "unadjusted"]
+    lines = ["| setting | metric | reps | " + " | ".join(names) + " |",
+             "|---|---|---|" + "---|" * len(names)]
+    for setting, rows in summary.items():
+        for metric in POWER_METRICS:
+            by = {r["variant"]: r for r in rows if r["metric"] == metric}
+            cells = [f"{by[k]['rejects']:.1%} ({by[k]['mean_se_diff'] / by[k]['sd_diff']:.2f})"
+                     if k in by else "—" for k in names]
+            n = next(iter(by.values()))["reps"]
+            lines.append(f"| {setting} | {metric} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def report() -> dict[str, Any]:
@@ -480,13 +683,23 @@ def markdown(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["run", "report", "power", "power-report", "cuped-check"])
+    ap.add_argument("what", choices=["run", "report", "power", "power-report", "cuped-check",
+                                     "cuped-candidates"])
     ap.add_argument("--setting", choices=sorted(SETTINGS), default="off")
-    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--reps", type=int, default=None,
+                    help="repetitions (run, power: 50; cuped-check: 4000)")
     ap.add_argument("--start", type=int, default=0)
     ap.add_argument("--users", type=int, default=POWER_USERS,
                     help="power: users of the validation world (clusters of 50)")
+    ap.add_argument("--clusters", type=int, default=100, help="cuped-check: clusters")
+    ap.add_argument("--sigma", type=float, default=1.5,
+                    help="cuped-check: sd of the log activity (the tail of the totals)")
+    ap.add_argument("--seed", type=int, default=1, help="cuped-check: random seed")
+    ap.add_argument("--settings", nargs="*", default=None,
+                    help="cuped-candidates: power settings (default: all stored)")
     args = ap.parse_args(argv)
+    if args.reps is None:
+        args.reps = 4000 if args.what == "cuped-check" else 50
     if args.what == "run":
         run(args.setting, args.reps, args.start)
         return
@@ -494,7 +707,17 @@ def main(argv: list[str] | None = None) -> None:
         power_run(args.setting, args.reps, args.start, args.users)
         return
     if args.what == "cuped-check":
-        print(json.dumps(cuped_level_check(), indent=1))
+        res = cuped_level_check(args.reps, args.clusters, args.sigma, args.seed)
+        print(f"{args.reps} A/A repetitions, {args.clusters} clusters of 50, "
+              f"lognormal(0, {args.sigma:g}) activity, seed {args.seed}")
+        print("| variant | sd of the statistic | rejects at 5% |\n|---|---|---|")
+        for k, v in res.items():
+            print(f"| {k} | {v['z_sd']:.3f} | {v['rejects']:.2%} |")
+        return
+    if args.what == "cuped-candidates":
+        cs = cuped_candidates(args.settings)
+        (OUT / "interference_cuped.json").write_text(json.dumps(cs, indent=1) + "\n")
+        print(cuped_markdown(cs))
         return
     if args.what == "power-report":
         ps = power_report()
