@@ -26,6 +26,7 @@ from recscope.experiments.clustered import (
     interference_test,
     switchback_effect,
     twoway_ratio,
+    welch_df,
 )
 from recscope.experiments.designs import hierarchical_assign, switchback_schedule
 from recscope.experiments.metrics import AnalysisConfig, Metric
@@ -92,6 +93,162 @@ def test_cluster_robust_se_equals_statsmodels(small_sample: str,
     assert r.estimate == pytest.approx(wls.params[1], abs=1e-12)
     assert r.se == pytest.approx(wls.bse[1], rel=1e-9, abs=0)
     assert r.extra["n_clusters"] == 60 and r.extra["design"] == "cluster"
+    # whatever the interval uses, CR1 (statsmodels' default) stays reported and exact
+    kw1 = {**kw, "use_correction": True}
+    for m, fit in (("y", sm.OLS(events["y"].to_numpy(), x)),
+                   ("ctr", sm.WLS((events["x"] / events["z"]).to_numpy(), x,
+                                  weights=events["z"].to_numpy()))):
+        cr1 = fit.fit(cov_type="cluster", cov_kwds=kw1).bse[1]
+        assert _row(res, m).extra["se_cr1"] == pytest.approx(cr1, rel=1e-9, abs=0)
+
+
+def heavy_data(seed: int, n_clusters: int = 24) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Clusters of 1-7 units whose exposures are Pareto(1.2)-distributed (a few units,
+    hence clusters, hold much of an arm's denominator), click rates varying by cluster."""
+    rng = np.random.default_rng(seed)
+    cl = np.repeat(np.arange(n_clusters), rng.integers(1, 8, n_clusters))
+    n = cl.size
+    arm = rng.integers(0, 2, n_clusters)
+    arm[:2], arm[2:4] = 0, 1
+    z = np.round(5 * rng.pareto(1.2, n) + 1)
+    x = rng.binomial(z.astype(int), rng.uniform(0.05, 0.25, n_clusters)[cl]).astype(float)
+    y = rng.normal(0, 1, n_clusters)[cl] + rng.normal(0, 1, n)
+    assign = pd.DataFrame({"user_id": np.arange(n), "cluster_id": cl,
+                           "variant": np.where(arm[cl] == 1, "treatment", "control")})
+    return assign, pd.DataFrame({"user_id": np.arange(n), "y": y, "x": x, "z": z})
+
+
+def _leverage_adjusted(y: np.ndarray, w: np.ndarray, cl: np.ndarray, power: float
+                       ) -> tuple[float, float, float]:
+    """One arm's weighted mean of ``y`` (weights ``w``), its cluster-robust variance with
+    each cluster's residuals premultiplied by ``(I - H_gg)^(-power)`` (CR2: 1/2; CR3: 1,
+    without the (G - 1) / G factor) and that variance's Satterthwaite df under
+    independent unit errors of variance 1 / w: by matrices, unit by unit."""
+    from scipy import linalg
+
+    xt = np.sqrt(w)
+    m = 1 / float(xt @ xt)
+    e = np.sqrt(w) * y - xt * (m * float(xt @ (np.sqrt(w) * y)))
+    hat = np.outer(xt, xt) * m
+    rows, var = [], 0.0
+    for g in np.unique(cl):
+        i = cl == g
+        a = linalg.fractional_matrix_power(np.eye(i.sum()) - hat[np.ix_(i, i)], -power)
+        row = np.zeros(y.size)
+        row[i] = m * (xt[i] @ np.real(a))
+        rows.append(row)
+        var += float(row @ e) ** 2
+    p = np.array(rows)
+    s = p @ (np.eye(y.size) - hat) @ p.T
+    return m * float(xt @ (np.sqrt(w) * y)), var, np.trace(s) ** 2 / np.trace(s @ s)
+
+
+@pytest.mark.parametrize("small_sample", ["cr2", "cr3"])
+def test_leverage_corrected_variances_equal_direct_computations(small_sample: str) -> None:
+    """CR2 (Bell-McCaffrey) and CR3 (delete-one-cluster jackknife) from the engine's
+    per-arm sums equal the unit-level matrix formulas and a direct jackknife, and their
+    Satterthwaite df the matrix traces; the creator design uses CR3 by default."""
+    assign, events = heavy_data(3)
+    res = analyze_design(assign, events, CONFIG, {"kind": "cluster"},
+                         small_sample=small_sample)  # type: ignore[arg-type]
+    if small_sample == "cr3":
+        default = analyze_design(assign, events, CONFIG, {"kind": "creator"})
+        assert [e.se for e in default.results] == [e.se for e in res.results]
+    df = assign.join(events[["y", "x", "z"]])
+    df["one"] = 1.0
+    for m, (yc, wc) in {"y": ("y", "one"), "ctr": ("x", "z")}.items():
+        r = _row(res, m)
+        var, dfs, est = [], [], []
+        for arm in ("control", "treatment"):
+            a = df[df["variant"] == arm]
+            w = a[wc].to_numpy()
+            b, v, f = _leverage_adjusted(a[yc].to_numpy() / w, w, a["cluster_id"].to_numpy(),
+                                         0.5 if small_sample == "cr2" else 1.0)
+            tot = a.groupby("cluster_id")[[yc, wc]].sum()
+            g = len(tot)
+            if small_sample == "cr3":  # the jackknife itself, cluster by cluster
+                loo = [(tot[yc].sum() - tot[yc][k]) / (tot[wc].sum() - tot[wc][k]) - b
+                       for k in tot.index]
+                jack = (g - 1) / g * float(np.sum(np.square(loo)))
+                assert v * (g - 1) / g == pytest.approx(jack, rel=1e-9)
+                v = jack
+            var.append(v)
+            dfs.append(f)
+            est.append(b)
+        assert r.estimate == pytest.approx(est[1] - est[0], abs=1e-12)
+        assert r.se == pytest.approx(math.sqrt(sum(var)), rel=1e-9)
+        assert r.extra[f"se_{small_sample}"] == pytest.approx(r.se, rel=1e-12)
+        assert r.extra["df"] == pytest.approx(welch_df(var, dfs), rel=1e-9)
+        assert r.extra["small_sample"] == small_sample
+        assert r.extra["effective_clusters"] < r.extra["n_clusters"]
+        # the CR1-type variances are smaller: they do not grow heavy clusters' residuals
+        assert r.se > _row(analyze_design(assign, events, CONFIG, {"kind": "cluster"}),
+                           m).se
+
+
+def test_cr3_reduces_to_the_arm_factor_for_equal_clusters() -> None:
+    """Every cluster one unit and the metric a mean: all leverages are 1 / G, so CR3 is
+    the arm factor and its df are Welch's on G - 1 (the creator design's mean metrics)."""
+    assign, events = clustered_data(seed=5)
+    assign["cluster_id"] = assign["user_id"]
+    a = _row(analyze_design(assign, events, CONFIG, {"kind": "creator"}), "y")
+    b = _row(analyze_design(assign, events, CONFIG, {"kind": "cluster"}), "y")
+    assert a.extra["small_sample"] == "cr3" and b.extra["small_sample"] == "arm"
+    assert a.se == pytest.approx(b.se, rel=1e-12)
+    assert a.extra["df"] == pytest.approx(b.extra["df"], rel=1e-9)
+    assert a.extra["effective_clusters"] == pytest.approx(len(assign), rel=1e-9)
+
+
+def test_cr3_under_cuped_falls_back_to_the_arm_factor_and_says_so() -> None:
+    assign, events, cfg = _with_covariate(11)
+    a = analyze_design(assign, events, cfg, {"kind": "creator"})
+    b = analyze_design(assign, events, cfg, {"kind": "cluster"})
+    for m in ("y", "ctr"):
+        ra, rb = _row(a, m), _row(b, m)
+        assert ra.se == pytest.approx(rb.se, rel=1e-12)
+        assert ra.extra["small_sample"] == "arm"
+        assert "CUPED" in ra.extra["leverage_not_computable"]
+
+
+def _aa_heavy_coverage(reps: int, seed: int) -> dict[str, float]:
+    """A/A coverage of 95% intervals for a CTR over 150 creators randomised 50/50, whose
+    impressions are Pareto(1.2) (the simulator's creator sizes) and click rates
+    Beta(2, 18); every repetition draws a new population."""
+    rng = np.random.default_rng(seed)
+    hits = {"arm": 0, "cr3": 0}
+    for _ in range(reps):
+        imp = np.ceil(20 * (rng.pareto(1.2, 150) + 1))
+        clk = rng.binomial(imp.astype(int), rng.beta(2, 18, 150)).astype(float)
+        t = rng.random(150) < 0.5
+        arms = [ArmStats.from_clusters(clk[k], imp[k]) for k in (~t, t)]
+        for key in hits:
+            e = compare_arms("ctr", "t", *arms, small_sample=key)  # type: ignore[arg-type]
+            hits[key] += e.ci_low <= 0 <= e.ci_high
+    return {k: v / reps for k, v in hits.items()}
+
+
+def test_aa_coverage_with_a_few_heavy_creators() -> None:
+    """The creator design's failure and its fix: with a few creators holding much of an
+    arm's impressions, the arm-factor interval covers ~84% (as in the simulator's A/A);
+    CR3 with its Satterthwaite df covers 95%."""
+    reps = 2000
+    cov = _aa_heavy_coverage(reps, seed=0)
+    tol = 3 * math.sqrt(0.95 * 0.05 / reps)  # ~1.5 points
+    assert cov["arm"] < 0.88, cov
+    assert abs(cov["cr3"] - 0.95) <= tol, cov
+
+
+def test_arm_stats_from_clusters_equal_the_engine_sums() -> None:
+    assign, events = heavy_data(5)
+    res = analyze_design(assign, events, CONFIG, {"kind": "creator"})
+    df = assign.join(events[["x", "z"]])
+    tot = df.groupby(["variant", "cluster_id"])[["x", "z"]].sum()
+    arms = [ArmStats.from_clusters(tot.loc[v]["x"].to_numpy(), tot.loc[v]["z"].to_numpy())
+            for v in ("control", "treatment")]
+    e, r = compare_arms("ctr", "treatment", *arms, small_sample="cr3"), _row(res, "ctr")
+    for key in ("se", "estimate", "p_value"):
+        assert getattr(e, key) == pytest.approx(getattr(r, key), rel=1e-9)
+    assert e.extra["df"] == pytest.approx(r.extra["df"], rel=1e-9)
 
 
 def test_ratio_delta_method_equals_a_direct_cluster_level_computation() -> None:
@@ -199,7 +356,7 @@ def test_clusters_table_and_design_effect(tmp_path: Path) -> None:
     clusters = assign[["user_id", "cluster_id"]]
     a = analyze_design(assign, events, CONFIG, {"kind": "cluster"})
     b = analyze_design(assign.drop(columns="cluster_id"), events, CONFIG,
-                       {"kind": "creator"}, clusters=clusters)
+                       {"kind": "creator"}, clusters=clusters, small_sample="arm")
     for m in ("y", "ctr"):
         assert _row(a, m).se == pytest.approx(_row(b, m).se, rel=1e-12)
     # strongly correlated clusters of ~6 units: the design costs variance
@@ -643,7 +800,12 @@ def test_spark_equals_duckdb(spark: object, tmp_path: Path) -> None:
         df.to_parquet(paths[name])
     # the hierarchical query holds the cluster design's (and its mode split); the cluster
     # design itself is left out to keep the test short
+    ha, he = heavy_data(7)
+    for name, df in (("ha", ha), ("he", he)):
+        paths[name] = str(tmp_path / f"{name}.parquet")
+        df.to_parquet(paths[name])
     runs = [((paths["a"], paths["e"], cuped, {"kind": "hierarchical"}), {}),
+            ((paths["ha"], paths["he"], CONFIG, {"kind": "creator"}), {}),
             ((paths["s"], paths["se"], SB_CONFIG, {"kind": "switchback", "slice_hours": 6.0,
                                                     "burn_in_hours": 0.5, "regions": 2}),
              {"n_permutations": 50})]

@@ -272,3 +272,29 @@ column = "clicks"
             assert adj["truth"] == raw["truth"]
             assert adj["se"] < 0.95 * raw["se"], (d, m, raw["se"], adj["se"])
             assert adj["estimate"] != raw["estimate"]
+
+
+def test_creator_design_rows_use_the_jackknife_with_its_df(truth: WorldTruth) -> None:
+    """The creator design's rows come from analyze_design with every creator its own
+    cluster: CR3 with its Satterthwaite df (a few creators hold much of an arm's
+    impressions, so the CTR has far fewer effective clusters than creators), CR1 kept."""
+    from scipy import stats
+
+    from recscope.experiments.metrics import parse_metrics
+    from recscope.sim.designs import run_rep
+
+    cfg = parse_metrics({"metrics": {"clicks": {"kind": "mean", "column": "clicks"}}})
+    policy = {"retriever": "embedding", "ranker": "affinity", "pool": 30}
+    sim = SimConfig.model_validate({"novelty": 0.0, "satisfaction_effect": 0.0})
+    rec = run_rep(truth, sim, [DesignConfig(kind="creator")], [policy, policy], cfg,
+                  seed=5, salt="creator-test", days=2, warmup_days=1)
+    rows = rec["designs"]["creator"]
+    ctr, exposure = rows["ctr"], rows["exposure"]
+    assert ctr["truth"] == 0.0  # an A/A change
+    assert ctr["effective_clusters"] < 0.8 * 40  # the fixture's 40 creators
+    assert ctr["df"] < ctr["effective_clusters"] - 1
+    crit = stats.t.ppf(0.975, ctr["df"])
+    assert ctr["ci_high"] - ctr["estimate"] == pytest.approx(crit * ctr["se"], rel=1e-9)
+    assert ctr["se"] > ctr["se_cr1"]
+    # equal weights (a mean per creator): every creator counts
+    assert exposure["effective_clusters"] == pytest.approx(40, rel=1e-9)

@@ -13,10 +13,18 @@
   factor (``small_sample``): ``"arm"`` (default) ``G_a / (G_a - 1)`` per arm, which
   reduces to the unit-level Welch variance when every cluster is one unit;
   ``"stata"`` statsmodels' / Stata's CR1 ``G / (G - 1) * (N - 1) / (N - 2)`` on the
-  whole regression (what ``OLS(...).fit(cov_type="cluster")`` reports); ``"none"``: CR0.
-  Intervals and tests use a t reference with Welch-Satterthwaite degrees of freedom on
-  the cluster counts (at most ``G - 2``, so never laxer than statsmodels' / Stata's
-  ``use_t`` with ``G - 1``). Metrics with covariates (``covariates``, ``cuped_days``)
+  whole regression (what ``OLS(...).fit(cov_type="cluster")`` reports); ``"none"``: CR0;
+  ``"cr2"`` (Bell-McCaffrey / Pustejovsky-Tipton) and ``"cr3"`` (the delete-one-cluster
+  jackknife, MacKinnon-Nielsen-Webb's CV3), which scale each cluster's residual by its
+  leverage ``h_g`` (its share of the arm's denominator): CR1-type variances are biased
+  down when a few clusters hold much of the weight (the creator design: 150 creators of
+  Pareto sizes cover 84-89% in an A/A test). ``"cr3"`` is the creator design's default
+  (``"arm"`` the others'); every row also reports ``se_cr1`` and ``effective_clusters``.
+  Intervals and tests use a t reference with Welch-Satterthwaite degrees of freedom:
+  per arm ``G_a - 1`` (at most ``G - 2`` in all, so never laxer than statsmodels' /
+  Stata's ``use_t`` with ``G - 1``), or for ``cr2``/``cr3`` the Satterthwaite df of that
+  variance under independent unit errors (``G_a - 1`` for equal clusters, far fewer for
+  unequal ones). Metrics with covariates (``covariates``, ``cuped_days``)
   are CUPED-adjusted at the cluster level (``cuped=True``, default): the covariates'
   cluster totals join the metric's, and :mod:`recscope.experiments.moments`' adjustment
   (the one ``analyze`` uses per unit) runs on the clusters as units, so ratio metrics
@@ -66,8 +74,12 @@ from recscope.experiments.metrics import AnalysisConfig
 from recscope.experiments.sql import Table, aliased, is_numeric, q
 from recscope.results import Effect, Result
 
-SmallSample = Literal["arm", "stata", "none"]
+SmallSample = Literal["arm", "stata", "none", "cr2", "cr3"]
+SMALL_SAMPLES = ("arm", "stata", "none", "cr2", "cr3")
 N_PERMUTATIONS = 2000
+LEVERAGE_POWERS = ((1, 1), (2, 1), (2, 2), (3, 2), (2, 4), (3, 4))
+"""(a, b) of the sums of h^a q^b over clusters that CR2's and CR3's degrees of freedom
+need, in :class:`ArmStats`' order (``hq`` ... ``h3q4``)."""
 """Randomisation-inference draws of a switchback schedule."""
 
 
@@ -80,7 +92,10 @@ class DesignAnalysis(Result):
     for a switchback), ``n_clusters`` (or ``n_slices`` and ``n_cells``),
     ``design_effect``, ``se_unit`` (the unit-randomisation standard error on the same
     data), ``mde`` (the smallest absolute effect detected with 80% power by a z test at
-    this standard error), ``df`` and ``small_sample``. Hierarchical designs give three
+    this standard error), ``df`` and ``small_sample``; cluster designs add ``se_cr1``
+    (statsmodels' ``cov_type="cluster"``), ``se_cr2``, ``se_cr3`` and
+    ``effective_clusters`` (``2 +`` the arms' CR3 df: the clusters that count when a few
+    hold much of the weight). Hierarchical designs give three
     rows per metric:
     ``part`` = ``cluster``, ``unit`` and ``interference`` (cluster minus unit).
     """
@@ -209,10 +224,85 @@ class ArmStats:
     u_nn: float
     u_dd: float
     u_nd: float
+    # leverage-weighted sums for CR2 / CR3 and their degrees of freedom (NaN when not
+    # collected): with h_g = T_den,g / den, cluster g's leverage in the arm's
+    # ratio-of-sums regression, and q_g = 1 / (1 - h_g): sums over clusters of
+    # q T_num^2, q T_den^2, q T_num T_den; the same with q^2; and h q, h^2 q, h^2 q^2,
+    # h^3 q^2, h^2 q^4, h^3 q^4
+    q_nn: float = math.nan
+    q_dd: float = math.nan
+    q_nd: float = math.nan
+    q2_nn: float = math.nan
+    q2_dd: float = math.nan
+    q2_nd: float = math.nan
+    hq: float = math.nan
+    h2q: float = math.nan
+    h2q2: float = math.nan
+    h3q2: float = math.nan
+    h2q4: float = math.nan
+    h3q4: float = math.nan
 
     @property
     def value(self) -> float:
         return self.num / self.den if self.den != 0 else math.nan
+
+    def cr2(self) -> float:
+        """Bell-McCaffrey / Pustejovsky-Tipton CR2 variance of the arm's ratio of sums:
+        each cluster's residual total ``T_num - R T_den`` over ``sqrt(1 - h_g)``, squared
+        and summed, over ``den**2``; unbiased when units' errors are independent with
+        variance inverse to their weight. NaN when the sums were not collected or a
+        cluster has ``h >= 1``."""
+        r = self.value
+        ss = self.q_nn - 2 * r * self.q_nd + r * r * self.q_dd
+        return max(ss, 0.0) / self.den**2 if math.isfinite(ss) else math.nan
+
+    def cr3(self) -> float:
+        """CR3 (CV3 of MacKinnon, Nielsen & Webb 2023): the delete-one-cluster jackknife
+        of the arm's ratio of sums, ``(G - 1) / G * sum_g (R_(g) - R)^2`` with ``R_(g) - R
+        = -(T_num - R T_den) / (den (1 - h_g))``. It grows the residuals of the clusters
+        that hold much of the arm's weight, where CR1-type factors are biased down, and
+        it reduces to the ``arm`` factor ``G / (G - 1)`` when all clusters weigh the
+        same."""
+        r = self.value
+        ss = self.q2_nn - 2 * r * self.q2_nd + r * r * self.q2_dd
+        if not math.isfinite(ss):
+            return math.nan
+        return (self.g - 1) / self.g * max(ss, 0.0) / self.den**2
+
+    def bm_df(self) -> float:
+        """Bell-McCaffrey (Satterthwaite) degrees of freedom of :meth:`cr2` under its
+        working model, ``(tr S)^2 / tr(S^2)`` with ``S`` the covariance of the adjusted
+        cluster scores (``tr S = 1 / den``): ``G - 1`` when all clusters weigh the same,
+        far fewer when a few hold most of the weight."""
+        t2 = self.h2q2 - 2 * self.h3q2 + self.h2q**2  # tr(S^2) * den^2
+        return 1.0 / t2 if t2 > 0 else math.nan
+
+    def cr3_df(self) -> float:
+        """Satterthwaite degrees of freedom of :meth:`cr3` under the same working model
+        (scores scaled by ``1 / (1 - h)`` instead of ``1 / sqrt(1 - h)``): ``(sum h q)^2 /
+        (sum h^2 q^4 - 2 sum h^3 q^4 + (sum h^2 q^2)^2)``; ``G - 1`` for equal clusters.
+        ``cr3_df + 1`` is reported as the arm's effective number of clusters."""
+        t2 = self.h2q4 - 2 * self.h3q4 + self.h2q2**2
+        return self.hq**2 / t2 if t2 > 0 else math.nan
+
+    @classmethod
+    def from_clusters(cls, num: np.ndarray, den: np.ndarray) -> ArmStats:
+        """One arm's statistics from its clusters' numerator and denominator totals
+        (numpy; the engine computes the same sums in SQL). The unit-level sums are
+        those of the clusters (each cluster taken as one unit)."""
+        num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+        tot = float(den.sum())
+        g = float(num.size)
+        s_nn, s_dd, s_nd = float(num @ num), float(den @ den), float(num @ den)
+        lev = [math.nan] * 12
+        if tot > 0 and np.all(den >= 0) and np.all(tot - den > 0):
+            h = den / tot
+            q = tot / (tot - den)
+            lev = [float(np.sum(w)) for w in (
+                q * num * num, q * den * den, q * num * den,
+                q * q * num * num, q * q * den * den, q * q * num * den,
+                *(h**a * q**b for a, b in LEVERAGE_POWERS))]
+        return cls(g, g, float(num.sum()), tot, s_nn, s_dd, s_nd, s_nn, s_dd, s_nd, *lev)
 
     def cr0(self) -> float:
         """Cluster-robust variance without small-sample factor: sum of squared cluster
@@ -247,22 +337,39 @@ def compare_arms(metric: str, variant: str, c: ArmStats, t: ArmStats, *,
         reason = "the denominator sums to zero in an arm"
     if reason is not None:
         return Effect(metric, math.nan, n=c.n + t.n, extra={**base, "not_computable": reason})
+    if small_sample not in SMALL_SAMPLES:
+        raise ConfigError(f"small_sample must be one of {', '.join(SMALL_SAMPLES)}, got "
+                          f"{small_sample!r}", key="small_sample")
+    gg, nn = c.g + t.g, c.n + t.n
+    f1 = gg / (gg - 1) * (nn - 1) / (nn - 2) if nn > 2 else math.nan
+    lev = {"cr2": ((c.cr2(), t.cr2()), (c.bm_df(), t.bm_df())),
+           "cr3": ((c.cr3(), t.cr3()), (c.cr3_df(), t.cr3_df()))}
+    has = {k: all(math.isfinite(x) for x in (*v, *f)) for k, (v, f) in lev.items()}
+    base["se_cr1"] = math.sqrt((c.cr0() + t.cr0()) * f1)
+    if has["cr2"]:
+        base["se_cr2"] = math.sqrt(sum(lev["cr2"][0]))
+    if has["cr3"]:
+        base["se_cr3"] = math.sqrt(sum(lev["cr3"][0]))
+        base["effective_clusters"] = sum(lev["cr3"][1]) + 2
+    if small_sample in lev and not has[small_sample]:
+        base.update(small_sample="arm", leverage_not_computable=(
+            f"{small_sample} needs every cluster's leverage below 1 and a non-negative "
+            "denominator; the arm factor is used"))
+        small_sample = "arm"
     if small_sample == "arm":
         vc = c.cr0() * c.g / (c.g - 1)
         vt = t.cr0() * t.g / (t.g - 1)
     elif small_sample == "stata":
-        gg, nn = c.g + t.g, c.n + t.n
-        f = gg / (gg - 1) * (nn - 1) / (nn - 2)
-        vc, vt = c.cr0() * f, t.cr0() * f
+        vc, vt = c.cr0() * f1, t.cr0() * f1
     elif small_sample == "none":
         vc, vt = c.cr0(), t.cr0()
     else:
-        raise ConfigError(f"small_sample must be arm, stata or none, got {small_sample!r}",
-                          key="small_sample")
+        vc, vt = lev[small_sample][0]
     est = rt - rc
     var = vc + vt
     se = math.sqrt(var)
-    df = welch_df([vc, vt], [c.g - 1, t.g - 1])
+    df = welch_df([vc, vt], list(lev[small_sample][1]) if small_sample in lev
+                  else [c.g - 1, t.g - 1])
     uv = c.unit_var() + t.unit_var()
     base.update(design_effect=var / uv if uv > 0 else math.nan,
                 se_unit=math.sqrt(uv) if uv >= 0 else math.nan, df=df,
@@ -300,6 +407,12 @@ def compare_arms_adjusted(metric: str, variant: str, c: ArmStats, t: ArmStats,
     cluster-robust variance of the adjusted estimate (``small_sample`` as in
     :func:`compare_arms`). ``c``/``t`` (the unadjusted statistics) give the design effect
     (unadjusted design over unit randomisation) and ``variance_reduction``."""
+    if small_sample in ("cr2", "cr3"):
+        # the adjusted estimate's leverages involve the covariates: not derived here, so
+        # the adjusted variance keeps the per-arm factor (stated in the row)
+        extra = {**(extra or {}), "leverage_not_computable": f"{small_sample} is not "
+                 "derived for CUPED-adjusted estimates; the arm factor is used"}
+        small_sample = "arm"
     raw = compare_arms(metric, variant, c, t, alpha=alpha, small_sample=small_sample,
                        extra={**(extra or {}), "cuped": True})
     if raw.extra.get("not_computable") is not None:
@@ -320,6 +433,8 @@ def compare_arms_adjusted(metric: str, variant: str, c: ArmStats, t: ArmStats,
     se = math.sqrt(var)
     df = welch_df([vc, vt], [c.g - 1, t.g - 1])
     base = dict(raw.extra)
+    for k in ("se_cr1", "se_cr2", "se_cr3"):  # the unadjusted estimate's: not this row's
+        base.pop(k, None)
     base.update(df=df, variance_reduction=1 - var / raw.se**2 if raw.se > 0 else math.nan,
                 theta=[float(x) for x in theta])
     if not (se > 0 and math.isfinite(est)):
@@ -356,7 +471,7 @@ def analyze_design(assignments: Source | None, events: Source | Sequence[Source]
                    engine: str | Engine = "duckdb", clusters: Source | None = None,
                    cluster: str = "cluster_id", mode: str = "mode", region: str = "region",
                    slice_column: str = "slice", start: float | None = None,
-                   small_sample: SmallSample = "arm", hac_lag: int | None = None,
+                   small_sample: SmallSample | None = None, hac_lag: int | None = None,
                    n_permutations: int = N_PERMUTATIONS, seed: int = 0, cuped: bool = True,
                    show_sql: Callable[[str], None] | None = None) -> DesignAnalysis:
     """Analyse an experiment under its design (see the module docstring).
@@ -376,9 +491,11 @@ def analyze_design(assignments: Source | None, events: Source | Sequence[Source]
         raise ConfigError("only a switchback can be analysed without an assignments table",
                           key="assignments")
     d = parse_design(design)
-    if small_sample not in ("arm", "stata", "none"):
-        raise ConfigError(f"small_sample must be arm, stata or none, got {small_sample!r}",
-                          key="small_sample")
+    if small_sample is None:
+        small_sample = "cr3" if d.kind == "creator" else "arm"
+    if small_sample not in SMALL_SAMPLES:
+        raise ConfigError(f"small_sample must be one of {', '.join(SMALL_SAMPLES)}, got "
+                          f"{small_sample!r}", key="small_sample")
     if hac_lag is not None and not (isinstance(hac_lag, int) and hac_lag >= 0):
         raise ConfigError(f"hac_lag must be a whole number >= 0, got {hac_lag!r}",
                           key="hac_lag")
@@ -481,15 +598,30 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
         md, grp = "'cluster'", "u.s0"
     inner = ["u.v AS v", f"{md} AS md", f"{grp} AS g"]
     outer = ["c.v AS v", "c.md AS md", "COUNT(*) AS n_clusters"]
+    arm_of = f"u.v, {md}" if hier else "u.v"
     for i, (_, num, den) in enumerate(terms):
         inner += [f"SUM({num}) AS n{i}", f"SUM({den}) AS d{i}",
                   f"SUM(({num}) * ({num})) AS unn{i}", f"SUM(({den}) * ({den})) AS udd{i}",
-                  f"SUM(({num}) * ({den})) AS und{i}", f"COUNT({den}) AS k{i}"]
+                  f"SUM(({num}) * ({den})) AS und{i}", f"COUNT({den}) AS k{i}",
+                  f"SUM(SUM({den})) OVER (PARTITION BY {arm_of}) AS dt{i}"]
         outer += [f"SUM(c.k{i}) AS k{i}", f"SUM(c.n{i}) AS n{i}", f"SUM(c.d{i}) AS d{i}",
                   f"SUM(c.n{i} * c.n{i}) AS snn{i}", f"SUM(c.d{i} * c.d{i}) AS sdd{i}",
                   f"SUM(c.n{i} * c.d{i}) AS snd{i}", f"SUM(c.unn{i}) AS unn{i}",
                   f"SUM(c.udd{i}) AS udd{i}", f"SUM(c.und{i}) AS und{i}",
                   f"SUM(CASE WHEN c.k{i} > 0 THEN 1 ELSE 0 END) AS g{i}"]
+        # CR2 / Bell-McCaffrey: the cluster's leverage h in its arm and q = 1 / (1 - h)
+        # (in double precision: Spark would divide a mean's DECIMAL unit counts at
+        # decimal scale)
+        d_, dt = f"CAST(c.d{i} AS DOUBLE)", f"CAST(c.dt{i} AS DOUBLE)"
+        h = f"(CASE WHEN {dt} > 0 THEN {d_} / {dt} END)"
+        qq = f"(CASE WHEN {d_} >= 0 AND {dt} - {d_} > 0 THEN {dt} / ({dt} - {d_}) END)"
+        q2 = f"{qq} * {qq}"
+        outer += [f"SUM(c.n{i} * c.n{i} * {w}) AS {k}nn{i}" for k, w in (("q", qq), ("r", q2))]
+        outer += [f"SUM(c.d{i} * c.d{i} * {w}) AS {k}dd{i}" for k, w in (("q", qq), ("r", q2))]
+        outer += [f"SUM(c.n{i} * c.d{i} * {w}) AS {k}nd{i}" for k, w in (("q", qq), ("r", q2))]
+        outer += [f"SUM({' * '.join([h] * a + [qq] * b)}) AS h{a}q{b}_{i}"
+                  for a, b in LEVERAGE_POWERS]
+        outer += [f"SUM(CASE WHEN c.k{i} > 0 AND {qq} IS NULL THEN 1 ELSE 0 END) AS lbad{i}"]
         if i in adjust:
             xs = adjust[i][0]
             inner += [f"SUM({x}) AS x{i}_{j}" for j, x in enumerate(xs)]
@@ -531,9 +663,12 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
 
     def arm(v: str, p: str, i: int) -> ArmStats:
         r = stats[(v, p)]
+        keys = [f"{k}{i}" for k in ("qnn", "qdd", "qnd", "rnn", "rdd", "rnd")] + [
+            f"h{a}q{b}_{i}" for a, b in LEVERAGE_POWERS]
+        lev = [_f(r[k]) for k in keys] if not _f(r[f"lbad{i}"]) else [math.nan] * 12
         return ArmStats(_f(r[f"g{i}"]), _f(r[f"k{i}"]), _f(r[f"n{i}"]), _f(r[f"d{i}"]),
                         _f(r[f"snn{i}"]), _f(r[f"sdd{i}"]), _f(r[f"snd{i}"]),
-                        _f(r[f"unn{i}"]), _f(r[f"udd{i}"]), _f(r[f"und{i}"]))
+                        _f(r[f"unn{i}"]), _f(r[f"udd{i}"]), _f(r[f"und{i}"]), *lev)
 
     def mom(v: str, p: str, i: int) -> moments.Moments:
         r = stats[(v, p)]

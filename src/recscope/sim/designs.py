@@ -6,9 +6,10 @@ a :class:`~recscope.sim.environment.Schedule` (``switchback``) or an arm per cre
 (``creator``: every user's slate holds the control ranking's pins of control creators
 and the treatment ranking's pins of treatment creators, merged by rank,
 :class:`CreatorSplit`; the units are creators and the metrics are on the creator side:
-exposure, clicks and saves received, CTR of their pins; the CTR's variance is two-way
-cluster-robust over creators and users, :func:`~recscope.experiments.clustered.twoway_ratio`).
-Every design assigns
+exposure, clicks and saves received, CTR of their pins; analysed by
+:func:`~recscope.experiments.clustered.analyze_design` with every creator its own cluster
+and the creator design's CR3 jackknife variance with Satterthwaite df, since a few
+creators hold much of an arm's exposure). Every design assigns
 through the functions of :mod:`recscope.experiments.designs` (the one assignment hash),
 so the simulator and a service assign identically. Where the clusters come from
 (``design.graph``):
@@ -480,25 +481,6 @@ def design_truth(plan: DesignPlan, replays: Sequence[SimResult], units: np.ndarr
 
 # -- one repetition --------------------------------------------------------------------------
 
-def _twoway_ctr(rows: dict[str, dict[str, float]], cells: pa.Table, alpha: float) -> None:
-    """Replace the creator design's CTR interval (creators as independent clusters) by the
-    two-way creator × user cluster-robust one: a user's impressions and clicks spread over
-    creators of both arms, so creators are not independent (issue 14)."""
-    from statistics import NormalDist
-
-    from recscope.experiments.clustered import twoway_ratio
-
-    row = rows.get("ctr")
-    if row is None:
-        return
-    tw = twoway_ratio(cells, first="unit_id", second="user_id", variant="variant",
-                      numerator="clicks", denominator="impressions", control="control",
-                      treatment="treatment")
-    z = NormalDist().inv_cdf(1 - alpha / 2)
-    row.update({"estimate": tw.estimate, "se": tw.se, "ci_low": tw.estimate - z * tw.se,
-                "ci_high": tw.estimate + z * tw.se})
-
-
 def _effect_rows(plan: DesignPlan, assignments: pa.Table, events: pa.Table,
                  config: AnalysisConfig, *, seed: int, n_permutations: int,
                  ) -> dict[str, dict[str, float]]:
@@ -529,7 +511,9 @@ def _effect_rows(plan: DesignPlan, assignments: pa.Table, events: pa.Table,
             continue
         out.setdefault(e.metric, {}).update({
             "estimate": e.estimate, "ci_low": e.ci_low, "ci_high": e.ci_high, "se": e.se,
-            "design_effect": float(e.extra.get("design_effect", float("nan")))})
+            "design_effect": float(e.extra.get("design_effect", float("nan"))),
+            **{k: float(e.extra[k]) for k in ("df", "effective_clusters", "se_cr1")
+               if e.extra.get(k) is not None}})
     return out
 
 
@@ -591,10 +575,12 @@ def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
             env.run([*pols, split], days=days, arm=plan.arm, state=state,
                     novel=[False, True, False], observe=stats_)
             a_tbl, ev_tbl = stats_.tables(plan.creator_arm, ("control", "treatment"))
-            rows = _effect_rows(dataclasses.replace(plan, design=DesignConfig(kind="unit")),
-                                a_tbl, ev_tbl, cconf, seed=seed, n_permutations=0)
-            _twoway_ctr(rows, stats_.cells(plan.creator_arm, ("control", "treatment")),
-                        cconf.alpha)
+            # every creator is its own cluster: analyze_design's creator default (CR3,
+            # the delete-one-creator jackknife, with its Satterthwaite df) accounts for
+            # a few creators holding much of an arm's exposure
+            rows = _effect_rows(plan, a_tbl.append_column("cluster_id",
+                                                          a_tbl.column("unit_id")),
+                                ev_tbl, cconf, seed=seed, n_permutations=0)
             vals = [r.values(cconf) for r in replay_stats]
             true = {k: vals[1][k] - vals[0][k] for k in vals[0]}
         else:
