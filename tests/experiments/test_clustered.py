@@ -182,8 +182,11 @@ def test_leverage_corrected_variances_equal_direct_computations(small_sample: st
         assert r.extra["small_sample"] == small_sample
         assert r.extra["effective_clusters"] < r.extra["n_clusters"]
         # the CR1-type variances are smaller: they do not grow heavy clusters' residuals
-        assert r.se > _row(analyze_design(assign, events, CONFIG, {"kind": "cluster"}),
-                           m).se
+        arm = analyze_design(assign, events, CONFIG, {"kind": "cluster"})
+        assert r.se > _row(arm, m).se
+    # the arm-factor analysis says when its clusters weigh very unequally
+    assert any("ctr: a few clusters hold much of the weight" in n for n in arm.notes())
+    assert not any("a few clusters" in n for n in res.notes())
 
 
 def test_cr3_reduces_to_the_arm_factor_for_equal_clusters() -> None:

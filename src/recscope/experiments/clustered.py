@@ -134,6 +134,12 @@ class DesignAnalysis(Result):
                        f"{self.design.get('burn_in_hours', 0):g} h dropped; Newey-West "
                        f"standard errors (lag {self.data_checks.get('hac_lag')}).")
         for e in self.results:
+            eff, g = e.extra.get("effective_clusters"), e.extra.get("n_clusters")
+            if (e.extra.get("small_sample") in ("arm", "stata", "none") and eff is not None
+                    and g and eff < 0.5 * g and e.extra.get("part") != "unit"):
+                out.append(f"{e.metric}: a few clusters hold much of the weight ({eff:.0f} "
+                           f"effective of {g:,}); the {e.extra['small_sample']} interval "
+                           "may under-cover: small_sample=\"cr3\" corrects for it.")
             if e.extra.get("part") == "interference" and e.p_value < 0.05:
                 out.append(f"{e.metric}: the cluster- and unit-randomised estimates differ "
                            f"(p = {e.p_value:.3g}): interference is likely.")
