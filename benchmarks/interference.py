@@ -22,7 +22,8 @@ repetition share its world and its truth replays):
 
 ``off-long`` the ``off`` setting over 28 days (``days`` of a setting; 10 otherwise) with
             switchbacks of 120 h / 72 h, 168 h / 120 h and 336 h / 240 h (slice / burn-in):
-            how long a switchback must be for the platform's user-state carry-over.
+            how long a switchback must be for the platform's user-state carry-over;
+``off-burn-in`` the same with burn-ins of 7 days (224 h and 336 h slices) and 8 days (336 h).
 
 ``power`` / ``power-report``: the interference test in a world of 20,000 (``--users``)
 users; ``cuped-candidates``: candidate small-sample treatments of its cluster-level CUPED
@@ -112,6 +113,16 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                           burn_in_hours=120, regions=40),
                              DesignConfig(kind="switchback", slice_hours=336,
                                           burn_in_hours=240, regions=40)]},
+    # the same 28 days: burn-ins of 7 and 8 days (satisfaction 92% and 94% gone)
+    "off-burn-in": {"simulation": {"regions": 40, "social": QUIET_SOCIAL},
+                    "treatment": {"retriever": "popular"}, "days": 28,
+                    "designs": [DesignConfig(kind="unit"),
+                                DesignConfig(kind="switchback", slice_hours=224,
+                                             burn_in_hours=168, regions=40),
+                                DesignConfig(kind="switchback", slice_hours=336,
+                                             burn_in_hours=168, regions=40),
+                                DesignConfig(kind="switchback", slice_hours=336,
+                                             burn_in_hours=192, regions=40)]},
     "supply": {"simulation": {"regions": 40, "creator_supply": STRONG_SUPPLY},
                "treatment": {"retriever": "popular"},
                "designs": [DesignConfig(kind="unit"),
