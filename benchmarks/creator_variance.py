@@ -22,6 +22,8 @@ default), against the sd of estimate - truth. In an A/A setting the creators' to
 not depend on their arms, so ``--redraws K`` re-draws the 50/50 creator assignment K
 times per stored repetition: coverage over 100 x K experiments (and a randomisation-
 inference test's rejection rate). Results: benchmarks/out/creator-variance.json.
+``clusters --reps 4000`` asks the same of the ``cluster`` design with equal-ish and with
+Pareto-sized clusters (benchmarks/out/creator-variance-clusters.json).
 """
 
 from __future__ import annotations
@@ -175,6 +177,40 @@ def evaluate(redraws: int) -> dict[str, Any]:
     return out
 
 
+def cluster_sizes(reps: int, seed: int = 1) -> list[dict[str, Any]]:
+    """The same question for the ``cluster`` design: A/A coverage of a mean over 20 or 40
+    clusters randomised half and half, cluster sizes uniform on 2-29 (the table of
+    docs/experiments.md) or ``ceil(2 (Pareto(1.2) + 1))`` (a few large clusters),
+    intra-cluster correlation 0, 0.2, 0.5; a new population every repetition."""
+    from recscope.experiments.clustered import ArmStats, compare_arms
+
+    rows = []
+    for sizes_kind in ("uniform", "pareto"):
+        for g in (20, 40):
+            for icc in (0.0, 0.2, 0.5):
+                rng = np.random.default_rng(seed)
+                hits = {k: 0 for k in ("arm", "cr2", "cr3")}
+                for _ in range(reps):
+                    sizes = (rng.integers(2, 30, g) if sizes_kind == "uniform"
+                             else np.ceil(2 * (rng.pareto(1.2, g) + 1)).astype(int))
+                    cl = np.repeat(np.arange(g), sizes)
+                    y = (np.sqrt(icc) * rng.normal(0, 1, g)[cl]
+                         + np.sqrt(1 - icc) * rng.normal(0, 1, cl.size))
+                    t = rng.permutation(np.r_[np.zeros(g // 2), np.ones(g - g // 2)]) == 1
+                    tot = np.bincount(cl, y, g)
+                    arms = [ArmStats.from_clusters(tot[m], sizes[m].astype(float))
+                            for m in (~t, t)]
+                    for k in hits:
+                        e = compare_arms("y", "t", *arms, small_sample=k)  # type: ignore[arg-type]
+                        hits[k] += e.ci_low <= 0 <= e.ci_high
+                row = {"sizes": sizes_kind, "clusters": g, "icc": icc, "reps": reps,
+                       **{f"coverage_{k}": v / reps for k, v in hits.items()}}
+                rows.append(row)
+                print(row, flush=True)
+    (OUT / "creator-variance-clusters.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -185,9 +221,13 @@ def main() -> None:
     c.add_argument("--reps", type=int, default=100)
     e = sub.add_parser("evaluate")
     e.add_argument("--redraws", type=int, default=100)
+    k = sub.add_parser("clusters")
+    k.add_argument("--reps", type=int, default=4000)
     a = ap.parse_args()
     if a.cmd == "collect":
         collect(a.setting, a.start, a.reps)
+    elif a.cmd == "clusters":
+        cluster_sizes(a.reps)
     else:
         evaluate(a.redraws)
 
