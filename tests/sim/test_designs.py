@@ -281,7 +281,7 @@ def test_creator_design_rows_use_the_jackknife_with_its_df(truth: WorldTruth) ->
     from scipy import stats
 
     from recscope.experiments.metrics import parse_metrics
-    from recscope.sim.designs import run_rep
+    from recscope.sim.designs import run_rep, summarise
 
     cfg = parse_metrics({"metrics": {"clicks": {"kind": "mean", "column": "clicks"}}})
     policy = {"retriever": "embedding", "ranker": "affinity", "pool": 30}
@@ -298,3 +298,6 @@ def test_creator_design_rows_use_the_jackknife_with_its_df(truth: WorldTruth) ->
     assert ctr["se"] > ctr["se_cr1"]
     # equal weights (a mean per creator): every creator counts
     assert exposure["effective_clusters"] == pytest.approx(40, rel=1e-9)
+    row = summarise([rec], ["creator"], ["ctr"])[0]
+    assert row["effective_clusters"] == pytest.approx(ctr["effective_clusters"])
+    assert row["df"] == pytest.approx(ctr["df"])

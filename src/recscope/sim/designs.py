@@ -616,7 +616,8 @@ class DesignComparison(Result):
     standard error a single experiment reports: the effect detected with 80% power at
     5%), ``se_per_experiment``, ``sd`` (spread of the estimates), ``design_effect``
     (mean over repetitions of the analysis' variance inflation against unit
-    randomisation on the same data), ``reps`` and, for hierarchical designs,
+    randomisation on the same data), ``reps``, for cluster and creator designs the mean
+    ``effective_clusters`` and ``df`` of their analyses and, for hierarchical designs,
     ``interference_rejects`` (share of repetitions whose interference test has p < 0.05).
     """
 
@@ -727,6 +728,10 @@ def summarise(reps: Sequence[dict[str, Any]], designs: Sequence[str],
                 "mde": float(Z_MDE * se.mean()), "se_per_experiment": float(se.mean()),
                 "sd": sd, "design_effect": float(np.nanmean(de)) if np.isfinite(de).any()
                 else float("nan"), "reps": k}
+            for key in ("effective_clusters", "df"):  # cluster and creator designs
+                vals = [x[key] for x in rec if key in x]
+                if vals:
+                    row[key] = float(np.mean(vals))
             p = [x["p_interference"] for x in rec if "p_interference" in x]
             if p:
                 row["interference_rejects"] = float(np.mean(np.asarray(p) < 0.05))
