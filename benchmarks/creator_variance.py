@@ -128,6 +128,7 @@ def evaluate(redraws: int) -> dict[str, Any]:
     for setting, rs in sorted(recs.items()):
         for metric in METRICS:
             err, hits, ses, eff = [], {k: 0 for k in METHODS}, {k: [] for k in METHODS}, []
+            share: list[float] = []  # the largest creator's share of its arm's weight
             re_hits, re_n, ri_rej = {k: 0 for k in METHODS}, 0, 0
             for r in rs:
                 cols = {k: np.asarray(r[k], dtype=float) for k in ("imp", "clk", "sav")}
@@ -139,6 +140,9 @@ def evaluate(redraws: int) -> dict[str, Any]:
                 es = _effects(cols, treated, metric)
                 err.append(es["arm"].estimate - truth)
                 eff.append(es["cr3"].extra["effective_clusters"])
+                d = METRICS[metric][1]
+                share.append(max(float(cols[d][m].max() / cols[d][m].sum()) if d else
+                                 1 / m.sum() for m in (treated, ~treated)))
                 for k, e in es.items():
                     hits[k] += e.ci_low <= truth <= e.ci_high
                     ses[k].append(e.se)
@@ -158,6 +162,8 @@ def evaluate(redraws: int) -> dict[str, Any]:
             row: dict[str, Any] = {
                 "reps": n, "sd_error": float(np.std(err, ddof=1)),
                 "effective_clusters": float(np.mean(eff)),
+                "largest_share_mean": float(np.mean(share)),
+                "largest_share_max": float(np.max(share)),
                 **{f"coverage_{k}": hits[k] / n for k in METHODS},
                 **{f"mean_se_{k}": float(np.mean(ses[k])) for k in METHODS}}
             if re_n:
@@ -168,7 +174,9 @@ def evaluate(redraws: int) -> dict[str, Any]:
             line = " ".join(f"{k} {row[f'coverage_{k}']:.2f} ({row[f'mean_se_{k}']:.4g})"
                             for k in METHODS)
             print(f"{setting:12s} {metric:16s} n={n} sd(err)={row['sd_error']:.4g} "
-                  f"eff.clusters={row['effective_clusters']:.1f} | {line}")
+                  f"eff.clusters={row['effective_clusters']:.1f} largest share "
+                  f"{row['largest_share_mean']:.2f} (max {row['largest_share_max']:.2f}) | "
+                  f"{line}")
             if re_n:
                 print(" " * 30 + f"redrawn ({re_n}): " + " ".join(
                     f"{k} {row[f'redrawn_coverage_{k}']:.3f}" for k in METHODS)
