@@ -187,6 +187,8 @@ def test_leverage_corrected_variances_equal_direct_computations(small_sample: st
     # the arm-factor analysis says when its clusters weigh very unequally
     assert any("ctr: a few clusters hold much of the weight" in n for n in arm.notes())
     assert not any("a few clusters" in n for n in res.notes())
+    if small_sample == "cr3":
+        assert any("delete-one-cluster jackknife" in n for n in default.notes())
 
 
 def test_cr3_reduces_to_the_arm_factor_for_equal_clusters() -> None:

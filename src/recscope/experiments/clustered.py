@@ -125,9 +125,11 @@ class DesignAnalysis(Result):
         kind = self.design.get("kind")
         n = self.data_checks.get("n_clusters")
         if n is not None:
+            ss = self.design.get("small_sample", "arm")
+            how = {"cr2": "CR2 with Bell-McCaffrey df", "cr3": "CR3: the delete-one-cluster "
+                   "jackknife, with its Satterthwaite df"}.get(ss, f"{ss} small-sample factor")
             out.append(f"Design: {kind}; {n:,} clusters. Standard errors are "
-                       f"cluster-robust ({self.design.get('small_sample', 'arm')} "
-                       "small-sample factor).")
+                       f"cluster-robust ({how}).")
         if kind == "switchback":
             out.append(f"Design: switchback; {self.data_checks.get('n_slices')} slices x "
                        f"{self.data_checks.get('n_regions')} region(s); burn-in "
