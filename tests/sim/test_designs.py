@@ -229,6 +229,10 @@ def test_cautions_name_carry_over_and_the_creator_estimand() -> None:
     assert len(out) == 2
     assert out[0].startswith("switchback:48h/24hx4") and "memory 0.7" in out[0]
     assert "6.5 days" in out[0] and "novelty" in out[0] and "supply" not in out[0]
+    # the burn-in the carry-over implies: novelty's 4 sessions at 0.4 a day = 10 days
+    assert "at least 240 h" in out[0] and "this design's is 24 h" in out[0]
+    assert "this design's" not in design_cautions(SimConfig(regions=4), [
+        DesignConfig(kind="switchback", slice_hours=336, burn_in_hours=240, regions=4)])[0]
     assert out[1].startswith("creator:") and "compete" in out[1]
     # no carry-over in the platform: nothing to say about the switchback
     quiet = SimConfig(regions=4, satisfaction_effect=0.0, novelty=0.0)
@@ -236,6 +240,7 @@ def test_cautions_name_carry_over_and_the_creator_estimand() -> None:
     supply = SimConfig(regions=4, satisfaction_effect=0.0, novelty=0.0,
                        creator_supply={"enabled": True, "rate": 0.5})
     assert "rate 0.5" in design_cautions(supply, [sb])[0]
+    assert "at least 104 h" in design_cautions(supply, [sb])[0]  # (1 - 0.5)^4.3 = 5%
 
 
 def test_cuped_days_read_the_warm_up_as_pre_period(truth: WorldTruth) -> None:

@@ -748,23 +748,39 @@ def design_cautions(sim_config: Any, designs: Sequence[DesignConfig]) -> list[st
     carry-over and the burn-in covers it (Bojinov, Simchi-Levi and Zhao 2023)."""
     out = []
     carry = []
+    fade: list[tuple[float, str]] = []  # days each carry-over needs to fade, and why
     if sim_config.satisfaction_effect > 0:
         m = sim_config.satisfaction_memory
         days90 = math.log(0.1) / math.log(m) if 0 < m < 1 else 0.0
         carry.append(f"satisfaction sets visits (memory {m:g} a day: 90% gone after "
                      f"{days90:.1f} days)")
+        fade.append((math.log(0.05) / math.log(m) if 0 < m < 1 else 0.0,
+                     "satisfaction 95% gone"))
     if sim_config.novelty > 0:
         carry.append(f"a new policy's novelty wears off over {sim_config.novelty_sessions:g} "
                      "sessions of a user")
+        fade.append((sim_config.novelty_sessions / sim_config.sessions_per_day,
+                     "the novelty's sessions at the visit rate"))
     if sim_config.creator_supply.enabled:
-        carry.append(f"creator supply re-settles at rate {sim_config.creator_supply.rate:g} "
-                     "a day")
+        r = sim_config.creator_supply.rate
+        carry.append(f"creator supply re-settles at rate {r:g} a day")
+        fade.append((math.log(0.05) / math.log(1 - r) if r < 1 else 0.0,
+                     "supply 95% re-settled"))
+    # measured on the default platform (docs/experiments.md, off-long / off-burn-in): a
+    # 10-day burn-in (novelty's 4 sessions at 0.4 a day) removed the channels-off bias of
+    # 28-day switchbacks; 5-8 days left 22-12% of the effect
+    need, why = max(fade, default=(0.0, ""))
+    need *= 24
     for d in designs:
         if d.kind == "switchback" and carry:
+            short = (f"; this design's is {d.burn_in_hours:g} h"
+                     if d.burn_in_hours < need else "")
             out.append(f"{design_label(d)}: users carry state across slices ("
                        f"{'; '.join(carry)}). A switchback is unbiased only when slices are "
                        "longer than that carry-over and the burn-in covers it; shorter "
-                       "slices bias it even without interference.")
+                       "slices bias it even without interference. This platform's "
+                       f"carry-over implies a burn-in of at least {need:.0f} h ({why})"
+                       f"{short}.")
         if d.kind == "creator":
             out.append("creator: estimates how a creator's pins fare against the other arm's "
                        "creators in the same slates (they compete for slots), not the global "
