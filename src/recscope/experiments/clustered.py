@@ -77,10 +77,10 @@ from recscope.results import Effect, Result
 SmallSample = Literal["arm", "stata", "none", "cr2", "cr3"]
 SMALL_SAMPLES = ("arm", "stata", "none", "cr2", "cr3")
 N_PERMUTATIONS = 2000
+"""Randomisation-inference draws of a switchback schedule."""
 LEVERAGE_POWERS = ((1, 1), (2, 1), (2, 2), (3, 2), (2, 4), (3, 4))
 """(a, b) of the sums of h^a q^b over clusters that CR2's and CR3's degrees of freedom
 need, in :class:`ArmStats`' order (``hq`` ... ``h3q4``)."""
-"""Randomisation-inference draws of a switchback schedule."""
 
 
 @dataclass
@@ -493,7 +493,8 @@ def analyze_design(assignments: Source | None, events: Source | Sequence[Source]
     default the first event) and ``region`` (optional with one region); with
     ``assignments=None`` the events' own ``config.variant`` column says which arm each
     cell served (one per cell, checked). ``cuped``: adjust cluster and hierarchical
-    analyses for the metrics' covariates (switchbacks do not use them).
+    analyses for the metrics' covariates (switchbacks do not use them). ``small_sample``:
+    ``"cr3"`` for the creator design, ``"arm"`` for the others unless given.
     """
     if assignments is None and parse_design(design).kind != "switchback":
         raise ConfigError("only a switchback can be analysed without an assignments table",
