@@ -766,9 +766,10 @@ def design_cautions(sim_config: Any, designs: Sequence[DesignConfig]) -> list[st
         carry.append(f"creator supply re-settles at rate {r:g} a day")
         fade.append((math.log(0.05) / math.log(1 - r) if r < 1 else 0.0,
                      "supply 95% re-settled"))
-    # measured on the default platform (docs/experiments.md, off-long / off-burn-in): a
-    # 10-day burn-in (novelty's 4 sessions at 0.4 a day) removed the channels-off bias of
-    # 28-day switchbacks; 5-8 days left 22-12% of the effect
+    # measured on the default platform (docs/experiments.md, off-long / off-burn-in /
+    # off-6weeks): a 10-day burn-in (novelty's 4 sessions at 0.4 a day) passed the
+    # channels-off test over 28 days (5-8 days left 22-12% of the effect), but over 42 days
+    # it left 14% and 12 days 7-9%: a minimum, not a guarantee
     need, why = max(fade, default=(0.0, ""))
     need *= 24
     for d in designs:
@@ -780,7 +781,7 @@ def design_cautions(sim_config: Any, designs: Sequence[DesignConfig]) -> list[st
                        "longer than that carry-over and the burn-in covers it; shorter "
                        "slices bias it even without interference. This platform's "
                        f"carry-over implies a burn-in of at least {need:.0f} h ({why})"
-                       f"{short}.")
+                       f"{short}; a longer experiment may need more.")
         if d.kind == "creator":
             out.append("creator: estimates how a creator's pins fare against the other arm's "
                        "creators in the same slates (they compete for slots), not the global "
