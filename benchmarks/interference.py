@@ -363,6 +363,14 @@ def _power_records() -> dict[str, dict[int, dict[str, Any]]]:
     return recs
 
 
+def _rate_ci(rej: int, n: int) -> list[float]:
+    """Clopper-Pearson 95% interval of a rejection rate ``rej / n``."""
+    from scipy import stats as sps
+
+    ci = sps.beta.ppf([0.025, 0.975], [rej, rej + 1], [n - rej + 1, n - rej])
+    return [float(np.nan_to_num(ci[0])), float(np.nan_to_num(ci[1], nan=1.0))]
+
+
 def power_report() -> dict[str, Any]:
     """Rejection rates of the interference test per setting and metric, with and without
     CUPED, and what another share of clusters randomised as clusters would give."""
@@ -379,7 +387,6 @@ def power_report() -> dict[str, Any]:
                 p = np.array([x["p"] for x in t])
                 ok = np.isfinite(p)
                 k, rej = int(ok.sum()), int((p[ok] < 0.05).sum())
-                ci = sps.beta.ppf([0.025, 0.975], [rej, rej + 1], [k - rej + 1, k - rej])
                 vc = np.mean([x["cluster_se"] ** 2 for x in t])
                 vu = np.mean([x["unit_se"] ** 2 for x in t])
                 diff = float(np.mean([x["diff"] for x in t]))
@@ -394,8 +401,7 @@ def power_report() -> dict[str, Any]:
 
                 rows.append({
                     "metric": metric, "cuped": cuped, "reps": k, "rejects": rej / k,
-                    "rejects_ci": [float(np.nan_to_num(ci[0])), float(np.nan_to_num(ci[1],
-                                                                                  nan=1.0))],
+                    "rejects_ci": _rate_ci(rej, k),
                     "mean_diff": diff, "sd_diff": float(np.std([x["diff"] for x in t],
                                                                ddof=1)),
                     "mean_se_diff": float(np.mean([x["diff_se"] for x in t])),
@@ -584,7 +590,6 @@ def cuped_candidates(settings: list[str] | None = None) -> dict[str, Any]:
     records, with the unit half as ``power_tests`` adjusts it: the interference test's
     rejection rate, the mean reported s.e. of the difference and the difference's sd over
     repetitions, per setting and metric."""
-    from scipy import stats as sps
 
     from recscope.experiments.clustered import (
         _t_crit_p,
@@ -619,10 +624,8 @@ def cuped_candidates(settings: list[str] | None = None) -> dict[str, Any]:
             for k, x in got.items():
                 a = np.asarray(x)
                 rej, n = int((a[:, 2] < 0.05).sum()), len(a)
-                ci = sps.beta.ppf([0.025, 0.975], [rej, rej + 1], [n - rej + 1, n - rej])
                 rows.append({"metric": metric, "variant": k, "reps": n, "rejects": rej / n,
-                             "rejects_ci": [float(np.nan_to_num(ci[0])),
-                                            float(np.nan_to_num(ci[1], nan=1.0))],
+                             "rejects_ci": _rate_ci(rej, n),
                              "mean_se_diff": float(a[:, 1].mean()),
                              "sd_diff": float(a[:, 0].std(ddof=1))})
         out[setting] = rows

@@ -183,31 +183,6 @@ def test_creator_split_serves_each_creator_by_its_arm(truth: WorldTruth) -> None
         assert got == mine[:len(got)]  # control creators' pins keep the control order
 
 
-def test_creator_stats_cells_add_up_to_the_creator_totals(truth: WorldTruth) -> None:
-    """The per-(user, creator) cells behind the two-way CTR variance sum to the
-    per-creator totals, carry their creator's arm, and a user's cells span both arms."""
-    from recscope.sim.designs import CreatorSplit, CreatorStats
-
-    env = _env(truth)
-    plan = plan_design(env, DesignConfig(kind="creator"), EXP, days=2, start_us=0)
-    assert plan.creator_arm is not None
-    pols = _pols(truth)
-    ic = np.asarray(env.item_creator, dtype=np.int64)
-    stats = CreatorStats(ic, env.n_creators)
-    env.run([*pols, CreatorSplit(pols[0], pols[1], plan.creator_arm[ic])], days=2,
-            arm=plan.arm, observe=stats)
-    cells = stats.cells(plan.creator_arm, ("control", "treatment")).to_pandas()
-    assert cells[["user_id", "unit_id"]].duplicated().sum() == 0
-    per = cells.groupby("unit_id")[["impressions", "clicks"]].sum()
-    np.testing.assert_allclose(per["impressions"], stats.impressions[per.index])
-    np.testing.assert_allclose(per["clicks"], stats.clicks[per.index])
-    assert stats.impressions.sum() == cells["impressions"].sum() > 0
-    np.testing.assert_array_equal(
-        cells["variant"], np.where(plan.creator_arm[cells["unit_id"]] == 1, "treatment",
-                                   "control"))
-    assert (cells.groupby("user_id")["variant"].nunique() == 2).any()
-
-
 def test_default_designs_follow_the_interference_channels() -> None:
     from recscope.sim.designs import default_designs, design_label
 

@@ -51,7 +51,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import sqlglot
@@ -75,7 +75,7 @@ from recscope.experiments.sql import Table, aliased, is_numeric, q
 from recscope.results import Effect, Result
 
 SmallSample = Literal["arm", "stata", "none", "cr2", "cr3"]
-SMALL_SAMPLES = ("arm", "stata", "none", "cr2", "cr3")
+SMALL_SAMPLES: tuple[str, ...] = get_args(SmallSample)
 N_PERMUTATIONS = 2000
 """Randomisation-inference draws of a switchback schedule."""
 LEVERAGE_POWERS = ((1, 1), (2, 1), (2, 2), (3, 2), (2, 4), (3, 4))
@@ -329,6 +329,13 @@ class ArmStats:
         return max(ss, 0.0) / self.den**2 * self.n / (self.n - 1)
 
 
+def _check_small_sample(small_sample: str) -> None:
+    """One line naming the allowed ``small_sample`` values (checked before any SQL runs)."""
+    if small_sample not in SMALL_SAMPLES:
+        raise ConfigError(f"small_sample must be one of {', '.join(SMALL_SAMPLES)}, got "
+                          f"{small_sample!r}", key="small_sample")
+
+
 def compare_arms(metric: str, variant: str, c: ArmStats, t: ArmStats, *,
                  alpha: float = 0.05, small_sample: SmallSample = "arm",
                  extra: Mapping[str, Any] | None = None) -> Effect:
@@ -345,9 +352,7 @@ def compare_arms(metric: str, variant: str, c: ArmStats, t: ArmStats, *,
         reason = "the denominator sums to zero in an arm"
     if reason is not None:
         return Effect(metric, math.nan, n=c.n + t.n, extra={**base, "not_computable": reason})
-    if small_sample not in SMALL_SAMPLES:
-        raise ConfigError(f"small_sample must be one of {', '.join(SMALL_SAMPLES)}, got "
-                          f"{small_sample!r}", key="small_sample")
+    _check_small_sample(small_sample)
     gg, nn = c.g + t.g, c.n + t.n
     f1 = gg / (gg - 1) * (nn - 1) / (nn - 2) if nn > 2 else math.nan
     lev = {"cr2": ((c.cr2(), t.cr2()), (c.bm_df(), t.bm_df())),
@@ -502,9 +507,7 @@ def analyze_design(assignments: Source | None, events: Source | Sequence[Source]
     d = parse_design(design)
     if small_sample is None:
         small_sample = "cr3" if d.kind == "creator" else "arm"
-    if small_sample not in SMALL_SAMPLES:
-        raise ConfigError(f"small_sample must be one of {', '.join(SMALL_SAMPLES)}, got "
-                          f"{small_sample!r}", key="small_sample")
+    _check_small_sample(small_sample)
     if hac_lag is not None and not (isinstance(hac_lag, int) and hac_lag >= 0):
         raise ConfigError(f"hac_lag must be a whole number >= 0, got {hac_lag!r}",
                           key="hac_lag")
@@ -607,6 +610,7 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
         md, grp = "'cluster'", "u.s0"
     inner = ["u.v AS v", f"{md} AS md", f"{grp} AS g"]
     outer = ["c.v AS v", "c.md AS md", "COUNT(*) AS n_clusters"]
+    lever = ["c.*"]
     arm_of = f"u.v, {md}" if hier else "u.v"
     for i, (_, num, den) in enumerate(terms):
         inner += [f"SUM({num}) AS n{i}", f"SUM({den}) AS d{i}",
@@ -618,12 +622,14 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
                   f"SUM(c.n{i} * c.d{i}) AS snd{i}", f"SUM(c.unn{i}) AS unn{i}",
                   f"SUM(c.udd{i}) AS udd{i}", f"SUM(c.und{i}) AS und{i}",
                   f"SUM(CASE WHEN c.k{i} > 0 THEN 1 ELSE 0 END) AS g{i}"]
-        # CR2 / Bell-McCaffrey: the cluster's leverage h in its arm and q = 1 / (1 - h)
-        # (in double precision: Spark would divide a mean's DECIMAL unit counts at
-        # decimal scale)
+        # CR2 / Bell-McCaffrey: the cluster's leverage h in its arm and q = 1 / (1 - h),
+        # once per cluster row (in double precision: Spark would divide a mean's DECIMAL
+        # unit counts at decimal scale)
         d_, dt = f"CAST(c.d{i} AS DOUBLE)", f"CAST(c.dt{i} AS DOUBLE)"
-        h = f"(CASE WHEN {dt} > 0 THEN {d_} / {dt} END)"
-        qq = f"(CASE WHEN {d_} >= 0 AND {dt} - {d_} > 0 THEN {dt} / ({dt} - {d_}) END)"
+        lever += [f"CASE WHEN {dt} > 0 THEN {d_} / {dt} END AS h{i}",
+                  f"CASE WHEN {d_} >= 0 AND {dt} - {d_} > 0 THEN {dt} / ({dt} - {d_}) END "
+                  f"AS q{i}"]
+        h, qq = f"c.h{i}", f"c.q{i}"
         q2 = f"{qq} * {qq}"
         outer += [f"SUM(c.n{i} * c.n{i} * {w}) AS {k}nn{i}" for k, w in (("q", qq), ("r", q2))]
         outer += [f"SUM(c.d{i} * c.d{i} * {w}) AS {k}dd{i}" for k, w in (("q", qq), ("r", q2))]
@@ -638,8 +644,9 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
             outer += [f"SUM({v}) AS sx{i}_{j}" for j, v in enumerate(vec)]
             outer += [f"SUM({vec[a]} * {vec[b]}) AS px{i}_{a}_{b}"
                       for a in range(len(vec)) for b in range(a, len(vec))]
-    text = (f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(inner)} FROM u "
-            f"WHERE u.nv = 1 GROUP BY u.v, {md}, {grp}) AS c GROUP BY c.v, c.md")
+    text = (f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(lever)} FROM (SELECT "
+            f"{', '.join(inner)} FROM u WHERE u.nv = 1 GROUP BY u.v, {md}, {grp}) AS c) AS c "
+            "GROUP BY c.v, c.md")
     final = sqlglot.parse_one(text, read="duckdb")
     assert isinstance(final, exp.Select)
     sql = plan.with_unit_ctes(final, {mp.index for mp in metrics}).sql(eng.dialect)

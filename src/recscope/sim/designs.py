@@ -302,9 +302,6 @@ class CreatorStats:
         self.impressions = np.zeros(n_creators)
         self.clicks = np.zeros(n_creators)
         self.saves = np.zeros(n_creators)
-        # per (user, creator) cell: keys user * n + creator, impressions, clicks (compacted
-        # now and then) -- the two-way clustered CTR variance needs them
-        self._cells: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
     def __call__(self, obs: Any) -> None:
         r = obs.response
@@ -313,33 +310,6 @@ class CreatorStats:
         for arr, mask in ((self.impressions, r.shown), (self.clicks, r.clicked),
                           (self.saves, r.saved)):
             arr += np.bincount(c[mask & valid], minlength=self.n)
-        shown = r.shown & valid
-        keys = (np.asarray(obs.users, dtype=np.int64)[:, None] * self.n + c)[shown]
-        self._cells.append((keys, np.ones(keys.size), (r.clicked & valid)[shown]
-                            .astype(np.float64)))
-        if len(self._cells) >= 256:
-            self._cells = [self._compact()]
-
-    def _compact(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if not self._cells:
-            return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
-        keys = np.concatenate([k for k, _, _ in self._cells])
-        uniq, inv = np.unique(keys, return_inverse=True)
-        return (uniq, np.bincount(inv, np.concatenate([i for _, i, _ in self._cells]),
-                                  minlength=uniq.size),
-                np.bincount(inv, np.concatenate([k for _, _, k in self._cells]),
-                            minlength=uniq.size))
-
-    def cells(self, creator_arm: np.ndarray, names: Sequence[str]) -> pa.Table:
-        """Impressions and clicks per (user, creator) cell with the creator's arm (for the
-        two-way clustered CTR variance: one user's pins spread over both arms)."""
-        self._cells = [self._compact()]
-        keys, imp, clk = self._cells[0]
-        creator = keys % self.n
-        return pa.table({"user_id": pa.array(keys // self.n), "unit_id": pa.array(creator),
-                         "variant": pa.array(np.asarray(names, dtype=object)[
-                             creator_arm[creator]].tolist(), pa.string()),
-                         "impressions": pa.array(imp), "clicks": pa.array(clk)})
 
     def values(self, config: AnalysisConfig) -> dict[str, float]:
         """The creator metrics over all creators (means per creator, CTR of all pins)."""
