@@ -580,16 +580,19 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
         raise ConfigError("no metric can be analysed under a cluster design (quantile "
                           "metrics are not supported)", key="metrics", file=config.source)
     # per metric: the numerator and denominator expressions over u (per unit)
-    terms: list[tuple[str, str, str]] = []  # (metric, numerator, denominator) SQL
+    # (metric, numerator, denominator) SQL; the denominator is None for a mean, whose
+    # denominator is the indicator of a value: its sums are counts (three aggregates over
+    # the units instead of six: the per-unit GROUP BY is the cluster analysis' main cost)
+    terms: list[tuple[str, str, str | None]] = []
     # CUPED at the cluster level: per metric, the cluster totals of its covariate
     # variables (after numerator, denominator and the unit count) and their terms
     adjust: dict[int, tuple[list[str], list[moments.Term]]] = {}
     for i, mp in enumerate(metrics):
         names = [plan.canon[v] for v in mp.variables]
         y = f"u.{_ident(names[0])}"
+        den: str | None
         if mp.term[1] is None:
-            both = f"{y} IS NOT NULL"
-            num, den = y, f"CASE WHEN {y} IS NULL THEN NULL ELSE 1.0 END"
+            both, num, den = f"{y} IS NOT NULL", y, None
         else:
             z = f"u.{_ident(names[1])}"
             both = f"{y} IS NOT NULL AND {z} IS NOT NULL"
@@ -608,15 +611,24 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
         grp = f"CASE WHEN {md} = 'unit' THEN CAST(u.u AS TEXT) ELSE CAST(u.s0 AS TEXT) END"
     else:
         md, grp = "'cluster'", "u.s0"
-    inner = ["u.v AS v", f"{md} AS md", f"{grp} AS g"]
+    # units without exactly one variant (nv <> 1) go to groups of a NULL variant, which are
+    # left out below: a WHERE here would make DuckDB's planner guess a fifth of the rows
+    # and build its join on the wrong side
+    v = "CASE WHEN u.nv = 1 THEN u.v END"
+    inner = [f"{v} AS v", f"{md} AS md", f"{grp} AS g"]
     outer = ["c.v AS v", "c.md AS md", "COUNT(*) AS n_clusters"]
     lever = ["c.*"]
-    arm_of = f"u.v, {md}" if hier else "u.v"
+    arm_of = f"{v}, {md}" if hier else v
     for i, (_, num, den) in enumerate(terms):
-        inner += [f"SUM({num}) AS n{i}", f"SUM({den}) AS d{i}",
-                  f"SUM(({num}) * ({num})) AS unn{i}", f"SUM(({den}) * ({den})) AS udd{i}",
-                  f"SUM(({num}) * ({den})) AS und{i}", f"COUNT({den}) AS k{i}",
-                  f"SUM(SUM({den})) OVER (PARTITION BY {arm_of}) AS dt{i}"]
+        inner += [f"SUM({num}) AS n{i}", f"SUM(({num}) * ({num})) AS unn{i}"]
+        if den is None:  # a mean: d = k = udd = COUNT(y), und = n
+            inner += [f"CAST(COUNT({num}) AS DOUBLE) AS d{i}",
+                      f"CAST(SUM(COUNT({num})) OVER (PARTITION BY {arm_of}) AS DOUBLE) AS dt{i}"]
+            lever += [f"c.d{i} AS k{i}", f"c.d{i} AS udd{i}", f"c.n{i} AS und{i}"]
+        else:
+            inner += [f"SUM({den}) AS d{i}", f"SUM(({den}) * ({den})) AS udd{i}",
+                      f"SUM(({num}) * ({den})) AS und{i}", f"COUNT({den}) AS k{i}",
+                      f"SUM(SUM({den})) OVER (PARTITION BY {arm_of}) AS dt{i}"]
         outer += [f"SUM(c.k{i}) AS k{i}", f"SUM(c.n{i}) AS n{i}", f"SUM(c.d{i}) AS d{i}",
                   f"SUM(c.n{i} * c.n{i}) AS snn{i}", f"SUM(c.d{i} * c.d{i}) AS sdd{i}",
                   f"SUM(c.n{i} * c.d{i}) AS snd{i}", f"SUM(c.unn{i}) AS unn{i}",
@@ -645,7 +657,7 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
             outer += [f"SUM({vec[a]} * {vec[b]}) AS px{i}_{a}_{b}"
                       for a in range(len(vec)) for b in range(a, len(vec))]
     text = (f"SELECT {', '.join(outer)} FROM (SELECT {', '.join(lever)} FROM (SELECT "
-            f"{', '.join(inner)} FROM u WHERE u.nv = 1 GROUP BY u.v, {md}, {grp}) AS c) AS c "
+            f"{', '.join(inner)} FROM u GROUP BY {v}, {md}, {grp}) AS c) AS c "
             "GROUP BY c.v, c.md")
     final = sqlglot.parse_one(text, read="duckdb")
     assert isinstance(final, exp.Select)
