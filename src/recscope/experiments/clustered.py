@@ -582,7 +582,7 @@ def _clustered(assignments: Source, events: Source | Sequence[Source],
     # per metric: the numerator and denominator expressions over u (per unit)
     # (metric, numerator, denominator) SQL; the denominator is None for a mean, whose
     # denominator is the indicator of a value: its sums are counts (three aggregates over
-    # the units instead of six: the per-unit GROUP BY is the cluster analysis' main cost)
+    # the units instead of six; grouping the units by cluster is this analysis' main cost)
     terms: list[tuple[str, str, str | None]] = []
     # CUPED at the cluster level: per metric, the cluster totals of its covariate
     # variables (after numerator, denominator and the unit count) and their terms
