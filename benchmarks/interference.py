@@ -24,7 +24,8 @@ repetition share its world and its truth replays):
             switchbacks of 120 h / 72 h, 168 h / 120 h and 336 h / 240 h (slice / burn-in):
             how long a switchback must be for the platform's user-state carry-over;
 ``off-burn-in`` the same with burn-ins of 7 days (224 h and 336 h slices) and 8 days (336 h);
-``off-6weeks`` 42 days with 336 h / 240 h and 504 h / 288 h switchbacks.
+``off-6weeks`` 42 days with 336 h / 240 h and 504 h / 288 h switchbacks;
+``off-6weeks-burn-in`` the same 42 days with 504 h slices and 336 h or 384 h of burn-in.
 
 ``power`` / ``power-report``: the interference test in a world of 20,000 (``--users``)
 users; ``cuped-candidates``: candidate small-sample treatments of its cluster-level CUPED
@@ -133,6 +134,14 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                             burn_in_hours=240, regions=40),
                                DesignConfig(kind="switchback", slice_hours=504,
                                             burn_in_hours=288, regions=40)]},
+    # the same 42 days with burn-ins of 14 and 16 days (21-day slices: two per market)
+    "off-6weeks-burn-in": {"simulation": {"regions": 40, "social": QUIET_SOCIAL},
+                           "treatment": {"retriever": "popular"}, "days": 42,
+                           "designs": [DesignConfig(kind="unit"),
+                                       DesignConfig(kind="switchback", slice_hours=504,
+                                                    burn_in_hours=336, regions=40),
+                                       DesignConfig(kind="switchback", slice_hours=504,
+                                                    burn_in_hours=384, regions=40)]},
     "supply": {"simulation": {"regions": 40, "creator_supply": STRONG_SUPPLY},
                "treatment": {"retriever": "popular"},
                "designs": [DesignConfig(kind="unit"),
