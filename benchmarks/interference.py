@@ -25,7 +25,8 @@ repetition share its world and its truth replays):
             how long a switchback must be for the platform's user-state carry-over;
 ``off-burn-in`` the same with burn-ins of 7 days (224 h and 336 h slices) and 8 days (336 h);
 ``off-6weeks`` 42 days with 336 h / 240 h and 504 h / 288 h switchbacks;
-``off-6weeks-burn-in`` the same 42 days with 504 h slices and 336 h or 384 h of burn-in.
+``off-6weeks-burn-in`` the same 42 days with 504 h slices and 336 h or 384 h of burn-in;
+``off-6weeks-nonovelty`` the ``off-6weeks`` designs without novelty.
 
 ``power`` / ``power-report``: the interference test in a world of 20,000 (``--users``)
 users; ``cuped-candidates``: candidate small-sample treatments of its cluster-level CUPED
@@ -134,6 +135,16 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                             burn_in_hours=240, regions=40),
                                DesignConfig(kind="switchback", slice_hours=504,
                                             burn_in_hours=288, regions=40)]},
+    # the off-6weeks designs without novelty (satisfaction still carries over): is the
+    # residual the novelty, which wears off with a user's treated sessions, not with time?
+    "off-6weeks-nonovelty": {"simulation": {"regions": 40, "social": QUIET_SOCIAL,
+                                            "novelty": 0.0},
+                             "treatment": {"retriever": "popular"}, "days": 42,
+                             "designs": [DesignConfig(kind="unit"),
+                                         DesignConfig(kind="switchback", slice_hours=336,
+                                                      burn_in_hours=240, regions=40),
+                                         DesignConfig(kind="switchback", slice_hours=504,
+                                                      burn_in_hours=288, regions=40)]},
     # the same 42 days with burn-ins of 14 and 16 days (21-day slices: two per market)
     "off-6weeks-burn-in": {"simulation": {"regions": 40, "social": QUIET_SOCIAL},
                            "treatment": {"retriever": "popular"}, "days": 42,
