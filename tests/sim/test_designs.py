@@ -208,7 +208,8 @@ def test_cautions_name_carry_over_and_the_creator_estimand() -> None:
     assert "at least 240 h" in out[0] and "this design's is 24 h" in out[0]
     assert "this design's" not in design_cautions(SimConfig(regions=4), [
         DesignConfig(kind="switchback", slice_hours=336, burn_in_hours=240, regions=4)])[0]
-    assert out[1].startswith("creator:") and "compete" in out[1]
+    assert out[1].startswith("creator:") and "both arms" in out[1]
+    assert "related pins" in out[1] and "not its global effect" in out[1]
     # no carry-over in the platform: nothing to say about the switchback
     quiet = SimConfig(regions=4, satisfaction_effect=0.0, novelty=0.0)
     assert [c for c in design_cautions(quiet, designs) if "switchback" in c] == []

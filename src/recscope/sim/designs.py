@@ -713,9 +713,11 @@ def design_cautions(sim_config: Any, designs: Sequence[DesignConfig]) -> list[st
     """What a design assumes that the simulated platform does not grant: carry-over of
     user state across switchback slices (satisfaction sets the next days' visits, a new
     policy's novelty wears off over sessions; creator supply re-settles at ``rate`` a
-    day), and the creator-side design's own estimand (creators competing for the same
-    slots). A switchback is unbiased only when its slices are longer than the
-    carry-over and the burn-in covers it (Bojinov, Simchi-Levi and Zhao 2023)."""
+    day), and the creator-side design's own estimand (every user sees both arms, so the
+    change's effects through the users' clicks, sessions and memory reach both arms'
+    creators alike; measured in benchmarks/creator_bias.py). A switchback is unbiased
+    only when its slices are longer than the carry-over and the burn-in covers it
+    (Bojinov, Simchi-Levi and Zhao 2023)."""
     out = []
     carry = []
     fade: list[tuple[float, str]] = []  # days each carry-over needs to fade, and why
@@ -753,9 +755,13 @@ def design_cautions(sim_config: Any, designs: Sequence[DesignConfig]) -> list[st
                        f"carry-over implies a burn-in of at least {need:.0f} h ({why})"
                        f"{short}; a longer experiment may need more.")
         if d.kind == "creator":
-            out.append("creator: estimates how a creator's pins fare against the other arm's "
-                       "creators in the same slates (they compete for slots), not the global "
-                       "effect of the change; read its creator-side metrics.")
+            out.append("creator: every user sees both arms' pins, so what the change does "
+                       "through the users (which pins they click, and so which related pins "
+                       "their sessions show next; novelty and satisfaction carried to later "
+                       "sessions) reaches both arms' creators alike and drops out of the "
+                       "comparison: it estimates the change's direct effect on a creator's "
+                       "pins, not its global effect, even when creators' supply does not "
+                       "respond; read its creator-side metrics.")
     return out
 
 
