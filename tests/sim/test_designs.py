@@ -204,10 +204,12 @@ def test_cautions_name_carry_over_and_the_creator_estimand() -> None:
     assert len(out) == 2
     assert out[0].startswith("switchback:48h/24hx4") and "memory 0.7" in out[0]
     assert "6.5 days" in out[0] and "novelty" in out[0] and "supply" not in out[0]
-    # the burn-in the carry-over implies: novelty's 4 sessions at 0.4 a day = 10 days
-    assert "at least 240 h" in out[0] and "this design's is 24 h" in out[0]
+    # the burn-in the carry-over implies: the novelty 95% worn off, 4 x ln 20 sessions at
+    # 0.4 a day = 30 days; without novelty, satisfaction 95% gone (8.4 days)
+    assert "at least 719 h" in out[0] and "this design's is 24 h" in out[0]
     assert "this design's" not in design_cautions(SimConfig(regions=4), [
-        DesignConfig(kind="switchback", slice_hours=336, burn_in_hours=240, regions=4)])[0]
+        DesignConfig(kind="switchback", slice_hours=1008, burn_in_hours=720, regions=4)])[0]
+    assert "at least 202 h" in design_cautions(SimConfig(regions=4, novelty=0.0), [sb])[0]
     assert out[1].startswith("creator:") and "both arms" in out[1]
     assert "related pins" in out[1] and "not its global effect" in out[1]
     # no carry-over in the platform: nothing to say about the switchback

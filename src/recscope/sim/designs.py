@@ -730,18 +730,18 @@ def design_cautions(sim_config: Any, designs: Sequence[DesignConfig]) -> list[st
                      "satisfaction 95% gone"))
     if sim_config.novelty > 0:
         carry.append(f"a new policy's novelty wears off over {sim_config.novelty_sessions:g} "
-                     "sessions of a user")
-        fade.append((sim_config.novelty_sessions / sim_config.sessions_per_day,
-                     "the novelty's sessions at the visit rate"))
+                     "of a user's sessions under it, not with time, so a market switched to "
+                     "treatment meets it afresh")
+        fade.append((sim_config.novelty_sessions * math.log(20) / sim_config.sessions_per_day,
+                     "the novelty 95% worn off at the visit rate"))
     if sim_config.creator_supply.enabled:
         r = sim_config.creator_supply.rate
         carry.append(f"creator supply re-settles at rate {r:g} a day")
         fade.append((math.log(0.05) / math.log(1 - r) if r < 1 else 0.0,
                      "supply 95% re-settled"))
-    # measured on the default platform (docs/experiments.md, off-long / off-burn-in /
-    # off-6weeks): a 10-day burn-in (novelty's 4 sessions at 0.4 a day) passed the
-    # channels-off test over 28 days (5-8 days left 22-12% of the effect), but over 42 days
-    # it left 14% and 12 days 7-9%: a minimum, not a guarantee
+    # measured on the default platform (docs/benchmarks.md, off-long / off-burn-in /
+    # off-6weeks*): over 42 days burn-ins of 10-16 days leave 8-14% of the CTR effect, and
+    # none without novelty (off-6weeks-nonovelty); satisfaction alone needs about 10 days
     need, why = max(fade, default=(0.0, ""))
     need *= 24
     for d in designs:
