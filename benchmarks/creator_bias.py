@@ -25,7 +25,10 @@ into what the merged run changes (estimate − oracle; the oracle is the same cr
 CTR in their own arm's global replay: the same creator-sampling noise, no merging) and
 the ratio-of-sums bias of a random half of creators (the oracle's mean over re-drawn
 creator splits − truth), the merged run's change per arm and surface, and the two-sided
-design's error. Results: benchmarks/out/creator-bias.json.
+design's error; and, for the creator split and the two-sided design, bias, coverage and
+MDE (2.80 x the mean s.e.) per creator metric from their CR3 intervals (each creator its
+own cluster, as ``analyze_design`` analyses the creator design) against the global
+truth. Results: benchmarks/out/creator-bias.json.
 """
 
 from __future__ import annotations
@@ -207,6 +210,62 @@ def _summary(x: list[float]) -> dict[str, float]:
             float("nan"), "sd": float(a.std(ddof=1)) if a.size > 1 else float("nan")}
 
 
+_METRICS = {"ctr": (1, 0), "exposure": (0, None), "clicks_received": (1, None),
+            "saves_received": (2, None)}
+"""Creator metrics: (numerator, denominator) rows of a run's totals (None: per creator)."""
+
+
+def _cr3(t: np.ndarray, treated: np.ndarray, metric: str) -> Any:
+    """The creator design's analysis of one run: CR3 over creators (each its own
+    cluster) with its Satterthwaite df, as ``analyze_design`` does."""
+    from recscope.experiments.clustered import ArmStats, compare_arms
+
+    y, d = _METRICS[metric]
+    num = t[y].sum(axis=0)
+    den = t[d].sum(axis=0) if d is not None else np.ones(num.size)
+    arms = [ArmStats.from_clusters(num[m], den[m]) for m in (~treated, treated)]
+    return compare_arms(metric, "treatment", *arms, small_sample="cr3")
+
+
+def scores(by_rep: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bias, coverage and MDE of the creator split and the two-sided design per metric,
+    against the global truth (the metric over all creators, all treatment minus all
+    control), from their CR3 intervals."""
+    from recscope.sim.designs import Z_MDE
+
+    rows = []
+    for design in ("split", "two_sided"):
+        for metric, (y, d) in _METRICS.items():
+            est, tru, lo, hi, se = [], [], [], [], []
+            for r in by_rep.values():
+                t = {k: np.asarray(r[k], dtype=float) for k in RUNS}
+                a = np.asarray(r["arm"]) == 1
+
+                def value(x: np.ndarray, y: int = y, d: int | None = d) -> float:
+                    num = x[y].sum(axis=0)
+                    return float(num.sum() / x[d].sum()) if d is not None else float(
+                        num.mean())
+
+                e = _cr3(t[design], a, metric)
+                est.append(e.estimate)
+                tru.append(value(t["treatment"]) - value(t["control"]))
+                lo.append(e.ci_low)
+                hi.append(e.ci_high)
+                se.append(e.se)
+            err = np.asarray(est) - np.asarray(tru)
+            k = err.size
+            bias_se = float(err.std(ddof=1) / np.sqrt(k)) if k > 1 else float("nan")
+            truth = float(np.mean(tru))
+            rows.append({
+                "design": design, "metric": metric, "reps": k, "truth": truth,
+                "estimate": float(np.mean(est)), "bias": float(err.mean()),
+                "bias_se": bias_se, "bias_over_se": float(err.mean()) / bias_se,
+                "rel_bias": float(err.mean()) / truth if truth else float("nan"),
+                "coverage": float(np.mean((np.asarray(lo) <= tru) & (np.asarray(tru) <= hi))),
+                "mde": float(Z_MDE * np.mean(se)), "sd": float(np.std(est, ddof=1))})
+    return rows
+
+
 def report(redraws: int = 200) -> dict[str, Any]:
     """The decomposition of every stored setting (see the module docstring)."""
     recs: dict[str, dict[int, dict[str, Any]]] = {}
@@ -243,9 +302,17 @@ def report(redraws: int = 200) -> dict[str, Any]:
                 draws.append(_ctr(t["treatment"], b) - _ctr(t["control"], ~b))
             put("ratio bias (oracle over re-drawn splits - truth)", float(np.mean(draws))
                 - truth)
+            share = [t[r][0].sum(axis=1) / t[r][0].sum() for r in ("control", "treatment")]
             for s, name in enumerate(SURFACES):
-                put(f"truth on {name}", _ctr(t["treatment"], every, s)
-                    - _ctr(t["control"], every, s))
+                ctr_s = [_ctr(t[r], every, s) for r in ("control", "treatment")]
+                put(f"truth on {name}", ctr_s[1] - ctr_s[0])
+                # the truth = sum over surfaces of these two parts: the surface's own CTR
+                # change at the mean share, and its share's change at the mean CTR
+                if share[0][s] > 0 and share[1][s] > 0:
+                    put(f"truth, within {name}", (share[0][s] + share[1][s]) / 2
+                        * (ctr_s[1] - ctr_s[0]))
+                    put(f"truth, share of {name}", (share[1][s] - share[0][s])
+                        * (ctr_s[0] + ctr_s[1]) / 2)
                 put(f"impression share of {name}: control",
                     float(t["control"][0, s].sum() / t["control"][0].sum()))
                 put(f"impression share of {name}: treatment",
@@ -262,7 +329,8 @@ def report(redraws: int = 200) -> dict[str, Any]:
                     - _mean(t["split"], j, ~a) - tr)
                 put(f"{metric}: two_sided - truth", _mean(t["two_sided"], j, a)
                     - _mean(t["two_sided"], j, ~a) - tr)
-        out[tag] = {"reps": len(by_rep), "rows": {k: _summary(v) for k, v in acc.items()}}
+        out[tag] = {"reps": len(by_rep), "rows": {k: _summary(v) for k, v in acc.items()},
+                    "designs": scores(by_rep)}
     return out
 
 
@@ -274,6 +342,12 @@ def markdown(summary: dict[str, Any]) -> str:
                   "|---|---|---|"]
         for k, v in s["rows"].items():
             lines.append(f"| {k} | {v['mean']:+.3g} ± {v['se']:.2g} | {v['t']:+.1f} |")
+        lines += ["", "| design | metric | truth | bias ± s.e. | bias/s.e. | relative bias "
+                  "| coverage | MDE |", "|---|---|---|---|---|---|---|---|"]
+        for r in s["designs"]:
+            lines.append(f"| {r['design']} | {r['metric']} | {r['truth']:.4g} | "
+                         f"{r['bias']:+.3g} ± {r['bias_se']:.2g} | {r['bias_over_se']:+.1f} | "
+                         f"{r['rel_bias']:+.0%} | {r['coverage']:.1%} | {r['mde']:.3g} |")
     return "\n".join(lines)
 
 
