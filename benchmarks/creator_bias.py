@@ -34,6 +34,7 @@ truth. Results: benchmarks/out/creator-bias.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -147,7 +148,8 @@ def collect(setting: str, start: int, reps: int, *, no_related: bool = False,
     if no_related:  # later requests of a session go to the home feed or search
         ses = world.config.sessions.model_copy(update={"related_after_click": 0.0,
                                                        "related_no_click": 0.0})
-        object.__setattr__(world, "config", world.config.model_copy(update={"sessions": ses}))
+        world = dataclasses.replace(world, config=world.config.model_copy(
+            update={"sessions": ses}))
     tag = (setting + ("-norelated" if no_related else "")
            + (f"-scale{scale:g}" if scale != interference.SCALE else "")
            + (f"-depth{depth}" if depth != 2 else ""))

@@ -41,6 +41,7 @@ and ``report`` summarises whatever is there.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -153,6 +154,18 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                                     burn_in_hours=336, regions=40),
                                        DesignConfig(kind="switchback", slice_hours=504,
                                                     burn_in_hours=384, regions=40)]},
+    # off-nocarry without the related-pins surface (``sessions``: the world's session
+    # settings): a session's later requests go to the home feed or search, so a click no
+    # longer seeds the next slate; where the creator design's assumption holds (no path
+    # between creators through the users; benchmarks/creator_bias.py)
+    "off-nocarry-norelated": {"simulation": {"regions": 40, "social": QUIET_SOCIAL,
+                                             "satisfaction_effect": 0.0, "novelty": 0.0},
+                              "sessions": {"related_after_click": 0.0,
+                                           "related_no_click": 0.0},
+                              "treatment": {"retriever": "popular"},
+                              "designs": [DesignConfig(kind="unit"),
+                                          DesignConfig(kind="cluster", graph="regions"),
+                                          DesignConfig(kind="creator")]},
     "supply": {"simulation": {"regions": 40, "creator_supply": STRONG_SUPPLY},
                "treatment": {"retriever": "popular"},
                "designs": [DesignConfig(kind="unit"),
@@ -190,6 +203,9 @@ def run(setting: str, reps: int, start: int) -> None:
     config = parse_metrics(tomllib.loads(simulator.METRICS_TEXT))
     sim = SimConfig.model_validate(s["simulation"])
     world = build_world(WorldSpec(scale=SCALE))
+    if "sessions" in s:
+        world = dataclasses.replace(world, config=world.config.model_copy(update={
+            "sessions": world.config.sessions.model_copy(update=s["sessions"])}))
     OUT.mkdir(parents=True, exist_ok=True)
     for i in range(start, start + reps):
         t0 = time.perf_counter()
