@@ -6,7 +6,8 @@ a :class:`~recscope.sim.environment.Schedule` (``switchback``) or an arm per cre
 (``creator``: every user's slate holds the control ranking's pins of control creators
 and the treatment ranking's pins of treatment creators, merged by rank,
 :class:`CreatorSplit`; the units are creators and the metrics are on the creator side:
-exposure, clicks and saves received, CTR of their pins; analysed by
+exposure, clicks and saves, CTR of their pins, with a related-pins slate credited to the
+creator whose pin started it (:class:`CreatorStats`); analysed by
 :func:`~recscope.experiments.clustered.analyze_design` with every creator its own cluster
 and the creator design's CR3 jackknife variance with Satterthwaite df, since a few
 creators hold much of an arm's exposure). Every design assigns
@@ -259,22 +260,30 @@ column = "clicks"
 kind = "mean"
 column = "saves"
 """
-"""Creator-side metrics of a creator-randomised experiment (per creator over the run)."""
+"""Creator-side metrics of a creator-randomised experiment (per creator over the run;
+a related-pins slate counts for the creator whose pin started it, :class:`CreatorStats`)."""
 
 
 class CreatorSplit:
     """The slate of a creator-side experiment: the control ranking's pins of control
     creators and the treatment ranking's pins of treatment creators, interleaved by their
-    rank in their own ranking (ties: control first on even request keys)."""
+    rank in their own ranking (ties: control first on even request keys).
+
+    ``seeds`` (None until :class:`CreatorStats` credits by origin) maps the key of every
+    related-pins request to its seed pin, which only the policy is told."""
 
     def __init__(self, control: Any, treatment: Any, item_arm: np.ndarray) -> None:
         self.control, self.treatment = control, treatment
         self.item_arm = np.asarray(item_arm, dtype=np.int64)
         self.name = "creator-split"
+        self.seeds: dict[int, int] | None = None
 
     def __call__(self, users: np.ndarray, surface: str, k: int, context: Any) -> np.ndarray:
         from recscope.sim.stacks import slates_of
 
+        if self.seeds is not None and surface == "related":
+            self.seeds.update(zip(np.asarray(context.keys).tolist(),
+                                  np.asarray(context.seed_item).tolist(), strict=True))
         n, m = users.size, 2 * k
         a = slates_of(self.control(users, surface, m, context), n, m)
         b = slates_of(self.treatment(users, surface, m, context), n, m)
@@ -293,23 +302,80 @@ class CreatorSplit:
 
 
 class CreatorStats:
-    """Per-creator impressions, clicks and saves received during a run (an ``observe``
-    callback of :meth:`Environment.run`)."""
+    """Per-creator impressions, clicks and saves during a run (an ``observe`` callback of
+    :meth:`Environment.run`).
 
-    def __init__(self, item_creator: np.ndarray, n_creators: int) -> None:
+    By default every pin's events count for its own creator. With ``split`` (the run's
+    :class:`CreatorSplit`) they are credited by **origin**: a home-feed or search pin
+    counts for its own creator, and a whole related-pins slate for the creator whose pin
+    started it (its seed: the pin the user last clicked, else the previous slate's top
+    pin, itself credited by origin when it was on a related slate). Totals over all
+    creators are the same either way, so the global truth is too; what changes is which
+    arm a related slate counts for. Why: a related slate's pins are the seed's neighbours,
+    whoever ranked the slate before it, so in a creator split, where every user's seeds
+    come from merged slates, both arms' creators get the same mix of seeds and the part of
+    a change's effect that flows through what users click next (the related slates of an
+    all-treatment world are seeded by treatment clicks) would cancel between the arms
+    (benchmarks/creator_bias.py; docs/experiments.md)."""
+
+    def __init__(self, item_creator: np.ndarray, n_creators: int,
+                 split: CreatorSplit | None = None) -> None:
         self.item_creator = item_creator
         self.n = n_creators
         self.impressions = np.zeros(n_creators)
         self.clicks = np.zeros(n_creators)
         self.saves = np.zeros(n_creators)
+        self.split = split
+        if split is not None and split.seeds is None:
+            split.seeds = {}
+        # per session: (last clicked pin, its origin, last top pin, its origin)
+        self._session: dict[int, tuple[int, int, int, int]] = {}
+        self._day = -1
+        self.unseen_seeds = 0  # related slates whose seed the session never showed
 
     def __call__(self, obs: Any) -> None:
         r = obs.response
-        c = self.item_creator[np.maximum(obs.items, 0)]
         valid = obs.items >= 0
+        c = self.item_creator[np.maximum(obs.items, 0)]
+        if self.split is not None:
+            c = self._origins(obs, c)
         for arr, mask in ((self.impressions, r.shown), (self.clicks, r.clicked),
                           (self.saves, r.saved)):
             arr += np.bincount(c[mask & valid], minlength=self.n)
+
+    def _origins(self, obs: Any, own: np.ndarray) -> np.ndarray:
+        """The creator each slot's events count for (by origin), and each session's
+        possible next seeds (as the environment picks them) with their origins."""
+        assert self.split is not None and self.split.seeds is not None
+        if obs.day != self._day:  # sessions end with their day
+            self._session.clear()
+            self._day = obs.day
+        credit = own
+        if obs.surface == "related":
+            origin = np.empty(obs.items.shape[0], dtype=np.int64)
+            for i, (sess, key) in enumerate(zip(obs.session.tolist(), obs.keys.tolist(),
+                                                strict=True)):
+                seed = self.split.seeds.pop(key)
+                st = self._session.get(sess)
+                if st is not None and seed == st[0]:
+                    origin[i] = st[1]
+                elif st is not None and seed == st[2]:
+                    origin[i] = st[3]
+                else:  # not shown in this session: the seed's own creator
+                    origin[i] = self.item_creator[max(seed, 0)]
+                    self.unseen_seeds += 1
+            credit = np.broadcast_to(origin[:, None], own.shape)
+        last, top = obs.response.last_click, obs.items[:, 0]
+        last_origin = np.where(obs.surface == "related", credit[:, 0],
+                               self.item_creator[np.maximum(last, 0)])
+        for i, sess in enumerate(obs.session.tolist()):
+            st = self._session.get(sess, (-1, -1, -1, -1))
+            if last[i] >= 0:
+                st = (int(last[i]), int(last_origin[i]), st[2], st[3])
+            if top[i] >= 0:
+                st = (st[0], st[1], int(top[i]), int(credit[i, 0]))
+            self._session[sess] = st
+        return credit
 
     def values(self, config: AnalysisConfig) -> dict[str, float]:
         """The creator metrics over all creators (means per creator, CTR of all pins)."""
@@ -540,8 +606,9 @@ def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
             from recscope.experiments.metrics import parse_metrics
 
             cconf = parse_metrics(tomllib.loads(CREATOR_METRICS))
-            stats_ = CreatorStats(item_creator, env.n_creators)
             split = CreatorSplit(pols[0], pols[1], plan.creator_arm[item_creator])
+            # related-pins slates credited to the creator whose pin started them
+            stats_ = CreatorStats(item_creator, env.n_creators, split=split)
             env.run([*pols, split], days=days, arm=plan.arm, state=state,
                     novel=[False, True, False], observe=stats_)
             a_tbl, ev_tbl = stats_.tables(plan.creator_arm, ("control", "treatment"))
@@ -713,11 +780,11 @@ def design_cautions(sim_config: Any, designs: Sequence[DesignConfig]) -> list[st
     """What a design assumes that the simulated platform does not grant: carry-over of
     user state across switchback slices (satisfaction sets the next days' visits, a new
     policy's novelty wears off over sessions; creator supply re-settles at ``rate`` a
-    day), and the creator-side design's own estimand (every user sees both arms, so the
-    change's effects through the users' clicks, sessions and memory reach both arms'
-    creators alike; measured in benchmarks/creator_bias.py). A switchback is unbiased
-    only when its slices are longer than the carry-over and the burn-in covers it
-    (Bojinov, Simchi-Levi and Zhao 2023)."""
+    day), and the creator-side design's own estimand (every user sees both arms, so what
+    users carry to later sessions and creators' supply reach both arms' creators alike;
+    measured in benchmarks/creator_bias.py). A switchback is unbiased only when its
+    slices are longer than the carry-over and the burn-in covers it (Bojinov,
+    Simchi-Levi and Zhao 2023)."""
     out = []
     carry = []
     fade: list[tuple[float, str]] = []  # days each carry-over needs to fade, and why
@@ -754,14 +821,18 @@ def design_cautions(sim_config: Any, designs: Sequence[DesignConfig]) -> list[st
                        "slices bias it even without interference. This platform's "
                        f"carry-over implies a burn-in of at least {need:.0f} h ({why})"
                        f"{short}; a longer experiment may need more.")
-        if d.kind == "creator":
-            out.append("creator: every user sees both arms' pins, so what the change does "
-                       "through the users (which pins they click, and so which related pins "
-                       "their sessions show next; novelty and satisfaction carried to later "
-                       "sessions) reaches both arms' creators alike and drops out of the "
-                       "comparison: it estimates the change's direct effect on a creator's "
-                       "pins, not its global effect, even when creators' supply does not "
-                       "respond; read its creator-side metrics.")
+        shared = [x for x, on in (
+            ("a new policy's novelty", sim_config.novelty > 0),
+            ("satisfaction carried to later sessions", sim_config.satisfaction_effect > 0),
+            ("creator supply, which follows both arms' exposure",
+             sim_config.creator_supply.enabled)) if on]
+        if d.kind == "creator" and shared:
+            out.append("creator: every user sees both arms' pins. Related-pins slates count "
+                       "for the creator whose pin started them, so what users click next "
+                       f"stays with the arm that ranked it, but {' and '.join(shared)} "
+                       "reach both arms' creators alike: it estimates the change's effect "
+                       "on a creator's pins against the other arm's, not its global "
+                       "effect; read its creator-side metrics.")
     return out
 
 
