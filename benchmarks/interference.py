@@ -180,6 +180,12 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                         n_clusters=40),
                            DesignConfig(kind="hierarchical", graph="social", n_clusters=40)]},
 }
+# the creator design alone (beside the unit design), for its validation after it
+# credited related-pins slates to the creator whose pin started them (records apart from
+# those of the settings they copy)
+for _name in ("off-nocarry", "off", "supply", "aa-nocarry"):
+    SETTINGS[f"creator-{_name}"] = {**SETTINGS[_name], "designs": [
+        DesignConfig(kind="unit"), DesignConfig(kind="creator")]}
 DAYS, WARMUP, SCALE = 10, 3, 0.1
 
 POWER_USERS, POWER_CLUSTERS = 20_000, 400
