@@ -15,7 +15,11 @@ ranking's pins of treatment creators by rank, ``--depth`` × k candidates per ra
 ``interference.py`` uses 2) and a two-sided run (users AND creators split by the same
 salt; each user's slates are her arm's stack over her arm's creators' pins only,
 :class:`ArmCatalogue`: Liu et al., KDD 2021, "budget-split"). It stores every creator's
-impressions, clicks and saves per surface (home feed, related pins, search) in each run.
+impressions, clicks and saves per surface (home feed, related pins, search) in each run,
+and those of the creator design's run credited by origin (``split_by_origin``: a
+related-pins slate counts for the creator whose pin started it,
+:meth:`recscope.sim.designs.CreatorStats.credit`, as the creator design now analyses it;
+``split`` credits every pin to its own creator, as the design did before).
 ``--no-related`` switches the related-pins surface off (a session's later requests go to
 the home feed or search); ``--scale`` sets the world's size (0.1: 2,000 users, 1,000
 pins, 150 creators).
@@ -54,6 +58,7 @@ OUT = Path(__file__).resolve().parent / "out"
 RECORDS = OUT / "creator-bias"
 SURFACES = ("home_feed", "related", "search")
 RUNS = ("control", "treatment", "split", "two_sided")
+ATTRIBUTED = "split_by_origin"
 
 
 class SurfaceStats:
@@ -72,6 +77,37 @@ class SurfaceStats:
         valid = obs.items >= 0
         for j, mask in enumerate((r.shown, r.clicked, r.saved)):
             self.totals[j, s] += np.bincount(c[mask & valid], minlength=self.n)
+
+
+class OriginStats(SurfaceStats):
+    """Per-surface totals credited by origin (a related-pins slate counts for the
+    creator whose pin started it: :meth:`recscope.sim.designs.CreatorStats.credit`, what
+    the creator design now analyses)."""
+
+    def __init__(self, item_creator: np.ndarray, n_creators: int, split: Any) -> None:
+        from recscope.sim.designs import CreatorStats
+
+        super().__init__(item_creator, n_creators)
+        self.stats = CreatorStats(item_creator, n_creators, split=split)
+
+    def __call__(self, obs: Any) -> None:
+        r = obs.response
+        s = SURFACES.index(obs.surface)
+        c = self.stats.credit(obs)
+        valid = obs.items >= 0
+        for j, mask in enumerate((r.shown, r.clicked, r.saved)):
+            self.totals[j, s] += np.bincount(c[mask & valid], minlength=self.n)
+
+
+class Both:
+    """Two observers of one run."""
+
+    def __init__(self, *observers: Any) -> None:
+        self.observers = observers
+
+    def __call__(self, obs: Any) -> None:
+        for o in self.observers:
+            o(obs)
 
 
 class ArmCatalogue:
@@ -179,14 +215,16 @@ def collect(setting: str, start: int, reps: int, *, no_related: bool = False,
         for c, r in enumerate(("control", "treatment")):
             env.run(pols, days=days, arm=np.full(n, c, dtype=np.int64), state=state,
                     observe=stats[r])
-        env.run([*pols, DeepSplit(pols[0], pols[1], item_arm, depth)], days=days,
-                arm=plan.arm, state=state, novel=[False, True, False],
-                observe=stats["split"])
+        split = DeepSplit(pols[0], pols[1], item_arm, depth)
+        by_origin = OriginStats(ic, env.n_creators, split.split)
+        env.run([*pols, split], days=days, arm=plan.arm, state=state,
+                novel=[False, True, False], observe=Both(stats["split"], by_origin))
         env.run([ArmCatalogue(pols[a], item_arm == a) for a in (0, 1)], days=days,
                 arm=user_arm, state=state, observe=stats["two_sided"])
         rec = {"setting": tag, "rep": i, "arm": plan.creator_arm.tolist(),
                "user_share": float(user_arm.mean()),
-               **{r: stats[r].totals.tolist() for r in RUNS}}
+               **{r: stats[r].totals.tolist() for r in RUNS},
+               ATTRIBUTED: by_origin.totals.tolist()}
         with path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         print(tag, i, round(time.perf_counter() - t0, 2), flush=True)
@@ -236,11 +274,14 @@ def scores(by_rep: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     from recscope.sim.designs import Z_MDE
 
     rows = []
-    for design in ("split", "two_sided"):
+    designs = ["split", "two_sided"]
+    if all(ATTRIBUTED in r for r in by_rep.values()):
+        designs.insert(1, ATTRIBUTED)
+    for design in designs:
         for metric, (y, d) in _METRICS.items():
             est, tru, lo, hi, se = [], [], [], [], []
             for r in by_rep.values():
-                t = {k: np.asarray(r[k], dtype=float) for k in RUNS}
+                t = {k: np.asarray(r[k], dtype=float) for k in (*RUNS, design)}
                 a = np.asarray(r["arm"]) == 1
 
                 def value(x: np.ndarray, y: int = y, d: int | None = d) -> float:
@@ -298,6 +339,15 @@ def report(redraws: int = 200) -> dict[str, Any]:
             put("split - truth", split - truth)
             put("split - oracle", split - oracle)
             put("two_sided - truth", two - truth)
+            if ATTRIBUTED in r:
+                t[ATTRIBUTED] = np.asarray(r[ATTRIBUTED], dtype=float)
+                put(f"{ATTRIBUTED} - truth", _ctr(t[ATTRIBUTED], a)
+                    - _ctr(t[ATTRIBUTED], ~a) - truth)
+                put(f"{ATTRIBUTED} - oracle", _ctr(t[ATTRIBUTED], a)
+                    - _ctr(t[ATTRIBUTED], ~a) - oracle)
+                for m, own in ((~a, "control"), (a, "treatment")):
+                    put(f"{ATTRIBUTED} - own replay, {own} creators, related",
+                        _ctr(t[ATTRIBUTED], m, 1) - _ctr(t[own], m, 1))
             draws = []
             for _ in range(redraws):
                 b = rng.random(a.size) < 0.5

@@ -336,17 +336,19 @@ class CreatorStats:
     def __call__(self, obs: Any) -> None:
         r = obs.response
         valid = obs.items >= 0
-        c = self.item_creator[np.maximum(obs.items, 0)]
-        if self.split is not None:
-            c = self._origins(obs, c)
+        c = self.credit(obs)
         for arr, mask in ((self.impressions, r.shown), (self.clicks, r.clicked),
                           (self.saves, r.saved)):
             arr += np.bincount(c[mask & valid], minlength=self.n)
 
-    def _origins(self, obs: Any, own: np.ndarray) -> np.ndarray:
-        """The creator each slot's events count for (by origin), and each session's
-        possible next seeds (as the environment picks them) with their origins."""
-        assert self.split is not None and self.split.seeds is not None
+    def credit(self, obs: Any) -> np.ndarray:
+        """The creator each slot of an observed batch counts for (call it once per batch,
+        in order: by origin it follows each session's possible next seeds, as the
+        environment picks them, with their origins)."""
+        own = self.item_creator[np.maximum(obs.items, 0)]
+        if self.split is None:
+            return own
+        assert self.split.seeds is not None
         if obs.day != self._day:  # sessions end with their day
             self._session.clear()
             self._day = obs.day
