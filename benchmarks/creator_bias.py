@@ -38,7 +38,6 @@ truth. Results: benchmarks/out/creator-bias.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -173,34 +172,21 @@ def collect(setting: str, start: int, reps: int, *, no_related: bool = False,
     from recscope.experiments.assignment import Experiment, assign
     from recscope.experiments.designs import DesignConfig
     from recscope.sim.designs import plan_design
-    from recscope.sim.environment import Environment, SimConfig
-    from recscope.sim.experiment_config import WorldSpec
-    from recscope.sim.policy_factory import PolicyFactory
-    from recscope.sim.world_source import build_world
 
     s = interference.SETTINGS[setting]
-    sim = SimConfig.model_validate(s["simulation"])
-    world = build_world(WorldSpec(scale=scale))
-    if no_related:  # later requests of a session go to the home feed or search
-        ses = world.config.sessions.model_copy(update={"related_after_click": 0.0,
-                                                       "related_no_click": 0.0})
-        world = dataclasses.replace(world, config=world.config.model_copy(
-            update={"sessions": ses}))
+    sim, world = interference.setting_world(
+        setting, scale, interference.NO_RELATED if no_related else None)
     tag = (setting + ("-norelated" if no_related else "")
            + (f"-scale{scale:g}" if scale != interference.SCALE else "")
            + (f"-depth{depth}" if depth != 2 else ""))
-    days, warmup = s.get("days", interference.DAYS), interference.WARMUP
+    days = s.get("days", interference.DAYS)
     RECORDS.mkdir(parents=True, exist_ok=True)
     path = RECORDS / f"{tag}-{start}.jsonl"
     for i in range(start, start + reps):
         t0 = time.perf_counter()
         seed = 10_000 + i
-        env = Environment(world, sim, seed=seed)
-        factory = PolicyFactory(env.truth, seed=seed)
-        pols = [factory.stack(p, n) for p, n in zip(
-            [interference.BASE, {**interference.BASE, **s["treatment"]}],
-            ("control", "treatment"), strict=True)]
-        state = env.run([pols[0]], days=warmup, calibrate=True, stage="warm-up").state
+        env, pols, pre = interference.warm_start(world, sim, setting, seed)
+        state = pre.state
         n = env.truth.n_users
         ic = np.asarray(env.item_creator, dtype=np.int64)
         exp = Experiment(name="design-compare", variants=("control", "treatment"),

@@ -56,25 +56,15 @@ def collect(setting: str, start: int, reps: int) -> None:
     from recscope.experiments.assignment import Experiment
     from recscope.experiments.designs import DesignConfig
     from recscope.sim.designs import CreatorSplit, CreatorStats, plan_design
-    from recscope.sim.environment import Environment, SimConfig
-    from recscope.sim.experiment_config import WorldSpec
-    from recscope.sim.policy_factory import PolicyFactory
-    from recscope.sim.world_source import build_world
 
-    s = interference.SETTINGS[setting]
-    sim = SimConfig.model_validate(s["simulation"])
-    world = build_world(WorldSpec(scale=interference.SCALE))
-    days, warmup = interference.DAYS, interference.WARMUP
+    sim, world = interference.setting_world(setting)
+    days = interference.DAYS
     RECORDS.mkdir(parents=True, exist_ok=True)
     for i in range(start, start + reps):
         t0 = time.perf_counter()
         seed = 10_000 + i
-        env = Environment(world, sim, seed=seed)
-        factory = PolicyFactory(env.truth, seed=seed)
-        pols = [factory.stack(p, n) for p, n in zip(
-            [interference.BASE, {**interference.BASE, **s["treatment"]}],
-            ("control", "treatment"), strict=True)]
-        state = env.run([pols[0]], days=warmup, calibrate=True, stage="warm-up").state
+        env, pols, pre = interference.warm_start(world, sim, setting, seed)
+        state = pre.state
         n = env.truth.n_users
         ic = np.asarray(env.item_creator, dtype=np.int64)
         replays = [CreatorStats(ic, env.n_creators) for _ in (0, 1)]

@@ -74,6 +74,9 @@ BASE = {"retriever": "embedding", "ranker": "affinity", "pool": 50}
 SWITCHBACKS = [DesignConfig(kind="switchback", slice_hours=48, burn_in_hours=24, regions=40),
                DesignConfig(kind="switchback", slice_hours=120, burn_in_hours=72,
                             regions=40)]
+NO_RELATED = {"related_after_click": 0.0, "related_no_click": 0.0}
+"""Session settings without the related-pins surface: a session's later requests go to the
+home feed or search, so a click no longer seeds the next slate."""
 SETTINGS: dict[str, dict[str, Any]] = {
     "off": {"simulation": {"regions": 40, "social": QUIET_SOCIAL},
             "treatment": {"retriever": "popular"},
@@ -136,16 +139,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                             burn_in_hours=240, regions=40),
                                DesignConfig(kind="switchback", slice_hours=504,
                                             burn_in_hours=288, regions=40)]},
-    # the off-6weeks designs without novelty (satisfaction still carries over): is the
-    # residual the novelty, which wears off with a user's treated sessions, not with time?
-    "off-6weeks-nonovelty": {"simulation": {"regions": 40, "social": QUIET_SOCIAL,
-                                            "novelty": 0.0},
-                             "treatment": {"retriever": "popular"}, "days": 42,
-                             "designs": [DesignConfig(kind="unit"),
-                                         DesignConfig(kind="switchback", slice_hours=336,
-                                                      burn_in_hours=240, regions=40),
-                                         DesignConfig(kind="switchback", slice_hours=504,
-                                                      burn_in_hours=288, regions=40)]},
     # the same 42 days with burn-ins of 14 and 16 days (21-day slices: two per market)
     "off-6weeks-burn-in": {"simulation": {"regions": 40, "social": QUIET_SOCIAL},
                            "treatment": {"retriever": "popular"}, "days": 42,
@@ -160,8 +153,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # between creators through the users; benchmarks/creator_bias.py)
     "off-nocarry-norelated": {"simulation": {"regions": 40, "social": QUIET_SOCIAL,
                                              "satisfaction_effect": 0.0, "novelty": 0.0},
-                              "sessions": {"related_after_click": 0.0,
-                                           "related_no_click": 0.0},
+                              "sessions": NO_RELATED,
                               "treatment": {"retriever": "popular"},
                               "designs": [DesignConfig(kind="unit"),
                                           DesignConfig(kind="cluster", graph="regions"),
@@ -180,6 +172,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
                                         n_clusters=40),
                            DesignConfig(kind="hierarchical", graph="social", n_clusters=40)]},
 }
+# the off-6weeks designs without novelty (satisfaction still carries over): is the
+# residual the novelty, which wears off with a user's treated sessions, not with time?
+SETTINGS["off-6weeks-nonovelty"] = {**SETTINGS["off-6weeks"], "simulation": {
+    **SETTINGS["off-6weeks"]["simulation"], "novelty": 0.0}}
 # the creator design alone (beside the unit design), for its validation after it
 # credited related-pins slates to the creator whose pin started them (records apart from
 # those of the settings they copy)
@@ -198,20 +194,46 @@ POWER_METRICS = {"ctr": ("clicks", "impressions"), "clicks": ("clicks", None),
                  "sessions": ("sessions", None)}
 
 
+def setting_world(setting: str, scale: float = SCALE, sessions: dict[str, float] | None = None
+                  ) -> tuple[Any, Any]:
+    """A setting's simulator configuration and the small world (``scale``) with the
+    setting's session overrides and ``sessions`` applied."""
+    from recscope.sim.environment import SimConfig
+
+    s = SETTINGS[setting]
+    world = build_world(WorldSpec(scale=scale))
+    update = {**s.get("sessions", {}), **(sessions or {})}
+    if update:
+        world = dataclasses.replace(world, config=world.config.model_copy(update={
+            "sessions": world.config.sessions.model_copy(update=update)}))
+    return SimConfig.model_validate(s["simulation"]), world
+
+
+def warm_start(world: Any, sim: Any, setting: str, seed: int, *, record: bool = False
+               ) -> tuple[Any, list[Any], Any]:
+    """One repetition's environment, its control and treatment stacks, and the warm-up
+    run under control (calibrating; ``record`` keeps its events for a pre-period)."""
+    from recscope.sim.environment import Environment
+    from recscope.sim.policy_factory import PolicyFactory
+
+    env = Environment(world, sim, seed=seed)
+    factory = PolicyFactory(env.truth, seed=seed)
+    pols = [factory.stack(p, nm) for p, nm in zip(
+        [BASE, {**BASE, **SETTINGS[setting]["treatment"]}], ("control", "treatment"),
+        strict=True)]
+    pre = env.run([pols[0]], days=WARMUP, calibrate=True, record=record, stage="warm-up")
+    return env, pols, pre
+
+
 def run(setting: str, reps: int, start: int) -> None:
     """Append ``reps`` repetitions (seeds ``start ...``) of a setting to the JSONL."""
     import tomllib
 
     from recscope.experiments.metrics import parse_metrics
-    from recscope.sim.environment import SimConfig
 
     s = SETTINGS[setting]
     config = parse_metrics(tomllib.loads(simulator.METRICS_TEXT))
-    sim = SimConfig.model_validate(s["simulation"])
-    world = build_world(WorldSpec(scale=SCALE))
-    if "sessions" in s:
-        world = dataclasses.replace(world, config=world.config.model_copy(update={
-            "sessions": world.config.sessions.model_copy(update=s["sessions"])}))
+    sim, world = setting_world(setting)
     OUT.mkdir(parents=True, exist_ok=True)
     for i in range(start, start + reps):
         t0 = time.perf_counter()
@@ -266,16 +288,11 @@ def power_rep(world: Any, setting: str, seed: int, clusters: int = POWER_CLUSTER
     from recscope.experiments import moments
     from recscope.experiments.assignment import Experiment
     from recscope.sim.designs import plan_design
-    from recscope.sim.environment import Environment, SimConfig
-    from recscope.sim.policy_factory import PolicyFactory
+    from recscope.sim.environment import SimConfig
 
-    s = SETTINGS[setting]
     sim_d, design = power_setting(setting, clusters)
-    env = Environment(world, SimConfig.model_validate(sim_d), seed=seed)
-    factory = PolicyFactory(env.truth, seed=seed)
-    pols = [factory.stack(p, nm) for p, nm in zip([BASE, {**BASE, **s["treatment"]}],
-                                                  ("control", "treatment"), strict=True)]
-    pre = env.run([pols[0]], days=WARMUP, calibrate=True, record=True, stage="warm-up")
+    env, pols, pre = warm_start(world, SimConfig.model_validate(sim_d), setting, seed,
+                                record=True)
     start_us = env.start_us + pre.state.day * 86_400_000_000
     exp = Experiment(name="design-compare", variants=("control", "treatment"),
                      salt=f"interference-power:{setting}:{seed}")
