@@ -27,6 +27,10 @@ repetition share its world and its truth replays):
 ``off-6weeks`` 42 days with 336 h / 240 h and 504 h / 288 h switchbacks;
 ``off-6weeks-burn-in`` the same 42 days with 504 h slices and 336 h or 384 h of burn-in;
 ``off-6weeks-nonovelty`` the ``off-6weeks`` designs without novelty.
+``engagement-supply``, ``engagement-off-nocarry``: clusters of the user-creator engagement
+            graph (Leiden, METIS) under strong supply and with everything off.
+``creator-*``: the unit and creator designs of the setting named, for the creator design
+            with origin credit.
 
 ``power`` / ``power-report``: the interference test in a world of 20,000 (``--users``)
 users; ``cuped-candidates``: candidate small-sample treatments of its cluster-level CUPED
@@ -176,6 +180,14 @@ SETTINGS: dict[str, dict[str, Any]] = {
 # residual the novelty, which wears off with a user's treated sessions, not with time?
 SETTINGS["off-6weeks-nonovelty"] = {**SETTINGS["off-6weeks"], "simulation": {
     **SETTINGS["off-6weeks"]["simulation"], "novelty": 0.0}}
+# clusters of the user-creator engagement graph (the warm-up's clicks; Leiden and METIS,
+# 40 clusters as the markets), beside the unit design and the markets
+ENGAGEMENT = [DesignConfig(kind="cluster", graph="engagement", n_clusters=40),
+              DesignConfig(kind="cluster", graph="engagement", method="metis", n_clusters=40)]
+SETTINGS["engagement-supply"] = {**SETTINGS["supply"], "designs": [
+    DesignConfig(kind="unit"), *ENGAGEMENT, DesignConfig(kind="cluster", graph="regions")]}
+SETTINGS["engagement-off-nocarry"] = {**SETTINGS["off-nocarry"], "designs": [
+    DesignConfig(kind="unit"), *ENGAGEMENT]}
 # the creator design alone (beside the unit design), for its validation after it
 # credited related-pins slates to the creator whose pin started them (records apart from
 # those of the settings they copy)

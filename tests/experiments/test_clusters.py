@@ -11,6 +11,7 @@ import pytest
 
 from recscope.errors import ConfigError, DataValidationError
 from recscope.experiments.clusters import (
+    cluster_bipartite,
     cluster_graph,
     cut_fraction,
     pack_small,
@@ -52,6 +53,72 @@ def test_planted_blocks_are_found_with_a_small_cut(method: str) -> None:
     assert c.sizes.max() <= np.ceil(1.25 * n / 40)
     if method == "metis":
         assert c.n_clusters == 40
+
+
+def audiences(n_users: int = 2000, n_items: int = 150, groups: int = 10, p_in: float = 0.8,
+              per_user: int = 5, seed: int = 0
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A user-creator engagement graph with planted audiences: each user engages mostly
+    (``p_in``) with the creators of her group."""
+    rng = np.random.default_rng(seed)
+    user_group = rng.integers(0, groups, n_users)
+    item_group = np.arange(n_items) % groups
+    unit = np.repeat(np.arange(n_users), per_user)
+    g = np.where(rng.random(unit.size) < p_in, user_group[unit],
+                 rng.integers(0, groups, unit.size))
+    members = [np.flatnonzero(item_group == x) for x in range(groups)]
+    item = np.array([members[x][rng.integers(0, len(members[x]))] for x in g])
+    return unit, item, user_group, item_group
+
+
+@pytest.mark.parametrize("method", ["leiden", "metis"])
+def test_engagement_graph_clusters_users_by_their_creators(method: str) -> None:
+    unit, item, user_group, _ = audiences()
+    c = cluster_bipartite(2000, 150, unit, item, method=method, n_clusters=10, seed=1)
+    assert c.cluster.shape == (2000,) and c.sizes.sum() == 2000
+    # the planted audiences are recovered: a cluster is (nearly) one group's users
+    purity = sum(np.bincount(user_group[c.cluster == k]).max()
+                 for k in range(c.n_clusters)) / 2000
+    assert purity > 0.95
+    # the cut is about the planted share of engagement outside a group (0.2 x 9/10)
+    assert 0.1 < c.cut_fraction < 0.25
+    shuffled = cluster_bipartite(2000, 150, unit, np.random.default_rng(2).permutation(item),
+                                 method=method, n_clusters=10, seed=1)
+    assert shuffled.cut_fraction > 0.5
+    # items weigh nothing: the users' clusters are balanced on the users alone
+    assert c.sizes.max() <= np.ceil(1.25 * 2000 / 10)
+    if method == "metis":
+        assert c.n_clusters == 10 and c.sizes.min() >= 0.95 * 200
+    # weights count: doubling every edge's weight changes nothing
+    w = cluster_bipartite(2000, 150, unit, item, weights=np.full(unit.size, 2.0),
+                          method=method, n_clusters=10, seed=1)
+    assert w.cut_fraction == pytest.approx(c.cut_fraction, abs=0.02)
+
+
+@pytest.mark.parametrize("method", ["leiden", "metis"])
+def test_users_without_engagement_fill_their_own_clusters(method: str) -> None:
+    """Users with no engagement (ids 2000..2499) have nothing to keep together: they fill
+    their share of the clusters at random, so sizes stay balanced."""
+    unit, item, _, _ = audiences()
+    c = cluster_bipartite(2500, 150, unit, item, method=method, n_clusters=25, seed=1)
+    idle = np.unique(c.cluster[2000:])
+    assert not np.isin(idle, c.cluster[:2000]).any()
+    assert len(idle) == 5 and np.bincount(c.cluster)[idle].min() == 100
+    assert c.sizes.max() <= np.ceil(1.25 * 100)
+    if method == "metis":
+        assert c.n_clusters == 25 and c.sizes.min() >= 95
+
+
+def test_engagement_graph_refuses_bad_input() -> None:
+    unit, item, _, _ = audiences(n_users=100, n_items=10, groups=2)
+    with pytest.raises(ConfigError, match="item indices"):
+        cluster_bipartite(100, 5, unit, item)
+    with pytest.raises(ConfigError, match="at least 1 item"):
+        cluster_bipartite(100, 0, unit, item)
+    with pytest.raises(ConfigError, match="unit indices"):
+        cluster_bipartite(50, 10, unit, item)
+    with pytest.raises(ConfigError, match="n_clusters"):
+        cluster_bipartite(100, 10, unit, item, n_clusters=1)
 
 
 @pytest.mark.parametrize("method", ["leiden", "metis"])

@@ -62,6 +62,33 @@ def test_a_cluster_shares_one_arm_assigned_by_the_one_hash(truth: WorldTruth) ->
         assert arms.size == (1 if plan.mode[plan.cluster == c][0] == "cluster" else 2)
 
 
+def test_engagement_clusters_come_from_the_warm_ups_clicks(truth: WorldTruth) -> None:
+    """graph = "engagement": the warm-up's user-creator clicks, clustered; a cluster
+    shares one arm, and a design without the warm-up's clicks is refused."""
+    from recscope.sim.designs import EngagementStats, design_label
+
+    env = _env(truth)
+    ic = np.asarray(env.item_creator, dtype=np.int64)
+    stats = EngagementStats(ic, truth.n_users, env.n_creators)
+    warm = env.run(_pols(truth)[:1], days=3, observe=stats)
+    u, c, w = stats.edges()
+    assert w.sum() == warm.columns["clicks"].sum() > 0  # every click, once
+    assert np.unique(u * env.n_creators + c).size == u.size  # one row per pair
+    for method in ("leiden", "metis"):
+        d = DesignConfig(kind="cluster", graph="engagement", method=method, n_clusters=12)
+        plan = plan_design(env, d, EXP, days=2, start_us=env.start_us, engagement=stats)
+        assert plan.cluster is not None and isinstance(plan.arm, np.ndarray)
+        for k in np.unique(plan.cluster):
+            assert np.unique(plan.arm[plan.cluster == k]).size == 1
+        assert plan.clustering["graph"] == "engagement"
+        assert 0 < plan.clustering["cut_fraction"] < 1
+        assert design_label(d) == ("cluster:engagement" + (":metis" if method == "metis"
+                                                           else ""))
+    with pytest.raises(ConfigError, match="warm-up"):
+        plan_design(env, DesignConfig(kind="cluster", graph="engagement"), EXP, days=2,
+                    start_us=env.start_us)
+
+
 def _pols(truth: WorldTruth) -> list[StackPolicy]:
     idx = WorldIndex(truth)
     return [StackPolicy(truth, "embedding", "affinity", index=idx, name="control"),

@@ -14,7 +14,8 @@ standard partitioners, both chosen rather than written:
 - **METIS** (``pymetis``; Karypis & Kumar 1998): ``n_clusters`` parts of equal size
   (METIS' default 3% imbalance) minimising the weighted edge cut.
 
-:func:`read_edges` reads an edge list (CSV, TSV, Parquet) and maps its ids onto the
+:func:`cluster_bipartite` clusters units by a user–creator engagement graph instead of a
+graph between units. :func:`read_edges` reads an edge list (CSV, TSV, Parquet) and maps its ids onto the
 experiment's units; every problem names the file, the column and the row.
 """
 
@@ -193,8 +194,74 @@ def cluster_graph(n_units: int, src: np.ndarray, dst: np.ndarray, *,
     return Clustering(cl, method, cut_fraction(cl, src, dst, weights), sizes)
 
 
+def cluster_bipartite(n_units: int, n_items: int, unit: np.ndarray, item: np.ndarray, *,
+                      weights: np.ndarray | None = None,
+                      method: Literal["leiden", "metis"] = "leiden",
+                      n_clusters: int | None = None, resolution: float | None = None,
+                      seed: int = 0) -> Clustering:
+    """Cluster units by what they engage with: a user–creator engagement graph (edges
+    ``unit[i] - item[i]``, e.g. a user's clicks on a creator's pins, ``weights`` their
+    counts) partitioned as one graph of units and items, then the units' clusters kept.
+
+    Users who engage with the same creators land together, so that a change acting
+    through a creator (her supply, her audience's feeds) stays inside an arm as far as the
+    audiences allow. Items carry no size: METIS balances the units alone (zero vertex
+    weights for items); Leiden's communities are capped and packed on the units' count.
+    ``cut_fraction`` is the share of the engagement weight going to an item whose home
+    cluster (the one with most of its engagement) is not the unit's.
+    """
+    if n_items < 1:
+        raise ConfigError(f"an engagement graph needs at least 1 item, got {n_items}",
+                          key="n_items")
+    unit, item = _check_graph(n_units, unit, item, weights)
+    if item.size and item.max() >= n_items:
+        raise ConfigError(f"item must hold item indices in [0, {n_items})", key="item")
+    if n_clusters is not None and not 2 <= n_clusters <= n_units:
+        raise ConfigError(f"n_clusters must be in [2, {n_units}], got {n_clusters}",
+                          key="n_clusters")
+    if method not in ("leiden", "metis"):
+        raise ConfigError(f"unknown clustering method {method!r} (expected leiden or metis)",
+                          key="method")
+    k = n_clusters if n_clusters is not None else max(2, n_units // DEFAULT_CLUSTER_SIZE)
+    w = np.ones(unit.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    # units without engagement have nothing to keep together: the engaged ones are
+    # partitioned into their share of the k clusters, the others fill the rest at random
+    engaged = np.zeros(n_units, dtype=bool)
+    engaged[unit[w > 0]] = True
+    idx = np.flatnonzero(engaged)
+    k_e = min(len(idx), max(1, round(k * len(idx) / n_units))) if len(idx) else 0
+    labels = np.empty(n_units, dtype=np.int64)
+    if k_e >= 2:
+        pos = np.full(n_units, -1, dtype=np.int64)
+        pos[idx] = np.arange(len(idx))
+        m = len(idx) + n_items
+        keep = w > 0
+        src, dst, ew = pos[unit[keep]], item[keep] + len(idx), w[keep]
+        if method == "metis":
+            size = np.r_[np.ones(len(idx), np.int64), np.zeros(n_items, np.int64)]
+            part = _metis(m, src, dst, ew, k_e, seed, vweights=size)[:len(idx)]
+        else:
+            part = _leiden(m, src, dst, ew, m / k_e, resolution, seed)[:len(idx)]
+            part = pack_small(part, len(idx) / k_e)
+        labels[idx] = _relabel(part)[0]
+    elif k_e == 1:
+        labels[idx] = 0
+    rest = np.flatnonzero(~engaged)
+    if len(rest):
+        k_r = max(1, k - k_e)
+        shuffled = rest[np.random.default_rng(seed).permutation(len(rest))]
+        first = int(labels[idx].max()) + 1 if len(idx) else 0
+        labels[shuffled] = first + np.arange(len(rest)) * k_r // len(rest)
+    cl, sizes = _relabel(labels)
+    per = sparse.csr_matrix((w, (item, cl[unit])), shape=(n_items, len(sizes)))
+    home = np.asarray(per.argmax(axis=1)).ravel()
+    total = float(w.sum())
+    cut = float(w[cl[unit] != home[item]].sum() / total) if total > 0 else math.nan
+    return Clustering(cl, method, cut, sizes)
+
+
 def _metis(n: int, src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None,
-           k: int, seed: int) -> np.ndarray:
+           k: int, seed: int, vweights: np.ndarray | None = None) -> np.ndarray:
     import pymetis
 
     a = _undirected(n, src, dst, weights)
@@ -208,7 +275,7 @@ def _metis(n: int, src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None,
         if ew.max() > 2**30:
             ew = np.maximum(np.rint(w / w.max() * 2**30), 1).astype(np.int64)
     adj = pymetis.CSRAdjacency(a.indptr.astype(np.int64), a.indices.astype(np.int64))
-    _, parts = pymetis.part_graph(k, adj, eweights=ew,
+    _, parts = pymetis.part_graph(k, adj, eweights=ew, vweights=vweights,
                                   options=pymetis.Options(seed=int(seed)))
     return np.asarray(parts, dtype=np.int64)
 

@@ -19,6 +19,10 @@ so the simulator and a service assign identically. Where the clusters come from
   :func:`recscope.experiments.clusters.cluster_graph` (Leiden or METIS);
 - ``"regions"``: the simulator's markets (``simulation.regions``): a cluster is a region,
   whose users share that market's creator supply;
+- ``"engagement"``: the user–creator engagement graph of the warm-up (each user's clicks
+  on each creator's pins, :class:`EngagementStats`), partitioned with
+  :func:`recscope.experiments.clusters.cluster_bipartite`: users who engage with the same
+  creators share a cluster;
 - a path: an edge list of user indices (``read_edges``; an id that is not a user of the
   world is an error naming the file, column and row), or a ready-made clustering (a
   table with ``unit_id`` and ``cluster_id``: every user once, in one cluster);
@@ -90,9 +94,13 @@ def design_label(d: DesignConfig) -> str:
                 + (f"x{d.regions}" if d.regions > 1 else ""))
     if d.kind in ("cluster", "hierarchical"):
         g = d.graph or "auto"
-        return (f"{d.kind}:{Path(g).name if g not in ('social', 'regions', 'auto') else g}"
+        return (f"{d.kind}:{g if g in (*GRAPHS, 'auto') else Path(g).name}"
                 + (":metis" if d.method == "metis" and g != "regions" else ""))
     return d.kind
+
+
+GRAPHS = ("social", "regions", "engagement")
+"""The simulator's own cluster sources (any other ``design.graph`` is a file)."""
 
 
 def _graph_source(env: Environment, d: DesignConfig, file: str | None) -> str:
@@ -115,12 +123,22 @@ def _graph_source(env: Environment, d: DesignConfig, file: str | None) -> str:
 
 
 def user_clusters(env: Environment, d: DesignConfig, *, seed: int, file: str | None = None,
-                  base: Path | None = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """A cluster id per user for a cluster or hierarchical design, and a summary."""
-    from recscope.experiments.clusters import cluster_graph, read_edges
+                  base: Path | None = None, engagement: EngagementStats | None = None,
+                  ) -> tuple[np.ndarray, dict[str, Any]]:
+    """A cluster id per user for a cluster or hierarchical design, and a summary.
+    ``engagement``: the warm-up's user–creator clicks (``graph = "engagement"``)."""
+    from recscope.experiments.clusters import cluster_bipartite, cluster_graph, read_edges
 
     n = env.truth.n_users
     g = _graph_source(env, d, file)
+    if g == "engagement":
+        if engagement is None:
+            raise ConfigError("graph = 'engagement' needs the warm-up's clicks (a warm-up "
+                              "of at least one day)", key="design.graph", file=file)
+        u, c, w = engagement.edges()
+        cb = cluster_bipartite(n, env.n_creators, u, c, weights=w, method=d.method,
+                               n_clusters=d.n_clusters, seed=seed)
+        return cb.cluster, {"graph": g, **cb.summary()}
     if g == "regions":
         sizes = np.bincount(env.region)
         return env.region.copy(), {"graph": "regions", "n_clusters": int(sizes.size),
@@ -185,13 +203,14 @@ def plan_design(env: Environment, d: DesignConfig, experiment: Experiment, *, da
                 start_us: int, seed: int = 0, file: str | None = None,
                 base: Path | None = None,
                 cache: dict[Any, tuple[np.ndarray, dict[str, Any]]] | None = None,
-                ) -> DesignPlan:
+                engagement: EngagementStats | None = None) -> DesignPlan:
     """Assign the world's users (or its region × time cells) under design ``d``.
 
     ``experiment`` must have the variants ``("control", "treatment")`` (index 0 is the
     incumbent, served by policy 0). ``start_us``: when the experiment starts (switchback
     slice 0). Users outside the experiment's traffic get -1 and are served control.
-    ``cache`` (a dict) keeps clusterings between designs on the same graph.
+    ``cache`` (a dict) keeps clusterings between designs on the same graph;
+    ``engagement``: the warm-up's clicks, for ``graph = "engagement"``.
     """
     n = env.truth.n_users
     label = design_label(d)
@@ -205,7 +224,8 @@ def plan_design(env: Environment, d: DesignConfig, experiment: Experiment, *, da
         if cache is not None and key in cache:
             cluster, summary = cache[key][0], dict(cache[key][1])
         else:
-            cluster, summary = user_clusters(env, d, seed=seed, file=file, base=base)
+            cluster, summary = user_clusters(env, d, seed=seed, file=file, base=base,
+                                             engagement=engagement)
             if cache is not None:
                 cache[key] = (cluster, dict(summary))
         # too few clusters per arm: the cluster table's fault, else the design's
@@ -402,6 +422,36 @@ class CreatorStats:
         return a, e
 
 
+class EngagementStats:
+    """Each user's clicks on each creator's pins during a run (an ``observe`` callback of
+    :meth:`Environment.run`): the user–creator engagement graph of ``graph =
+    "engagement"`` designs, read from the warm-up, i.e. the logs before the experiment."""
+
+    def __init__(self, item_creator: np.ndarray, n_users: int, n_creators: int) -> None:
+        self.item_creator = item_creator
+        self.n_users, self.n_creators = n_users, n_creators
+        self._users: list[np.ndarray] = []
+        self._creators: list[np.ndarray] = []
+
+    def __call__(self, obs: Any) -> None:
+        hit = obs.response.clicked & (obs.items >= 0)
+        rows, cols = np.nonzero(hit)
+        self._users.append(obs.users[rows])
+        self._creators.append(self.item_creator[obs.items[rows, cols]])
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(user, creator, clicks)``, one row per pair that has clicks."""
+        from scipy import sparse
+
+        u = np.concatenate([np.empty(0, np.int64), *self._users])
+        c = np.concatenate([np.empty(0, np.int64), *self._creators])
+        m = sparse.coo_matrix((np.ones(u.size), (u, c)),
+                              shape=(self.n_users, self.n_creators)).tocsr()
+        m.sum_duplicates()
+        m = m.tocoo()
+        return m.row.astype(np.int64), m.col.astype(np.int64), m.data
+
+
 # -- tables of a design run ---------------------------------------------------------------------
 
 def session_start(res: SimResult) -> np.ndarray:
@@ -538,8 +588,11 @@ def _effect_rows(plan: DesignPlan, assignments: pa.Table, events: pa.Table,
     start = None
     if isinstance(plan.arm, Schedule):
         start = plan.arm.start_us / 1e6
+    # engagement clusters are built from activity, so a few hold much of it (as creators
+    # do): the delete-one-cluster jackknife, as for the creator design
     res = analyze_design(assignments, events, config, plan.design, start=start,
-                         n_permutations=n_permutations, seed=seed)
+                         n_permutations=n_permutations, seed=seed,
+                         small_sample="cr3" if plan.design.graph == "engagement" else None)
     for e in res.results:
         part = e.extra.get("part")
         if part == "interference":
@@ -577,13 +630,16 @@ def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
     # the warm-up is recorded when a metric reads a pre-period (cuped_days): its events
     # are the units' history before the experiment (CUPED in every user design's analysis)
     wants_pre = any(m.cuped_days for m in config.metrics)
+    n = env.truth.n_users
+    item_creator = np.asarray(env.item_creator, dtype=np.int64)
+    # the warm-up's clicks are the engagement graph (graph = "engagement")
+    engagement = (EngagementStats(item_creator, n, env.n_creators)
+                  if any(d.graph == "engagement" for d in designs) else None)
     warm = env.run([pols[0]], days=warmup_days, calibrate=True, record=wants_pre,
-                   stage="warm-up")
+                   stage="warm-up", observe=engagement)
     state = warm.state
     start_us = env.start_us + state.day * _DAY_US
-    n = env.truth.n_users
     has_creator = any(d.kind == "creator" for d in designs)
-    item_creator = np.asarray(env.item_creator, dtype=np.int64)
     replay_stats = [CreatorStats(item_creator, env.n_creators) for _ in (0, 1)]
     replays = [env.run(pols, days=days, arm=np.full(n, c, dtype=np.int64), state=state,
                        observe=replay_stats[c] if has_creator else None) for c in (0, 1)]
@@ -594,7 +650,7 @@ def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
     for d in designs:
         try:
             plan = plan_design(env, d, experiment, days=days, start_us=start_us, seed=seed,
-                               file=file, base=base, cache=cache)
+                               file=file, base=base, cache=cache, engagement=engagement)
         except DataValidationError as exc:
             if not skip_unassignable or "per arm" not in str(exc):
                 raise

@@ -19,6 +19,7 @@ from pydantic import ConfigDict, Field, model_validator
 from recscope.config import StrictModel, validate
 from recscope.experiments.designs import DesignConfig
 from recscope.io import read_toml
+from recscope.sim.designs import GRAPHS
 from recscope.sim.environment import SimConfig
 
 DEFAULT_METRICS = """\
@@ -177,7 +178,7 @@ def load_experiment(path: str | Path) -> ExperimentSpec:
     def design(d: DesignConfig | None) -> DesignConfig | None:
         if d is not None and d.kind == "switchback":
             d.n_slices(spec.days * 24.0, file=p)  # a slice longer than the experiment
-        if d is None or d.graph is None or d.graph in ("social", "regions"):
+        if d is None or d.graph is None or d.graph in GRAPHS:
             return d
         return d.model_copy(update={"graph": rel(d.graph)})
 

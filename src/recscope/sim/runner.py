@@ -132,8 +132,14 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path | None = None, *,
                             train_data=lambda: world_log(spec.world))
     policies = [factory.stack(s, n) for s, n in zip(cells.cell_specs, cells.cell_names,
                                                     strict=True)]
+    engagement = None
+    if spec.design is not None and spec.design.graph == "engagement":
+        from recscope.sim.designs import EngagementStats
+
+        engagement = EngagementStats(np.asarray(env.item_creator, dtype=np.int64),
+                                     truth.n_users, env.n_creators)
     warm = env.run([policies[0]], days=spec.warmup_days, calibrate=True, progress=progress,
-                   names=[cells.cell_names[0]], stage="warm-up")
+                   names=[cells.cell_names[0]], stage="warm-up", observe=engagement)
     state = warm.state
     plan = None
     if spec.design is not None and spec.design.kind == "creator":
@@ -146,7 +152,7 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path | None = None, *,
 
         plan = plan_design(env, spec.design, design_experiment(spec), days=spec.days,
                            start_us=env.start_us + state.day * 86_400_000_000,
-                           seed=spec.seed, file=spec_file)
+                           seed=spec.seed, file=spec_file, engagement=engagement)
         arm: Any = plan.arm if isinstance(plan.arm, Schedule) else np.maximum(plan.arm, 0)
     else:
         arm = np.where(cells.in_experiment, cells.user_cell, 0)
