@@ -3,6 +3,7 @@ functions, the logs they produce, bias against the truth, and bad designs."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +146,28 @@ def test_market_clusters_cut_the_bias_of_the_unit_design() -> None:
     assert {"design", "metric", "estimate", "ci_low", "ci_high", "truth", "bias", "rmse",
             "coverage", "mde"} <= set(res.records()[0])
     assert res.to_html().count("plotly-graph-div") >= 1
+
+
+def test_simulate_and_compare_an_engagement_cluster_design() -> None:
+    """`simulate` assigns whole engagement clusters (from its own warm-up's clicks) and
+    design-compare runs them beside the unit design against the same truth."""
+    from recscope.sim import run_experiment
+
+    d = DesignConfig(kind="cluster", graph="engagement", method="metis", n_clusters=12)
+    sim = run_experiment(_spec(design=d.model_dump(), truth=False))
+    assert sim.design is not None and sim.design["label"] == "cluster:engagement:metis"
+    assert 0 < sim.design["cut_fraction"] < 1
+    a = sim.assignments
+    by_cluster: dict[int, set[str]] = {}
+    for c, v in zip(a.column("cluster_id").to_pylist(), a.column("variant").to_pylist(),
+                    strict=True):
+        by_cluster.setdefault(c, set()).add(v)
+    assert len(by_cluster) >= 8 and all(len(v) == 1 for v in by_cluster.values())
+    res = compare_designs(_spec(), [DesignConfig(kind="unit"), d], reps=2)
+    rows = {(r["design"], r["metric"]): r for r in res.rows_}
+    ctr = rows[("cluster:engagement:metis", "ctr")]
+    assert ctr["truth"] == pytest.approx(rows[("unit", "ctr")]["truth"])
+    assert math.isfinite(ctr["estimate"]) and ctr["design_effect"] > 0
 
 
 def test_bad_graph_files(tmp_path: Path, truth: WorldTruth) -> None:
