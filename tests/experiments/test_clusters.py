@@ -109,6 +109,27 @@ def test_users_without_engagement_fill_their_own_clusters(method: str) -> None:
         assert c.n_clusters == 25 and c.sizes.min() >= 95
 
 
+def test_engagement_file_keeps_creators_apart_from_users(tmp_path: Path) -> None:
+    """An engagement file's creator ids are their own kind (text beside integer users),
+    indexed into ``items``; its users are checked against the experiment's units."""
+    unit, item, user_group, _ = audiences(n_users=400, n_items=30, groups=3)
+    path = tmp_path / "engagement.parquet"
+    pd.DataFrame({"user_id": unit + 1000, "creator": [f"c{i:03d}" for i in item],
+                  "clicks": np.ones(unit.size)}).to_parquet(path)
+    users = np.arange(1000, 1400)
+    e = read_edges(path, src="user_id", dst="creator", weight="clicks", units=users,
+                   engagement=True)
+    assert e.items is not None and list(e.items[:2]) == ["c000", "c001"]
+    np.testing.assert_array_equal(e.src, unit)
+    np.testing.assert_array_equal(e.items[e.dst], [f"c{i:03d}" for i in item])
+    c = cluster_bipartite(len(e.units), len(e.items), e.src, e.dst, weights=e.weights,
+                          method="metis", n_clusters=3, seed=1)
+    assert sum(np.bincount(user_group[c.cluster == k]).max() for k in range(3)) > 0.9 * 400
+    with pytest.raises(DataValidationError) as err:
+        read_edges(path, src="user_id", dst="creator", units=users[1:], engagement=True)
+    assert "user_id" in str(err.value) and "not one of the experiment" in str(err.value)
+
+
 def test_engagement_graph_refuses_bad_input() -> None:
     unit, item, _, _ = audiences(n_users=100, n_items=10, groups=2)
     with pytest.raises(ConfigError, match="item indices"):

@@ -75,13 +75,15 @@ class Clustering:
 
 @dataclass(frozen=True)
 class EdgeList:
-    """Edges between unit indices ``0..len(units)-1`` (``units`` holds their ids)."""
+    """Edges between unit indices ``0..len(units)-1`` (``units`` holds their ids); in an
+    engagement graph (``items`` given) ``dst`` holds indices of ``items`` instead."""
 
     units: np.ndarray
     src: np.ndarray
     dst: np.ndarray
     weights: np.ndarray | None
     file: str | None = None
+    items: np.ndarray | None = None
 
 
 def _undirected(n: int, src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None
@@ -415,7 +417,8 @@ def read_table(path: str | os.PathLike[str]) -> pa.Table:
 
 def read_edges(path: str | os.PathLike[str], *, src: str | None = None,
                dst: str | None = None, weight: str | None = None,
-               units: Sequence[object] | np.ndarray | pa.Array | None = None) -> EdgeList:
+               units: Sequence[object] | np.ndarray | pa.Array | None = None,
+               engagement: bool = False) -> EdgeList:
     """Read an edge list (CSV, TSV/``.dat``, Parquet) and map its ids to unit indices.
 
     ``src`` / ``dst`` default to the first two columns; ``weight`` names an optional
@@ -423,6 +426,8 @@ def read_edges(path: str | os.PathLike[str], *, src: str | None = None,
     not one of them is an error naming the file, the column and the row (1-based, data
     rows); without, the units are the ids found, sorted. Null ids, ids of a different
     kind in the two columns and missing, negative or NaN weights are errors too.
+    ``engagement``: a user–creator engagement graph (for :func:`cluster_bipartite`):
+    ``dst`` holds item (creator) ids of their own kind, indexed into ``items``.
     """
     p = Path(path)
     t = read_table(p)
@@ -448,7 +453,7 @@ def read_edges(path: str | os.PathLike[str], *, src: str | None = None,
         if pa.types.is_floating(arr.type):
             raise DataValidationError(f"unit ids must be integers or text, not {arr.type}",
                                       file=file, column=c)
-    if pa.types.is_string(a.type) != pa.types.is_string(b.type):
+    if not engagement and pa.types.is_string(a.type) != pa.types.is_string(b.type):
         raise DataValidationError(f"ids are {b.type} here but {a.type} in column {src!r}: "
                                   "both columns must hold the same kind of id",
                                   file=file, column=dst)
@@ -466,8 +471,13 @@ def read_edges(path: str | os.PathLike[str], *, src: str | None = None,
                                       "number", file=file, column=weight, row=row)
     an = a.to_numpy(zero_copy_only=False)
     bn = b.to_numpy(zero_copy_only=False)
+    items = None
+    ends = ((src, an), (dst, bn))
+    if engagement:
+        items = np.unique(bn)
+        ends = ((src, an),)
     if units is None:
-        ids = np.unique(np.concatenate([an, bn]))
+        ids = np.unique(np.concatenate([arr for _, arr in ends]))
         s = np.searchsorted(ids, an)
         d = np.searchsorted(ids, bn)
     else:
@@ -482,7 +492,7 @@ def read_edges(path: str | os.PathLike[str], *, src: str | None = None,
         order = np.argsort(known, kind="stable")
         sk = known[order]
         idx = []
-        for c, arr in ((src, an), (dst, bn)):
+        for c, arr in ends:
             pos = np.minimum(np.searchsorted(sk, arr), len(sk) - 1)
             ok = sk[pos] == arr
             if not ok.all():
@@ -492,6 +502,8 @@ def read_edges(path: str | os.PathLike[str], *, src: str | None = None,
                     f"({int((~ok).sum()):,} edge end(s) unknown)", file=file, column=c,
                     row=row + 1)
             idx.append(order[pos])
-        s, d = idx
+        s, d = idx[0], idx[-1]
+    if items is not None:
+        d = np.searchsorted(items, bn)
     return EdgeList(np.asarray(ids), np.asarray(s, np.int64), np.asarray(d, np.int64), w,
-                    file)
+                    file, items)
