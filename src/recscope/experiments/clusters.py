@@ -165,6 +165,20 @@ def pack_small(labels: np.ndarray, target: float) -> np.ndarray:
     return _relabel(new_id[cl])[0]
 
 
+def _n_clusters(n_units: int, n_clusters: int | None, resolution: float | None,
+                method: str) -> int:
+    """The number of clusters asked for (default units / 100), options checked."""
+    if n_clusters is not None and not 2 <= n_clusters <= n_units:
+        raise ConfigError(f"n_clusters must be in [2, {n_units}], got {n_clusters}",
+                          key="n_clusters")
+    if resolution is not None and not (resolution > 0 and math.isfinite(resolution)):
+        raise ConfigError(f"resolution must be positive, got {resolution}", key="resolution")
+    if method not in ("leiden", "metis"):
+        raise ConfigError(f"unknown clustering method {method!r} (expected leiden or metis)",
+                          key="method")
+    return n_clusters if n_clusters is not None else max(2, n_units // DEFAULT_CLUSTER_SIZE)
+
+
 def cluster_graph(n_units: int, src: np.ndarray, dst: np.ndarray, *,
                   weights: np.ndarray | None = None,
                   method: Literal["leiden", "metis"] = "leiden",
@@ -178,20 +192,12 @@ def cluster_graph(n_units: int, src: np.ndarray, dst: np.ndarray, *,
     modularity resolution (default 1). ``seed`` makes the partition reproducible.
     """
     src, dst = _check_graph(n_units, src, dst, weights)
-    if n_clusters is not None and not 2 <= n_clusters <= n_units:
-        raise ConfigError(f"n_clusters must be in [2, {n_units}], got {n_clusters}",
-                          key="n_clusters")
-    if resolution is not None and not (resolution > 0 and math.isfinite(resolution)):
-        raise ConfigError(f"resolution must be positive, got {resolution}", key="resolution")
-    k = n_clusters if n_clusters is not None else max(2, n_units // DEFAULT_CLUSTER_SIZE)
+    k = _n_clusters(n_units, n_clusters, resolution, method)
     target = n_units / k
     if method == "metis":
         labels = _metis(n_units, src, dst, weights, k, seed)
-    elif method == "leiden":
-        labels = _leiden(n_units, src, dst, weights, target, resolution, seed)
     else:
-        raise ConfigError(f"unknown clustering method {method!r} (expected leiden or metis)",
-                          key="method")
+        labels = _leiden(n_units, src, dst, weights, target, resolution, seed)
     cl, sizes = _relabel(labels)
     return Clustering(cl, method, cut_fraction(cl, src, dst, weights), sizes)
 
@@ -218,13 +224,7 @@ def cluster_bipartite(n_units: int, n_items: int, unit: np.ndarray, item: np.nda
     unit, item = _check_graph(n_units, unit, item, weights)
     if item.size and item.max() >= n_items:
         raise ConfigError(f"item must hold item indices in [0, {n_items})", key="item")
-    if n_clusters is not None and not 2 <= n_clusters <= n_units:
-        raise ConfigError(f"n_clusters must be in [2, {n_units}], got {n_clusters}",
-                          key="n_clusters")
-    if method not in ("leiden", "metis"):
-        raise ConfigError(f"unknown clustering method {method!r} (expected leiden or metis)",
-                          key="method")
-    k = n_clusters if n_clusters is not None else max(2, n_units // DEFAULT_CLUSTER_SIZE)
+    k = _n_clusters(n_units, n_clusters, resolution, method)
     w = np.ones(unit.size) if weights is None else np.asarray(weights, dtype=np.float64)
     # units without engagement have nothing to keep together: the engaged ones are
     # partitioned into their share of the k clusters, the others fill the rest at random
