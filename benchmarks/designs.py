@@ -12,6 +12,14 @@ the cut fraction, next to the planted communities' cut::
     flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/designs.py graph \
         --users 1000000 --edges 20000000
 
+With ``--engagement CREATORS`` the graph is a user-creator engagement graph instead
+(creators in groups of 10 with planted audiences, 80% of a user's clicks inside her
+group's creators, Pareto(1.2) creator popularity), clustered by
+:func:`~recscope.experiments.clusters.cluster_bipartite`::
+
+    flock /tmp/recscope-heavy.lock .venv/bin/python benchmarks/designs.py graph \
+        --users 1000000 --edges 20000000 --engagement 10000
+
 ``validate``: the statistics by simulation (numpy, through the same
 :func:`~recscope.experiments.clustered.compare_arms`, :func:`interference_test` and
 :func:`switchback_effect` the analysis uses): A/A coverage of cluster-robust and naive
@@ -68,21 +76,60 @@ def community_graph(users: int, edges: int, seed: int = 0, p_in: float = 0.8
     return src, dst, comm
 
 
-def graph_child(method: str, users: int, edges: int, seed: int) -> dict[str, object]:
-    from recscope.experiments.clusters import cluster_graph, cut_fraction
+def engagement_graph(users: int, creators: int, edges: int, seed: int = 0,
+                     p_in: float = 0.8) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, creator, audience) of a user-creator engagement graph with planted
+    audiences: creators in groups of 10, every user in one group's audience; a click goes
+    to a creator of her group with probability ``p_in``, else to any creator; creators'
+    popularity Pareto(1.2), users' activity log-normal."""
+    rng = np.random.default_rng(seed)
+    groups = max(1, creators // 10)
+    audience = rng.integers(0, groups, users)
+    pop = rng.pareto(1.2, creators) + 1.0
+    activity = rng.lognormal(0, 1, users)
+    user = rng.choice(users, edges, p=activity / activity.sum()).astype(np.int64)
+    # inside: a creator of the user's group (creator c is in group c % groups), by
+    # popularity within the group; outside: any creator by popularity
+    members = np.arange(creators).reshape(-1, groups) if creators % groups == 0 else None
+    assert members is not None, "creators must be a multiple of their groups"
+    w = pop[members]  # [10, groups]
+    cum = np.cumsum(w / w.sum(axis=0), axis=0)
+    g = audience[user]
+    slot = (rng.random(edges)[None, :] > cum[:, g]).sum(axis=0)
+    inside = members[np.minimum(slot, members.shape[0] - 1), g]
+    anyone = rng.choice(creators, edges, p=pop / pop.sum())
+    creator = np.where(rng.random(edges) < p_in, inside, anyone).astype(np.int64)
+    return user, creator, audience
+
+
+def graph_child(method: str, users: int, edges: int, seed: int, creators: int = 0
+                ) -> dict[str, object]:
+    from recscope.experiments.clusters import cluster_bipartite, cluster_graph, cut_fraction
 
     t = time.perf_counter()
-    src, dst, comm = community_graph(users, edges, seed)
+    if creators:
+        src, dst, comm = engagement_graph(users, creators, edges, seed)
+    else:
+        src, dst, comm = community_graph(users, edges, seed)
     gen_s = time.perf_counter() - t
     rss_graph = _rss_mib()
     t = time.perf_counter()
-    c = cluster_graph(users, src, dst, method=method,  # type: ignore[arg-type]
-                      n_clusters=max(2, users // 100), seed=seed)
+    k = max(2, users // 100)
+    if creators:
+        c = cluster_bipartite(users, creators, src, dst, method=method,  # type: ignore[arg-type]
+                              n_clusters=k, seed=seed)
+        # the planted audiences' cut: engagement outside the user's group of creators
+        planted = float(np.mean(comm[src] != dst % max(1, creators // 10)))
+    else:
+        c = cluster_graph(users, src, dst, method=method,  # type: ignore[arg-type]
+                          n_clusters=k, seed=seed)
+        planted = cut_fraction(comm, src, dst)
     secs = time.perf_counter() - t
-    return {"method": method, "users": users, "edges": edges, "seconds": round(secs, 1),
-            "generate_seconds": round(gen_s, 1), "peak_rss_mib": round(_rss_mib()),
-            "graph_rss_mib": round(rss_graph), "cut_fraction": round(c.cut_fraction, 4),
-            "planted_cut_fraction": round(cut_fraction(comm, src, dst), 4),
+    return {"method": method, "users": users, "creators": creators, "edges": edges,
+            "seconds": round(secs, 1), "generate_seconds": round(gen_s, 1),
+            "peak_rss_mib": round(_rss_mib()), "graph_rss_mib": round(rss_graph),
+            "cut_fraction": round(c.cut_fraction, 4),
+            "planted_cut_fraction": round(planted, 4),
             "n_clusters": c.n_clusters, "size_median": float(np.median(c.sizes)),
             "size_max": int(c.sizes.max())}
 
@@ -90,7 +137,7 @@ def graph_child(method: str, users: int, edges: int, seed: int) -> dict[str, obj
 def run_graph(args: argparse.Namespace) -> None:
     for method in args.methods:
         cmd = [sys.executable, __file__, "graph-child", method, str(args.users),
-               str(args.edges), str(args.seed)]
+               str(args.edges), str(args.seed), str(args.engagement)]
         t = time.perf_counter()
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
@@ -278,8 +325,8 @@ def run_validate(args: argparse.Namespace) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "graph-child":
-        method, users, edges, seed = sys.argv[2], *map(int, sys.argv[3:6])
-        print(json.dumps(graph_child(method, users, edges, seed)), flush=True)
+        method, users, edges, seed, creators = sys.argv[2], *map(int, sys.argv[3:7])
+        print(json.dumps(graph_child(method, users, edges, seed, creators)), flush=True)
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -288,6 +335,9 @@ def main() -> None:
     g.add_argument("--edges", type=int, default=20_000_000)
     g.add_argument("--methods", nargs="+", default=["leiden", "metis"])
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--engagement", type=int, default=0, metavar="CREATORS",
+                   help="cluster a user-creator engagement graph with this many creators "
+                   "(cluster_bipartite) instead of a follow graph")
     a = sub.add_parser("analysis")
     a.add_argument("--units", type=int, default=10_000_000)
     a.add_argument("--clusters", type=int, default=100_000)
