@@ -109,6 +109,19 @@ def test_users_without_engagement_fill_their_own_clusters(method: str) -> None:
         assert c.n_clusters == 25 and c.sizes.min() >= 95
 
 
+def test_metis_keeps_its_balance_with_count_weights() -> None:
+    """Repeated clicks add up to count weights on few, heavy creators: METIS still
+    returns the clusters asked for, balanced (with weights scaled x100 it returned 33
+    parts of up to 155 users for these 50)."""
+    rng = np.random.default_rng(0)
+    pop = rng.pareto(1.2, 100) + 1.0
+    unit = rng.choice(5000, 100_000, p=(a := rng.lognormal(0, 1, 5000)) / a.sum())
+    item = rng.choice(100, 100_000, p=pop / pop.sum())
+    c = cluster_bipartite(5000, 100, unit, item, weights=np.ones(unit.size),
+                          method="metis", n_clusters=50, seed=0)
+    assert c.n_clusters == 50 and c.sizes.max() <= 105
+
+
 def test_engagement_file_keeps_creators_apart_from_users(tmp_path: Path) -> None:
     """An engagement file's creator ids are their own kind (text beside integer users),
     indexed into ``items``; its users are checked against the experiment's units."""
