@@ -214,7 +214,8 @@ def cluster_bipartite(n_units: int, n_items: int, unit: np.ndarray, item: np.nda
     Users who engage with the same creators land together, so that a change acting
     through a creator (her supply, her audience's feeds) stays inside an arm as far as the
     audiences allow. Items carry no size: METIS balances the units alone (zero vertex
-    weights for items); Leiden's communities are capped and packed on the units' count.
+    weights for items); Leiden caps communities at 1.25 x the target in units and items
+    together, then packs small ones by their units.
     ``cut_fraction`` is the share of the engagement weight going to an item whose home
     cluster (the one with most of its engagement) is not the unit's.
     """
