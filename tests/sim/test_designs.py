@@ -85,9 +85,13 @@ def test_engagement_clusters_come_from_the_warm_ups_clicks(truth: WorldTruth) ->
         assert 0 < plan.clustering["cut_fraction"] < 1
         assert design_label(d) == ("cluster:engagement" + (":metis" if method == "metis"
                                                            else ""))
-    with pytest.raises(ConfigError, match="warm-up"):
+    with pytest.raises(ConfigError, match="EngagementStats"):
         plan_design(env, DesignConfig(kind="cluster", graph="engagement"), EXP, days=2,
                     start_us=env.start_us)
+    with pytest.raises(ConfigError, match="no clicks in the warm-up"):
+        plan_design(env, DesignConfig(kind="cluster", graph="engagement"), EXP, days=2,
+                    start_us=env.start_us,
+                    engagement=EngagementStats(ic, truth.n_users, env.n_creators))
 
 
 def _pols(truth: WorldTruth) -> list[StackPolicy]:

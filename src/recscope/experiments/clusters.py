@@ -15,8 +15,8 @@ standard partitioners, both chosen rather than written:
   (METIS' default 3% imbalance) minimising the weighted edge cut.
 
 :func:`cluster_bipartite` clusters units by a user–creator engagement graph instead of a
-graph between units. :func:`read_edges` reads an edge list (CSV, TSV, Parquet) and maps its ids onto the
-experiment's units; every problem names the file, the column and the row.
+graph between units. :func:`read_edges` reads an edge list (CSV, TSV, Parquet) and maps
+its ids onto the experiment's units; every problem names the file, the column and the row.
 """
 
 from __future__ import annotations

@@ -133,9 +133,12 @@ def user_clusters(env: Environment, d: DesignConfig, *, seed: int, file: str | N
     g = _graph_source(env, d, file)
     if g == "engagement":
         if engagement is None:
-            raise ConfigError("graph = 'engagement' needs the warm-up's clicks (a warm-up "
-                              "of at least one day)", key="design.graph", file=file)
+            raise ConfigError("graph = 'engagement' needs the warm-up's clicks "
+                              "(EngagementStats)", key="design.graph", file=file)
         u, c, w = engagement.edges()
+        if not u.size:
+            raise ConfigError("graph = 'engagement' found no clicks in the warm-up: give it "
+                              "warm-up days (warmup_days)", key="warmup_days", file=file)
         cb = cluster_bipartite(n, env.n_creators, u, c, weights=w, method=d.method,
                                n_clusters=d.n_clusters, seed=seed)
         return cb.cluster, {"graph": g, **cb.summary()}
