@@ -136,10 +136,21 @@ def _relabel(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inv.astype(np.int64), sizes.astype(np.int64)
 
 
-def pack_small(labels: np.ndarray, target: float) -> np.ndarray:
+def _unit_sizes(labels: np.ndarray, size: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Dense ids and the units per cluster: each node counts ``size[node]`` units (1 when
+    ``size`` is None; items of an engagement graph count 0)."""
+    cl, counts = _relabel(labels)
+    if size is None:
+        return cl, counts
+    return cl, np.bincount(cl, weights=size, minlength=len(counts)).astype(np.int64)
+
+
+def pack_small(labels: np.ndarray, target: float, size: np.ndarray | None = None
+               ) -> np.ndarray:
     """Merge clusters below ``target / 2`` units into bins of about ``target`` units
-    (first fit by decreasing size). Merging never cuts an edge."""
-    cl, sizes = _relabel(labels)
+    (first fit by decreasing size). Merging never cuts an edge. ``size``: units per node
+    (default 1)."""
+    cl, sizes = _unit_sizes(labels, size)
     small = np.flatnonzero(sizes < target / 2)
     if len(small) < 2:
         return cl
@@ -214,8 +225,7 @@ def cluster_bipartite(n_units: int, n_items: int, unit: np.ndarray, item: np.nda
     Users who engage with the same creators land together, so that a change acting
     through a creator (her supply, her audience's feeds) stays inside an arm as far as the
     audiences allow. Items carry no size: METIS balances the units alone (zero vertex
-    weights for items); Leiden caps communities at 1.25 x the target in units and items
-    together, then packs small ones by their units.
+    weights for items), and Leiden's cap, merging and packing count units only.
     ``cut_fraction`` is the share of the engagement weight going to an item whose home
     cluster (the one with most of its engagement) is not the unit's.
     """
@@ -240,12 +250,12 @@ def cluster_bipartite(n_units: int, n_items: int, unit: np.ndarray, item: np.nda
         m = len(idx) + n_items
         keep = w > 0
         src, dst, ew = pos[unit[keep]], item[keep] + len(idx), w[keep]
+        size = np.r_[np.ones(len(idx), np.int64), np.zeros(n_items, np.int64)]
         if method == "metis":
-            size = np.r_[np.ones(len(idx), np.int64), np.zeros(n_items, np.int64)]
             part = _metis(m, src, dst, ew, k_e, seed, vweights=size)[:len(idx)]
         else:
-            part = _leiden(m, src, dst, ew, m / k_e, resolution, seed)[:len(idx)]
-            part = pack_small(part, len(idx) / k_e)
+            part = _leiden(m, src, dst, ew, len(idx) / k_e, resolution, seed,
+                           size=size)[:len(idx)]
         labels[idx] = _relabel(part)[0]
     elif k_e == 1:
         labels[idx] = 0
@@ -285,7 +295,8 @@ def _metis(n: int, src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None,
 
 
 def _leiden(n: int, src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None,
-            target: float, resolution: float | None, seed: int) -> np.ndarray:
+            target: float, resolution: float | None, seed: int,
+            size: np.ndarray | None = None) -> np.ndarray:
     """Leiden modularity communities, oversized ones split again, small ones packed.
 
     (leidenalg's own ``max_comm_size`` was found not to bound community sizes with
@@ -306,10 +317,11 @@ def _leiden(n: int, src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None
                                     resolution_parameter=gamma, seed=int(seed))
     labels = np.asarray(part.membership, dtype=np.int64)
     cap = max(2, math.ceil(1.25 * target))
+    unit = np.ones(n, dtype=np.int64) if size is None else np.asarray(size, dtype=np.int64)
     next_label = int(labels.max()) + 1
     order = np.argsort(labels, kind="stable")
     bounds = np.flatnonzero(np.diff(labels[order])) + 1
-    work = [(grp, 1) for grp in np.split(order, bounds) if len(grp) > cap]
+    work = [(grp, 1) for grp in np.split(order, bounds) if unit[grp].sum() > cap]
     while work:
         nodes, depth = work.pop()
         sub = g.induced_subgraph(nodes.tolist())
@@ -320,28 +332,31 @@ def _leiden(n: int, src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None
                                          seed=int(seed))
             if len(p.sizes()) > 1:
                 sub_labels = np.asarray(p.membership, dtype=np.int64)
-        if sub_labels is None:  # chunks of the breadth-first order
+        if sub_labels is None:  # chunks of the breadth-first order, by units
             bfs = _bfs_order(sub)
-            k = math.ceil(len(nodes) / target)
+            u = unit[nodes][bfs]
+            total = int(u.sum())
+            k = math.ceil(total / target)
             sub_labels = np.empty(len(nodes), dtype=np.int64)
-            sub_labels[bfs] = np.arange(len(nodes)) * k // len(nodes)
+            sub_labels[bfs] = (np.cumsum(u) - u) * k // total
         o = np.argsort(sub_labels, kind="stable")
         for grp in np.split(o, np.flatnonzero(np.diff(sub_labels[o])) + 1):
             members = nodes[grp]
             labels[members] = next_label
             next_label += 1
-            if len(members) > cap:
+            if unit[members].sum() > cap:
                 work.append((members, depth + 1))
-    labels = merge_small(labels, _undirected(n, src, dst, weights), target, cap)
-    return pack_small(labels, target)
+    labels = merge_small(labels, _undirected(n, src, dst, weights), target, cap, size)
+    return pack_small(labels, target, size)
 
 
-def merge_small(labels: np.ndarray, adjacency: sparse.csr_matrix, target: float, cap: int
-                ) -> np.ndarray:
+def merge_small(labels: np.ndarray, adjacency: sparse.csr_matrix, target: float, cap: int,
+                size: np.ndarray | None = None) -> np.ndarray:
     """Merge each cluster below ``target / 2`` units (smallest first) into the
     neighbouring cluster it shares the most edge weight with, when the two together stay
-    within ``cap`` units: the merge removes the edges between them from the cut."""
-    cl, sizes = _relabel(labels)
+    within ``cap`` units: the merge removes the edges between them from the cut.
+    ``size``: units per node (default 1)."""
+    cl, sizes = _unit_sizes(labels, size)
     k = len(sizes)
     small = np.flatnonzero(sizes < target / 2)
     if len(small) == 0:
