@@ -82,16 +82,17 @@ def engagement_graph(users: int, creators: int, edges: int, seed: int = 0,
     audiences: creators in groups of 10, every user in one group's audience; a click goes
     to a creator of her group with probability ``p_in``, else to any creator; creators'
     popularity Pareto(1.2), users' activity log-normal."""
+    if creators < 10 or creators % 10:
+        raise SystemExit(f"--engagement must be a multiple of 10, got {creators}")
     rng = np.random.default_rng(seed)
-    groups = max(1, creators // 10)
+    groups = creators // 10
     audience = rng.integers(0, groups, users)
     pop = rng.pareto(1.2, creators) + 1.0
     activity = rng.lognormal(0, 1, users)
     user = rng.choice(users, edges, p=activity / activity.sum()).astype(np.int64)
     # inside: a creator of the user's group (creator c is in group c % groups), by
     # popularity within the group; outside: any creator by popularity
-    members = np.arange(creators).reshape(-1, groups) if creators % groups == 0 else None
-    assert members is not None, "creators must be a multiple of their groups"
+    members = np.arange(creators).reshape(10, groups)
     w = pop[members]  # [10, groups]
     cum = np.cumsum(w / w.sum(axis=0), axis=0)
     g = audience[user]
@@ -119,7 +120,7 @@ def graph_child(method: str, users: int, edges: int, seed: int, creators: int = 
         c = cluster_bipartite(users, creators, src, dst, method=method,  # type: ignore[arg-type]
                               n_clusters=k, seed=seed)
         # the planted audiences' cut: engagement outside the user's group of creators
-        planted = float(np.mean(comm[src] != dst % max(1, creators // 10)))
+        planted = float(np.mean(comm[src] != dst % (creators // 10)))
     else:
         c = cluster_graph(users, src, dst, method=method,  # type: ignore[arg-type]
                           n_clusters=k, seed=seed)

@@ -499,14 +499,17 @@ def analyze_design(assignments: Source | None, events: Source | Sequence[Source]
     ``assignments=None`` the events' own ``config.variant`` column says which arm each
     cell served (one per cell, checked). ``cuped``: adjust cluster and hierarchical
     analyses for the metrics' covariates (switchbacks do not use them). ``small_sample``:
-    ``"cr3"`` for the creator design, ``"arm"`` for the others unless given.
+    ``"cr3"`` for the creator design and engagement clusters, ``"arm"`` for the others
+    unless given.
     """
     if assignments is None and parse_design(design).kind != "switchback":
         raise ConfigError("only a switchback can be analysed without an assignments table",
                           key="assignments")
     d = parse_design(design)
     if small_sample is None:
-        small_sample = "cr3" if d.kind == "creator" else "arm"
+        # creators and engagement clusters are built from activity, so a few of them hold
+        # much of it: the delete-one-cluster jackknife
+        small_sample = "cr3" if d.kind == "creator" or d.graph == "engagement" else "arm"
     _check_small_sample(small_sample)
     if hac_lag is not None and not (isinstance(hac_lag, int) and hac_lag >= 0):
         raise ConfigError(f"hac_lag must be a whole number >= 0, got {hac_lag!r}",

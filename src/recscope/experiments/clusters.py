@@ -239,8 +239,9 @@ def cluster_bipartite(n_units: int, n_items: int, unit: np.ndarray, item: np.nda
     w = np.ones(unit.size) if weights is None else np.asarray(weights, dtype=np.float64)
     # units without engagement have nothing to keep together: the engaged ones are
     # partitioned into their share of the k clusters, the others fill the rest at random
+    keep = w > 0
     engaged = np.zeros(n_units, dtype=bool)
-    engaged[unit[w > 0]] = True
+    engaged[unit[keep]] = True
     idx = np.flatnonzero(engaged)
     k_e = min(len(idx), max(1, round(k * len(idx) / n_units))) if len(idx) else 0
     labels = np.empty(n_units, dtype=np.int64)
@@ -248,7 +249,6 @@ def cluster_bipartite(n_units: int, n_items: int, unit: np.ndarray, item: np.nda
         pos = np.full(n_units, -1, dtype=np.int64)
         pos[idx] = np.arange(len(idx))
         m = len(idx) + n_items
-        keep = w > 0
         src, dst, ew = pos[unit[keep]], item[keep] + len(idx), w[keep]
         size = np.r_[np.ones(len(idx), np.int64), np.zeros(n_items, np.int64)]
         if method == "metis":
@@ -488,15 +488,11 @@ def read_edges(path: str | os.PathLike[str], *, src: str | None = None,
                                       "number", file=file, column=weight, row=row)
     an = a.to_numpy(zero_copy_only=False)
     bn = b.to_numpy(zero_copy_only=False)
-    items = None
-    ends = ((src, an), (dst, bn))
-    if engagement:
-        items = np.unique(bn)
-        ends = ((src, an),)
+    # unit ids: both ends of an edge, or only its source in an engagement graph
+    ends = ((src, an),) if engagement else ((src, an), (dst, bn))
     if units is None:
         ids = np.unique(np.concatenate([arr for _, arr in ends]))
-        s = np.searchsorted(ids, an)
-        d = np.searchsorted(ids, bn)
+        idx = [np.searchsorted(ids, arr) for _, arr in ends]
     else:
         known = units.to_numpy(zero_copy_only=False) if isinstance(units, pa.Array) \
             else np.asarray(units)
@@ -519,8 +515,7 @@ def read_edges(path: str | os.PathLike[str], *, src: str | None = None,
                     f"({int((~ok).sum()):,} edge end(s) unknown)", file=file, column=c,
                     row=row + 1)
             idx.append(order[pos])
-        s, d = idx[0], idx[-1]
-    if items is not None:
-        d = np.searchsorted(items, bn)
-    return EdgeList(np.asarray(ids), np.asarray(s, np.int64), np.asarray(d, np.int64), w,
-                    file, items)
+    items = np.unique(bn) if engagement else None
+    d = np.searchsorted(items, bn) if items is not None else idx[1]
+    return EdgeList(np.asarray(ids), np.asarray(idx[0], np.int64), np.asarray(d, np.int64),
+                    w, file, items)

@@ -39,6 +39,8 @@ from recscope.experiments.metrics import _problem, _validate
 DesignKind = Literal["unit", "cluster", "creator", "switchback", "hierarchical"]
 CLUSTERED: tuple[str, ...] = ("cluster", "creator", "hierarchical")
 """Designs whose analysis needs a cluster per unit."""
+GRAPHS: tuple[str, ...] = ("social", "regions", "engagement")
+"""The ``graph`` names the simulator resolves itself (any other ``graph`` is a file)."""
 
 
 class DesignConfig(StrictModel):

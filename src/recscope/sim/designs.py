@@ -56,6 +56,7 @@ from recscope.data.schema import TIMESTAMP_TYPE
 from recscope.errors import ConfigError, DataValidationError
 from recscope.experiments.assignment import Experiment, assign
 from recscope.experiments.designs import (
+    GRAPHS,
     DesignConfig,
     assign_clusters,
     check_arms,
@@ -97,10 +98,6 @@ def design_label(d: DesignConfig) -> str:
         return (f"{d.kind}:{g if g in (*GRAPHS, 'auto') else Path(g).name}"
                 + (":metis" if d.method == "metis" and g != "regions" else ""))
     return d.kind
-
-
-GRAPHS = ("social", "regions", "engagement")
-"""The simulator's own cluster sources (any other ``design.graph`` is a file)."""
 
 
 def _graph_source(env: Environment, d: DesignConfig, file: str | None) -> str:
@@ -436,6 +433,15 @@ class EngagementStats:
         self._users: list[np.ndarray] = []
         self._creators: list[np.ndarray] = []
 
+    @classmethod
+    def for_designs(cls, env: Environment, designs: Sequence[DesignConfig | None]
+                    ) -> EngagementStats | None:
+        """The warm-up's observer when a design clusters the engagement graph, else None."""
+        if not any(d is not None and d.graph == "engagement" for d in designs):
+            return None
+        return cls(np.asarray(env.item_creator, dtype=np.int64), env.truth.n_users,
+                   env.n_creators)
+
     def __call__(self, obs: Any) -> None:
         hit = obs.response.clicked & (obs.items >= 0)
         rows, cols = np.nonzero(hit)
@@ -591,11 +597,8 @@ def _effect_rows(plan: DesignPlan, assignments: pa.Table, events: pa.Table,
     start = None
     if isinstance(plan.arm, Schedule):
         start = plan.arm.start_us / 1e6
-    # engagement clusters are built from activity, so a few hold much of it (as creators
-    # do): the delete-one-cluster jackknife, as for the creator design
     res = analyze_design(assignments, events, config, plan.design, start=start,
-                         n_permutations=n_permutations, seed=seed,
-                         small_sample="cr3" if plan.design.graph == "engagement" else None)
+                         n_permutations=n_permutations, seed=seed)
     for e in res.results:
         part = e.extra.get("part")
         if part == "interference":
@@ -633,16 +636,14 @@ def run_rep(truth_world: Any, sim_config: Any, designs: Sequence[DesignConfig],
     # the warm-up is recorded when a metric reads a pre-period (cuped_days): its events
     # are the units' history before the experiment (CUPED in every user design's analysis)
     wants_pre = any(m.cuped_days for m in config.metrics)
-    n = env.truth.n_users
-    item_creator = np.asarray(env.item_creator, dtype=np.int64)
-    # the warm-up's clicks are the engagement graph (graph = "engagement")
-    engagement = (EngagementStats(item_creator, n, env.n_creators)
-                  if any(d.graph == "engagement" for d in designs) else None)
+    engagement = EngagementStats.for_designs(env, designs)
     warm = env.run([pols[0]], days=warmup_days, calibrate=True, record=wants_pre,
                    stage="warm-up", observe=engagement)
     state = warm.state
     start_us = env.start_us + state.day * _DAY_US
+    n = env.truth.n_users
     has_creator = any(d.kind == "creator" for d in designs)
+    item_creator = np.asarray(env.item_creator, dtype=np.int64)
     replay_stats = [CreatorStats(item_creator, env.n_creators) for _ in (0, 1)]
     replays = [env.run(pols, days=days, arm=np.full(n, c, dtype=np.int64), state=state,
                        observe=replay_stats[c] if has_creator else None) for c in (0, 1)]

@@ -17,9 +17,8 @@ from typing import Any
 from pydantic import ConfigDict, Field, model_validator
 
 from recscope.config import StrictModel, validate
-from recscope.experiments.designs import DesignConfig
+from recscope.experiments.designs import GRAPHS, DesignConfig
 from recscope.io import read_toml
-from recscope.sim.designs import GRAPHS
 from recscope.sim.environment import SimConfig
 
 DEFAULT_METRICS = """\

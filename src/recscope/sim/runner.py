@@ -132,12 +132,9 @@ def run_experiment(spec: ExperimentSpec, out_dir: str | Path | None = None, *,
                             train_data=lambda: world_log(spec.world))
     policies = [factory.stack(s, n) for s, n in zip(cells.cell_specs, cells.cell_names,
                                                     strict=True)]
-    engagement = None
-    if spec.design is not None and spec.design.graph == "engagement":
-        from recscope.sim.designs import EngagementStats
+    from recscope.sim.designs import EngagementStats
 
-        engagement = EngagementStats(np.asarray(env.item_creator, dtype=np.int64),
-                                     truth.n_users, env.n_creators)
+    engagement = EngagementStats.for_designs(env, [spec.design])
     warm = env.run([policies[0]], days=spec.warmup_days, calibrate=True, progress=progress,
                    names=[cells.cell_names[0]], stage="warm-up", observe=engagement)
     state = warm.state
